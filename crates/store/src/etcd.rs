@@ -1,0 +1,498 @@
+//! `store::etcd`: the [`Store`] SPI on a real etcd 3.4+ cluster (cargo feature `etcd`).
+//!
+//! Requests go through `etcd-client`, balanced over every endpoint given, so the store keeps
+//! serving while a minority of members is down. etcd's errors map onto the same [`Error`]
+//! variants as [`crate::memory`]: a compacted revision is [`Error::Compacted`], a future one
+//! [`Error::FutureRevision`], a lost connection or a member without a leader
+//! [`Error::Unavailable`] (retryable; a transaction's outcome is then unknown).
+//!
+//! Writes are never retried here, because a retried compare-and-swap could apply twice. Reads
+//! are not retried either: the caller decides, guided by [`Error::is_retryable`].
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Client, CompactionOptions, ConnectOptions, DeleteOptions, GetOptions, PutOptions,
+    TxnOpResponse, WatchOptions,
+};
+use futures::StreamExt;
+
+use crate::{
+    CompareOp, CompareTarget, Error, Event, EventKind, KeyValue, Op, OpResult, Range,
+    RangeResponse, Result, Revision, Store, Txn, TxnResponse, WatchRequest, WatchStream,
+};
+
+/// The environment variable holding comma-separated etcd client URLs, e.g.
+/// `http://127.0.0.1:2379`.
+pub const ENDPOINTS_ENV: &str = "CAPSTAN_ETCD_ENDPOINTS";
+
+/// A [`Store`] backed by an etcd cluster. Cheap to clone: clones share connections.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the etcd members at `endpoints` and checks that the cluster answers.
+    ///
+    /// Errors: [`Error::InvalidRequest`] for no endpoints or a malformed one,
+    /// [`Error::Unavailable`] when no member answers.
+    pub async fn connect<E: AsRef<str>>(endpoints: &[E]) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(Error::InvalidRequest {
+                message: "no etcd endpoints given".into(),
+            });
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // A member cut off from the leader refuses requests instead of serving stale data.
+            .with_require_leader(true);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| match e {
+                etcd_client::Error::InvalidUri(e) => Error::InvalidRequest {
+                    message: format!("invalid etcd endpoint: {e}"),
+                },
+                other => map_error(other),
+            })?;
+        let store = EtcdStore { client };
+        store.current_revision().await?;
+        Ok(store)
+    }
+
+    /// Connects to the endpoints listed in [`ENDPOINTS_ENV`].
+    ///
+    /// Errors: [`Error::InvalidRequest`] when the variable is unset or empty, and those of
+    /// [`EtcdStore::connect`].
+    pub async fn from_env() -> Result<Self> {
+        let endpoints = endpoints_from_env().ok_or_else(|| Error::InvalidRequest {
+            message: format!("{ENDPOINTS_ENV} is not set (e.g. http://127.0.0.1:2379)"),
+        })?;
+        Self::connect(&endpoints).await
+    }
+
+    /// Wraps an already configured `etcd-client` client.
+    pub fn from_client(client: Client) -> Self {
+        EtcdStore { client }
+    }
+
+    async fn current_or_unknown(&self) -> Revision {
+        self.current_revision().await.unwrap_or_default()
+    }
+
+    /// Maps an error of a request made at `requested`, filling in the current revision for a
+    /// future-revision error.
+    async fn revision_error(&self, error: etcd_client::Error, requested: Revision) -> Error {
+        match map_error(error) {
+            Error::Compacted { compacted, .. } => Error::Compacted {
+                requested,
+                compacted,
+            },
+            Error::FutureRevision { .. } => Error::FutureRevision {
+                requested,
+                current: self.current_or_unknown().await,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The endpoints in [`ENDPOINTS_ENV`], if set and not empty.
+pub fn endpoints_from_env() -> Option<Vec<String>> {
+    let value = std::env::var(ENDPOINTS_ENV).ok()?;
+    let endpoints: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(String::from)
+        .collect();
+    (!endpoints.is_empty()).then_some(endpoints)
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn range(&self, range: Range) -> Result<RangeResponse> {
+        range.validate()?;
+        let mut options = GetOptions::new();
+        if !range.end.is_empty() {
+            options = options.with_range(range.end.to_vec());
+        }
+        if range.limit > 0 {
+            options = options.with_limit(range.limit as i64);
+        }
+        if let Some(revision) = range.revision {
+            options = options.with_revision(revision);
+        }
+        let mut response = match self
+            .client
+            .kv_client()
+            .get(range.start.to_vec(), Some(options))
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => {
+                return Err(self
+                    .revision_error(e, range.revision.unwrap_or_default())
+                    .await)
+            }
+        };
+        let revision = range
+            .revision
+            .unwrap_or_else(|| response.header().map_or(0, |h| h.revision()));
+        Ok(RangeResponse {
+            more: response.more(),
+            count: response.count(),
+            kvs: response.take_kvs().into_iter().map(from_etcd).collect(),
+            revision,
+        })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        txn.validate()?;
+        let request_bytes: usize = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .map(|op| match op {
+                Op::Put { key, value } => key.len() + value.len(),
+                Op::Get(key) | Op::Delete(key) => key.len(),
+            })
+            .sum();
+        let compare: Vec<_> = txn.compare.iter().map(to_etcd_compare).collect();
+        let success: Vec<_> = txn.success.iter().map(to_etcd_op).collect();
+        let failure: Vec<_> = txn.failure.iter().map(to_etcd_op).collect();
+        let response = self
+            .client
+            .kv_client()
+            .txn(
+                etcd_client::Txn::new()
+                    .when(compare)
+                    .and_then(success)
+                    .or_else(failure),
+            )
+            .await
+            .map_err(|e| match map_error(e) {
+                Error::ValueTooLarge { limit, .. } => Error::ValueTooLarge {
+                    size: request_bytes,
+                    limit,
+                },
+                other => other,
+            })?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let succeeded = response.succeeded();
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        let results = ops
+            .iter()
+            .zip(response.op_responses())
+            .map(|(op, result)| to_op_result(op, result, revision))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TxnResponse {
+            succeeded,
+            revision,
+            results,
+        })
+    }
+
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        request.validate()?;
+        let current = self.current_revision().await?;
+        let from = request.start_revision.unwrap_or(current + 1);
+        if from > current + 1 {
+            return Err(Error::FutureRevision {
+                requested: from,
+                current,
+            });
+        }
+        if from <= current {
+            // etcd reports a compacted start only asynchronously, after the watch is created;
+            // a read at the start revision tells now.
+            let probe = GetOptions::new()
+                .with_revision(from)
+                .with_count_only()
+                .with_limit(1);
+            if let Err(e) = self
+                .client
+                .kv_client()
+                .get(request.start.to_vec(), Some(probe))
+                .await
+            {
+                return Err(self.revision_error(e, from).await);
+            }
+        }
+        let mut options = WatchOptions::new().with_start_revision(from);
+        if !request.end.is_empty() {
+            options = options.with_range(request.end.to_vec());
+        }
+        if request.prev_kv {
+            options = options.with_prev_key();
+        }
+        let stream = self
+            .client
+            .watch_client()
+            .watch(request.start.to_vec(), Some(options))
+            .await
+            .map_err(map_error)?;
+        let watcher = EtcdWatcher {
+            stream,
+            pending: VecDeque::new(),
+            next: from,
+            done: false,
+        };
+        Ok(futures::stream::unfold(watcher, |mut watcher| async move {
+            let item = watcher.next_event().await?;
+            Some((item, watcher))
+        })
+        .boxed())
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        if revision <= 0 {
+            return Err(Error::InvalidRequest {
+                message: format!("compaction revision must be positive, got {revision}"),
+            });
+        }
+        match self
+            .client
+            .kv_client()
+            .compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.revision_error(e, revision).await),
+        }
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        let response = self
+            .client
+            .kv_client()
+            .get(vec![0], Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(map_error)?;
+        response
+            .header()
+            .map(|h| h.revision())
+            .ok_or_else(|| Error::Backend {
+                message: "etcd response without a header".into(),
+            })
+    }
+}
+
+struct EtcdWatcher {
+    stream: etcd_client::WatchStream,
+    pending: VecDeque<Event>,
+    /// The next revision expected, for error reports.
+    next: Revision,
+    done: bool,
+}
+
+impl EtcdWatcher {
+    async fn next_event(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.done {
+                return None;
+            }
+            let response = match self.stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => {
+                    self.done = true;
+                    return Some(Err(Error::Unavailable {
+                        message: "etcd closed the watch stream".into(),
+                    }));
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(map_error(e)));
+                }
+            };
+            if response.canceled() {
+                self.done = true;
+                let compacted = response.compact_revision();
+                return Some(Err(if compacted > 0 {
+                    Error::Compacted {
+                        requested: self.next,
+                        compacted: Some(compacted),
+                    }
+                } else {
+                    Error::Unavailable {
+                        message: format!("etcd canceled the watch: {}", response.cancel_reason()),
+                    }
+                }));
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                let kind = match event.event_type() {
+                    etcd_client::EventType::Put => EventKind::Put,
+                    etcd_client::EventType::Delete => EventKind::Delete,
+                };
+                let kv = from_etcd_ref(kv);
+                self.next = kv.mod_revision + 1;
+                self.pending.push_back(Event {
+                    kind,
+                    kv,
+                    prev: event.prev_kv().map(from_etcd_ref),
+                });
+            }
+        }
+    }
+}
+
+fn from_etcd(kv: etcd_client::KeyValue) -> KeyValue {
+    let (create_revision, mod_revision, version) =
+        (kv.create_revision(), kv.mod_revision(), kv.version());
+    let (key, value) = kv.into_key_value();
+    KeyValue {
+        key: key.into(),
+        value: value.into(),
+        create_revision,
+        mod_revision,
+        version,
+    }
+}
+
+fn from_etcd_ref(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: Bytes::copy_from_slice(kv.key()),
+        value: Bytes::copy_from_slice(kv.value()),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+    }
+}
+
+fn to_etcd_compare(compare: &crate::Compare) -> etcd_client::Compare {
+    let op = match compare.op {
+        CompareOp::Equal => etcd_client::CompareOp::Equal,
+        CompareOp::NotEqual => etcd_client::CompareOp::NotEqual,
+        CompareOp::Greater => etcd_client::CompareOp::Greater,
+        CompareOp::Less => etcd_client::CompareOp::Less,
+    };
+    let key = compare.key.to_vec();
+    match &compare.target {
+        CompareTarget::ModRevision(r) => etcd_client::Compare::mod_revision(key, op, *r),
+        CompareTarget::CreateRevision(r) => etcd_client::Compare::create_revision(key, op, *r),
+        CompareTarget::Version(v) => etcd_client::Compare::version(key, op, *v),
+        CompareTarget::Value(v) => etcd_client::Compare::value(key, op, v.to_vec()),
+    }
+}
+
+fn to_etcd_op(op: &Op) -> etcd_client::TxnOp {
+    match op {
+        Op::Get(key) => etcd_client::TxnOp::get(key.to_vec(), None),
+        Op::Put { key, value } => etcd_client::TxnOp::put(
+            key.to_vec(),
+            value.to_vec(),
+            Some(PutOptions::new().with_prev_key()),
+        ),
+        Op::Delete(key) => {
+            etcd_client::TxnOp::delete(key.to_vec(), Some(DeleteOptions::new().with_prev_key()))
+        }
+    }
+}
+
+fn to_op_result(op: &Op, result: TxnOpResponse, revision: Revision) -> Result<OpResult> {
+    match (op, result) {
+        (Op::Get(_), TxnOpResponse::Get(mut get)) => Ok(OpResult::Get(
+            get.take_kvs().into_iter().next().map(from_etcd),
+        )),
+        (Op::Put { key, value }, TxnOpResponse::Put(mut put)) => {
+            let prev = put.take_prev_key().map(from_etcd);
+            let kv = KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+                mod_revision: revision,
+                version: prev.as_ref().map_or(1, |p| p.version + 1),
+            };
+            Ok(OpResult::Put { kv, prev })
+        }
+        (Op::Delete(_), TxnOpResponse::Delete(mut delete)) => Ok(OpResult::Delete {
+            prev: delete.take_prev_kvs().into_iter().next().map(from_etcd),
+        }),
+        (op, other) => Err(Error::Backend {
+            message: format!("etcd answered {op:?} with {other:?}"),
+        }),
+    }
+}
+
+/// Maps an `etcd-client` error onto the store's errors. Revision errors carry placeholder
+/// revisions; callers that know the request fill them in.
+fn map_error(error: etcd_client::Error) -> Error {
+    use etcd_client::Error as E;
+    match error {
+        E::GRpcStatus(status) => {
+            let message = status.message();
+            if message.contains("required revision has been compacted") {
+                Error::Compacted {
+                    requested: 0,
+                    compacted: None,
+                }
+            } else if message.contains("required revision is a future revision") {
+                Error::FutureRevision {
+                    requested: 0,
+                    current: 0,
+                }
+            } else if message.contains("request is too large") {
+                Error::ValueTooLarge {
+                    size: 0,
+                    limit: crate::MAX_VALUE_BYTES,
+                }
+            } else if message.contains("duplicate key given in txn request") {
+                Error::InvalidRequest {
+                    message: message.to_string(),
+                }
+            } else if message.contains("key is not provided") {
+                Error::InvalidKey {
+                    reason: message.to_string(),
+                }
+            } else if matches!(
+                status.code(),
+                tonic_code::Unavailable | tonic_code::DeadlineExceeded | tonic_code::Cancelled
+            ) || message.contains("leader")
+                || message.contains("timed out")
+            {
+                Error::Unavailable {
+                    message: format!("{}: {message}", status.code()),
+                }
+            } else {
+                Error::Backend {
+                    message: format!("{}: {message}", status.code()),
+                }
+            }
+        }
+        E::TransportError(e) => Error::Unavailable {
+            message: format!("transport: {e}"),
+        },
+        E::IoError(e) => Error::Unavailable {
+            message: format!("io: {e}"),
+        },
+        E::WatchError(e) => Error::Unavailable {
+            message: format!("watch: {e}"),
+        },
+        other => Error::Backend {
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The gRPC status codes that mean "try again later".
+mod tonic_code {
+    pub(super) use tonic::Code::{Cancelled, DeadlineExceeded, Unavailable};
+}
