@@ -4,13 +4,14 @@
 //! when the store breaks the contract. [`store_conformance_tests!`](crate::store_conformance_tests)
 //! turns the whole suite into `#[test]` functions for any backend:
 //!
-//! ```ignore
+//! ```no_run
 //! use std::sync::Arc;
 //! use capstan_store::{memory::MemoryStore, Store};
 //!
 //! capstan_store::store_conformance_tests!(|| async {
 //!     Arc::new(MemoryStore::new()) as Arc<dyn Store>
 //! });
+//! # fn main() {}
 //! ```
 //!
 //! Cases only touch keys under their prefix, so they can share one backend (a real etcd).

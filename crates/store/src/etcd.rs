@@ -467,6 +467,8 @@ fn map_error(error: etcd_client::Error) -> Error {
                 tonic_code::Unavailable | tonic_code::DeadlineExceeded | tonic_code::Cancelled
             ) || message.contains("leader")
                 || message.contains("timed out")
+                // tonic reports a connection lost mid-request as Unknown.
+                || (status.code() == tonic_code::Unknown && is_transport_failure(message))
             {
                 Error::Unavailable {
                     message: format!("{}: {message}", status.code()),
@@ -492,7 +494,19 @@ fn map_error(error: etcd_client::Error) -> Error {
     }
 }
 
-/// The gRPC status codes that mean "try again later".
+/// The gRPC status codes that can mean "try again later".
 mod tonic_code {
-    pub(super) use tonic::Code::{Cancelled, DeadlineExceeded, Unavailable};
+    pub(super) use tonic::Code::{Cancelled, DeadlineExceeded, Unavailable, Unknown};
+}
+
+fn is_transport_failure(message: &str) -> bool {
+    [
+        "transport",
+        "connection",
+        "connect",
+        "broken pipe",
+        "h2 protocol",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }

@@ -146,7 +146,11 @@ impl State {
             match op {
                 Op::Get(key) => results.push(OpResult::Get(self.current(&key))),
                 Op::Put { key, value } => {
-                    let prev = self.current(&key);
+                    // One lookup finds or makes the key's chain; most keys keep one version.
+                    let entry = self.keys.entry(key);
+                    let key = entry.key().clone();
+                    let versions = entry.or_insert_with(|| Vec::with_capacity(1));
+                    let prev = versions.last().and_then(|v| v.at(&key));
                     let kv = KeyValue {
                         create_revision: prev.as_ref().map_or(next, |p| p.create_revision),
                         mod_revision: next,
@@ -154,7 +158,7 @@ impl State {
                         key,
                         value,
                     };
-                    self.keys.entry(kv.key.clone()).or_default().push(Version {
+                    versions.push(Version {
                         create_revision: kv.create_revision,
                         mod_revision: next,
                         version: kv.version,
@@ -256,6 +260,19 @@ impl State {
     }
 }
 
+impl Version {
+    /// This version of `key`, unless it marks a deletion.
+    fn at(&self, key: &Bytes) -> Option<KeyValue> {
+        Some(KeyValue {
+            key: key.clone(),
+            value: self.value.clone()?,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        })
+    }
+}
+
 /// The key as of `at` (the newest version when `None`), unless deleted.
 fn visible(key: &Bytes, versions: &[Version], at: Option<Revision>) -> Option<KeyValue> {
     let version = match at {
@@ -265,14 +282,7 @@ fn visible(key: &Bytes, versions: &[Version], at: Option<Revision>) -> Option<Ke
             versions.get(newer.checked_sub(1)?)?
         }
     };
-    let value = version.value.clone()?;
-    Some(KeyValue {
-        key: key.clone(),
-        value,
-        create_revision: version.create_revision,
-        mod_revision: version.mod_revision,
-        version: version.version,
-    })
+    version.at(key)
 }
 
 fn matching<'a>(watch: &'a WatchRequest, events: &'a [Event]) -> impl Iterator<Item = Event> + 'a {

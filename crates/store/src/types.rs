@@ -317,10 +317,9 @@ impl Txn {
             validate_key(&compare.key)?;
         }
         for ops in [&self.success, &self.failure] {
-            let mut written = HashSet::new();
             for op in ops {
                 match op {
-                    Op::Get(key) => validate_key(key)?,
+                    Op::Get(key) | Op::Delete(key) => validate_key(key)?,
                     Op::Put { key, value } => {
                         validate_key(key)?;
                         if value.len() > MAX_VALUE_BYTES {
@@ -329,18 +328,10 @@ impl Txn {
                                 limit: MAX_VALUE_BYTES,
                             });
                         }
-                        if !written.insert(key) {
-                            return Err(duplicate_key(key));
-                        }
-                    }
-                    Op::Delete(key) => {
-                        validate_key(key)?;
-                        if !written.insert(key) {
-                            return Err(duplicate_key(key));
-                        }
                     }
                 }
             }
+            check_unique_writes(ops)?;
         }
         Ok(())
     }
@@ -482,6 +473,32 @@ pub(crate) fn validate_key(key: &[u8]) -> Result<()> {
         return Err(Error::InvalidKey {
             reason: "the key is empty".into(),
         });
+    }
+    Ok(())
+}
+
+/// A key may be written once per branch. Small branches (the common case) are checked
+/// without allocating.
+fn check_unique_writes(ops: &[Op]) -> Result<()> {
+    let written = || {
+        ops.iter().filter_map(|op| match op {
+            Op::Put { key, .. } | Op::Delete(key) => Some(key),
+            Op::Get(_) => None,
+        })
+    };
+    if ops.len() <= 8 {
+        for (i, key) in written().enumerate() {
+            if written().skip(i + 1).any(|other| other == key) {
+                return Err(duplicate_key(key));
+            }
+        }
+    } else {
+        let mut seen = HashSet::new();
+        for key in written() {
+            if !seen.insert(key) {
+                return Err(duplicate_key(key));
+            }
+        }
     }
     Ok(())
 }

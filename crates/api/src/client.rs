@@ -1,0 +1,899 @@
+//! The [`Client`] trait every Capstan component talks to, and the typed [`Api`] handle.
+//!
+//! [`Client`] is object-safe and works on [`DynamicObject`]s described by a
+//! [`ResourceInfo`]; it is the seam between controllers and whatever serves the API. The
+//! in-process registry and the remote HTTP client implement it in other crates.
+//!
+//! [`Api<K>`] wraps an `Arc<dyn Client>` for one kind and one namespace (or all), converting
+//! between `K` and [`DynamicObject`] through serde, in the style of kube-rs' `Api`.
+
+use std::{fmt, marker::PhantomData, sync::Arc};
+
+use async_trait::async_trait;
+use futures::{stream::BoxStream, StreamExt};
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube_core::{
+    params::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams},
+    DynamicObject, ObjectList, TypeMeta, WatchEvent,
+};
+use serde::Serialize;
+
+use crate::{
+    error::{Error, Result},
+    resource::{Resource, ResourceInfo},
+};
+
+/// A stream of watch events for dynamic objects; see [`Client::watch`].
+pub type WatchStream = BoxStream<'static, Result<WatchEvent<DynamicObject>>>;
+
+/// What a delete did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Deletion<T = DynamicObject> {
+    /// The object is gone; this was its last state.
+    Deleted(T),
+    /// Finalizers remain: the object now has a `deletionTimestamp` and will be removed once
+    /// they are cleared. This is its current state.
+    Pending(T),
+}
+
+impl<T> Deletion<T> {
+    /// The object, whichever way the delete went.
+    pub fn into_inner(self) -> T {
+        match self {
+            Deletion::Deleted(object) | Deletion::Pending(object) => object,
+        }
+    }
+
+    /// Whether the object still exists, waiting for finalizers.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Deletion::Pending(_))
+    }
+
+    /// Converts the object, keeping the outcome.
+    pub fn try_map<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Deletion<U>> {
+        Ok(match self {
+            Deletion::Deleted(object) => Deletion::Deleted(f(object)?),
+            Deletion::Pending(object) => Deletion::Pending(f(object)?),
+        })
+    }
+}
+
+/// Access to a Kubernetes-style API, one verb per method.
+///
+/// Every method takes the kind (`resource`) and the namespace first. `namespace` must be
+/// `Some` for a namespaced kind and `None` for a cluster-scoped one, except in
+/// [`list`](Client::list) and [`watch`](Client::watch), where `None` on a namespaced kind
+/// means all namespaces; otherwise the call fails with [`Error::BadRequest`]. Objects passed
+/// in must carry `apiVersion` and `kind` matching `resource` and, when they set
+/// `metadata.namespace`, the same namespace as the call ([`Error::BadRequest`] otherwise).
+///
+/// Implementations: the in-process registry (capstan's store-backed API server) and the
+/// remote HTTP client, both provided by other crates.
+#[async_trait]
+pub trait Client: Send + Sync + 'static {
+    /// Reads one object.
+    ///
+    /// Errors: [`Error::NotFound`] when it does not exist.
+    async fn get(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<DynamicObject>;
+
+    /// Lists objects matching the label and field selectors in `params`, a page at a time
+    /// when `params.limit` is set (the returned `metadata.continue` feeds the next call).
+    ///
+    /// `params.resource_version` follows Kubernetes: unset means the latest state, `"0"` any
+    /// state, otherwise a state at least that recent (or exactly it, with `VersionMatch::Exact`).
+    /// Errors: [`Error::BadRequest`] for a malformed selector or an unsupported field label,
+    /// [`Error::Expired`] for a continue token that is too old, [`Error::Gone`] for an exact
+    /// `resourceVersion` that has been compacted.
+    async fn list(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &ListParams,
+    ) -> Result<ObjectList<DynamicObject>>;
+
+    /// Creates an object and returns it as stored (with `uid`, `resourceVersion`,
+    /// `creationTimestamp`, and a generated name when only `generateName` was set).
+    ///
+    /// Errors: [`Error::AlreadyExists`] when the name is taken, [`Error::Invalid`] when
+    /// validation fails, [`Error::NotFound`] when the namespace does not exist.
+    async fn create(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject>;
+
+    /// Replaces an object. When the object carries `metadata.resourceVersion`, the write only
+    /// succeeds if it is still current. For kinds with a status subresource, changes to
+    /// `status` are ignored here; use [`update_status`](Client::update_status).
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`] for a stale `resourceVersion`,
+    /// [`Error::Invalid`].
+    async fn update(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject>;
+
+    /// Replaces only the `status` of an object, through the status subresource; everything
+    /// else in `object` is ignored.
+    ///
+    /// Errors: as [`update`](Client::update), plus [`Error::NotFound`] when the kind has no
+    /// status subresource.
+    async fn update_status(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject>;
+
+    /// Patches an object and returns the result.
+    ///
+    /// [`Patch::Merge`] is an RFC 7386 JSON merge patch and works for every kind.
+    /// [`Patch::Strategic`] is Kubernetes' strategic merge patch, defined only for built-in
+    /// kinds (it needs their merge keys); on a custom kind it fails with
+    /// [`Error::UnsupportedMediaType`], as in Kubernetes. Implementations may also reject
+    /// [`Patch::Apply`] with [`Error::UnsupportedMediaType`].
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`] when the patch carries a stale
+    /// `metadata.resourceVersion`, [`Error::Invalid`] when the result fails validation,
+    /// [`Error::BadRequest`] when the patch is malformed.
+    async fn patch(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Patch<serde_json::Value>,
+        params: &PatchParams,
+    ) -> Result<DynamicObject>;
+
+    /// Deletes an object, honouring the preconditions and propagation policy in `params`.
+    ///
+    /// Returns [`Deletion::Deleted`] when the object is gone and [`Deletion::Pending`] when
+    /// finalizers keep it (it then has a `deletionTimestamp`).
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`] when a precondition (uid or
+    /// resourceVersion) does not hold.
+    async fn delete(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        params: &DeleteParams,
+    ) -> Result<Deletion>;
+
+    /// Watches for changes to objects matching the selectors in `params`, starting after
+    /// `resource_version`.
+    ///
+    /// As in Kubernetes, `""` and `"0"` first replay the current objects as `Added` events,
+    /// then stream changes; any other version streams only the changes after it. Bookmarks
+    /// are sent when `params.bookmarks` is set. The stream ends when `params.timeout` expires
+    /// or the server closes it; callers then re-watch from the last version seen.
+    /// Errors: [`Error::Gone`] when `resource_version` has been compacted away (relist, then
+    /// watch again), [`Error::BadRequest`] for a malformed selector. An error after the stream
+    /// started arrives as an `Err` item, or as [`WatchEvent::Error`] carrying a Status that
+    /// [`Error::from_status`] converts.
+    async fn watch(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<WatchStream>;
+}
+
+/// A typed handle on one kind in one namespace (or across all), over a shared [`Client`].
+///
+/// Objects are converted to and from [`DynamicObject`] through their JSON form; a conversion
+/// failure is an [`Error::Internal`] naming the kind and object.
+pub struct Api<K> {
+    client: Arc<dyn Client>,
+    resource: ResourceInfo,
+    namespace: Option<String>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Api<K> {
+    fn clone(&self) -> Self {
+        Api {
+            client: self.client.clone(),
+            resource: self.resource.clone(),
+            namespace: self.namespace.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for Api<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Api")
+            .field("resource", &self.resource.qualified_resource())
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Resource<Scope = NamespaceResourceScope>> Api<K> {
+    /// A handle on the namespaced kind `K` in `namespace`.
+    pub fn namespaced(client: Arc<dyn Client>, namespace: &str) -> Self {
+        Self::with_namespace(client, Some(namespace.to_string()))
+    }
+}
+
+impl<K: Resource<Scope = ClusterResourceScope>> Api<K> {
+    /// A handle on the cluster-scoped kind `K`.
+    pub fn cluster(client: Arc<dyn Client>) -> Self {
+        Self::with_namespace(client, None)
+    }
+}
+
+impl<K: Resource> Api<K> {
+    /// A handle on `K` across all namespaces, for [`list`](Self::list) and
+    /// [`watch`](Self::watch). For a namespaced kind, per-object calls through it fail with
+    /// [`Error::BadRequest`]; for a cluster-scoped kind it equals [`Api::cluster`].
+    pub fn all(client: Arc<dyn Client>) -> Self {
+        Self::with_namespace(client, None)
+    }
+
+    fn with_namespace(client: Arc<dyn Client>, namespace: Option<String>) -> Self {
+        Api {
+            client,
+            resource: K::info(),
+            namespace,
+            kind: PhantomData,
+        }
+    }
+
+    /// The kind this handle serves.
+    pub fn resource(&self) -> &ResourceInfo {
+        &self.resource
+    }
+
+    /// The namespace this handle is bound to; `None` for cluster-scoped or all namespaces.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Arc<dyn Client> {
+        &self.client
+    }
+
+    /// Reads one object; see [`Client::get`].
+    pub async fn get(&self, name: &str) -> Result<K> {
+        let object = self
+            .client
+            .get(&self.resource, self.namespace(), name)
+            .await?;
+        self.decode(object)
+    }
+
+    /// Reads one object, mapping [`Error::NotFound`] to `None`.
+    pub async fn get_opt(&self, name: &str) -> Result<Option<K>> {
+        match self.get(name).await {
+            Ok(object) => Ok(Some(object)),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Lists objects; see [`Client::list`].
+    pub async fn list(&self, params: &ListParams) -> Result<ObjectList<K>> {
+        let list = self
+            .client
+            .list(&self.resource, self.namespace(), params)
+            .await?;
+        Ok(ObjectList {
+            types: list.types,
+            metadata: list.metadata,
+            items: list
+                .items
+                .into_iter()
+                .map(|object| self.decode(object))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Creates an object; see [`Client::create`].
+    pub async fn create(&self, params: &PostParams, object: &K) -> Result<K> {
+        let object = self.encode(object)?;
+        let created = self
+            .client
+            .create(&self.resource, self.namespace(), object, params)
+            .await?;
+        self.decode(created)
+    }
+
+    /// Replaces an object, named by its `metadata.name`; see [`Client::update`].
+    pub async fn update(&self, params: &PostParams, object: &K) -> Result<K> {
+        let object = self.encode(object)?;
+        let updated = self
+            .client
+            .update(&self.resource, self.namespace(), object, params)
+            .await?;
+        self.decode(updated)
+    }
+
+    /// Replaces an object's status; see [`Client::update_status`].
+    pub async fn update_status(&self, params: &PostParams, object: &K) -> Result<K> {
+        let object = self.encode(object)?;
+        let updated = self
+            .client
+            .update_status(&self.resource, self.namespace(), object, params)
+            .await?;
+        self.decode(updated)
+    }
+
+    /// Patches an object; see [`Client::patch`]. Patch types other than apply, merge and
+    /// strategic fail with [`Error::UnsupportedMediaType`].
+    pub async fn patch<P: Serialize>(
+        &self,
+        name: &str,
+        params: &PatchParams,
+        patch: &Patch<P>,
+    ) -> Result<K> {
+        let patch = self.erase_patch(patch)?;
+        let patched = self
+            .client
+            .patch(&self.resource, self.namespace(), name, &patch, params)
+            .await?;
+        self.decode(patched)
+    }
+
+    /// Deletes an object; see [`Client::delete`].
+    pub async fn delete(&self, name: &str, params: &DeleteParams) -> Result<Deletion<K>> {
+        self.client
+            .delete(&self.resource, self.namespace(), name, params)
+            .await?
+            .try_map(|object| self.decode(object))
+    }
+
+    /// Watches objects; see [`Client::watch`]. An event whose object does not convert to `K`
+    /// becomes an `Err(Error::Internal)` item.
+    pub async fn watch(
+        &self,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<K>>>> {
+        let events = self
+            .client
+            .watch(&self.resource, self.namespace(), params, resource_version)
+            .await?;
+        let resource = self.resource.clone();
+        Ok(events
+            .map(move |event| {
+                Ok(match event? {
+                    WatchEvent::Added(o) => WatchEvent::Added(from_dynamic(&resource, o)?),
+                    WatchEvent::Modified(o) => WatchEvent::Modified(from_dynamic(&resource, o)?),
+                    WatchEvent::Deleted(o) => WatchEvent::Deleted(from_dynamic(&resource, o)?),
+                    WatchEvent::Bookmark(bookmark) => WatchEvent::Bookmark(bookmark),
+                    WatchEvent::Error(status) => WatchEvent::Error(status),
+                })
+            })
+            .boxed())
+    }
+
+    fn encode(&self, object: &K) -> Result<DynamicObject> {
+        to_dynamic(&self.resource, object)
+    }
+
+    fn decode(&self, object: DynamicObject) -> Result<K> {
+        from_dynamic(&self.resource, object)
+    }
+
+    fn erase_patch<P: Serialize>(&self, patch: &Patch<P>) -> Result<Patch<serde_json::Value>> {
+        let to_value = |body: &P| {
+            serde_json::to_value(body).map_err(|e| {
+                Error::internal(format!(
+                    "cannot encode patch for {}: {e}",
+                    self.resource.qualified_resource()
+                ))
+            })
+        };
+        Ok(match patch {
+            Patch::Apply(body) => Patch::Apply(to_value(body)?),
+            Patch::Merge(body) => Patch::Merge(to_value(body)?),
+            Patch::Strategic(body) => Patch::Strategic(to_value(body)?),
+            _ => {
+                return Err(Error::UnsupportedMediaType {
+                    message: "only apply, merge and strategic merge patches are supported".into(),
+                })
+            }
+        })
+    }
+}
+
+/// Converts a typed object to a [`DynamicObject`], setting `apiVersion` and `kind` from
+/// `resource`. Fails with [`Error::Internal`] when `object` does not serialize to a JSON object
+/// with valid `metadata`.
+pub fn to_dynamic<K: Serialize + kube_core::Resource>(
+    resource: &ResourceInfo,
+    object: &K,
+) -> Result<DynamicObject> {
+    let mut dynamic: DynamicObject = serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            Error::internal(format!(
+                "cannot convert {} {} to a DynamicObject: {e}",
+                resource.qualified_kind(),
+                crate::error::quote(object.meta().name.as_deref().unwrap_or_default()),
+            ))
+        })?;
+    dynamic.types = Some(TypeMeta {
+        api_version: resource.api_version(),
+        kind: resource.kind().to_string(),
+    });
+    Ok(dynamic)
+}
+
+/// Converts a [`DynamicObject`] to the typed `K`. Fails with [`Error::Internal`] when its
+/// JSON does not deserialize as `K`.
+pub fn from_dynamic<K: serde::de::DeserializeOwned>(
+    resource: &ResourceInfo,
+    object: DynamicObject,
+) -> Result<K> {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            Error::internal(format!(
+                "cannot convert {} {} from a DynamicObject: {e}",
+                resource.qualified_kind(),
+                crate::error::quote(&name),
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+
+    use futures::stream;
+    use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+    use kube_core::{ListMeta, ObjectMeta, ResourceExt};
+
+    use super::*;
+    use crate::{field::FieldSelector, selector};
+
+    /// A test-only in-memory `Client`: enough of the contract to exercise `Api<K>`.
+    #[derive(Default)]
+    struct MemoryClient {
+        objects: Mutex<BTreeMap<String, DynamicObject>>,
+        version: Mutex<u64>,
+    }
+
+    impl MemoryClient {
+        fn next_version(&self) -> String {
+            let mut version = self.version.lock().unwrap();
+            *version += 1;
+            version.to_string()
+        }
+
+        fn not_found(resource: &ResourceInfo, name: &str) -> Error {
+            Error::NotFound {
+                resource: resource.qualified_resource(),
+                name: name.into(),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Client for MemoryClient {
+        async fn get(
+            &self,
+            resource: &ResourceInfo,
+            namespace: Option<&str>,
+            name: &str,
+        ) -> Result<DynamicObject> {
+            let key = resource.key(namespace, name)?;
+            let objects = self.objects.lock().unwrap();
+            objects
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| Self::not_found(resource, name))
+        }
+
+        async fn list(
+            &self,
+            resource: &ResourceInfo,
+            namespace: Option<&str>,
+            params: &ListParams,
+        ) -> Result<ObjectList<DynamicObject>> {
+            let labels =
+                selector::parse_label_selector(params.label_selector.as_deref().unwrap_or(""))?;
+            let fields = FieldSelector::parse(params.field_selector.as_deref().unwrap_or(""))?;
+            fields.validate_for(resource)?;
+            let prefix = match namespace {
+                Some(namespace) => resource.namespace_prefix(namespace)?,
+                None => resource.storage_prefix(),
+            };
+            let objects = self.objects.lock().unwrap();
+            let items = objects
+                .range(prefix.clone()..)
+                .take_while(|(key, _)| key.starts_with(&prefix))
+                .map(|(_, object)| object)
+                .filter(|o| selector::matches(&labels, o.metadata.labels.as_ref()))
+                .filter(|o| fields.matches_object(o))
+                .cloned()
+                .collect();
+            Ok(ObjectList {
+                types: TypeMeta {
+                    api_version: resource.api_version(),
+                    kind: format!("{}List", resource.kind()),
+                },
+                metadata: ListMeta {
+                    resource_version: Some(self.version.lock().unwrap().to_string()),
+                    ..ListMeta::default()
+                },
+                items,
+            })
+        }
+
+        async fn create(
+            &self,
+            resource: &ResourceInfo,
+            namespace: Option<&str>,
+            mut object: DynamicObject,
+            _params: &PostParams,
+        ) -> Result<DynamicObject> {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let key = resource.key(namespace, &name)?;
+            let mut objects = self.objects.lock().unwrap();
+            if objects.contains_key(&key) {
+                return Err(Error::AlreadyExists {
+                    resource: resource.qualified_resource(),
+                    name,
+                });
+            }
+            object.metadata.namespace = namespace.map(str::to_string);
+            object.metadata.resource_version = Some(self.next_version());
+            objects.insert(key, object.clone());
+            Ok(object)
+        }
+
+        async fn update(
+            &self,
+            resource: &ResourceInfo,
+            namespace: Option<&str>,
+            mut object: DynamicObject,
+            _params: &PostParams,
+        ) -> Result<DynamicObject> {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let key = resource.key(namespace, &name)?;
+            let mut objects = self.objects.lock().unwrap();
+            let current = objects
+                .get(&key)
+                .ok_or_else(|| Self::not_found(resource, &name))?;
+            if object.metadata.resource_version.is_some()
+                && object.metadata.resource_version != current.metadata.resource_version
+            {
+                return Err(Error::Conflict {
+                    resource: resource.qualified_resource(),
+                    name,
+                    message: Error::OBJECT_MODIFIED.into(),
+                });
+            }
+            object.metadata.resource_version = Some(self.next_version());
+            objects.insert(key, object.clone());
+            Ok(object)
+        }
+
+        async fn update_status(
+            &self,
+            resource: &ResourceInfo,
+            namespace: Option<&str>,
+            object: DynamicObject,
+            params: &PostParams,
+        ) -> Result<DynamicObject> {
+            self.update(resource, namespace, object, params).await
+        }
+
+        async fn patch(
+            &self,
+            resource: &ResourceInfo,
+            namespace: Option<&str>,
+            name: &str,
+            patch: &Patch<serde_json::Value>,
+            params: &PatchParams,
+        ) -> Result<DynamicObject> {
+            let Patch::Merge(patch) = patch else {
+                return Err(Error::UnsupportedMediaType {
+                    message: "only merge patches".into(),
+                });
+            };
+            let current = self.get(resource, namespace, name).await?;
+            let mut value = serde_json::to_value(current).unwrap();
+            merge(&mut value, patch);
+            let object: DynamicObject =
+                serde_json::from_value(value).map_err(|e| Error::bad_request(e.to_string()))?;
+            let post = PostParams {
+                dry_run: params.dry_run,
+                field_manager: params.field_manager.clone(),
+            };
+            self.update(resource, namespace, object, &post).await
+        }
+
+        async fn delete(
+            &self,
+            resource: &ResourceInfo,
+            namespace: Option<&str>,
+            name: &str,
+            _params: &DeleteParams,
+        ) -> Result<Deletion> {
+            let key = resource.key(namespace, name)?;
+            let mut objects = self.objects.lock().unwrap();
+            let object = objects
+                .remove(&key)
+                .ok_or_else(|| Self::not_found(resource, name))?;
+            Ok(Deletion::Deleted(object))
+        }
+
+        async fn watch(
+            &self,
+            resource: &ResourceInfo,
+            namespace: Option<&str>,
+            _params: &WatchParams,
+            resource_version: &str,
+        ) -> Result<WatchStream> {
+            if !matches!(resource_version, "" | "0") {
+                return Err(Error::Gone {
+                    message: format!("too old resource version: {resource_version}"),
+                });
+            }
+            let list = self
+                .list(resource, namespace, &ListParams::default())
+                .await?;
+            let events: Vec<_> = list
+                .items
+                .into_iter()
+                .map(|o| Ok(WatchEvent::Added(o)))
+                .collect();
+            Ok(stream::iter(events).boxed())
+        }
+    }
+
+    fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        match (target, patch) {
+            (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
+                for (key, value) in patch {
+                    if value.is_null() {
+                        target.remove(key);
+                    } else {
+                        merge(
+                            target.entry(key.clone()).or_insert(serde_json::Value::Null),
+                            value,
+                        );
+                    }
+                }
+            }
+            (target, patch) => *target = patch.clone(),
+        }
+    }
+
+    fn client() -> Arc<dyn Client> {
+        Arc::new(MemoryClient::default())
+    }
+
+    fn pod(name: &str, app: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("app".to_string(), app.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec::default()),
+            ..Pod::default()
+        }
+    }
+
+    async fn within_a_second<T>(test: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(1), test)
+            .await
+            .expect("test timed out")
+    }
+
+    #[tokio::test]
+    async fn typed_pods_round_trip_through_dynamic_objects() {
+        within_a_second(async {
+            let client = client();
+            let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+            let created = pods
+                .create(&PostParams::default(), &pod("web", "web"))
+                .await
+                .unwrap();
+            assert_eq!(created.namespace().as_deref(), Some("default"));
+            assert!(created.resource_version().is_some());
+
+            let stored = client
+                .get(&Pod::info(), Some("default"), "web")
+                .await
+                .unwrap();
+            let types = stored.types.unwrap();
+            assert_eq!(
+                (types.api_version.as_str(), types.kind.as_str()),
+                ("v1", "Pod")
+            );
+
+            let fetched = pods.get("web").await.unwrap();
+            assert_eq!(fetched, created);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn list_with_label_selector_returns_only_matching_pods() {
+        within_a_second(async {
+            let client = client();
+            let default: Api<Pod> = Api::namespaced(client.clone(), "default");
+            let other: Api<Pod> = Api::namespaced(client.clone(), "other");
+            for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db", "db")] {
+                default
+                    .create(&PostParams::default(), &pod(name, app))
+                    .await
+                    .unwrap();
+            }
+            other
+                .create(&PostParams::default(), &pod("web-3", "web"))
+                .await
+                .unwrap();
+
+            let names = |list: ObjectList<Pod>| -> Vec<String> {
+                list.items.iter().map(ResourceExt::name_any).collect()
+            };
+            let web = ListParams::default().labels("app=web");
+            assert_eq!(names(default.list(&web).await.unwrap()), ["web-1", "web-2"]);
+            let everywhere: Api<Pod> = Api::all(client.clone());
+            assert_eq!(
+                names(everywhere.list(&web).await.unwrap()),
+                ["web-1", "web-2", "web-3"]
+            );
+            let not_web = ListParams::default().labels("app notin (web)");
+            assert_eq!(names(default.list(&not_web).await.unwrap()), ["db"]);
+            let by_name = ListParams::default().fields("metadata.name=web-2");
+            assert_eq!(names(default.list(&by_name).await.unwrap()), ["web-2"]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn client_errors_surface_unchanged_through_api() {
+        within_a_second(async {
+            let pods: Api<Pod> = Api::namespaced(client(), "default");
+            let error = pods.get("missing").await.unwrap_err();
+            assert_eq!(error.to_string(), r#"pods "missing" not found"#);
+            assert_eq!(pods.get_opt("missing").await.unwrap(), None);
+
+            pods.create(&PostParams::default(), &pod("web", "web"))
+                .await
+                .unwrap();
+            let again = pods
+                .create(&PostParams::default(), &pod("web", "web"))
+                .await;
+            assert!(again.unwrap_err().is_already_exists());
+
+            let bad = pods.list(&ListParams::default().labels("app in (a")).await;
+            assert_eq!(bad.unwrap_err().code(), 400);
+            let unsupported = pods
+                .list(&ListParams::default().fields("spec.replicas=1"))
+                .await;
+            assert_eq!(
+                unsupported.unwrap_err(),
+                Error::bad_request("field label not supported: spec.replicas")
+            );
+
+            let everywhere: Api<Pod> = Api::all(pods.client().clone());
+            assert!(matches!(
+                everywhere.get("web").await,
+                Err(Error::BadRequest { .. })
+            ));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn stale_updates_conflict_and_fresh_ones_succeed() {
+        within_a_second(async {
+            let pods: Api<Pod> = Api::namespaced(client(), "default");
+            let created = pods
+                .create(&PostParams::default(), &pod("web", "web"))
+                .await
+                .unwrap();
+            let mut fresh = created.clone();
+            fresh.labels_mut().insert("tier".into(), "fe".into());
+            let updated = pods.update(&PostParams::default(), &fresh).await.unwrap();
+            assert_eq!(updated.labels()["tier"], "fe");
+
+            let stale = pods
+                .update(&PostParams::default(), &created)
+                .await
+                .unwrap_err();
+            assert!(stale.is_conflict());
+            assert!(!stale.is_retryable());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn merge_patch_and_delete_are_typed() {
+        within_a_second(async {
+            let pods: Api<Pod> = Api::namespaced(client(), "default");
+            pods.create(&PostParams::default(), &pod("web", "web"))
+                .await
+                .unwrap();
+            let patch = serde_json::json!({ "metadata": { "labels": { "app": "api" } } });
+            let patched = pods
+                .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+            assert_eq!(patched.labels()["app"], "api");
+
+            let deletion = pods.delete("web", &DeleteParams::default()).await.unwrap();
+            assert!(!deletion.is_pending());
+            assert_eq!(deletion.into_inner().name_any(), "web");
+            assert!(pods.get("web").await.unwrap_err().is_not_found());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn watch_yields_typed_events_and_gone_for_old_versions() {
+        within_a_second(async {
+            let nodes: Api<Node> = Api::cluster(client());
+            let node = Node {
+                metadata: ObjectMeta {
+                    name: Some("n1".into()),
+                    ..ObjectMeta::default()
+                },
+                ..Node::default()
+            };
+            nodes.create(&PostParams::default(), &node).await.unwrap();
+            let events: Vec<_> = nodes
+                .watch(&WatchParams::default(), "0")
+                .await
+                .unwrap()
+                .collect()
+                .await;
+            assert_eq!(events.len(), 1);
+            let Ok(WatchEvent::Added(added)) = &events[0] else {
+                panic!("expected an Added event, got {:?}", events[0]);
+            };
+            assert_eq!(added.name_any(), "n1");
+
+            let gone = nodes.watch(&WatchParams::default(), "1").await;
+            assert!(gone.err().is_some_and(|e| e.is_gone()));
+        })
+        .await;
+    }
+
+    #[test]
+    fn objects_that_do_not_fit_the_kind_fail_conversion_with_internal() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": "web" },
+            "spec": { "containers": "not a list" },
+        }))
+        .unwrap();
+        let error = from_dynamic::<Pod>(&Pod::info(), object).unwrap_err();
+        assert!(matches!(error, Error::Internal { .. }));
+        assert!(
+            error.to_string().contains(r#"cannot convert Pod "web""#),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn deletion_maps_keep_the_outcome() {
+        let pending: Deletion<u32> = Deletion::Pending(1);
+        let mapped = pending.try_map(|n| Ok(n + 1)).unwrap();
+        assert_eq!(mapped, Deletion::Pending(2));
+        assert!(mapped.is_pending());
+    }
+}

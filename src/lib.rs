@@ -1,0 +1,26 @@
+//! Capstan: composable Kubernetes-style control-plane crates.
+//!
+//! This facade re-exports every crate of the workspace under a short name, so one dependency
+//! gives the whole toolkit:
+//!
+//! | module | crate | what it holds |
+//! |---|---|---|
+//! | [`api`] | `capstan-api` | the object model: kinds, storage keys, selectors, the `Client` trait, `Status` errors |
+//! | [`store`] | `capstan-store` | the `Store` SPI with etcd v3 semantics; `memory` and `etcd` backends |
+//! | [`watch`] | `capstan-watch` | list-watch: reflectors, informers, work queues (not implemented yet) |
+//! | [`controller`] | `capstan-controller` | the reconciler runtime and built-in controllers (not implemented yet) |
+//! | [`scheduler`] | `capstan-scheduler` | the scheduling framework and default plugins (not implemented yet) |
+//! | [`runtime`] | `capstan-runtime` | the `ContainerRuntime` SPI (not implemented yet) |
+//! | [`net`] | `capstan-net` | the `NetworkPlugin` SPI and the service proxy (not implemented yet) |
+//!
+//! Cargo features: `etcd` turns on [`store::etcd`](capstan_store).
+//!
+//! `ARCHITECTURE.md` at the repository root has the bird's-eye view and the invariants.
+
+pub use capstan_api as api;
+pub use capstan_controller as controller;
+pub use capstan_net as net;
+pub use capstan_runtime as runtime;
+pub use capstan_scheduler as scheduler;
+pub use capstan_store as store;
+pub use capstan_watch as watch;
