@@ -510,3 +510,65 @@ fn is_transport_failure(message: &str) -> bool {
     .iter()
     .any(|needle| message.contains(needle))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grpc(code: tonic::Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn etcd_errors_map_onto_the_same_variants_as_memory() {
+        use tonic::Code;
+        let compacted = map_error(grpc(
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        ));
+        assert!(matches!(compacted, Error::Compacted { .. }), "{compacted}");
+        let future = map_error(grpc(
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        ));
+        assert!(matches!(future, Error::FutureRevision { .. }), "{future}");
+        let too_large = map_error(grpc(
+            Code::InvalidArgument,
+            "etcdserver: request is too large",
+        ));
+        assert!(
+            matches!(too_large, Error::ValueTooLarge { .. }),
+            "{too_large}"
+        );
+        let duplicate = map_error(grpc(
+            Code::InvalidArgument,
+            "etcdserver: duplicate key given in txn request",
+        ));
+        assert!(
+            matches!(duplicate, Error::InvalidRequest { .. }),
+            "{duplicate}"
+        );
+        let other = map_error(grpc(
+            Code::PermissionDenied,
+            "etcdserver: permission denied",
+        ));
+        assert!(matches!(other, Error::Backend { .. }), "{other}");
+    }
+
+    #[test]
+    fn lost_connections_and_leaderless_members_are_retryable() {
+        use tonic::Code;
+        for error in [
+            grpc(Code::Unavailable, "etcdserver: no leader"),
+            grpc(Code::Unknown, "transport error"),
+            grpc(Code::Unavailable, "etcdserver: request timed out"),
+            grpc(Code::Unavailable, "etcdserver: leader changed"),
+            grpc(Code::DeadlineExceeded, "deadline exceeded"),
+        ] {
+            let mapped = map_error(error);
+            assert!(mapped.is_retryable(), "{mapped} should be retryable");
+        }
+        let unknown = map_error(grpc(Code::Unknown, "something else entirely"));
+        assert!(!unknown.is_retryable(), "{unknown}");
+    }
+}

@@ -574,6 +574,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rejected_requests_leave_revision_and_contents_untouched() {
+        within(async {
+            let store = MemoryStore::new();
+            let kept = store.put("k", "v").await.unwrap();
+            let revision = store.current_revision().await.unwrap();
+            let oversized = vec![0_u8; crate::MAX_VALUE_BYTES + 1];
+            let rejected = [
+                store.put("", "v").await.err(),
+                store.put("k2", oversized.clone()).await.err(),
+                store
+                    .txn(Txn::new().and_then([Op::put("k3", "ok"), Op::put("k4", oversized)]))
+                    .await
+                    .err(),
+                store
+                    .txn(Txn::new().and_then([Op::put("k", "1"), Op::delete("k")]))
+                    .await
+                    .err(),
+                store.update("k", "v2", kept.mod_revision + 5).await.err(),
+                store.create("k", "again").await.err(),
+                store.compact(revision + 10).await.err(),
+                store
+                    .range(Range::key("k").at_revision(revision + 1))
+                    .await
+                    .err(),
+                store
+                    .watch(WatchRequest::key("k").from_revision(revision + 2))
+                    .await
+                    .err(),
+            ];
+            for (i, error) in rejected.iter().enumerate() {
+                assert!(error.is_some(), "request {i} was accepted");
+            }
+            assert_eq!(store.current_revision().await.unwrap(), revision);
+            let all = store.range(Range::prefix("k")).await.unwrap();
+            assert_eq!(all.kvs, vec![kept]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn dropping_the_store_ends_its_watches() {
         within(async {
             let store = MemoryStore::new();

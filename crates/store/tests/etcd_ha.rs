@@ -179,6 +179,22 @@ async fn writer(
     (acked, acked_while_down)
 }
 
+/// Which member leads, as the members themselves report it.
+async fn leader_index(cluster: &Cluster) -> usize {
+    for (i, member) in cluster.members.iter().enumerate() {
+        let Ok(mut client) = etcd_client::Client::connect([&member.client_url], None).await else {
+            continue;
+        };
+        let Ok(status) = client.status().await else {
+            continue;
+        };
+        if status.header().map(|h| h.member_id()) == Some(status.leader()) {
+            return i;
+        }
+    }
+    panic!("no member reports itself as the leader");
+}
+
 async fn serializable_count(endpoint: &str, prefix: &str) -> Option<i64> {
     let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
     let options = etcd_client::GetOptions::new()
@@ -201,11 +217,15 @@ async fn losing_one_of_three_members_loses_no_acknowledged_write() {
             .collect();
 
         tokio::time::sleep(Duration::from_secs(1)).await;
-        cluster.kill(2);
+        // The hard case: the leader goes, and the others elect a new one mid-traffic.
+        let victim = leader_index(&cluster).await;
+        cluster.kill(victim);
         member_down.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Long enough for an election plus etcd's request timeout (7 s by default), which
+        // proposals caught in flight by the leader's death must wait out.
+        tokio::time::sleep(Duration::from_secs(10)).await;
         member_down.store(false, Ordering::SeqCst);
-        cluster.spawn(2, "existing");
+        cluster.spawn(victim, "existing");
         tokio::time::sleep(Duration::from_secs(1)).await;
         stop.store(true, Ordering::SeqCst);
 
@@ -243,7 +263,7 @@ async fn losing_one_of_three_members_loses_no_acknowledged_write() {
         }
 
         // The restarted member catches up: its own (serializable) view holds every key.
-        let restarted = cluster.members[2].client_url.clone();
+        let restarted = cluster.members[victim].client_url.clone();
         let want = stored.len() as i64;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
