@@ -120,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         let kind = match event.kind {
             EventKind::Put => "PUT",
             EventKind::Delete => "DELETE",
+            EventKind::Progress => continue,
         };
         println!(
             "  {kind:<6} rev={:<4} {}",

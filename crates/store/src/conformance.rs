@@ -94,6 +94,7 @@ macro_rules! store_conformance_tests {
                 watch_from_a_revision_replays_from_it_in_order,
                 watch_across_many_writes_matches_a_final_list,
                 watch_with_prev_kv_reports_previous_values_and_deletes,
+                progress_notifications_report_writes_elsewhere,
                 transactions_run_one_branch_atomically,
                 sixteen_concurrent_read_modify_writers_lose_nothing,
                 bad_input_is_rejected_and_changes_nothing
@@ -443,6 +444,7 @@ pub async fn watch_across_many_writes_matches_a_final_list(store: Arc<dyn Store>
                     "a delete follows a put"
                 );
             }
+            EventKind::Progress => panic!("progress items only when asked for"),
         }
     }
     let listed: BTreeMap<Bytes, (Bytes, Revision)> = store
@@ -484,6 +486,50 @@ pub async fn watch_with_prev_kv_reports_previous_values_and_deletes(
     assert!(deleted.kv.value.is_empty());
     assert!(deleted.revision() > v2.mod_revision);
     assert_eq!(deleted.prev, Some(removed));
+}
+
+/// A watch that asked for progress learns that writes outside its range moved the revision
+/// on, and still gets its own events in order; one that did not ask gets no progress items.
+pub async fn progress_notifications_report_writes_elsewhere(store: Arc<dyn Store>, prefix: String) {
+    let watched = key(&prefix, "watched/");
+    let mut with_progress = store
+        .watch(WatchRequest::prefix(watched.clone()).with_progress_notify())
+        .await
+        .unwrap();
+    let mut without = store
+        .watch(WatchRequest::prefix(watched.clone()))
+        .await
+        .unwrap();
+    let elsewhere = store.put(key(&prefix, "elsewhere"), "x").await.unwrap();
+    loop {
+        let item = with_progress.next().await.unwrap().unwrap();
+        assert_eq!(
+            item.kind,
+            EventKind::Progress,
+            "nothing was written in range yet"
+        );
+        assert!(item.kv.key.is_empty());
+        if item.revision() >= elsewhere.mod_revision {
+            break;
+        }
+    }
+    let inside = store.put(key(&prefix, "watched/a"), "y").await.unwrap();
+    let mut previous = elsewhere.mod_revision;
+    loop {
+        let item = with_progress.next().await.unwrap().unwrap();
+        assert!(
+            item.revision() >= previous,
+            "items arrive in revision order"
+        );
+        previous = item.revision();
+        if item.kind == EventKind::Put {
+            assert_eq!(item.kv, inside);
+            break;
+        }
+    }
+    let first = without.next().await.unwrap().unwrap();
+    assert_eq!(first.kind, EventKind::Put, "no progress items unless asked");
+    assert_eq!(first.kv, inside);
 }
 
 /// Compaction turns reads at and watches from older revisions into `Compacted`, keeps the

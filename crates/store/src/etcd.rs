@@ -246,8 +246,11 @@ impl Store for EtcdStore {
             .watch(request.start.to_vec(), Some(options))
             .await
             .map_err(map_error)?;
+        let (requests, responses) = stream.split();
         let watcher = EtcdWatcher {
-            stream,
+            requests,
+            responses,
+            progress_notify: request.progress_notify,
             pending: VecDeque::new(),
             next: from,
             done: false,
@@ -292,8 +295,14 @@ impl Store for EtcdStore {
     }
 }
 
+/// How long an etcd watch with progress notification may stay silent before it asks etcd
+/// for a progress report.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
 struct EtcdWatcher {
-    stream: etcd_client::WatchStream,
+    requests: etcd_client::WatchRequestSender,
+    responses: etcd_client::WatchResponseStream,
+    progress_notify: bool,
     pending: VecDeque<Event>,
     /// The next revision expected, for error reports.
     next: Revision,
@@ -309,7 +318,21 @@ impl EtcdWatcher {
             if self.done {
                 return None;
             }
-            let response = match self.stream.message().await {
+            let message = if self.progress_notify {
+                tokio::select! {
+                    message = self.responses.message() => message,
+                    () = tokio::time::sleep(PROGRESS_INTERVAL) => {
+                        if let Err(e) = self.requests.request_progress().await {
+                            self.done = true;
+                            return Some(Err(map_error(e)));
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                self.responses.message().await
+            };
+            let response = match message {
                 Ok(Some(response)) => response,
                 Ok(None) => {
                     self.done = true;
@@ -335,6 +358,15 @@ impl EtcdWatcher {
                         message: format!("etcd canceled the watch: {}", response.cancel_reason()),
                     }
                 }));
+            }
+            if response.events().is_empty() {
+                // A progress report: every event up to the header's revision has been sent.
+                if self.progress_notify && !response.created() {
+                    if let Some(revision) = response.header().map(|h| h.revision()) {
+                        self.pending.push_back(Event::progress(revision));
+                    }
+                }
+                continue;
             }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };

@@ -248,6 +248,7 @@ impl State {
         out: &mut VecDeque<Event>,
     ) -> Revision {
         let first = self.log.partition_point(|batch| batch.revision < from);
+        let before = out.len();
         let mut next = from;
         for batch in self.log.range(first..) {
             if batch.revision > until || out.len() >= CATCH_UP_CHUNK {
@@ -255,6 +256,9 @@ impl State {
             }
             out.extend(matching(watch, &batch.events));
             next = batch.revision + 1;
+        }
+        if watch.progress_notify && next > from && out.len() == before {
+            out.push_back(Event::progress(next - 1));
         }
         next.max(from)
     }
@@ -476,6 +480,9 @@ impl Watcher {
                 Ok(batch) if batch.revision < self.next => {}
                 Ok(batch) if batch.revision == self.next => {
                     self.pending.extend(matching(&self.request, &batch.events));
+                    if self.pending.is_empty() && self.request.progress_notify {
+                        self.pending.push_back(Event::progress(batch.revision));
+                    }
                     self.next = batch.revision + 1;
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {

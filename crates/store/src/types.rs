@@ -355,6 +355,10 @@ pub enum EventKind {
     Put,
     /// The key was deleted.
     Delete,
+    /// No key changed: every event of the watched range up to `kv.mod_revision` has been
+    /// delivered. Sent only to watches that asked for it
+    /// ([`WatchRequest::with_progress_notify`]); its `kv` has an empty key and value.
+    Progress,
 }
 
 /// One change seen by a watch.
@@ -370,9 +374,25 @@ pub struct Event {
 }
 
 impl Event {
-    /// The revision of the write that caused this event.
+    /// The revision of the write that caused this event (for a progress item, the revision
+    /// up to which the watch is complete).
     pub fn revision(&self) -> Revision {
         self.kv.mod_revision
+    }
+
+    /// A progress item at `revision`.
+    pub fn progress(revision: Revision) -> Self {
+        Event {
+            kind: EventKind::Progress,
+            kv: KeyValue {
+                key: Bytes::new(),
+                value: Bytes::new(),
+                create_revision: 0,
+                mod_revision: revision,
+                version: 0,
+            },
+            prev: None,
+        }
     }
 }
 
@@ -387,6 +407,9 @@ pub struct WatchRequest {
     pub start_revision: Option<Revision>,
     /// Whether events carry the key's previous value ([`Event::prev`]).
     pub prev_kv: bool,
+    /// Whether to send [`EventKind::Progress`] items when writes elsewhere move the revision
+    /// past this range, so the watcher learns how far it is up to date.
+    pub progress_notify: bool,
 }
 
 impl WatchRequest {
@@ -397,6 +420,7 @@ impl WatchRequest {
             end: Bytes::new(),
             start_revision: None,
             prev_kv: false,
+            progress_notify: false,
         }
     }
 
@@ -409,6 +433,7 @@ impl WatchRequest {
             end,
             start_revision: None,
             prev_kv: false,
+            progress_notify: false,
         }
     }
 
@@ -421,6 +446,14 @@ impl WatchRequest {
     /// Asks for each key's previous value in the events.
     pub fn with_prev_kv(mut self) -> Self {
         self.prev_kv = true;
+        self
+    }
+
+    /// Asks for [`EventKind::Progress`] items: the memory backend sends one after each write
+    /// outside the range; etcd sends one when asked, which the etcd backend does while the
+    /// stream is idle.
+    pub fn with_progress_notify(mut self) -> Self {
+        self.progress_notify = true;
         self
     }
 
