@@ -7,15 +7,69 @@
 //! - [`Watch`]: the SPI, a typed list+watch source. Every [`Api<K>`](capstan_api::Api) is one,
 //!   so the in-process registry and the remote HTTP client both serve it; tests can script
 //!   their own to inject faults.
+//! - [`reflector`]: lists in pages, then watches from the list's resourceVersion; resumes a
+//!   dropped stream after a jittered exponential [`Backoff`], relists on 410 Gone, and never
+//!   holds two full copies of the data.
+//! - [`cache`]: the informer [`Cache`]: `Arc<K>` reads, a built-in namespace index and custom
+//!   indexes added at any time, [`Cache::wait_for_sync`], and subscriptions to its changes.
+//! - [`informer`]: [`SharedInformer`] (one reflector on its own task, any number of
+//!   handlers) and [`InformerFactory`] (one shared informer per kind per process).
+//! - [`queue`]: the [`WorkQueue`] between event handlers and workers, with client-go's
+//!   semantics: deduplication, one worker per key, delayed and rate-limited adds, shutdown
+//!   with drain, and metrics.
 //!
-//! The reflector, informer cache, shared informers and the work queue are being added (see
-//! `ARCHITECTURE.md`).
+//! An informer feeding a work queue, and a worker draining it:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use capstan_api::k8s_openapi::api::core::v1::Pod;
+//! use capstan_watch::{ObjectKey, ReflectorOptions, SharedInformer, Watch, WorkQueue};
+//!
+//! async fn run(source: Arc<dyn Watch<Pod>>) {
+//!     let informer = SharedInformer::spawn(source, ReflectorOptions::default());
+//!     informer.cache().add_index("node", |pod: &Pod| {
+//!         pod.spec.iter().filter_map(|spec| spec.node_name.clone()).collect()
+//!     });
+//!     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
+//!
+//!     // The handler only queues keys: the same key changing twice is handled once.
+//!     let mut deltas = informer.subscribe();
+//!     let feed = queue.clone();
+//!     tokio::spawn(async move {
+//!         while let Some(delta) = deltas.recv().await {
+//!             feed.add(ObjectKey::of(delta.object().as_ref()));
+//!         }
+//!     });
+//!
+//!     informer.wait_for_sync().await;
+//!     while let Some(key) = queue.get().await {
+//!         let key = key.key();
+//!         match informer.cache().get(key) {
+//!             Some(pod) => println!("{key} is on {:?}", pod.spec.as_ref().and_then(|s| s.node_name.as_ref())),
+//!             None => println!("{key} is gone"),
+//!         }
+//!         queue.forget(key);
+//!     } // the guard drops at the end of each turn, marking the key done
+//! }
+//! ```
 
 use async_trait::async_trait;
 use capstan_api::kube_core::params::{ListParams, WatchParams};
 use capstan_api::kube_core::{ObjectList, WatchEvent};
 use capstan_api::{Api, Resource, Result};
 use futures::stream::BoxStream;
+
+pub mod backoff;
+pub mod cache;
+pub mod informer;
+pub mod queue;
+pub mod reflector;
+
+pub use backoff::Backoff;
+pub use cache::{Cache, Delta, ObjectKey, NAMESPACE_INDEX};
+pub use informer::{InformerFactory, SharedInformer};
+pub use queue::{Processing, QueueMetrics, RateLimiter, WorkQueue};
+pub use reflector::{Reflector, ReflectorOptions};
 
 /// The events of a typed watch.
 pub type EventStream<K> = BoxStream<'static, Result<WatchEvent<K>>>;
