@@ -32,10 +32,11 @@ use bytes::Bytes;
 use capstan_api::kube_core::Selector;
 use capstan_api::{selector, Error, FieldSelector, ResourceInfo};
 use capstan_store::{Event, EventKind, Range, Revision, Store, WatchRequest};
+use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::codec;
 
@@ -277,7 +278,9 @@ impl std::fmt::Debug for WatchCache {
 impl Drop for WatchCache {
     fn drop(&mut self) {
         self.task.abort();
-        self.shared.state.lock().watchers.clear();
+        for (_, slot) in self.shared.state.lock().watchers.drain() {
+            slot.mailbox.close();
+        }
     }
 }
 
@@ -301,10 +304,72 @@ struct State {
 }
 
 struct Slot {
-    sender: mpsc::Sender<Result<CacheEvent, Error>>,
+    mailbox: Arc<Mailbox>,
     filter: WatchFilter,
     bookmarks: bool,
-    overflowed: Arc<AtomicBool>,
+}
+
+/// One watcher's bounded queue. The cache pushes without allocating once the queue has
+/// grown to its working size, and wakes the watcher's task only if it is waiting.
+struct Mailbox {
+    queue: Mutex<VecDeque<Result<CacheEvent, Error>>>,
+    capacity: usize,
+    waker: AtomicWaker,
+    /// No more items will come (the cache cut the watcher off, relisted, or stopped).
+    closed: AtomicBool,
+    /// Closed because the watcher fell `capacity` events behind.
+    overflowed: AtomicBool,
+}
+
+impl Mailbox {
+    fn new(capacity: usize) -> Self {
+        Mailbox {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            waker: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `event`; returns `false` (and closes the mailbox) when it is full.
+    fn push(&self, event: CacheEvent) -> bool {
+        {
+            let mut queue = self.queue.lock();
+            if queue.len() >= self.capacity {
+                drop(queue);
+                self.overflowed.store(true, Ordering::Release);
+                self.close();
+                return false;
+            }
+            queue.push_back(Ok(event));
+        }
+        self.waker.wake();
+        true
+    }
+
+    /// Queues `event` unless the mailbox is full; never closes it.
+    fn offer(&self, event: CacheEvent) {
+        {
+            let mut queue = self.queue.lock();
+            if queue.len() >= self.capacity {
+                return;
+            }
+            queue.push_back(Ok(event));
+        }
+        self.waker.wake();
+    }
+
+    /// Ends the watch with `error` after what is queued.
+    fn fail(&self, error: Error) {
+        self.queue.lock().push_back(Err(error));
+        self.close();
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
 impl WatchCache {
@@ -394,26 +459,22 @@ impl WatchCache {
                 );
             }
         }
-        let (sender, receiver) = mpsc::channel(shared.options.watcher_buffer.max(1));
-        let overflowed = Arc::new(AtomicBool::new(false));
+        let mailbox = Arc::new(Mailbox::new(shared.options.watcher_buffer));
         let id = state.next_id;
         state.next_id += 1;
         state.watchers.insert(
             id,
             Slot {
-                sender,
+                mailbox: mailbox.clone(),
                 filter: request.filter,
                 bookmarks: request.bookmarks,
-                overflowed: overflowed.clone(),
             },
         );
         Ok(CacheWatch {
             initial,
-            receiver,
-            overflowed,
+            mailbox,
             cache: Arc::downgrade(shared),
             id,
-            buffer: shared.options.watcher_buffer,
             done: false,
         })
     }
@@ -445,11 +506,9 @@ impl WatchCache {
 /// The events of one watch on a [`WatchCache`]. Dropping it detaches the watcher.
 pub struct CacheWatch {
     initial: VecDeque<CacheEvent>,
-    receiver: mpsc::Receiver<Result<CacheEvent, Error>>,
-    overflowed: Arc<AtomicBool>,
+    mailbox: Arc<Mailbox>,
     cache: Weak<Shared>,
     id: u64,
-    buffer: usize,
     done: bool,
 }
 
@@ -464,29 +523,33 @@ impl Stream for CacheWatch {
         if this.done {
             return Poll::Ready(None);
         }
-        match this.receiver.poll_recv(cx) {
-            Poll::Ready(Some(item)) => {
-                if item.is_err() {
-                    this.done = true;
-                }
-                Poll::Ready(Some(item))
-            }
-            Poll::Ready(None) => {
+        // Register first, then look: a push after the look wakes us.
+        this.mailbox.waker.register(cx.waker());
+        if let Some(item) = this.mailbox.queue.lock().pop_front() {
+            if item.is_err() {
                 this.done = true;
-                if this.overflowed.load(Ordering::Acquire) {
-                    Poll::Ready(Some(Err(Error::TooManyRequests {
-                        message: format!(
-                            "watch closed: the watcher fell {} events behind; watch again \
-                             from the last resourceVersion it saw",
-                            this.buffer
-                        ),
-                        retry_after_seconds: Some(1),
-                    })))
-                } else {
-                    Poll::Ready(None)
-                }
             }
-            Poll::Pending => Poll::Pending,
+            return Poll::Ready(Some(item));
+        }
+        if !this.mailbox.closed.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        // Closed: anything pushed before closing is delivered first.
+        if let Some(item) = this.mailbox.queue.lock().pop_front() {
+            return Poll::Ready(Some(item));
+        }
+        this.done = true;
+        if this.mailbox.overflowed.load(Ordering::Acquire) {
+            Poll::Ready(Some(Err(Error::TooManyRequests {
+                message: format!(
+                    "watch closed: the watcher fell {} events behind; watch again from the \
+                     last resourceVersion it saw",
+                    this.mailbox.capacity
+                ),
+                retry_after_seconds: Some(1),
+            })))
+        } else {
+            Poll::Ready(None)
         }
     }
 }
@@ -660,9 +723,9 @@ async fn relist(shared: &Weak<Shared>, store: &dyn Store, prefix: &Bytes) -> boo
     state.revision = revision;
     state.oldest = revision;
     for (_, slot) in state.watchers.drain() {
-        let _ = slot.sender.try_send(Err(Error::Gone {
+        slot.mailbox.fail(Error::Gone {
             message: "the watch cache was reinitialized; list again, then watch".into(),
-        }));
+        });
     }
     strong.reached.send_replace(revision);
     true
@@ -732,19 +795,12 @@ fn apply(shared: &Shared, event: Event) {
 
 /// Hands `change` to every watcher it concerns; cuts off the ones that cannot keep up.
 fn dispatch(resource: &ResourceInfo, state: &mut State, change: &StoredChange) {
-    state.watchers.retain(|_, slot| {
-        let Some(event) = change.for_watcher(resource, &slot.filter) else {
-            return true;
-        };
-        match slot.sender.try_send(Ok(event)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                slot.overflowed.store(true, Ordering::Release);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    });
+    state
+        .watchers
+        .retain(|_, slot| match change.for_watcher(resource, &slot.filter) {
+            Some(event) => slot.mailbox.push(event),
+            None => true,
+        });
 }
 
 fn send_bookmarks(shared: &Shared) {
@@ -752,7 +808,7 @@ fn send_bookmarks(shared: &Shared) {
     let event = bookmark(&shared.resource, state.revision, false);
     for slot in state.watchers.values().filter(|slot| slot.bookmarks) {
         // A full watcher skips this bookmark; the next event or bookmark carries on.
-        let _ = slot.sender.try_send(Ok(event.clone()));
+        slot.mailbox.offer(event.clone());
     }
 }
 
