@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | [`api`] | `capstan-api` | the object model: kinds, storage keys, selectors, the `Client` trait, `Status` errors |
 //! | [`store`] | `capstan-store` | the `Store` SPI with etcd v3 semantics; `memory` and `etcd` backends |
-//! | [`watch`] | `capstan-watch` | list-watch: reflectors, informers, work queues (not implemented yet) |
+//! | [`watch`] | `capstan-watch` | list-watch: the `Watch` SPI, reflectors, informers, work queues |
+//! | [`apiserver`] | `capstan-apiserver` | the API server: storage codec, watch cache, registry |
 //! | [`controller`] | `capstan-controller` | the reconciler runtime and built-in controllers (not implemented yet) |
 //! | [`scheduler`] | `capstan-scheduler` | the scheduling framework and default plugins (not implemented yet) |
 //! | [`runtime`] | `capstan-runtime` | the `ContainerRuntime` SPI (not implemented yet) |
@@ -18,6 +19,7 @@
 //! `ARCHITECTURE.md` at the repository root has the bird's-eye view and the invariants.
 
 pub use capstan_api as api;
+pub use capstan_apiserver as apiserver;
 pub use capstan_controller as controller;
 pub use capstan_net as net;
 pub use capstan_runtime as runtime;
