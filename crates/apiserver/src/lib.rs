@@ -1,11 +1,33 @@
 //! Capstan's API server: the hub every component talks to.
 //!
 //! - [`codec`]: how objects sit in the store (JSON, resourceVersion from the mod revision).
+//! - [`registry`]: typed Kubernetes objects over any `Store`, serving the `Client` trait with
+//!   kube-apiserver's semantics (resourceVersion, generation, status subresource, finalizers,
+//!   admission with Kubernetes' defaulting and validation, patches, paged lists).
+//! - [`cached_watch`]: the registry's watches, served by a watch cache per kind, started on
+//!   first use.
 //! - [`watch_cache`]: one store watch per resource, fanned out to any number of filtered
 //!   watchers, with resume, bookmarks and slow-watcher cut-off.
 //!
-//! The registry (typed objects over any `Store`, with admission) and the watch cache are
-//! being added; see `ARCHITECTURE.md`.
+//! ```
+//! use std::sync::Arc;
+//! use capstan_api::{k8s_openapi::api::core::v1::ConfigMap, kube_core::params::PostParams, Api, Client};
+//! use capstan_apiserver::registry::Registry;
+//! use capstan_store::memory::MemoryStore;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let registry: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+//! let config_maps: Api<ConfigMap> = Api::namespaced(registry, "default");
+//! let mut cm = ConfigMap::default();
+//! cm.metadata.name = Some("settings".into());
+//! let created = config_maps.create(&PostParams::default(), &cm).await?;
+//! assert!(created.metadata.uid.is_some());
+//! assert!(created.metadata.resource_version.is_some());
+//! # Ok::<(), capstan_api::Error>(())
+//! # }).unwrap();
+//! ```
 
+pub mod cached_watch;
 pub mod codec;
+pub mod registry;
 pub mod watch_cache;

@@ -421,7 +421,7 @@ impl WatchCache {
     /// Starts a watch; see the module docs for the semantics.
     pub async fn watch(&self, request: CacheWatchRequest) -> Result<CacheWatch, Error> {
         if let WatchStart::After(revision) = request.start {
-            self.wait_for(revision).await?;
+            self.watch_ready(revision).await?;
         }
         let shared = &self.shared;
         let resource = &shared.resource;
@@ -479,8 +479,12 @@ impl WatchCache {
         })
     }
 
-    /// Waits until the cache has reached `revision`, up to the configured time.
-    async fn wait_for(&self, revision: Revision) -> Result<(), Error> {
+    /// Waits until the cache has reached `revision` (every change up to it is in the cache),
+    /// up to [`WatchCacheOptions::too_large_wait`].
+    ///
+    /// Errors: [`Error::Timeout`] ("Too large resource version") when it does not get there
+    /// in time.
+    pub async fn watch_ready(&self, revision: Revision) -> Result<(), Error> {
         let mut reached = self.shared.reached.subscribe();
         let outcome = tokio::time::timeout(
             self.shared.options.too_large_wait,
@@ -995,7 +999,7 @@ mod tests {
                 revisions.push(put_pod(&store, pod("default", &format!("p{i}"), "web", "")).await);
             }
             // Wait until the cache has seen every write.
-            cache.wait_for(revisions[5]).await.unwrap();
+            cache.watch_ready(revisions[5]).await.unwrap();
             let mut resumed = cache
                 .watch(request(WatchStart::After(revisions[3])))
                 .await

@@ -1,0 +1,159 @@
+//! Serving the `Client::watch` of the registry from the watch cache.
+//!
+//! [`CachedWatchSource`] is the registry's [`WatchSource`] for one kind. It starts that kind's
+//! [`WatchCache`] on the first watch (at the watch's resourceVersion, so a list followed by a
+//! watch from the list's version never sees 410), then maps Kubernetes' watch parameters
+//! onto it:
+//!
+//! | resourceVersion | meaning |
+//! |---|---|
+//! | `""` | the current state as `Added` events (consistent: the cache first catches up with the store), then changes |
+//! | `"0"` | the cache's state as `Added` events, then changes |
+//! | `"N"` | changes after N; 410 Gone if N left the cache's window |
+//!
+//! `labelSelector`, `fieldSelector` (validated for the kind: 400 otherwise), the namespace,
+//! `allowWatchBookmarks`, `sendInitialEvents` and `timeoutSeconds` are honoured.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capstan_api::kube_core::params::WatchParams;
+use capstan_api::kube_core::watch::Bookmark;
+use capstan_api::kube_core::{DynamicObject, WatchEvent};
+use capstan_api::{parse_label_selector, Error, FieldSelector, ResourceInfo, Result, WatchStream};
+use capstan_store::Store;
+use futures::StreamExt;
+use tokio::sync::OnceCell;
+
+use crate::codec;
+use crate::registry::WatchSource;
+use crate::watch_cache::{
+    CacheEvent, CacheEventType, CacheWatchRequest, WatchCache, WatchCacheOptions, WatchFilter,
+    WatchStart,
+};
+
+/// The watch source of one kind: its watch cache, started on first use.
+pub struct CachedWatchSource {
+    store: Arc<dyn Store>,
+    resource: ResourceInfo,
+    options: WatchCacheOptions,
+    cache: OnceCell<WatchCache>,
+}
+
+impl std::fmt::Debug for CachedWatchSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedWatchSource")
+            .field("resource", &self.resource.qualified_resource())
+            .field("cache", &self.cache.get())
+            .finish()
+    }
+}
+
+impl CachedWatchSource {
+    /// A source for `resource` over `store`; nothing runs until the first watch.
+    pub fn new(store: Arc<dyn Store>, resource: ResourceInfo, options: WatchCacheOptions) -> Self {
+        CachedWatchSource {
+            store,
+            resource,
+            options,
+            cache: OnceCell::new(),
+        }
+    }
+
+    /// The cache, once started.
+    pub fn cache(&self) -> Option<&WatchCache> {
+        self.cache.get()
+    }
+
+    async fn cache_from(&self, start: Option<i64>) -> Result<&WatchCache> {
+        self.cache
+            .get_or_try_init(|| {
+                WatchCache::start(
+                    self.store.clone(),
+                    self.resource.clone(),
+                    self.options.clone(),
+                    start.filter(|revision| *revision > 0),
+                )
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl WatchSource for CachedWatchSource {
+    async fn watch(
+        &self,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<WatchStream> {
+        let labels = match &params.label_selector {
+            Some(selector) => parse_label_selector(selector)?,
+            None => Default::default(),
+        };
+        let fields = match &params.field_selector {
+            Some(selector) => {
+                let fields: FieldSelector = selector.parse()?;
+                fields.validate_for(&self.resource)?;
+                fields
+            }
+            None => FieldSelector::default(),
+        };
+        let requested = codec::parse_resource_version(resource_version)?;
+        let cache = self.cache_from(requested).await?;
+        let start = match requested {
+            None => {
+                // Consistent: the snapshot must include every write acknowledged so far.
+                let current = self.store.current_revision().await.map_err(store_error)?;
+                cache.watch_ready(current).await?;
+                WatchStart::Snapshot
+            }
+            Some(0) => WatchStart::Snapshot,
+            Some(revision) => WatchStart::After(revision),
+        };
+        let send_initial_events = params.send_initial_events && start == WatchStart::Snapshot;
+        let events = cache
+            .watch(CacheWatchRequest {
+                filter: WatchFilter {
+                    namespace: namespace.map(String::from),
+                    labels,
+                    fields,
+                },
+                start,
+                bookmarks: params.bookmarks,
+                initial_events_end: send_initial_events,
+            })
+            .await?;
+        let events = events.map(|item| item.and_then(to_watch_event));
+        Ok(match params.timeout {
+            Some(seconds) => events
+                .take_until(tokio::time::sleep(Duration::from_secs(u64::from(seconds))))
+                .boxed(),
+            None => events.boxed(),
+        })
+    }
+}
+
+fn to_watch_event(event: CacheEvent) -> Result<WatchEvent<DynamicObject>> {
+    let object = || {
+        serde_json::from_slice::<DynamicObject>(&event.object)
+            .map_err(|e| Error::internal(format!("decoding a cached object: {e}")))
+    };
+    Ok(match event.kind {
+        CacheEventType::Added => WatchEvent::Added(object()?),
+        CacheEventType::Modified => WatchEvent::Modified(object()?),
+        CacheEventType::Deleted => WatchEvent::Deleted(object()?),
+        CacheEventType::Bookmark => WatchEvent::Bookmark(
+            serde_json::from_slice::<Bookmark>(&event.object)
+                .map_err(|e| Error::internal(format!("decoding a bookmark: {e}")))?,
+        ),
+    })
+}
+
+fn store_error(error: capstan_store::Error) -> Error {
+    match error {
+        capstan_store::Error::Unavailable { message } => Error::ServiceUnavailable { message },
+        other => Error::internal(other.to_string()),
+    }
+}
