@@ -2,8 +2,8 @@
 //!
 //! Every case in [`cases`] is an `async fn(Arc<dyn Store>)`, so the same bodies run on any
 //! backend: [`registry_tests!`] turns them into `#[tokio::test]`s for a store constructor.
-//! Here they run on the in-memory store; an etcd run only needs another invocation with a
-//! constructor giving each case a fresh etcd keyspace.
+//! They run on the in-memory store and, with the `etcd` feature, on the real etcd named by
+//! `CAPSTAN_ETCD_ENDPOINTS`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,6 +12,18 @@ use capstan_store::{memory::MemoryStore, Store};
 /// Expands to one `#[tokio::test]` per case, each with a fresh store from `$store` (an async
 /// block returning `Arc<dyn Store>`) and a 30 s deadline.
 macro_rules! registry_tests {
+    (serial $store:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let _one_at_a_time = crate::etcd::SERIAL.lock().await;
+                let store: Arc<dyn Store> = $store.await;
+                tokio::time::timeout(Duration::from_secs(30), crate::cases::$case(store))
+                    .await
+                    .expect("the case took longer than 30 s");
+            }
+        )*
+    };
     ($store:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test]
@@ -25,10 +37,10 @@ macro_rules! registry_tests {
     };
 }
 
-mod memory {
-    use super::*;
-
-    registry_tests!(async { Arc::new(MemoryStore::new()) as Arc<dyn Store> };
+/// Invokes `$then!($($args)*; <every case>)`: one list of cases for every backend.
+macro_rules! with_every_case {
+    ($then:ident!($($args:tt)*)) => {
+        $then!($($args)*;
         resource_version_is_the_stores_mod_revision_and_a_stale_update_is_a_conflict,
         an_update_without_a_resource_version_is_applied_to_the_latest_state,
         concurrent_patches_without_resource_versions_all_apply,
@@ -86,7 +98,41 @@ mod memory {
         a_custom_kind_works_end_to_end,
         unknown_kinds_are_not_found,
         watch_is_served_by_an_attached_watch_source,
-    );
+            );
+    };
+}
+
+mod memory {
+    use super::*;
+
+    with_every_case!(registry_tests!(async {
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>
+    }));
+}
+
+/// The same cases against the real etcd named by `CAPSTAN_ETCD_ENDPOINTS`. They share one
+/// etcd, so they run one at a time, each on a wiped `/registry/`.
+#[cfg(feature = "etcd")]
+mod etcd {
+    use super::*;
+    use capstan_store::{etcd::EtcdStore, Range, StoreExt};
+
+    pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    pub(crate) async fn wiped_etcd() -> Arc<dyn Store> {
+        let store = EtcdStore::from_env().await.unwrap_or_else(|e| {
+            panic!(
+                "the etcd registry tests need a real etcd ({e}): run `scripts/test`, which \
+                 installs and starts one and exports CAPSTAN_ETCD_ENDPOINTS"
+            )
+        });
+        for kv in store.range(Range::prefix("/registry/")).await.unwrap().kvs {
+            let _ = store.delete(kv.key, None).await;
+        }
+        Arc::new(store)
+    }
+
+    with_every_case!(registry_tests!(serial crate::etcd::wiped_etcd()));
 }
 
 mod cases {
