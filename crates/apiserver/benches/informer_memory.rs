@@ -18,19 +18,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use async_trait::async_trait;
 use capstan_api::k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use capstan_api::kube_core::params::PostParams;
-use capstan_api::kube_core::ObjectMeta;
-use async_trait::async_trait;
 use capstan_api::kube_core::params::{ListParams, WatchParams};
 use capstan_api::kube_core::ObjectList;
+use capstan_api::kube_core::ObjectMeta;
 use capstan_api::{Api, Client, Error};
-use futures::StreamExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use tokio::sync::Notify;
 use capstan_apiserver::registry::Registry;
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{EventStream, ReflectorOptions, SharedInformer, Watch};
+use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::Notify;
 
 /// A source that can be told to end its stream and answer the next watch with 410 Gone.
 struct Relistable {

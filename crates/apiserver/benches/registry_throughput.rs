@@ -91,7 +91,11 @@ fn bench_registry(c: &mut Criterion) {
         .into_iter()
         .map(|(name, store)| {
             let registry: Arc<dyn Client> = Arc::new(Registry::new(store.clone()));
-            (name, store, Api::namespaced(registry, &format!("bench-{run}")))
+            (
+                name,
+                store,
+                Api::namespaced(registry, &format!("bench-{run}")),
+            )
         })
         .collect();
 
