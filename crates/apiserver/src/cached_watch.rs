@@ -157,3 +157,182 @@ fn store_error(error: capstan_store::Error) -> Error {
         other => Error::internal(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use capstan_api::k8s_openapi::api::core::v1::ConfigMap;
+    use capstan_api::kube_core::params::PostParams;
+    use capstan_api::{Api, Client};
+    use capstan_store::memory::MemoryStore;
+
+    use super::*;
+    use crate::registry::Registry;
+
+    async fn within<F: std::future::Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("test timed out")
+    }
+
+    fn setup() -> (Arc<dyn Store>, Api<ConfigMap>) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let registry: Arc<dyn Client> = Arc::new(Registry::new(store.clone()));
+        (store, Api::namespaced(registry, "default"))
+    }
+
+    async fn create(api: &Api<ConfigMap>, name: &str) -> String {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        api.create(&PostParams::default(), &cm)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap()
+    }
+
+    fn name(event: &WatchEvent<ConfigMap>) -> Option<String> {
+        match event {
+            WatchEvent::Added(cm) | WatchEvent::Modified(cm) | WatchEvent::Deleted(cm) => {
+                cm.metadata.name.clone()
+            }
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_selectors_and_resource_versions_are_400s_naming_the_problem() {
+        within(async {
+            let (_, api) = setup();
+            let unsupported = WatchParams::default().fields("spec.bogus=x");
+            let error = api.watch(&unsupported, "").await.err().unwrap();
+            assert_eq!(error.code(), 400);
+            assert!(error.to_string().contains("spec.bogus"), "{error}");
+            let malformed = WatchParams::default().labels("app in (web");
+            assert_eq!(api.watch(&malformed, "").await.err().unwrap().code(), 400);
+            let error = api
+                .watch(&WatchParams::default(), "abc")
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(error.code(), 400);
+            assert!(error.to_string().contains("resourceVersion"), "{error}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_empty_resource_version_starts_from_a_consistent_snapshot() {
+        within(async {
+            let (_, api) = setup();
+            create(&api, "a").await;
+            create(&api, "b").await;
+            let mut events = api.watch(&WatchParams::default(), "").await.unwrap();
+            let first = events.next().await.unwrap().unwrap();
+            let second = events.next().await.unwrap().unwrap();
+            assert!(matches!(first, WatchEvent::Added(_)));
+            assert_eq!(
+                (name(&first), name(&second)),
+                (Some("a".into()), Some("b".into()))
+            );
+            create(&api, "c").await;
+            assert_eq!(
+                name(&events.next().await.unwrap().unwrap()),
+                Some("c".into())
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_a_list_version_sees_exactly_the_later_changes() {
+        within(async {
+            let (_, api) = setup();
+            create(&api, "a").await;
+            let listed = api.list(&Default::default()).await.unwrap();
+            let version = listed.metadata.resource_version.unwrap();
+            let mut events = api.watch(&WatchParams::default(), &version).await.unwrap();
+            create(&api, "b").await;
+            assert_eq!(
+                name(&events.next().await.unwrap().unwrap()),
+                Some("b".into())
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_version_compacted_away_before_the_cache_started_is_gone() {
+        within(async {
+            let (store, api) = setup();
+            let first = create(&api, "a").await;
+            create(&api, "b").await;
+            let current = store.current_revision().await.unwrap();
+            store.compact(current).await.unwrap();
+            let error = api
+                .watch(&WatchParams::default(), &first)
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(error.code(), 410, "{error}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn initial_events_end_with_a_bookmark_when_asked() {
+        within(async {
+            let (_, api) = setup();
+            create(&api, "a").await;
+            let params = WatchParams {
+                send_initial_events: true,
+                bookmarks: true,
+                ..WatchParams::default()
+            };
+            let mut events = api.watch(&params, "").await.unwrap();
+            assert!(matches!(
+                events.next().await.unwrap().unwrap(),
+                WatchEvent::Added(_)
+            ));
+            match events.next().await.unwrap().unwrap() {
+                WatchEvent::Bookmark(bookmark) => assert_eq!(
+                    bookmark
+                        .metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str),
+                    Some("true")
+                ),
+                other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_seconds_ends_the_stream() {
+        let (_, api) = setup();
+        let mut events = api
+            .watch(&WatchParams::default().timeout(5), "0")
+            .await
+            .unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(6), events.next()).await;
+        assert!(matches!(ended, Ok(None)), "the stream ends after 5 s");
+    }
+
+    #[tokio::test]
+    async fn the_namespace_and_selectors_filter_the_stream() {
+        within(async {
+            let (_, api) = setup();
+            let params = WatchParams::default().fields("metadata.name=wanted");
+            let mut events = api.watch(&params, "").await.unwrap();
+            create(&api, "other").await;
+            create(&api, "wanted").await;
+            assert_eq!(
+                name(&events.next().await.unwrap().unwrap()),
+                Some("wanted".into())
+            );
+        })
+        .await;
+    }
+}
