@@ -1,5 +1,7 @@
 //! Capstan's API server: the hub every component talks to.
 //!
+//! - [`http`]: the Kubernetes REST API over HTTP (discovery, resource paths, chunked watches),
+//!   which `kubectl` drives.
 //! - [`codec`]: how objects sit in the store (JSON, resourceVersion from the mod revision).
 //! - [`registry`]: typed Kubernetes objects over any `Store`, serving the `Client` trait with
 //!   kube-apiserver's semantics (resourceVersion, generation, status subresource, finalizers,
@@ -29,5 +31,6 @@
 
 pub mod cached_watch;
 pub mod codec;
+pub mod http;
 pub mod registry;
 pub mod watch_cache;

@@ -1,0 +1,478 @@
+//! The resource paths of the Kubernetes REST API, served from the registry.
+//!
+//! `/api/v1/...` and `/apis/<group>/<version>/...`, then `[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]`.
+//! GET reads (a `watch=1` list streams newline-delimited JSON `WatchEvent`s), POST creates,
+//! PUT replaces (`/status` replaces the status), PATCH merges (merge or strategic merge, by
+//! content type), DELETE deletes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use capstan_api::kube_core::params::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+    VersionMatch, WatchParams,
+};
+use capstan_api::kube_core::DynamicObject;
+use capstan_api::{Client, Deletion, Error, ResourceInfo};
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::status::{status_json, ApiError};
+
+/// What a resource path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The kind.
+    pub resource: ResourceInfo,
+    /// The namespace, for namespaced paths.
+    pub namespace: Option<String>,
+    /// The object, for object paths.
+    pub name: Option<String>,
+    /// The subresource (`status`, `scale`), if any.
+    pub subresource: Option<String>,
+}
+
+/// Resolves `path` against the served kinds.
+///
+/// Errors: [`Error::NotFound`] for a path that names no served kind or has the wrong shape.
+pub fn resolve(path: &str, served: &[ResourceInfo]) -> Result<Target, Error> {
+    let not_found = || Error::NotFound {
+        resource: path.to_string(),
+        name: String::new(),
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(not_found()),
+    };
+    let find = |plural: &str| {
+        served
+            .iter()
+            .find(|r| r.group() == group && r.version() == version && r.plural() == plural)
+            .cloned()
+    };
+    let (namespace, rest) = match rest {
+        // `namespaces/<ns>` and `namespaces/<ns>/status` are the Namespace object itself.
+        ["namespaces", _] | ["namespaces", _, "status" | "finalize"] => (None, rest),
+        ["namespaces", namespace, rest @ ..] if !rest.is_empty() => (Some(*namespace), rest),
+        _ => (None, rest),
+    };
+    let (plural, name, subresource) = match rest {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(*name), None),
+        [plural, name, subresource] => (*plural, Some(*name), Some(*subresource)),
+        _ => return Err(not_found()),
+    };
+    let resource = find(plural).ok_or_else(not_found)?;
+    if namespace.is_some() && !resource.namespaced() {
+        return Err(not_found());
+    }
+    if namespace.is_none() && resource.namespaced() && name.is_some() {
+        return Err(not_found());
+    }
+    Ok(Target {
+        resource,
+        namespace: namespace.map(String::from),
+        name: name.map(String::from),
+        subresource: subresource.map(String::from),
+    })
+}
+
+/// Serves one request on a resource path.
+pub async fn handle(
+    client: Arc<dyn Client>,
+    served: Vec<ResourceInfo>,
+    method: Method,
+    path: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match serve(client, &served, method, &path, &query, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => ApiError(error).into_response(),
+    }
+}
+
+async fn serve(
+    client: Arc<dyn Client>,
+    served: &[ResourceInfo],
+    method: Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let target = resolve(path, served)?;
+    let resource = &target.resource;
+    let namespace = target.namespace.as_deref();
+    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    match (
+        method,
+        target.name.as_deref(),
+        target.subresource.as_deref(),
+    ) {
+        (Method::GET, None, None) => {
+            if query.get("watch").is_some_and(|w| w == "1" || w == "true") {
+                return watch(client, &target, query).await;
+            }
+            let mut list = client
+                .list(resource, namespace, &list_params(query)?)
+                .await?;
+            list.types.kind = format!("{}List", resource.kind());
+            list.types.api_version = resource.api_version();
+            Ok(json(StatusCode::OK, &list))
+        }
+        (Method::GET, Some(name), None | Some("status")) => {
+            let object = client.get(resource, namespace, name).await?;
+            Ok(json(StatusCode::OK, &object))
+        }
+        (Method::POST, None, None) => {
+            let object = decode_object(headers, &body, resource)?;
+            let created = client
+                .create(resource, namespace, object, &post_params(dry_run, query))
+                .await?;
+            Ok(json(StatusCode::CREATED, &created))
+        }
+        (Method::PUT, Some(name), subresource @ (None | Some("status"))) => {
+            let object = decode_object(headers, &body, resource)?;
+            if object.metadata.name.as_deref().is_some_and(|n| n != name) {
+                return Err(Error::bad_field(
+                    "metadata.name",
+                    format!(
+                        "the name of the object ({}) does not match the name on the URL ({name})",
+                        object.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            let params = post_params(dry_run, query);
+            let updated = match subresource {
+                Some(_) => {
+                    client
+                        .update_status(resource, namespace, object, &params)
+                        .await?
+                }
+                None => client.update(resource, namespace, object, &params).await?,
+            };
+            Ok(json(StatusCode::OK, &updated))
+        }
+        (Method::PATCH, Some(name), None) => {
+            let patch = decode_patch(headers, &body)?;
+            let params = PatchParams {
+                dry_run,
+                field_manager: query.get("fieldManager").cloned(),
+                ..Default::default()
+            };
+            let patched = client
+                .patch(resource, namespace, name, &patch, &params)
+                .await?;
+            Ok(json(StatusCode::OK, &patched))
+        }
+        (Method::DELETE, Some(name), None) => {
+            let params = delete_params(dry_run, query, &body)?;
+            match client.delete(resource, namespace, name, &params).await? {
+                Deletion::Deleted(object) => Ok(json(StatusCode::OK, &object)),
+                Deletion::Pending(object) => Ok(json(StatusCode::ACCEPTED, &object)),
+            }
+        }
+        (method, _, subresource) => Err(Error::MethodNotAllowed {
+            message: format!(
+                "the server does not allow this method on the requested resource: {method} {}{}",
+                resource.qualified_resource(),
+                subresource.map(|s| format!("/{s}")).unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+fn json<T: serde::Serialize>(code: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (code, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError(Error::internal(format!("encoding the response: {e}"))).into_response(),
+    }
+}
+
+/// Reads a request body as JSON or YAML (by content type) into an object of `resource`.
+///
+/// Errors: [`Error::BadRequest`] for a malformed body, one that is not an object, or one of
+/// another kind than the path names.
+fn decode_object(
+    headers: &HeaderMap,
+    body: &[u8],
+    resource: &ResourceInfo,
+) -> Result<DynamicObject, Error> {
+    let value = decode_value(headers, body)?;
+    if !value.is_object() {
+        return Err(Error::bad_request("the request body must be a JSON object"));
+    }
+    if let Some(kind) = value.get("kind").and_then(Value::as_str) {
+        if kind != resource.kind() {
+            return Err(Error::bad_field(
+                "kind",
+                format!(
+                    "{kind} does not match the resource {}",
+                    resource.qualified_resource()
+                ),
+            ));
+        }
+    }
+    if let Some(api_version) = value.get("apiVersion").and_then(Value::as_str) {
+        if api_version != resource.api_version() {
+            return Err(Error::bad_field(
+                "apiVersion",
+                format!(
+                    "{api_version} does not match the resource's version {}",
+                    resource.api_version()
+                ),
+            ));
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| Error::bad_request(format!("decoding the object: {e}")))
+}
+
+/// Reads a body as JSON or YAML. Errors: [`Error::UnsupportedMediaType`] for another content
+/// type (protobuf and CBOR are not served), [`Error::BadRequest`] for a malformed body.
+fn decode_value(headers: &HeaderMap, body: &[u8]) -> Result<Value, Error> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/json" | "" => serde_json::from_slice(body)
+            .map_err(|e| Error::bad_request(format!("malformed JSON: {e}"))),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| Error::bad_request(format!("malformed YAML: {e}"))),
+        other => Err(Error::UnsupportedMediaType {
+            message: format!(
+                "the body of the request was in an unknown format - accepted media types \
+                 include: application/json, application/yaml (got {other:?})"
+            ),
+        }),
+    }
+}
+
+fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch<Value>, Error> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::bad_request(format!("malformed patch: {e}")))?;
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/merge-patch+json" => Ok(Patch::Merge(value)),
+        "application/strategic-merge-patch+json" => Ok(Patch::Strategic(value)),
+        other => Err(Error::UnsupportedMediaType {
+            message: format!("the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"),
+        }),
+    }
+}
+
+fn post_params(dry_run: bool, query: &HashMap<String, String>) -> PostParams {
+    PostParams {
+        dry_run,
+        field_manager: query.get("fieldManager").cloned(),
+    }
+}
+
+fn list_params(query: &HashMap<String, String>) -> Result<ListParams, Error> {
+    let limit = match query.get("limit") {
+        Some(limit) => Some(
+            limit
+                .parse::<u32>()
+                .map_err(|_| Error::bad_field("limit", format!("invalid limit {limit:?}")))?,
+        ),
+        None => None,
+    };
+    let mut params = ListParams {
+        label_selector: query.get("labelSelector").cloned(),
+        field_selector: query.get("fieldSelector").cloned(),
+        limit: limit.filter(|limit| *limit > 0),
+        continue_token: query.get("continue").cloned().filter(|t| !t.is_empty()),
+        resource_version: query.get("resourceVersion").cloned(),
+        ..Default::default()
+    };
+    params.version_match = match query.get("resourceVersionMatch").map(String::as_str) {
+        None | Some("") => None,
+        Some("NotOlderThan") => Some(VersionMatch::NotOlderThan),
+        Some("Exact") => Some(VersionMatch::Exact),
+        Some(other) => {
+            return Err(Error::bad_field(
+                "resourceVersionMatch",
+                format!("unsupported value {other:?}"),
+            ))
+        }
+    };
+    Ok(params)
+}
+
+fn delete_params(
+    dry_run: bool,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<DeleteParams, Error> {
+    let options: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| Error::bad_request(format!("malformed DeleteOptions: {e}")))?
+    };
+    let policy = query
+        .get("propagationPolicy")
+        .map(String::as_str)
+        .or_else(|| options.get("propagationPolicy").and_then(Value::as_str));
+    let propagation_policy = match policy {
+        None => None,
+        Some("Orphan") => Some(PropagationPolicy::Orphan),
+        Some("Background") => Some(PropagationPolicy::Background),
+        Some("Foreground") => Some(PropagationPolicy::Foreground),
+        Some(other) => {
+            return Err(Error::bad_field(
+                "propagationPolicy",
+                format!("unsupported value {other:?}"),
+            ))
+        }
+    };
+    let preconditions = options.get("preconditions").map(|p| Preconditions {
+        uid: p.get("uid").and_then(Value::as_str).map(String::from),
+        resource_version: p
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
+    });
+    let dry_run = dry_run
+        || options
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|v| v == "All"));
+    Ok(DeleteParams {
+        dry_run,
+        grace_period_seconds: query
+            .get("gracePeriodSeconds")
+            .and_then(|s| s.parse().ok())
+            .or_else(|| {
+                options
+                    .get("gracePeriodSeconds")
+                    .and_then(Value::as_u64)
+                    .map(|s| s as u32)
+            }),
+        propagation_policy,
+        preconditions,
+    })
+}
+
+/// Streams a watch as newline-delimited JSON `WatchEvent`s; an error ends the stream with an
+/// `ERROR` event carrying its `Status`.
+async fn watch(
+    client: Arc<dyn Client>,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Response, Error> {
+    let timeout = match query.get("timeoutSeconds") {
+        Some(timeout) => Some(timeout.parse().map_err(|_| {
+            Error::bad_field("timeoutSeconds", format!("invalid timeout {timeout:?}"))
+        })?),
+        None => None,
+    };
+    let params = WatchParams {
+        label_selector: query.get("labelSelector").cloned(),
+        field_selector: query.get("fieldSelector").cloned(),
+        bookmarks: query
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true"),
+        send_initial_events: query.get("sendInitialEvents").is_some_and(|v| v == "true"),
+        timeout,
+    };
+    let resource_version = query.get("resourceVersion").cloned().unwrap_or_default();
+    let events = client
+        .watch(
+            &target.resource,
+            target.namespace.as_deref(),
+            &params,
+            &resource_version,
+        )
+        .await?;
+    let lines = events.map(|event| {
+        let mut line = match event {
+            Ok(event) => serde_json::to_vec(&event),
+            Err(error) => serde_json::to_vec(&serde_json::json!({
+                "type": "ERROR",
+                "object": status_json(&error),
+            })),
+        }
+        .unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+    });
+    // Kubernetes ends the stream after an ERROR event.
+    let mut ended = false;
+    let lines = lines.take_while(move |line| {
+        let keep = !ended;
+        if let Ok(bytes) = line {
+            ended = bytes.starts_with(br#"{"type":"ERROR""#);
+        }
+        futures::future::ready(keep)
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(Body::from_stream(lines))
+        .map_err(|e| Error::internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served() -> Vec<ResourceInfo> {
+        ResourceInfo::builtins().collect()
+    }
+
+    #[test]
+    fn paths_resolve_to_kind_namespace_name_and_subresource() {
+        let pods = resolve("/api/v1/namespaces/default/pods", &served()).unwrap();
+        assert_eq!(
+            (pods.resource.kind(), pods.namespace.as_deref(), pods.name),
+            ("Pod", Some("default"), None)
+        );
+        let status = resolve(
+            "/apis/apps/v1/namespaces/default/deployments/web/status",
+            &served(),
+        )
+        .unwrap();
+        assert_eq!(status.resource.kind(), "Deployment");
+        assert_eq!(status.name.as_deref(), Some("web"));
+        assert_eq!(status.subresource.as_deref(), Some("status"));
+        let all = resolve("/api/v1/pods", &served()).unwrap();
+        assert_eq!(all.namespace, None);
+        let namespace = resolve("/api/v1/namespaces/default", &served()).unwrap();
+        assert_eq!(
+            (namespace.resource.kind(), namespace.name.as_deref()),
+            ("Namespace", Some("default"))
+        );
+        let node = resolve("/api/v1/nodes/node01", &served()).unwrap();
+        assert_eq!(node.resource.kind(), "Node");
+    }
+
+    #[test]
+    fn unknown_or_misshapen_paths_are_not_found() {
+        for path in [
+            "/api/v2/pods",
+            "/apis/apps/v1/widgets",
+            "/api/v1/pods/web",
+            "/api/v1/namespaces/default/nodes/node01",
+            "/api/v1/namespaces/default/pods/web/status/extra",
+            "/nonsense",
+        ] {
+            assert!(
+                resolve(path, &served()).unwrap_err().is_not_found(),
+                "{path}"
+            );
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The real `kubectl` against the API server on the in-memory store.
+//!
+//! Needs `kubectl` on the PATH (Debian's `kubernetes-client` works; `scripts/test` installs it
+//! when missing) and the seed manifests in `../shared/manifests` beside the repository.
+//! `apply` runs with `--validate=false` until the server publishes its OpenAPI schema, and
+//! objects are created from manifests because recent kubectl's typed `create <kind>` commands
+//! send protobuf, which the server answers with 415 until it decodes protobuf.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_apiserver::http::ApiServer;
+use capstan_apiserver::registry::Registry;
+use capstan_store::memory::MemoryStore;
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+    _server: ApiServer,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Kubectl {
+    async fn start() -> Kubectl {
+        let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let server = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind a loopback port");
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("capstan-kubectl-{nonce}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig).unwrap();
+        Kubectl {
+            kubeconfig,
+            _server: server,
+            _dir: TempDir(dir),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let output = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot run kubectl ({e}): install it (Debian's kubernetes-client) or run scripts/test")
+            });
+        output
+    }
+
+    /// Runs kubectl and returns its stdout, failing the test if it fails.
+    async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(
+            output.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Creates a ConfigMap from a manifest (`kubectl create -f`, which sends JSON).
+    async fn create_config_map(&self, name: &str) {
+        let path = self._dir.0.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n"),
+        )
+        .unwrap();
+        self.ok(&["create", "--validate=false", "-f", path.to_str().unwrap()])
+            .await;
+    }
+
+    /// Runs kubectl expecting it to fail; returns its stderr.
+    async fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(
+            !output.status.success(),
+            "kubectl {} should have failed",
+            args.join(" ")
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}
+
+/// Sends one HTTP/1.1 POST and returns the whole response as text.
+async fn raw_post(
+    address: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn manifests() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/manifests");
+    assert!(
+        dir.is_dir(),
+        "the seed manifests are expected at {}: check out the repository with shared/ beside it",
+        dir.display()
+    );
+    dir
+}
+
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .expect("the kubectl test timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_every_seed_manifest_and_reads_them_back() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        let version = kubectl.ok(&["version", "-o", "json"]).await;
+        assert!(version.contains("v1.33.0-capstan"), "{version}");
+        let mut paths: Vec<_> = std::fs::read_dir(manifests())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        paths.sort();
+        for path in &paths {
+            let applied = kubectl
+                .ok(&["apply", "--validate=false", "-f", path.to_str().unwrap()])
+                .await;
+            assert!(
+                applied.contains("created")
+                    || applied.contains("configured")
+                    || applied.contains("unchanged"),
+                "{}: {applied}",
+                path.display()
+            );
+        }
+        // Applying again changes nothing.
+        let again = kubectl
+            .ok(&[
+                "apply",
+                "--validate=false",
+                "-f",
+                manifests()
+                    .join("newkubia-deployment.yaml")
+                    .to_str()
+                    .unwrap(),
+            ])
+            .await;
+        assert!(again.contains("unchanged"), "{again}");
+
+        let deployments = kubectl.ok(&["get", "deploy", "-o", "name"]).await;
+        for name in [
+            "deployment.apps/newkubia",
+            "deployment.apps/nginx",
+            "deployment.apps/web",
+        ] {
+            assert!(deployments.contains(name), "{deployments}");
+        }
+        let yaml = kubectl
+            .ok(&["get", "deploy", "newkubia", "-o", "yaml"])
+            .await;
+        for defaulted in [
+            "maxSurge: 25%",
+            "revisionHistoryLimit: 10",
+            "progressDeadlineSeconds: 600",
+            "restartPolicy: Always",
+        ] {
+            assert!(
+                yaml.contains(defaulted),
+                "defaults are applied: {defaulted}\n{yaml}"
+            );
+        }
+        let services = kubectl
+            .ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"])
+            .await;
+        assert!(
+            services.starts_with("10."),
+            "a cluster IP was allocated: {services}"
+        );
+        let wide = kubectl.ok(&["get", "pods", "-o", "wide"]).await;
+        assert!(wide.contains("pod-example"), "{wide}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_labels_with_and_without_overwrite_and_deletes() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        let node = std::env::temp_dir().join(format!("capstan-node-{}.yaml", std::process::id()));
+        std::fs::write(
+            &node,
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: node02\n",
+        )
+        .unwrap();
+        kubectl
+            .ok(&["apply", "--validate=false", "-f", node.to_str().unwrap()])
+            .await;
+        let _ = std::fs::remove_file(&node);
+        kubectl.ok(&["label", "nodes", "node02", "cz=bob"]).await;
+        let conflict = kubectl
+            .fails(&["label", "nodes", "node02", "cz=alice"])
+            .await;
+        assert!(conflict.contains("already has a value"), "{conflict}");
+        kubectl
+            .ok(&["label", "nodes", "node02", "cz=alice", "--overwrite"])
+            .await;
+        let selected = kubectl
+            .ok(&["get", "nodes", "-l", "cz=alice", "-o", "name"])
+            .await;
+        assert_eq!(selected.trim(), "node/node02");
+        let labels = kubectl
+            .ok(&[
+                "get",
+                "node",
+                "node02",
+                "-o",
+                "jsonpath={.metadata.labels.cz}",
+            ])
+            .await;
+        assert_eq!(labels, "alice");
+        kubectl.ok(&["delete", "node", "node02"]).await;
+        let gone = kubectl.fails(&["get", "node", "node02"]).await;
+        assert!(
+            gone.contains("NotFound") || gone.contains("not found"),
+            "{gone}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watch_streams_new_objects() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        let watch = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubectl.kubeconfig)
+            .args([
+                "get",
+                "configmaps",
+                "--watch",
+                "-o",
+                "name",
+                "--request-timeout=5s",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubectl on the PATH");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        kubectl.create_config_map("streamed").await;
+        let output = tokio::time::timeout(Duration::from_secs(10), watch.wait_with_output())
+            .await
+            .expect("the watch ends by its timeout")
+            .unwrap();
+        let streamed = String::from_utf8_lossy(&output.stdout);
+        assert!(streamed.contains("configmap/streamed"), "{streamed}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        let dir = std::env::temp_dir().join(format!("capstan-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, body).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let malformed = write("malformed.json", "{\"apiVersion\": \"v1\", ");
+        let error = kubectl
+            .fails(&[
+                "create",
+                "--raw",
+                "/api/v1/namespaces/default/configmaps",
+                "-f",
+                &malformed,
+            ])
+            .await;
+        assert!(
+            error.contains("malformed JSON") || error.contains("BadRequest"),
+            "{error}"
+        );
+        let wrong_kind = write(
+            "wrong-kind.json",
+            r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}"#,
+        );
+        let error = kubectl
+            .fails(&[
+                "create",
+                "--raw",
+                "/api/v1/namespaces/default/configmaps",
+                "-f",
+                &wrong_kind,
+            ])
+            .await;
+        assert!(error.contains("does not match"), "{error}");
+        let invalid = write(
+            "invalid.json",
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not_A_Name"}}"#,
+        );
+        let error = kubectl
+            .fails(&[
+                "create",
+                "--raw",
+                "/api/v1/namespaces/default/configmaps",
+                "-f",
+                &invalid,
+            ])
+            .await;
+        assert!(
+            error.contains("metadata.name"),
+            "the error names the field: {error}"
+        );
+        // A protobuf body (what recent kubectl's typed clients send) is 415, not a crash.
+        let response = raw_post(
+            kubectl._server.address(),
+            "/api/v1/namespaces/default/configmaps",
+            "application/vnd.kubernetes.protobuf",
+            b"k8s\x00\x0a\x0f",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 415"), "{response}");
+        assert!(response.contains("\"kind\":\"Status\""), "{response}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let listed = kubectl.ok(&["get", "configmaps", "-o", "name"]).await;
+        assert!(listed.trim().is_empty(), "nothing was stored: {listed}");
+        kubectl.create_config_map("fine").await;
+    })
+    .await;
+}
