@@ -2,6 +2,8 @@
 //!
 //! - [`http`]: the Kubernetes REST API over HTTP (discovery, resource paths, chunked watches),
 //!   which `kubectl` drives.
+//! - [`remote`]: the `Client` over HTTP, so any component can run in its own process against a
+//!   remote API server.
 //! - [`codec`]: how objects sit in the store (JSON, resourceVersion from the mod revision).
 //! - [`registry`]: typed Kubernetes objects over any `Store`, serving the `Client` trait with
 //!   kube-apiserver's semantics (resourceVersion, generation, status subresource, finalizers,
@@ -33,4 +35,5 @@ pub mod cached_watch;
 pub mod codec;
 pub mod http;
 pub mod registry;
+pub mod remote;
 pub mod watch_cache;

@@ -359,3 +359,100 @@ async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_prints_kubernetes_columns() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        for manifest in [
+            "newkubia-deployment.yaml",
+            "pod-nodename.yaml",
+            "rolling-update.yaml",
+        ] {
+            kubectl
+                .ok(&[
+                    "apply",
+                    "--validate=false",
+                    "-f",
+                    manifests().join(manifest).to_str().unwrap(),
+                ])
+                .await;
+        }
+        let all = kubectl.ok(&["get", "deploy,pods"]).await;
+        assert!(
+            all.contains("READY   UP-TO-DATE   AVAILABLE   AGE"),
+            "{all}"
+        );
+        assert!(all.contains("deployment.apps/newkubia   0/5"), "{all}");
+        assert!(all.contains("READY   STATUS    RESTARTS   AGE"), "{all}");
+        let wide = kubectl.ok(&["get", "pods", "-o", "wide"]).await;
+        assert!(wide.contains("NODE"), "{wide}");
+        assert!(wide.contains("node01"), "the bound node shows: {wide}");
+        let services = kubectl.ok(&["get", "svc"]).await;
+        assert!(
+            services.contains("CLUSTER-IP") && services.contains("80/TCP"),
+            "{services}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scales_a_deployment_through_the_scale_subresource() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        kubectl
+            .ok(&[
+                "apply",
+                "--validate=false",
+                "-f",
+                manifests()
+                    .join("newkubia-deployment.yaml")
+                    .to_str()
+                    .unwrap(),
+            ])
+            .await;
+        let scaled = kubectl
+            .ok(&["scale", "deployment", "newkubia", "--replicas=3"])
+            .await;
+        assert!(scaled.contains("scaled"), "{scaled}");
+        let replicas = kubectl
+            .ok(&[
+                "get",
+                "deploy",
+                "newkubia",
+                "-o",
+                "jsonpath={.spec.replicas} {.metadata.generation}",
+            ])
+            .await;
+        assert_eq!(
+            replicas, "3 2",
+            "replicas changed and the generation moved on"
+        );
+        // A precondition on the current replicas that no longer holds is refused.
+        let stale = kubectl
+            .fails(&[
+                "scale",
+                "deployment",
+                "newkubia",
+                "--current-replicas=5",
+                "--replicas=2",
+            ])
+            .await;
+        assert!(
+            stale.to_lowercase().contains("expected replicas to be 5"),
+            "{stale}"
+        );
+        let unchanged = kubectl
+            .ok(&[
+                "get",
+                "deploy",
+                "newkubia",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ])
+            .await;
+        assert_eq!(unchanged, "3");
+    })
+    .await;
+}

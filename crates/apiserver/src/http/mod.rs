@@ -5,6 +5,10 @@
 //! serves (see [`rest`]). [`ApiServer::bind`] serves it on a TCP address and can write a
 //! kubeconfig for `kubectl`.
 //!
+//! [`layers`] holds the limit, authentication and authorization layers;
+//! [`ApiServer::bind_with`] applies them as its [`ApiServerOptions`] say (and [`ApiServer::bind`]
+//! with the defaults: everyone anonymous, everything allowed, Kubernetes' default limits).
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use capstan_apiserver::{http::ApiServer, registry::Registry};
@@ -20,13 +24,16 @@
 //! ```
 
 pub mod discovery;
+pub mod layers;
 pub mod rest;
 pub mod status;
+pub mod table;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -38,6 +45,8 @@ use capstan_api::{Client, Error};
 
 use crate::registry::Registry;
 use status::ApiError;
+
+pub use layers::ApiServerOptions;
 
 #[derive(Clone)]
 struct Served {
@@ -115,19 +124,48 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Serves `registry` on `address` (port 0 picks a free one) on the current tokio runtime.
+    /// Serves `registry` on `address` (port 0 picks a free one) on the current tokio runtime,
+    /// with the default [`ApiServerOptions`]: everyone anonymous, everything allowed, default
+    /// limits.
     ///
     /// Errors: the address cannot be bound.
     pub async fn bind(registry: Arc<Registry>, address: SocketAddr) -> std::io::Result<Self> {
+        Self::bind_with(registry, address, ApiServerOptions::default()).await
+    }
+
+    /// Serves `registry` on `address` with `options`: the layers in Kubernetes' order (limits,
+    /// authentication, authorization, then the API; see [`ApiServerOptions::apply`]) and the
+    /// header-read timeout.
+    ///
+    /// Errors: the address cannot be bound.
+    pub async fn bind_with(
+        registry: Arc<Registry>,
+        address: SocketAddr,
+        options: ApiServerOptions,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let app = router(registry, address.to_string());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("the API server stopped: {e}");
-            }
-        });
-        Ok(ApiServer { address, task })
+        let app = options.apply(router(registry, address.to_string()));
+        Ok(Self::serve(
+            listener,
+            app,
+            options.limits.header_read_timeout,
+        ))
+    }
+
+    /// Serves any `app` on `listener` (which it owns from now on): HTTP/1.1 and HTTP/2, each
+    /// connection closed if a request's headers take longer than `header_read_timeout` to
+    /// arrive. Apply [`ApiServerOptions::apply`] (or the [`layers`] one by one) to `app` first.
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        app: Router,
+        header_read_timeout: Duration,
+    ) -> Self {
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let task = tokio::spawn(accept(listener, app, header_read_timeout));
+        ApiServer { address, task }
     }
 
     /// The address it listens on.
@@ -145,9 +183,61 @@ impl ApiServer {
         std::fs::write(path, kubeconfig(&self.url()))
     }
 
+    /// Writes a kubeconfig at `path` like [`write_kubeconfig`](Self::write_kubeconfig), whose
+    /// user authenticates with the bearer `token`.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> std::io::Result<()> {
+        std::fs::write(path, kubeconfig_with_token(&self.url(), token))
+    }
+
     /// Waits until the server stops (it runs until dropped or the runtime ends).
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
+    }
+}
+
+/// Accepts connections until aborted; aborting it drops every connection too.
+async fn accept(listener: tokio::net::TcpListener, app: Router, header_read_timeout: Duration) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(connection(stream, app.clone(), header_read_timeout));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Serves one connection. A client must start its first request within `header_read_timeout`
+/// (before hyper even knows whether it speaks HTTP/1 or HTTP/2), and send each request's
+/// headers within it.
+async fn connection(stream: tokio::net::TcpStream, app: Router, header_read_timeout: Duration) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let _ = stream.set_nodelay(true);
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!("connection ended: {e}");
     }
 }
 
@@ -159,7 +249,18 @@ impl Drop for ApiServer {
 
 /// A kubeconfig with one cluster, user and context, named `capstan`, for `server`.
 pub fn kubeconfig(server: &str) -> String {
+    kubeconfig_for_user(server, "{}")
+}
+
+/// A kubeconfig like [`kubeconfig`] whose user authenticates with the bearer `token`.
+pub fn kubeconfig_with_token(server: &str, token: &str) -> String {
+    // A JSON string is a valid YAML flow scalar, so any token is quoted safely.
+    let token = serde_json::Value::from(token).to_string();
+    kubeconfig_for_user(server, &format!("{{token: {token}}}"))
+}
+
+fn kubeconfig_for_user(server: &str, user: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\nusers:\n- name: capstan\n  user: {{}}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: capstan\n    namespace: default\ncurrent-context: capstan\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\nusers:\n- name: capstan\n  user: {user}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: capstan\n    namespace: default\ncurrent-context: capstan\n"
     )
 }

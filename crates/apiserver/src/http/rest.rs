@@ -21,6 +21,18 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::status::{status_json, ApiError};
+use super::table;
+
+fn to_value(object: &DynamicObject) -> Value {
+    serde_json::to_value(object).unwrap_or_default()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
 
 /// What a resource path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,18 +130,40 @@ async fn serve(
     ) {
         (Method::GET, None, None) => {
             if query.get("watch").is_some_and(|w| w == "1" || w == "true") {
-                return watch(client, &target, query).await;
+                return watch(client, &target, query, table::wants_table(headers)).await;
             }
             let mut list = client
                 .list(resource, namespace, &list_params(query)?)
                 .await?;
+            if table::wants_table(headers) {
+                let objects = list.items.iter().map(to_value).collect::<Vec<_>>();
+                let metadata = serde_json::to_value(&list.metadata).unwrap_or_default();
+                let table = table::table(resource.kind(), &objects, metadata, true, now());
+                return Ok(json(StatusCode::OK, &table));
+            }
             list.types.kind = format!("{}List", resource.kind());
             list.types.api_version = resource.api_version();
             Ok(json(StatusCode::OK, &list))
         }
         (Method::GET, Some(name), None | Some("status")) => {
             let object = client.get(resource, namespace, name).await?;
+            if table::wants_table(headers) {
+                let value = to_value(&object);
+                let metadata = serde_json::json!({
+                    "resourceVersion": object.metadata.resource_version.clone().unwrap_or_default(),
+                });
+                let table = table::table(resource.kind(), &[value], metadata, true, now());
+                return Ok(json(StatusCode::OK, &table));
+            }
             Ok(json(StatusCode::OK, &object))
+        }
+        (method @ (Method::GET | Method::PUT | Method::PATCH), Some(name), Some("scale"))
+            if resource.subresources().scale =>
+        {
+            scale(
+                &*client, resource, namespace, name, method, headers, &body, dry_run,
+            )
+            .await
         }
         (Method::POST, None, None) => {
             let object = decode_object(headers, &body, resource)?;
@@ -371,6 +405,7 @@ async fn watch(
     client: Arc<dyn Client>,
     target: &Target,
     query: &HashMap<String, String>,
+    as_table: bool,
 ) -> Result<Response, Error> {
     let timeout = match query.get("timeoutSeconds") {
         Some(timeout) => Some(timeout.parse().map_err(|_| {
@@ -396,7 +431,15 @@ async fn watch(
             &resource_version,
         )
         .await?;
-    let lines = events.map(|event| {
+    let kind = target.resource.kind().to_string();
+    let mut first = true;
+    let lines = events.map(move |event| {
+        let event = match event {
+            // Objects become one-row Tables; the first carries the column definitions.
+            Ok(event) if as_table => Ok(table_event(&kind, event, std::mem::take(&mut first))),
+            Ok(event) => Ok(serde_json::to_value(&event).unwrap_or_default()),
+            Err(error) => Err(error),
+        };
         let mut line = match event {
             Ok(event) => serde_json::to_vec(&event),
             Err(error) => serde_json::to_vec(&serde_json::json!({
@@ -423,6 +466,112 @@ async fn watch(
         .header(header::TRANSFER_ENCODING, "chunked")
         .body(Body::from_stream(lines))
         .map_err(|e| Error::internal(e.to_string()))
+}
+
+/// The `scale` subresource: an `autoscaling/v1` `Scale` view of `spec.replicas`. PUT and
+/// PATCH change the object's replicas, with the Scale's resourceVersion as a precondition
+/// when it carries one (409 when stale).
+#[allow(clippy::too_many_arguments)]
+async fn scale(
+    client: &dyn Client,
+    resource: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    method: Method,
+    headers: &HeaderMap,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, Error> {
+    let current = client.get(resource, namespace, name).await?;
+    let object = if method == Method::GET {
+        current
+    } else {
+        let requested: Value = if method == Method::PUT {
+            decode_value(headers, body)?
+        } else {
+            let patch = match decode_patch(headers, body)? {
+                Patch::Merge(patch) | Patch::Strategic(patch) => patch,
+                _ => return Err(Error::bad_request("unsupported patch for scale")),
+            };
+            let mut scale = scale_of(&current);
+            crate::registry::patch::merge_patch(&mut scale, &patch);
+            scale
+        };
+        let replicas = requested["spec"]["replicas"].as_i64().ok_or_else(|| {
+            Error::bad_field("spec.replicas", "Required value: the desired replicas")
+        })?;
+        if replicas < 0 {
+            return Err(Error::bad_field(
+                "spec.replicas",
+                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            ));
+        }
+        let mut patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        if let Some(version) = requested["metadata"]["resourceVersion"].as_str() {
+            patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+        }
+        let params = PatchParams {
+            dry_run,
+            ..Default::default()
+        };
+        client
+            .patch(resource, namespace, name, &Patch::Merge(patch), &params)
+            .await?
+    };
+    Ok(json(StatusCode::OK, &scale_of(&object)))
+}
+
+/// The `Scale` of a scalable object.
+fn scale_of(object: &DynamicObject) -> Value {
+    let value = to_value(object);
+    let selector = value["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            "name": value["metadata"]["name"],
+            "namespace": value["metadata"]["namespace"],
+            "uid": value["metadata"]["uid"],
+            "resourceVersion": value["metadata"]["resourceVersion"],
+            "creationTimestamp": value["metadata"]["creationTimestamp"],
+        },
+        "spec": { "replicas": value["spec"]["replicas"].as_i64().unwrap_or(0) },
+        "status": {
+            "replicas": value["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+/// A watch event whose object is a one-row Table (bookmarks and errors pass unchanged).
+fn table_event(
+    kind: &str,
+    event: capstan_api::kube_core::WatchEvent<DynamicObject>,
+    with_columns: bool,
+) -> Value {
+    use capstan_api::kube_core::WatchEvent;
+    let (kind_name, object) = match event {
+        WatchEvent::Added(object) => ("ADDED", object),
+        WatchEvent::Modified(object) => ("MODIFIED", object),
+        WatchEvent::Deleted(object) => ("DELETED", object),
+        other => return serde_json::to_value(&other).unwrap_or_default(),
+    };
+    let metadata = serde_json::json!({
+        "resourceVersion": object.metadata.resource_version.clone().unwrap_or_default(),
+    });
+    serde_json::json!({
+        "type": kind_name,
+        "object": table::table(kind, &[to_value(&object)], metadata, with_columns, now()),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,350 @@
+//! The API server's security and limit layers, each a [`tower::Layer`] over axum's
+//! `Request<Body>` that answers its own refusals as Kubernetes `Status` objects.
+//!
+//! Kubernetes' order, outermost first, and what each refuses:
+//!
+//! 1. [`limits`]: [`InFlightLimitLayer`] (429 with `Retry-After`), [`TimeoutLayer`] (504),
+//!    [`BodyLimitLayer`] (413). Watches and other long-running requests are exempt from the
+//!    in-flight limit and the timeout.
+//! 2. [`authn`]: [`AuthnLayer`] puts the caller's [`UserInfo`] in the request's extensions,
+//!    or answers 401.
+//! 3. [`authz`]: [`AuthzLayer`] asks an [`Authorizer`] about the request's [`Attributes`], and
+//!    answers 403 on a denial.
+//!
+//! [`ApiServerOptions::apply`] stacks them all in that order on any axum [`Router`], and
+//! [`ApiServer::bind_with`](super::ApiServer::bind_with) serves the result. The layers can also
+//! be applied one by one:
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use capstan_apiserver::http::layers::{AuthnLayer, InFlightLimitLayer, TimeoutLayer};
+//!
+//! let app: Router = Router::new()
+//!     .route("/healthz", get(|| async { "ok" }))
+//!     .layer(AuthnLayer::new(None, true))
+//!     .layer(TimeoutLayer::new(Duration::from_secs(60)))
+//!     .layer(InFlightLimitLayer::new(400));
+//! ```
+
+pub mod authn;
+pub mod authz;
+pub mod limits;
+
+use std::sync::Arc;
+
+use axum::http::{Method, Uri};
+use axum::Router;
+
+pub use authn::{Authenticator, AuthnLayer, StaticTokens, UserInfo};
+pub use authz::{
+    AllowAll, Attributes, Authorizer, AuthzLayer, Decision, ResourceAttributes, Rule, StaticPolicy,
+};
+pub use limits::{BodyLimitLayer, InFlightLimitLayer, Limits, TimeoutLayer};
+
+/// Paths every caller may reach, authenticated or not: health and version.
+const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
+
+/// Whether `path` is open to everyone (`/healthz`, `/livez`, `/readyz`, `/version`, and the
+/// health checks' sub-paths such as `/readyz/ping`). [`AuthnLayer`] lets unauthenticated callers
+/// through to these even when anonymous requests are disabled, and [`AuthzLayer`] always allows
+/// them.
+pub fn is_public_path(path: &str) -> bool {
+    PUBLIC_PATHS.iter().any(|public| {
+        path == *public
+            || (*public != "/version"
+                && path
+                    .strip_prefix(public)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    })
+}
+
+/// What a request asks for, parsed from its method and URI alone, as kube-apiserver's
+/// `RequestInfoFactory` does (no knowledge of which kinds are served).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The Kubernetes verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`; for a non-resource path, the lowercase HTTP method.
+    pub verb: String,
+    /// The resource addressed, or `None` for a non-resource path (discovery, health).
+    pub resource: Option<ResourceAttributes>,
+    /// The request's path.
+    pub path: String,
+}
+
+/// Subresources that stream for as long as the client wants, like watches.
+const LONG_RUNNING_SUBRESOURCES: [&str; 5] = ["attach", "exec", "log", "portforward", "proxy"];
+
+impl RequestInfo {
+    /// Parses `method` and `uri`.
+    ///
+    /// `/api/<version>/...` and `/apis/<group>/<version>/...` are resource paths; an optional
+    /// `watch/` segment makes the verb `watch`; then `[namespaces/<ns>/]<plural>[/<name>[/<sub>]]`.
+    /// `namespaces/<ns>` (and its `status` and `finalize`) is the Namespace object itself. A GET
+    /// without a name lists, and with `watch=1` or `watch=true` watches; a DELETE without a name
+    /// is `deletecollection`.
+    pub fn new(method: &Method, uri: &Uri) -> Self {
+        let path = uri.path().to_string();
+        let non_resource = |path: String| RequestInfo {
+            verb: method.as_str().to_ascii_lowercase(),
+            resource: None,
+            path,
+        };
+        let segments: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let (group, version, mut rest) = match segments.as_slice() {
+            ["api", version, rest @ ..] if !rest.is_empty() => ("", *version, rest),
+            ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
+            _ => return non_resource(path),
+        };
+        let mut verb = match *method {
+            Method::GET | Method::HEAD => "get",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            _ => return non_resource(path),
+        };
+        if rest.first() == Some(&"watch") {
+            verb = "watch";
+            rest = &rest[1..];
+        }
+        let mut namespace = None;
+        if rest.first() == Some(&"namespaces") && rest.len() > 1 {
+            namespace = Some(rest[1].to_string());
+            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+                rest = &rest[2..];
+            }
+        }
+        let Some(plural) = rest.first() else {
+            return non_resource(path);
+        };
+        let name = rest.get(1).map(|s| s.to_string());
+        let subresource = rest.get(2).map(|s| s.to_string());
+        if name.is_none() {
+            verb = match verb {
+                "get" if is_watch_query(uri) => "watch",
+                "get" => "list",
+                "delete" => "deletecollection",
+                other => other,
+            };
+        }
+        RequestInfo {
+            verb: verb.to_string(),
+            resource: Some(ResourceAttributes {
+                group: group.to_string(),
+                version: version.to_string(),
+                resource: plural.to_string(),
+                subresource,
+                namespace,
+                name,
+            }),
+            path,
+        }
+    }
+
+    /// Whether the request streams for as long as the client wants: a watch, or an `exec`,
+    /// `attach`, `log`, `portforward` or `proxy` subresource. Such requests are exempt from
+    /// the in-flight limit and the request timeout.
+    pub fn is_long_running(&self) -> bool {
+        self.verb == "watch"
+            || self.resource.as_ref().is_some_and(|r| {
+                r.subresource
+                    .as_deref()
+                    .is_some_and(|s| LONG_RUNNING_SUBRESOURCES.contains(&s))
+            })
+    }
+}
+
+/// Whether the query string says `watch=1` or `watch=true`.
+fn is_watch_query(uri: &Uri) -> bool {
+    uri.query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| matches!(pair, "watch=1" | "watch=true"))
+    })
+}
+
+/// How [`ApiServer::bind_with`](super::ApiServer::bind_with) secures and limits the API.
+///
+/// The default is today's open server: everyone is `system:anonymous`, everything is
+/// allowed, and the default [`Limits`] apply.
+#[derive(Clone)]
+pub struct ApiServerOptions {
+    /// Who the caller is. `None`: nobody is authenticated, so every caller is anonymous (and
+    /// refused with 401 when [`anonymous`](Self::anonymous) is false).
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// What the caller may do. Default: [`AllowAll`].
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Whether requests without credentials are served as `system:anonymous` (group
+    /// `system:unauthenticated`) rather than refused with 401. Default: true.
+    pub anonymous: bool,
+    /// Body size, in-flight, timeout and header-read limits.
+    pub limits: Limits,
+}
+
+impl Default for ApiServerOptions {
+    fn default() -> Self {
+        ApiServerOptions {
+            authenticator: None,
+            authorizer: Arc::new(AllowAll),
+            anonymous: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServerOptions")
+            .field("authenticator", &self.authenticator.is_some())
+            .field("anonymous", &self.anonymous)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiServerOptions {
+    /// Sets the authenticator.
+    pub fn authenticator(mut self, authenticator: impl Authenticator + 'static) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Sets the authorizer.
+    pub fn authorizer(mut self, authorizer: impl Authorizer + 'static) -> Self {
+        self.authorizer = Arc::new(authorizer);
+        self
+    }
+
+    /// Sets whether requests without credentials are served as anonymous.
+    pub fn anonymous(mut self, anonymous: bool) -> Self {
+        self.anonymous = anonymous;
+        self
+    }
+
+    /// Sets the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Stacks the layers on `router` in Kubernetes' order, outermost first: in-flight limit,
+    /// timeout, body limit, authentication, authorization, then the router's handlers.
+    ///
+    /// The header-read timeout is the HTTP server's, not a layer; `ApiServer::bind_with` and
+    /// `ApiServer::serve` apply it.
+    pub fn apply(&self, router: Router) -> Router {
+        router
+            .layer(AuthzLayer::new(self.authorizer.clone()))
+            .layer(AuthnLayer::new(self.authenticator.clone(), self.anonymous))
+            .layer(BodyLimitLayer::new(self.limits.max_body_bytes))
+            .layer(TimeoutLayer::new(self.limits.request_timeout))
+            .layer(InFlightLimitLayer::new(self.limits.max_in_flight))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(method: Method, uri: &str) -> RequestInfo {
+        RequestInfo::new(&method, &uri.parse().unwrap())
+    }
+
+    #[test]
+    fn verbs_follow_kubernetes_from_method_and_path() {
+        let cases = [
+            (Method::GET, "/api/v1/namespaces/default/pods/web", "get"),
+            (Method::GET, "/api/v1/namespaces/default/pods", "list"),
+            (Method::GET, "/api/v1/pods?watch=1", "watch"),
+            (Method::GET, "/api/v1/pods?limit=5&watch=true", "watch"),
+            (
+                Method::GET,
+                "/api/v1/watch/namespaces/default/pods",
+                "watch",
+            ),
+            (Method::POST, "/api/v1/namespaces/default/pods", "create"),
+            (Method::PUT, "/api/v1/namespaces/default/pods/web", "update"),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/default/pods/web",
+                "patch",
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/default/pods/web",
+                "delete",
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/default/pods",
+                "deletecollection",
+            ),
+            (Method::GET, "/apis", "get"),
+            (Method::POST, "/healthz", "post"),
+        ];
+        for (method, uri, verb) in cases {
+            assert_eq!(info(method, uri).verb, verb, "{uri}");
+        }
+    }
+
+    #[test]
+    fn resource_paths_name_group_resource_namespace_name_and_subresource() {
+        let status = info(
+            Method::PUT,
+            "/apis/apps/v1/namespaces/prod/deployments/web/status",
+        );
+        let r = status.resource.unwrap();
+        assert_eq!(
+            (
+                r.group.as_str(),
+                r.version.as_str(),
+                r.resource.as_str(),
+                r.namespace.as_deref(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
+            (
+                "apps",
+                "v1",
+                "deployments",
+                Some("prod"),
+                Some("web"),
+                Some("status")
+            )
+        );
+        let namespace = info(Method::GET, "/api/v1/namespaces/prod")
+            .resource
+            .unwrap();
+        assert_eq!(
+            (namespace.resource.as_str(), namespace.name.as_deref()),
+            ("namespaces", Some("prod"))
+        );
+        let nodes = info(Method::GET, "/api/v1/nodes").resource.unwrap();
+        assert_eq!((nodes.resource.as_str(), nodes.namespace), ("nodes", None));
+        assert!(info(Method::GET, "/api/v1").resource.is_none());
+        assert!(info(Method::GET, "/apis/apps/v1").resource.is_none());
+    }
+
+    #[test]
+    fn watches_and_streaming_subresources_are_long_running() {
+        assert!(info(Method::GET, "/api/v1/pods?watch=1").is_long_running());
+        assert!(info(Method::GET, "/api/v1/namespaces/d/pods/web/log").is_long_running());
+        assert!(!info(Method::GET, "/api/v1/pods").is_long_running());
+        assert!(!info(Method::GET, "/api/v1/pods?watch=0").is_long_running());
+    }
+
+    #[test]
+    fn health_and_version_are_public() {
+        for path in ["/healthz", "/livez", "/readyz", "/readyz/ping", "/version"] {
+            assert!(is_public_path(path), "{path}");
+        }
+        for path in ["/api", "/healthzz", "/version/x", "/apis/apps/v1"] {
+            assert!(!is_public_path(path), "{path}");
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! The [`Client`] over HTTP: any component can run in its own process against a remote API
+//! server.
+//!
+//! [`RemoteClient`] speaks Kubernetes' REST conventions to any server that does (Capstan's
+//! [`http`](crate::http) server, or kube-apiserver without TLS): `/api/v1` and
+//! `/apis/<group>/<version>` paths, JSON bodies, query parameters from kube-core's params,
+//! `DeleteOptions` bodies, merge and strategic merge patch content types, and watches as
+//! newline-delimited `WatchEvent`s read as they arrive. Errors come back as the server's
+//! `Status` turned into the typed [`Error`] by [`Error::from_status`], so a 409 is
+//! [`Error::Conflict`] and a 410 [`Error::Gone`] exactly as in process; a server that cannot
+//! be reached is [`Error::ServiceUnavailable`] (retryable).
+//!
+//! It is cheap to clone (clones share one connection pool) and, behind an `Arc<dyn Client>`,
+//! serves [`Api<K>`](capstan_api::Api) and therefore informers, exactly like the in-process
+//! registry.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use capstan_api::{k8s_openapi::api::core::v1::Pod, kube_core::params::ListParams, Api};
+//! use capstan_apiserver::remote::RemoteClient;
+//!
+//! # async fn run() -> capstan_api::Result<()> {
+//! let client = RemoteClient::new("http://127.0.0.1:6443")?.with_token("my-token");
+//! // Or: RemoteClient::from_kubeconfig("kubeconfig")?
+//! let pods: Api<Pod> = Api::namespaced(Arc::new(client), "default");
+//! for pod in pods.list(&ListParams::default().labels("app=web")).await? {
+//!     println!("{}", pod.metadata.name.unwrap_or_default());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! TLS is not supported yet: an `https` server is refused with [`Error::BadRequest`].
+
+mod kubeconfig;
+mod url;
+mod watch;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use capstan_api::kube_core::params::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams,
+};
+use capstan_api::kube_core::{DynamicObject, ObjectList, Status, TypeMeta};
+use capstan_api::{Client, Deletion, Error, ResourceInfo, Result, WatchStream};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// How long establishing a TCP connection may take before the server counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const USER_AGENT: &str = concat!("capstan/", env!("CARGO_PKG_VERSION"));
+
+type Http = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// A [`Client`] talking to a remote API server over HTTP.
+///
+/// Build it from a base URL ([`RemoteClient::new`]) or a kubeconfig
+/// ([`RemoteClient::from_kubeconfig`]). Clones share the connection pool.
+#[derive(Clone)]
+pub struct RemoteClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    http: Http,
+    /// `http://host:port` plus any path prefix, without a trailing slash.
+    base: String,
+    authorization: Option<HeaderValue>,
+    timeout: Option<Duration>,
+    namespace: Option<String>,
+}
+
+impl fmt::Debug for RemoteClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteClient")
+            .field("base_url", &self.inner.base)
+            .field(
+                "token",
+                &self.inner.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("timeout", &self.inner.timeout)
+            .field("default_namespace", &self.inner.namespace)
+            .finish()
+    }
+}
+
+impl RemoteClient {
+    /// A client for the API server at `base_url`, e.g. `http://127.0.0.1:6443` (a path
+    /// prefix, if any, is kept).
+    ///
+    /// Errors: [`Error::BadRequest`] for a URL that does not parse or has no host, and for an
+    /// `https` URL (TLS is not supported yet).
+    pub fn new(base_url: &str) -> Result<Self> {
+        let uri: http::Uri = base_url
+            .parse()
+            .map_err(|e| Error::bad_request(format!("invalid API server URL {base_url:?}: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(Error::bad_request(format!(
+                    "cannot connect to {base_url}: TLS (https) is not supported yet by the remote \
+                     client; use an http:// server"
+                )))
+            }
+            _ => {
+                return Err(Error::bad_request(format!(
+                    "invalid API server URL {base_url:?}: the scheme must be http"
+                )))
+            }
+        }
+        let Some(authority) = uri.authority() else {
+            return Err(Error::bad_request(format!(
+                "invalid API server URL {base_url:?}: no host"
+            )));
+        };
+        if uri.query().is_some() {
+            return Err(Error::bad_request(format!(
+                "invalid API server URL {base_url:?}: it may not have a query"
+            )));
+        }
+        let base = format!("http://{authority}{}", uri.path().trim_end_matches('/'));
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Ok(RemoteClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                authorization: None,
+                timeout: None,
+                namespace: None,
+            }),
+        })
+    }
+
+    /// A client for the current context of the kubeconfig at `path`: its cluster's `server`
+    /// and its user's `token` (or `tokenFile`); the context's namespace becomes
+    /// [`default_namespace`](Self::default_namespace).
+    ///
+    /// Errors: [`Error::BadRequest`] when the file cannot be read or parsed, its current
+    /// context is missing or incomplete, or the server is `https` (TLS is not supported yet).
+    pub fn from_kubeconfig(path: impl AsRef<Path>) -> Result<Self> {
+        let target = kubeconfig::load(path.as_ref())?;
+        let mut client = Self::new(&target.server)?;
+        if let Some(token) = target.token {
+            client = client.with_token(token);
+        }
+        if let Some(namespace) = target.namespace {
+            client.inner_mut().namespace = Some(namespace);
+        }
+        Ok(client)
+    }
+
+    /// Sends `token` as `Authorization: Bearer <token>` on every request.
+    pub fn with_token(mut self, token: impl AsRef<str>) -> Self {
+        let value = HeaderValue::from_str(&format!("Bearer {}", token.as_ref().trim())).ok();
+        self.inner_mut().authorization = value.map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        self
+    }
+
+    /// Bounds every request except watches (whose lifetime `WatchParams::timeout` sets) by
+    /// `timeout`; past it the call fails with [`Error::Timeout`]. Unbounded by default.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.inner_mut().timeout = Some(timeout);
+        self
+    }
+
+    /// The server's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// The namespace of the kubeconfig context this client was built from, if it named one.
+    pub fn default_namespace(&self) -> Option<&str> {
+        self.inner.namespace.as_deref()
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        // Builders run before the client is shared; a clone made earlier keeps its settings.
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// Sends one request; the response may have any status.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Response<Incoming>> {
+        let uri = format!("{}{path}", self.inner.base);
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT);
+        if let Some(authorization) = &self.inner.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        let body = match body {
+            Some((content_type, bytes)) => {
+                request = request.header(header::CONTENT_TYPE, content_type);
+                Full::new(Bytes::from(bytes))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = request.body(body).map_err(|e| {
+            Error::bad_request(format!("cannot build the request {method} {uri}: {e}"))
+        })?;
+        self.inner.http.request(request).await.map_err(|e| {
+            let reason = if e.is_connect() {
+                "cannot connect to the API server"
+            } else {
+                "the connection to the API server failed"
+            };
+            Error::ServiceUnavailable {
+                message: format!("{reason} ({method} {uri}): {}", chain(&e)),
+            }
+        })
+    }
+
+    /// Sends one request and reads the whole response; a non-2xx answer is its error.
+    async fn call(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let exchange = async {
+            let response = self.send(method.clone(), &path, body).await?;
+            let code = response.status();
+            let bytes = read_body(response.into_body(), &method, &path).await?;
+            if code.is_success() {
+                Ok((code, bytes))
+            } else {
+                Err(error_from_response(code, &bytes))
+            }
+        };
+        match self.inner.timeout {
+            Some(timeout) => {
+                tokio::time::timeout(timeout, exchange)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        message: format!("{method} {path} did not complete within {timeout:?}"),
+                    })?
+            }
+            None => exchange.await,
+        }
+    }
+
+    async fn object(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<(&'static str, Vec<u8>)>,
+        resource: &ResourceInfo,
+    ) -> Result<DynamicObject> {
+        let (_, bytes) = self.call(method, path, body).await?;
+        let mut object: DynamicObject = decode(&bytes, resource)?;
+        fill_types(resource, &mut object);
+        Ok(object)
+    }
+}
+
+async fn read_body(body: Incoming, method: &Method, path: &str) -> Result<Bytes> {
+    body.collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|e| Error::ServiceUnavailable {
+            message: format!(
+                "reading the response to {method} {path} failed: {}",
+                chain(&e)
+            ),
+        })
+}
+
+/// `error` and its sources, joined by `": "`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], resource: &ResourceInfo) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::internal(format!(
+            "cannot decode the API server's answer for {}: {e}",
+            resource.qualified_resource()
+        ))
+    })
+}
+
+/// The typed error a non-2xx response stands for: its `Status` body when it has one, else
+/// the HTTP code with the body as the message.
+fn error_from_response(code: StatusCode, body: &[u8]) -> Error {
+    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let is_status = value.as_ref().is_some_and(|v| {
+        v.get("kind").and_then(|k| k.as_str()) == Some("Status")
+            || v.get("status").and_then(|s| s.as_str()) == Some("Failure")
+    });
+    if let Some(mut status) = value
+        .filter(|_| is_status)
+        .and_then(|v| serde_json::from_value::<Status>(v).ok())
+    {
+        if status.code == 0 {
+            status.code = code.as_u16();
+        }
+        if status.message.is_empty() {
+            status.message = code.to_string();
+        }
+        return Error::from_status(status);
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        format!("the server answered {code}")
+    } else {
+        format!(
+            "the server answered {code}: {}",
+            text.chars().take(500).collect::<String>()
+        )
+    };
+    Error::from_status(Status::failure(&message, "").with_code(code.as_u16()))
+}
+
+/// Sets `apiVersion` and `kind` on an object that came without them (as list items may).
+fn fill_types(resource: &ResourceInfo, object: &mut DynamicObject) {
+    if object.types.is_none() {
+        object.types = Some(TypeMeta {
+            api_version: resource.api_version(),
+            kind: resource.kind().to_string(),
+        });
+    }
+}
+
+fn json_body<T: serde::Serialize>(value: &T, resource: &ResourceInfo) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| {
+        Error::internal(format!(
+            "cannot encode the request for {}: {e}",
+            resource.qualified_resource()
+        ))
+    })
+}
+
+/// The name of an object to replace.
+fn name_of(object: &DynamicObject, resource: &ResourceInfo) -> Result<String> {
+    object
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            Error::bad_field(
+                "metadata.name",
+                format!(
+                    "a name is required to replace {}",
+                    resource.qualified_resource()
+                ),
+            )
+        })
+}
+
+#[async_trait]
+impl Client for RemoteClient {
+    async fn get(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<DynamicObject> {
+        url::check_scope(resource, namespace, false)?;
+        let path = url::object(resource, namespace, name, None)?;
+        self.object(Method::GET, path, None, resource).await
+    }
+
+    async fn list(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &ListParams,
+    ) -> Result<ObjectList<DynamicObject>> {
+        url::check_scope(resource, namespace, true)?;
+        let path = url::list_query(params).on(url::collection(resource, namespace));
+        let (_, bytes) = self.call(Method::GET, path, None).await?;
+        let mut list: ObjectList<DynamicObject> = decode(&bytes, resource)?;
+        for item in &mut list.items {
+            fill_types(resource, item);
+        }
+        Ok(list)
+    }
+
+    async fn create(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject> {
+        url::check_scope(resource, namespace, false)?;
+        let path = url::post_query(params).on(url::collection(resource, namespace));
+        let body = json_body(&object, resource)?;
+        self.object(
+            Method::POST,
+            path,
+            Some(("application/json", body)),
+            resource,
+        )
+        .await
+    }
+
+    async fn update(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject> {
+        url::check_scope(resource, namespace, false)?;
+        let name = name_of(&object, resource)?;
+        let path = url::post_query(params).on(url::object(resource, namespace, &name, None)?);
+        let body = json_body(&object, resource)?;
+        self.object(
+            Method::PUT,
+            path,
+            Some(("application/json", body)),
+            resource,
+        )
+        .await
+    }
+
+    async fn update_status(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject> {
+        url::check_scope(resource, namespace, false)?;
+        let name = name_of(&object, resource)?;
+        let path =
+            url::post_query(params).on(url::object(resource, namespace, &name, Some("status"))?);
+        let body = json_body(&object, resource)?;
+        self.object(
+            Method::PUT,
+            path,
+            Some(("application/json", body)),
+            resource,
+        )
+        .await
+    }
+
+    async fn patch(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Patch<serde_json::Value>,
+        params: &PatchParams,
+    ) -> Result<DynamicObject> {
+        url::check_scope(resource, namespace, false)?;
+        let (content_type, body) = match patch {
+            Patch::Merge(body) => ("application/merge-patch+json", body),
+            Patch::Strategic(body) => ("application/strategic-merge-patch+json", body),
+            _ => {
+                return Err(Error::UnsupportedMediaType {
+                    message: "the remote client sends only merge and strategic merge patches \
+                              (application/merge-patch+json, \
+                              application/strategic-merge-patch+json)"
+                        .into(),
+                })
+            }
+        };
+        let path = url::patch_query(params).on(url::object(resource, namespace, name, None)?);
+        let body = json_body(body, resource)?;
+        self.object(Method::PATCH, path, Some((content_type, body)), resource)
+            .await
+    }
+
+    async fn delete(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        params: &DeleteParams,
+    ) -> Result<Deletion> {
+        url::check_scope(resource, namespace, false)?;
+        let path = url::object(resource, namespace, name, None)?;
+        let mut options = serde_json::to_value(params)
+            .map_err(|e| Error::internal(format!("cannot encode DeleteOptions: {e}")))?;
+        if let Some(fields) = options.as_object_mut() {
+            fields.insert("kind".into(), "DeleteOptions".into());
+            fields.insert("apiVersion".into(), "v1".into());
+        }
+        let body = json_body(&options, resource)?;
+        let (code, bytes) = self
+            .call(Method::DELETE, path, Some(("application/json", body)))
+            .await?;
+        let value: serde_json::Value = decode(&bytes, resource)?;
+        let object = if value.get("kind").and_then(|k| k.as_str()) == Some("Status") {
+            // Some servers answer a finished delete with a Success Status naming the object.
+            let mut object = DynamicObject::new(name, &resource.to_api_resource());
+            object.metadata.namespace = namespace.map(String::from);
+            object
+        } else {
+            let mut object: DynamicObject = serde_json::from_value(value).map_err(|e| {
+                Error::internal(format!(
+                    "cannot decode the API server's answer for {}: {e}",
+                    resource.qualified_resource()
+                ))
+            })?;
+            fill_types(resource, &mut object);
+            object
+        };
+        let held = object.metadata.deletion_timestamp.is_some()
+            && object
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| !f.is_empty());
+        Ok(if code == StatusCode::ACCEPTED || held {
+            Deletion::Pending(object)
+        } else {
+            Deletion::Deleted(object)
+        })
+    }
+
+    async fn watch(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<WatchStream> {
+        url::check_scope(resource, namespace, true)?;
+        let path =
+            url::watch_query(params, resource_version).on(url::collection(resource, namespace));
+        let start = async {
+            let response = self.send(Method::GET, &path, None).await?;
+            let code = response.status();
+            if code.is_success() {
+                Ok(response)
+            } else {
+                let bytes = read_body(response.into_body(), &Method::GET, &path).await?;
+                Err(error_from_response(code, &bytes))
+            }
+        };
+        // The timeout bounds getting the response headers, not the stream itself.
+        let response = match self.inner.timeout {
+            Some(timeout) => {
+                tokio::time::timeout(timeout, start)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        message: format!("GET {path} did not answer within {timeout:?}"),
+                    })??
+            }
+            None => start.await?,
+        };
+        Ok(watch::events(response.into_body(), resource.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_servers_are_refused_until_tls_is_supported() {
+        let error = RemoteClient::new("https://127.0.0.1:6443").unwrap_err();
+        assert!(matches!(error, Error::BadRequest { .. }), "{error:?}");
+        assert!(error.to_string().contains("TLS"), "{error}");
+    }
+
+    #[test]
+    fn base_urls_lose_their_trailing_slash_and_keep_a_prefix() {
+        assert_eq!(
+            RemoteClient::new("http://h:1/").unwrap().base_url(),
+            "http://h:1"
+        );
+        assert_eq!(
+            RemoteClient::new("http://h:1/k8s/").unwrap().base_url(),
+            "http://h:1/k8s"
+        );
+        assert!(RemoteClient::new("not a url").is_err());
+        assert!(RemoteClient::new("ftp://h").is_err());
+    }
+
+    #[test]
+    fn status_bodies_become_typed_errors_and_others_use_the_code() {
+        let conflict = Error::Conflict {
+            resource: "configmaps".into(),
+            name: "a".into(),
+            message: Error::OBJECT_MODIFIED.into(),
+        };
+        let body = serde_json::to_vec(&crate::http::status::status_json(&conflict)).unwrap();
+        assert_eq!(error_from_response(StatusCode::CONFLICT, &body), conflict);
+        let plain = error_from_response(StatusCode::SERVICE_UNAVAILABLE, b"upstream down");
+        assert!(
+            matches!(&plain, Error::ServiceUnavailable { message } if message.contains("upstream down")),
+            "{plain:?}"
+        );
+        let html = error_from_response(StatusCode::NOT_FOUND, b"<html>nope</html>");
+        assert!(html.is_not_found(), "{html:?}");
+    }
+
+    #[test]
+    fn the_token_is_not_printed() {
+        let client = RemoteClient::new("http://h:1")
+            .unwrap()
+            .with_token("s3cret");
+        assert!(!format!("{client:?}").contains("s3cret"));
+    }
+}
