@@ -456,3 +456,50 @@ async fn kubectl_scales_a_deployment_through_the_scale_subresource() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        kubectl
+            .ok(&["apply", "--validate=false", "-f", manifests().join("pod-nodename.yaml").to_str().unwrap()])
+            .await;
+        let uid = kubectl
+            .ok(&["get", "pod", "pod-example", "-o", "jsonpath={.metadata.uid}"])
+            .await;
+        let watch = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubectl.kubeconfig)
+            .args(["get", "events", "--watch", "--request-timeout=5s"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubectl on the PATH");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let event = kubectl._dir.0.join("event.yaml");
+        std::fs::write(
+            &event,
+            format!(
+                "apiVersion: v1\nkind: Event\nmetadata:\n  name: pod-example.1\ninvolvedObject:\n  kind: Pod\n  name: pod-example\n  namespace: default\n  uid: {uid}\nreason: Scheduled\nmessage: Successfully assigned default/pod-example to node01\ntype: Normal\nsource:\n  component: default-scheduler\n"
+            ),
+        )
+        .unwrap();
+        kubectl
+            .ok(&["create", "--validate=false", "-f", event.to_str().unwrap()])
+            .await;
+        let output = tokio::time::timeout(Duration::from_secs(10), watch.wait_with_output())
+            .await
+            .expect("the watch ends by its timeout")
+            .unwrap();
+        let streamed = String::from_utf8_lossy(&output.stdout);
+        assert!(streamed.contains("LAST SEEN   TYPE     REASON"), "{streamed}");
+        assert!(
+            streamed.contains("Normal   Scheduled   pod/pod-example   Successfully assigned default/pod-example to node01"),
+            "the event streams as the seeds show it: {streamed}"
+        );
+        let described = kubectl.ok(&["describe", "pod", "pod-example"]).await;
+        assert!(described.contains("Node:         node01"), "{described}");
+        assert!(described.contains("Scheduled"), "describe lists the pod's events: {described}");
+    })
+    .await;
+}
