@@ -27,6 +27,7 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::codec;
+use crate::registry::storage::store_error;
 use crate::registry::WatchSource;
 use crate::watch_cache::{
     CacheEvent, CacheEventType, CacheWatchRequest, WatchCache, WatchCacheOptions, WatchFilter,
@@ -105,7 +106,11 @@ impl WatchSource for CachedWatchSource {
         let start = match requested {
             None => {
                 // Consistent: the snapshot must include every write acknowledged so far.
-                let current = self.store.current_revision().await.map_err(store_error)?;
+                let current = self
+                    .store
+                    .current_revision()
+                    .await
+                    .map_err(|e| store_error(e, &self.resource, ""))?;
                 cache.watch_ready(current).await?;
                 WatchStart::Snapshot
             }
@@ -149,13 +154,6 @@ fn to_watch_event(event: CacheEvent) -> Result<WatchEvent<DynamicObject>> {
                 .map_err(|e| Error::internal(format!("decoding a bookmark: {e}")))?,
         ),
     })
-}
-
-fn store_error(error: capstan_store::Error) -> Error {
-    match error {
-        capstan_store::Error::Unavailable { message } => Error::ServiceUnavailable { message },
-        other => Error::internal(other.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::codec;
+use crate::registry::storage::store_error;
 
 /// Tuning of a [`WatchCache`].
 #[derive(Debug, Clone)]
@@ -603,7 +604,10 @@ async fn list(
         if let Some(revision) = revision {
             range = range.at_revision(revision);
         }
-        let response = store.range(range.clone()).await.map_err(store_error)?;
+        let response = store
+            .range(range.clone())
+            .await
+            .map_err(|e| store_error(e, resource, ""))?;
         revision = Some(response.revision);
         for kv in &response.kvs {
             match serde_json::from_slice::<Value>(&kv.value) {
@@ -621,27 +625,6 @@ async fn list(
             (true, Some(last)) => range = range.start_after(&last.key),
             _ => return Ok((objects, response.revision)),
         }
-    }
-}
-
-fn store_error(error: capstan_store::Error) -> Error {
-    match error {
-        capstan_store::Error::Compacted {
-            requested,
-            compacted,
-        } => Error::Gone {
-            message: format!(
-                "too old resource version: {requested} ({})",
-                compacted.unwrap_or_default()
-            ),
-        },
-        capstan_store::Error::FutureRevision { requested, current } => Error::Timeout {
-            message: format!(
-                "Too large resource version: {requested}, current resource version: {current}"
-            ),
-        },
-        capstan_store::Error::Unavailable { message } => Error::ServiceUnavailable { message },
-        other => Error::internal(other.to_string()),
     }
 }
 

@@ -17,8 +17,8 @@ use capstan_store::memory::MemoryStore;
 
 struct Kubectl {
     kubeconfig: PathBuf,
-    _server: ApiServer,
-    _dir: TempDir,
+    server: ApiServer,
+    dir: TempDir,
 }
 
 /// A temporary directory removed on drop.
@@ -46,8 +46,8 @@ impl Kubectl {
         server.write_kubeconfig(&kubeconfig).unwrap();
         Kubectl {
             kubeconfig,
-            _server: server,
-            _dir: TempDir(dir),
+            server,
+            dir: TempDir(dir),
         }
     }
 
@@ -78,7 +78,7 @@ impl Kubectl {
 
     /// Creates a ConfigMap from a manifest (`kubectl create -f`, which sends JSON).
     async fn create_config_map(&self, name: &str) {
-        let path = self._dir.0.join(format!("{name}.yaml"));
+        let path = self.dir.0.join(format!("{name}.yaml"));
         std::fs::write(
             &path,
             format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n"),
@@ -344,7 +344,7 @@ async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
         );
         // A protobuf body (what recent kubectl's typed clients send) is 415, not a crash.
         let response = raw_post(
-            kubectl._server.address(),
+            kubectl.server.address(),
             "/api/v1/namespaces/default/configmaps",
             "application/vnd.kubernetes.protobuf",
             b"k8s\x00\x0a\x0f",
@@ -476,7 +476,7 @@ async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
             .spawn()
             .expect("kubectl on the PATH");
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let event = kubectl._dir.0.join("event.yaml");
+        let event = kubectl.dir.0.join("event.yaml");
         std::fs::write(
             &event,
             format!(

@@ -48,7 +48,7 @@ mod list;
 mod names;
 mod object;
 mod service_ips;
-mod storage;
+pub(crate) mod storage;
 
 #[cfg(test)]
 pub(crate) mod test_support;
