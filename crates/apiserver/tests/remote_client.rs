@@ -307,6 +307,29 @@ async fn listing_with_a_bad_label_selector_is_a_bad_request() {
 }
 
 #[tokio::test]
+async fn a_list_at_a_resource_version_not_yet_reached_times_out_with_504() {
+    bounded(async {
+        let (server, _) = serve().await;
+        let api: Api<ConfigMap> = Api::namespaced(remote(&server), "default");
+        let error = api
+            .list(
+                &ListParams::default()
+                    .at("1000")
+                    .matching(capstan_api::kube_core::params::VersionMatch::NotOlderThan),
+            )
+            .await
+            .unwrap_err();
+        match &error {
+            Error::Timeout { message } => {
+                assert!(message.contains("Too large resource version"), "{message}")
+            }
+            other => panic!("expected a 504 timeout, got {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn apply_patches_are_an_unsupported_media_type() {
     bounded(async {
         let (server, _) = serve().await;
