@@ -9,7 +9,9 @@
 //! 2. [`authn`]: [`AuthnLayer`] puts the caller's [`UserInfo`] in the request's extensions,
 //!    or answers 401.
 //! 3. [`authz`]: [`AuthzLayer`] asks an [`Authorizer`] about the request's [`Attributes`], and
-//!    answers 403 on a denial.
+//!    answers 403 on a denial. Authorizers: [`AllowAll`], [`StaticPolicy`], and
+//!    [`RbacAuthorizer`] ([`rbac`]: kube-apiserver's RBAC mode, deciding from the cluster's
+//!    Roles, ClusterRoles and bindings, kept current by shared informers).
 //!
 //! [`ApiServerOptions::apply`] stacks them all in that order on any axum [`Router`], and
 //! [`ApiServer::bind_with`](super::ApiServer::bind_with) serves the result. The layers can also
@@ -30,6 +32,7 @@
 pub mod authn;
 pub mod authz;
 pub mod limits;
+pub mod rbac;
 
 use std::sync::Arc;
 
@@ -41,6 +44,7 @@ pub use authz::{
     AllowAll, Attributes, Authorizer, AuthzLayer, Decision, ResourceAttributes, Rule, StaticPolicy,
 };
 pub use limits::{BodyLimitLayer, InFlightLimitLayer, Limits, TimeoutLayer};
+pub use rbac::{RbacAuthorizer, RbacError, SUPERUSER_GROUP};
 
 /// Paths every caller may reach, authenticated or not: health and version.
 const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
