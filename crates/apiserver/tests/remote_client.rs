@@ -594,7 +594,8 @@ async fn a_client_from_a_kubeconfig_talks_to_the_server() {
 }
 
 #[tokio::test]
-async fn an_https_kubeconfig_is_refused_until_tls_is_supported() {
+#[cfg(not(feature = "tls"))]
+async fn an_https_kubeconfig_is_refused_without_the_tls_feature() {
     bounded(async {
         let dir = std::env::temp_dir().join(format!("capstan-remote-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -608,6 +609,29 @@ async fn an_https_kubeconfig_is_refused_until_tls_is_supported() {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(error, Error::BadRequest { .. }), "{error:?}");
         assert!(error.to_string().contains("TLS"), "{error}");
+    })
+    .await;
+}
+
+#[tokio::test]
+#[cfg(feature = "tls")]
+async fn an_https_kubeconfig_without_a_certificate_authority_is_refused() {
+    bounded(async {
+        let dir = std::env::temp_dir().join(format!("capstan-remote-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            capstan_apiserver::http::kubeconfig("https://127.0.0.1:6443"),
+        )
+        .unwrap();
+        let error = RemoteClient::from_kubeconfig(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(error, Error::BadRequest { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains("certificate-authority"),
+            "{error}"
+        );
     })
     .await;
 }

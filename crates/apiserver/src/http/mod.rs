@@ -9,6 +9,13 @@
 //! [`ApiServer::bind_with`] applies them as its [`ApiServerOptions`] say (and [`ApiServer::bind`]
 //! with the defaults: everyone anonymous, everything allowed, Kubernetes' default limits).
 //!
+//! With the `tls` feature, a `tls::TlsConfig` in `ApiServerOptions::tls` makes the server
+//! speak HTTPS only, optionally requesting client certificates (mutual TLS): a certificate
+//! signed by the client CA authenticates its caller as the subject's Common Name, in the
+//! subject's Organizations as groups (see `layers::X509ClientCerts`). With TLS, anonymous
+//! requests are off unless [`ApiServerOptions::anonymous`] turns them on. [`Kubeconfig`] writes
+//! kubeconfigs carrying a CA, a bearer token or a client certificate.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use capstan_apiserver::{http::ApiServer, registry::Registry};
@@ -28,6 +35,10 @@ pub mod layers;
 pub mod rest;
 pub mod status;
 pub mod table;
+#[cfg(feature = "tls")]
+pub mod tls;
+
+mod kubeconfig_writer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +57,7 @@ use capstan_api::{Client, Error};
 use crate::registry::Registry;
 use status::ApiError;
 
+pub use kubeconfig_writer::Kubeconfig;
 pub use layers::ApiServerOptions;
 
 #[derive(Clone)]
@@ -120,7 +132,19 @@ async fn resource(
 /// A running API server.
 pub struct ApiServer {
     address: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How connections are served.
+#[derive(Clone)]
+enum Transport {
+    /// Plain HTTP.
+    Plain,
+    /// HTTPS.
+    #[cfg(feature = "tls")]
+    Tls(tokio_rustls::TlsAcceptor),
 }
 
 impl ApiServer {
@@ -135,21 +159,32 @@ impl ApiServer {
 
     /// Serves `registry` on `address` with `options`: the layers in Kubernetes' order (limits,
     /// authentication, authorization, then the API; see [`ApiServerOptions::apply`]) and the
-    /// header-read timeout.
+    /// header-read timeout. With `ApiServerOptions::tls` set (feature `tls`), it serves
+    /// HTTPS only (see the `tls` module).
     ///
-    /// Errors: the address cannot be bound.
+    /// Errors: the address cannot be bound, or (with TLS) rustls refuses the TLS material.
     pub async fn bind_with(
         registry: Arc<Registry>,
         address: SocketAddr,
         options: ApiServerOptions,
     ) -> std::io::Result<Self> {
+        #[cfg(feature = "tls")]
+        let transport = match &options.tls {
+            Some(tls) => Transport::Tls(tokio_rustls::TlsAcceptor::from(Arc::new(
+                tls.server_config()?,
+            ))),
+            None => Transport::Plain,
+        };
+        #[cfg(not(feature = "tls"))]
+        let transport = Transport::Plain;
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let app = options.apply(router(registry, address.to_string()));
-        Ok(Self::serve(
+        Ok(Self::serve_with(
             listener,
             app,
             options.limits.header_read_timeout,
+            transport,
         ))
     }
 
@@ -161,11 +196,45 @@ impl ApiServer {
         app: Router,
         header_read_timeout: Duration,
     ) -> Self {
+        Self::serve_with(listener, app, header_read_timeout, Transport::Plain)
+    }
+
+    /// Serves any `app` over HTTPS on `listener`, as [`serve`](Self::serve) does over HTTP:
+    /// the TLS handshake and the first bytes of the first request must arrive within
+    /// `header_read_timeout`, and the verified client certificates of each connection reach
+    /// its requests as a [`tls::PeerCertificates`] extension. Build `config` with
+    /// [`tls::TlsConfig::server_config`].
+    #[cfg(feature = "tls")]
+    pub fn serve_tls(
+        listener: tokio::net::TcpListener,
+        app: Router,
+        header_read_timeout: Duration,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Self {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Self::serve_with(listener, app, header_read_timeout, Transport::Tls(acceptor))
+    }
+
+    fn serve_with(
+        listener: tokio::net::TcpListener,
+        app: Router,
+        header_read_timeout: Duration,
+        transport: Transport,
+    ) -> Self {
         let address = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let task = tokio::spawn(accept(listener, app, header_read_timeout));
-        ApiServer { address, task }
+        let scheme = match transport {
+            Transport::Plain => "http",
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => "https",
+        };
+        let task = tokio::spawn(accept(listener, app, header_read_timeout, transport));
+        ApiServer {
+            address,
+            scheme,
+            task,
+        }
     }
 
     /// The address it listens on.
@@ -173,9 +242,15 @@ impl ApiServer {
         self.address
     }
 
-    /// Its base URL, e.g. `http://127.0.0.1:6443`.
+    /// Its base URL, e.g. `http://127.0.0.1:6443`, or `https://127.0.0.1:6443` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
+    }
+
+    /// A [`Kubeconfig`] for this server, to add a CA, a token or a client certificate to and
+    /// write.
+    pub fn kubeconfig(&self) -> Kubeconfig {
+        Kubeconfig::new(self.url())
     }
 
     /// Writes a kubeconfig at `path` whose current context points at this server.
@@ -196,14 +271,30 @@ impl ApiServer {
 }
 
 /// Accepts connections until aborted; aborting it drops every connection too.
-async fn accept(listener: tokio::net::TcpListener, app: Router, header_read_timeout: Duration) {
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    transport: Transport,
+) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(connection(stream, app.clone(), header_read_timeout));
-                }
+                Ok((stream, _)) => match &transport {
+                    Transport::Plain => {
+                        connections.spawn(connection(stream, app.clone(), header_read_timeout));
+                    }
+                    #[cfg(feature = "tls")]
+                    Transport::Tls(acceptor) => {
+                        connections.spawn(tls::connection(
+                            stream,
+                            app.clone(),
+                            header_read_timeout,
+                            acceptor.clone(),
+                        ));
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
                     tracing::warn!("accepting a connection: {e}");
@@ -219,13 +310,36 @@ async fn accept(listener: tokio::net::TcpListener, app: Router, header_read_time
 /// (before hyper even knows whether it speaks HTTP/1 or HTTP/2), and send each request's
 /// headers within it.
 async fn connection(stream: tokio::net::TcpStream, app: Router, header_read_timeout: Duration) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
     match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
+    let io = hyper_util::rt::TokioIo::new(stream);
+    serve_io(io, app, axum::http::Extensions::new(), header_read_timeout).await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on `io` (whose first bytes have arrived), adding `extensions`
+/// (the connection's, such as its client certificates) to every request.
+async fn serve_io<I>(
+    io: I,
+    app: Router,
+    extensions: axum::http::Extensions,
+    header_read_timeout: Duration,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            if !extensions.is_empty() {
+                request.extensions_mut().extend(extensions.clone());
+            }
+            request
+        },
+    );
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -233,10 +347,7 @@ async fn connection(stream: tokio::net::TcpStream, app: Router, header_read_time
         .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let service = hyper_util::service::TowerToHyperService::new(app);
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .await
-    {
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
         tracing::debug!("connection ended: {e}");
     }
 }

@@ -2,7 +2,7 @@
 //! server.
 //!
 //! [`RemoteClient`] speaks Kubernetes' REST conventions to any server that does (Capstan's
-//! [`http`](crate::http) server, or kube-apiserver without TLS): `/api/v1` and
+//! [`http`](crate::http) server, or kube-apiserver): `/api/v1` and
 //! `/apis/<group>/<version>` paths, JSON bodies, query parameters from kube-core's params,
 //! `DeleteOptions` bodies, merge and strategic merge patch content types, and watches as
 //! newline-delimited `WatchEvent`s read as they arrive. Errors come back as the server's
@@ -29,9 +29,18 @@
 //! # Ok(()) }
 //! ```
 //!
-//! TLS is not supported yet: an `https` server is refused with [`Error::BadRequest`].
+//! With the `tls` feature, `https` servers are supported: the client trusts only the CAs it is
+//! given (`certificate-authority(-data)` in a kubeconfig, or
+//! `RemoteClient::with_certificate_authority`), never the system's, and may present a client
+//! certificate (`client-certificate(-data)` and `client-key(-data)`, or
+//! `RemoteClient::with_client_certificate`); bearer tokens work as over HTTP. It offers HTTP/2
+//! and HTTP/1.1 in ALPN. A server whose certificate does not verify fails every call with
+//! [`Error::ServiceUnavailable`] naming the TLS error. Without the feature, an `https` server is
+//! refused with [`Error::BadRequest`].
 
 mod kubeconfig;
+#[cfg(feature = "tls")]
+mod tls;
 mod url;
 mod watch;
 
@@ -58,7 +67,31 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const USER_AGENT: &str = concat!("capstan/", env!("CARGO_PKG_VERSION"));
 
-type Http = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+#[cfg(feature = "tls")]
+type Connector = tls::Connector;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
+type Http = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+
+/// A hyper client over `connector`, with an idle pool.
+fn http_client(connector: Connector) -> Http {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
+
+/// TCP connections with the connect timeout, for `http` and (under TLS) `https` URLs.
+fn tcp_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    // The TLS connector wraps it for https URLs.
+    #[cfg(feature = "tls")]
+    connector.enforce_http(false);
+    connector
+}
 
 /// A [`Client`] talking to a remote API server over HTTP.
 ///
@@ -77,43 +110,53 @@ struct Inner {
     authorization: Option<HeaderValue>,
     timeout: Option<Duration>,
     namespace: Option<String>,
+    #[cfg(feature = "tls")]
+    tls: tls::Settings,
 }
 
 impl fmt::Debug for RemoteClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteClient")
+        let mut debug = f.debug_struct("RemoteClient");
+        debug
             .field("base_url", &self.inner.base)
             .field(
                 "token",
                 &self.inner.authorization.as_ref().map(|_| "<redacted>"),
             )
             .field("timeout", &self.inner.timeout)
-            .field("default_namespace", &self.inner.namespace)
-            .finish()
+            .field("default_namespace", &self.inner.namespace);
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.inner.tls);
+        debug.finish()
     }
 }
 
 impl RemoteClient {
     /// A client for the API server at `base_url`, e.g. `http://127.0.0.1:6443` (a path
-    /// prefix, if any, is kept).
+    /// prefix, if any, is kept). With the `tls` feature, `https` URLs work too; such a client
+    /// trusts no server until given a CA
+    /// (`with_certificate_authority`).
     ///
-    /// Errors: [`Error::BadRequest`] for a URL that does not parse or has no host, and for an
-    /// `https` URL (TLS is not supported yet).
+    /// Errors: [`Error::BadRequest`] for a URL that does not parse or has no host, and, without
+    /// the `tls` feature, for an `https` URL.
     pub fn new(base_url: &str) -> Result<Self> {
         let uri: http::Uri = base_url
             .parse()
             .map_err(|e| Error::bad_request(format!("invalid API server URL {base_url:?}: {e}")))?;
         match uri.scheme_str() {
             Some("http") => {}
+            #[cfg(feature = "tls")]
+            Some("https") => {}
+            #[cfg(not(feature = "tls"))]
             Some("https") => {
                 return Err(Error::bad_request(format!(
-                    "cannot connect to {base_url}: TLS (https) is not supported yet by the remote \
-                     client; use an http:// server"
+                    "cannot connect to {base_url}: TLS (https) needs capstan-apiserver's `tls` \
+                     feature; without it, use an http:// server"
                 )))
             }
             _ => {
                 return Err(Error::bad_request(format!(
-                    "invalid API server URL {base_url:?}: the scheme must be http"
+                    "invalid API server URL {base_url:?}: the scheme must be http or https"
                 )))
             }
         }
@@ -127,34 +170,147 @@ impl RemoteClient {
                 "invalid API server URL {base_url:?}: it may not have a query"
             )));
         }
-        let base = format!("http://{authority}{}", uri.path().trim_end_matches('/'));
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let base = format!("{scheme}://{authority}{}", uri.path().trim_end_matches('/'));
+        #[cfg(feature = "tls")]
+        let tls = tls::Settings::default();
+        #[cfg(feature = "tls")]
+        let connector = if scheme == "https" {
+            tls.connector(tcp_connector())?
+        } else {
+            tls::Connector::plain(tcp_connector())
+        };
+        #[cfg(not(feature = "tls"))]
+        let connector = tcp_connector();
         Ok(RemoteClient {
             inner: Arc::new(Inner {
-                http,
+                http: http_client(connector),
                 base,
                 authorization: None,
                 timeout: None,
                 namespace: None,
+                #[cfg(feature = "tls")]
+                tls,
             }),
         })
     }
 
+    /// Trusts the CA certificates in `pem` (PEM `CERTIFICATE` blocks) for the server's
+    /// certificate, replacing those trusted before (feature `tls`). Changes nothing for an
+    /// `http` server.
+    ///
+    /// Errors: [`Error::BadRequest`] for malformed PEM or an unusable certificate.
+    #[cfg(feature = "tls")]
+    pub fn with_certificate_authority(mut self, pem: impl AsRef<[u8]>) -> Result<Self> {
+        let mut settings = self.inner.tls.clone();
+        settings.set_certificate_authority(pem.as_ref())?;
+        self.set_tls(settings)?;
+        Ok(self)
+    }
+
+    /// Presents the client certificate chain in `certificate_pem` (PEM, leaf first), proving
+    /// it with the private key in `key_pem` (PEM; PKCS#8, PKCS#1 or SEC1), to an `https`
+    /// server (feature `tls`).
+    ///
+    /// Errors: [`Error::BadRequest`] for malformed PEM or a key that does not belong to the
+    /// certificate.
+    #[cfg(feature = "tls")]
+    pub fn with_client_certificate(
+        mut self,
+        certificate_pem: impl AsRef<[u8]>,
+        key_pem: impl AsRef<[u8]>,
+    ) -> Result<Self> {
+        let mut settings = self.inner.tls.clone();
+        settings.set_client_certificate(certificate_pem.as_ref(), key_pem.as_ref())?;
+        self.set_tls(settings)?;
+        Ok(self)
+    }
+
+    /// Accepts any server certificate (kubeconfig's `insecure-skip-tls-verify: true`; feature
+    /// `tls`). Anyone on the path can then impersonate the server: for throwaway test servers
+    /// only. Off by default.
+    ///
+    /// Errors: [`Error::BadRequest`] when the TLS configuration cannot be rebuilt (a client
+    /// certificate rustls refuses).
+    #[cfg(feature = "tls")]
+    pub fn with_insecure_skip_tls_verify(mut self) -> Result<Self> {
+        let mut settings = self.inner.tls.clone();
+        settings.set_insecure(true);
+        self.set_tls(settings)?;
+        Ok(self)
+    }
+
+    /// Verifies the server's certificate for `name` instead of the URL's host (kubeconfig's
+    /// `tls-server-name`; feature `tls`).
+    ///
+    /// Errors: [`Error::BadRequest`] for a name that is neither a DNS name nor an IP address.
+    #[cfg(feature = "tls")]
+    pub fn with_tls_server_name(mut self, name: &str) -> Result<Self> {
+        let mut settings = self.inner.tls.clone();
+        settings.set_server_name(name)?;
+        self.set_tls(settings)?;
+        Ok(self)
+    }
+
+    /// Replaces the TLS settings and, for an `https` server, the connection pool built on them.
+    #[cfg(feature = "tls")]
+    fn set_tls(&mut self, settings: tls::Settings) -> Result<()> {
+        let https = self.inner.base.starts_with("https://");
+        let connector = if https {
+            Some(settings.connector(tcp_connector())?)
+        } else {
+            None
+        };
+        let inner = self.inner_mut();
+        if let Some(connector) = connector {
+            inner.http = http_client(connector);
+        }
+        inner.tls = settings;
+        Ok(())
+    }
+
     /// A client for the current context of the kubeconfig at `path`: its cluster's `server`
     /// and its user's `token` (or `tokenFile`); the context's namespace becomes
-    /// [`default_namespace`](Self::default_namespace).
+    /// [`default_namespace`](Self::default_namespace). With the `tls` feature, also the
+    /// cluster's `certificate-authority(-data)`, `insecure-skip-tls-verify` and
+    /// `tls-server-name`, and the user's `client-certificate(-data)` and `client-key(-data)`.
     ///
-    /// Errors: [`Error::BadRequest`] when the file cannot be read or parsed, its current
-    /// context is missing or incomplete, or the server is `https` (TLS is not supported yet).
+    /// Errors: [`Error::BadRequest`] when the file (or a file it names) cannot be read or
+    /// parsed, its current context is missing or incomplete, the TLS material is unusable, an
+    /// `https` cluster names no CA (and does not skip verification), or, without the `tls`
+    /// feature, the server is `https`.
     pub fn from_kubeconfig(path: impl AsRef<Path>) -> Result<Self> {
         let target = kubeconfig::load(path.as_ref())?;
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut client = Self::new(&target.server)?;
+        #[cfg(feature = "tls")]
+        {
+            let files = &target.tls;
+            if client.inner.base.starts_with("https://")
+                && files.certificate_authority.is_none()
+                && !files.insecure_skip_tls_verify
+            {
+                return Err(Error::bad_request(format!(
+                    "kubeconfig {}: the server {} is https, but its cluster names no \
+                     certificate-authority(-data) to verify it with (the system's trusted roots \
+                     are not used)",
+                    path.as_ref().display(),
+                    target.server
+                )));
+            }
+            let mut settings = tls::Settings::default();
+            if let Some(pem) = &files.certificate_authority {
+                settings.set_certificate_authority(pem)?;
+            }
+            if let (Some(certificate), Some(key)) = (&files.client_certificate, &files.client_key) {
+                settings.set_client_certificate(certificate, key)?;
+            }
+            settings.set_insecure(files.insecure_skip_tls_verify);
+            if let Some(name) = &files.tls_server_name {
+                settings.set_server_name(name)?;
+            }
+            client.set_tls(settings)?;
+        }
         if let Some(token) = target.token {
             client = client.with_token(token);
         }
@@ -587,7 +743,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn https_servers_are_refused_until_tls_is_supported() {
+    #[cfg(not(feature = "tls"))]
+    fn https_servers_are_refused_without_the_tls_feature() {
         let error = RemoteClient::new("https://127.0.0.1:6443").unwrap_err();
         assert!(matches!(error, Error::BadRequest { .. }), "{error:?}");
         assert!(error.to_string().contains("TLS"), "{error}");
@@ -605,6 +762,22 @@ mod tests {
         );
         assert!(RemoteClient::new("not a url").is_err());
         assert!(RemoteClient::new("ftp://h").is_err());
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn https_urls_are_kept_and_bad_tls_material_is_a_bad_request() {
+        let client = RemoteClient::new("https://h:1/").unwrap();
+        assert_eq!(client.base_url(), "https://h:1");
+        let error = client
+            .clone()
+            .with_certificate_authority("not PEM")
+            .unwrap_err();
+        assert!(matches!(error, Error::BadRequest { .. }), "{error:?}");
+        let error = client
+            .with_client_certificate("-----BEGIN CERTIFICATE-----\n", "")
+            .unwrap_err();
+        assert!(matches!(error, Error::BadRequest { .. }), "{error:?}");
     }
 
     #[test]

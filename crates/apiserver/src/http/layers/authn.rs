@@ -236,6 +236,70 @@ impl Authenticator for StaticTokens {
     }
 }
 
+/// Several authenticators as one, like kube-apiserver's union authenticator.
+///
+/// Each is asked in turn: the first to name a user wins. One that refuses the request's
+/// credentials (`Err`) does not stop the others, since the request may carry several kinds
+/// (a valid client certificate and a stale token); if none names a user, the first refusal
+/// is the answer (401), and without any refusal the request has no credentials (`Ok(None)`).
+#[derive(Clone, Default)]
+pub struct Authenticators {
+    chain: Vec<Arc<dyn Authenticator>>,
+}
+
+impl std::fmt::Debug for Authenticators {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticators")
+            .field("len", &self.chain.len())
+            .finish()
+    }
+}
+
+impl Authenticators {
+    /// None yet: nobody has credentials.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `authenticator`, asked after those already added.
+    pub fn with(mut self, authenticator: impl Authenticator + 'static) -> Self {
+        self.push(Arc::new(authenticator));
+        self
+    }
+
+    /// Adds `authenticator`, asked after those already added.
+    pub fn push(&mut self, authenticator: Arc<dyn Authenticator>) {
+        self.chain.push(authenticator);
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.chain.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.chain.is_empty()
+    }
+}
+
+#[async_trait]
+impl Authenticator for Authenticators {
+    async fn authenticate(&self, parts: &Parts) -> Result<Option<UserInfo>, Error> {
+        let mut refusal = None;
+        for authenticator in &self.chain {
+            match authenticator.authenticate(parts).await {
+                Ok(Some(user)) => return Ok(Some(user)),
+                Ok(None) => {}
+                Err(error) => {
+                    refusal.get_or_insert(error);
+                }
+            }
+        }
+        refusal.map_or(Ok(None), Err)
+    }
+}
+
 /// Authenticates every request and puts its [`UserInfo`] in the request's extensions.
 ///
 /// - Credentials the authenticator accepts: that user, plus group `system:authenticated`.
@@ -352,6 +416,37 @@ mod tests {
         assert_eq!(tokens.tokens["t3"].name, "carol");
         assert_eq!(tokens.tokens["t3"].uid, None);
         assert_eq!(tokens.tokens["t3"].groups, vec!["a \"b\"".to_string()]);
+    }
+
+    fn request(token: Option<&str>) -> Parts {
+        let mut request = axum::http::Request::builder().uri("/api/v1/pods");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[tokio::test]
+    async fn the_first_authenticator_naming_a_user_wins_and_refusals_count_only_after_all() {
+        let first = StaticTokens::new().with("t1", UserInfo::new("alice", ["dev"]));
+        let second = StaticTokens::new().with("t2", UserInfo::new("bob", ["ops"]));
+        let union = Authenticators::new().with(first).with(second);
+        assert_eq!(union.len(), 2);
+        let alice = union.authenticate(&request(Some("t1"))).await.unwrap();
+        assert_eq!(alice.unwrap().name, "alice");
+        // The first refuses "t2", the second knows it.
+        let bob = union.authenticate(&request(Some("t2"))).await.unwrap();
+        assert_eq!(bob.unwrap().name, "bob");
+        let unknown = union.authenticate(&request(Some("t3"))).await.unwrap_err();
+        assert!(matches!(unknown, Error::Unauthorized { .. }), "{unknown:?}");
+        assert_eq!(union.authenticate(&request(None)).await.unwrap(), None);
+        assert_eq!(
+            Authenticators::new()
+                .authenticate(&request(Some("t1")))
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

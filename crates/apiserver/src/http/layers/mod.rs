@@ -7,7 +7,9 @@
 //!    [`BodyLimitLayer`] (413). Watches and other long-running requests are exempt from the
 //!    in-flight limit and the timeout.
 //! 2. [`authn`]: [`AuthnLayer`] puts the caller's [`UserInfo`] in the request's extensions,
-//!    or answers 401.
+//!    or answers 401. Authenticators: [`StaticTokens`] (bearer tokens), `X509ClientCerts`
+//!    (`x509`, feature `tls`: verified client certificates), and [`Authenticators`], which
+//!    tries several in turn.
 //! 3. [`authz`]: [`AuthzLayer`] asks an [`Authorizer`] about the request's [`Attributes`], and
 //!    answers 403 on a denial. Authorizers: [`AllowAll`], [`StaticPolicy`], and
 //!    [`RbacAuthorizer`] ([`rbac`]: kube-apiserver's RBAC mode, deciding from the cluster's
@@ -33,18 +35,22 @@ pub mod authn;
 pub mod authz;
 pub mod limits;
 pub mod rbac;
+#[cfg(feature = "tls")]
+pub mod x509;
 
 use std::sync::Arc;
 
 use axum::http::{Method, Uri};
 use axum::Router;
 
-pub use authn::{Authenticator, AuthnLayer, StaticTokens, UserInfo};
+pub use authn::{Authenticator, Authenticators, AuthnLayer, StaticTokens, UserInfo};
 pub use authz::{
     AllowAll, Attributes, Authorizer, AuthzLayer, Decision, ResourceAttributes, Rule, StaticPolicy,
 };
 pub use limits::{BodyLimitLayer, InFlightLimitLayer, Limits, TimeoutLayer};
 pub use rbac::{RbacAuthorizer, RbacError, SUPERUSER_GROUP};
+#[cfg(feature = "tls")]
+pub use x509::X509ClientCerts;
 
 /// Paths every caller may reach, authenticated or not: health and version.
 const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
@@ -174,20 +180,27 @@ fn is_watch_query(uri: &Uri) -> bool {
 
 /// How [`ApiServer::bind_with`](super::ApiServer::bind_with) secures and limits the API.
 ///
-/// The default is today's open server: everyone is `system:anonymous`, everything is
-/// allowed, and the default [`Limits`] apply.
+/// The default is today's open server: plain HTTP, everyone is `system:anonymous`, everything
+/// is allowed, and the default [`Limits`] apply. With TLS (feature `tls`), anonymous requests
+/// are off unless turned on explicitly.
 #[derive(Clone)]
 pub struct ApiServerOptions {
     /// Who the caller is. `None`: nobody is authenticated, so every caller is anonymous (and
-    /// refused with 401 when [`anonymous`](Self::anonymous) is false).
+    /// refused with 401 when anonymous requests are off). With a client CA in
+    /// `tls`, verified client certificates are tried first (`X509ClientCerts`).
     pub authenticator: Option<Arc<dyn Authenticator>>,
     /// What the caller may do. Default: [`AllowAll`].
     pub authorizer: Arc<dyn Authorizer>,
     /// Whether requests without credentials are served as `system:anonymous` (group
-    /// `system:unauthenticated`) rather than refused with 401. Default: true.
-    pub anonymous: bool,
+    /// `system:unauthenticated`) rather than refused with 401. `None` (the default): yes over
+    /// plain HTTP, no over TLS. See [`allows_anonymous`](Self::allows_anonymous).
+    pub anonymous: Option<bool>,
     /// Body size, in-flight, timeout and header-read limits.
     pub limits: Limits,
+    /// Serve HTTPS with this serving certificate, and with its client CA, verify client
+    /// certificates. Default: `None`, plain HTTP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::http::tls::TlsConfig>,
 }
 
 impl Default for ApiServerOptions {
@@ -195,19 +208,24 @@ impl Default for ApiServerOptions {
         ApiServerOptions {
             authenticator: None,
             authorizer: Arc::new(AllowAll),
-            anonymous: true,
+            anonymous: None,
             limits: Limits::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
 
 impl std::fmt::Debug for ApiServerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiServerOptions")
+        let mut debug = f.debug_struct("ApiServerOptions");
+        debug
             .field("authenticator", &self.authenticator.is_some())
             .field("anonymous", &self.anonymous)
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+            .field("limits", &self.limits);
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls);
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -226,8 +244,49 @@ impl ApiServerOptions {
 
     /// Sets whether requests without credentials are served as anonymous.
     pub fn anonymous(mut self, anonymous: bool) -> Self {
-        self.anonymous = anonymous;
+        self.anonymous = Some(anonymous);
         self
+    }
+
+    /// Whether requests without credentials are served as anonymous: as set by
+    /// [`anonymous`](Self::anonymous), else true over plain HTTP and false over TLS.
+    pub fn allows_anonymous(&self) -> bool {
+        self.anonymous.unwrap_or(!self.serves_tls())
+    }
+
+    /// Whether the server speaks HTTPS (always false without the `tls` feature).
+    pub fn serves_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// Serves HTTPS with `tls`; with a client CA in it, verified client certificates
+    /// authenticate their callers before [`authenticator`](Self::authenticator) is asked.
+    /// Turns anonymous requests off unless [`anonymous`](Self::anonymous) says otherwise.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::http::tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The authenticator [`apply`](Self::apply) uses: with a client CA, `X509ClientCerts`
+    /// then [`authenticator`](Self::authenticator); else `authenticator` alone.
+    pub fn effective_authenticator(&self) -> Option<Arc<dyn Authenticator>> {
+        #[cfg(feature = "tls")]
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.verifies_client_certificates())
+        {
+            let mut chain = Authenticators::new().with(X509ClientCerts);
+            if let Some(authenticator) = &self.authenticator {
+                chain.push(authenticator.clone());
+            }
+            return Some(Arc::new(chain));
+        }
+        self.authenticator.clone()
     }
 
     /// Sets the limits.
@@ -244,7 +303,10 @@ impl ApiServerOptions {
     pub fn apply(&self, router: Router) -> Router {
         router
             .layer(AuthzLayer::new(self.authorizer.clone()))
-            .layer(AuthnLayer::new(self.authenticator.clone(), self.anonymous))
+            .layer(AuthnLayer::new(
+                self.effective_authenticator(),
+                self.allows_anonymous(),
+            ))
             .layer(BodyLimitLayer::new(self.limits.max_body_bytes))
             .layer(TimeoutLayer::new(self.limits.request_timeout))
             .layer(InFlightLimitLayer::new(self.limits.max_in_flight))
