@@ -169,6 +169,54 @@ pub trait Client: Send + Sync + 'static {
         params: &DeleteParams,
     ) -> Result<Deletion>;
 
+    /// Deletes every object matching the label and field selectors in `list` (in `namespace`,
+    /// or across all namespaces when `None`), each as [`delete`](Client::delete) would with
+    /// `params`, and returns them: gone, or pending on finalizers.
+    ///
+    /// The default lists every page, then deletes one object at a time; an object deleted by
+    /// someone else in between is skipped. Not atomic, as in Kubernetes: on an error, the
+    /// objects before it stay deleted. Implementations may do it in one request.
+    /// Errors: as [`list`](Client::list) and [`delete`](Client::delete).
+    async fn delete_collection(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &DeleteParams,
+        list: &ListParams,
+    ) -> Result<ObjectList<DynamicObject>> {
+        let mut page = list.clone();
+        let mut deleted = Vec::new();
+        let metadata = loop {
+            let objects = self.list(resource, namespace, &page).await?;
+            for object in objects.items {
+                let name = object.metadata.name.clone().unwrap_or_default();
+                let object_namespace = object.metadata.namespace.clone();
+                let scope = if resource.namespaced() {
+                    object_namespace.as_deref().or(namespace)
+                } else {
+                    None
+                };
+                match self.delete(resource, scope, &name, params).await {
+                    Ok(deletion) => deleted.push(deletion.into_inner()),
+                    Err(Error::NotFound { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            match objects.metadata.continue_.clone().filter(|t| !t.is_empty()) {
+                Some(token) => page.continue_token = Some(token),
+                None => break objects.metadata,
+            }
+        };
+        Ok(ObjectList {
+            types: TypeMeta {
+                api_version: resource.api_version(),
+                kind: format!("{}List", resource.kind()),
+            },
+            metadata,
+            items: deleted,
+        })
+    }
+
     /// Watches for changes to objects matching the selectors in `params`, starting after
     /// `resource_version`.
     ///
@@ -353,6 +401,27 @@ impl<K: Resource> Api<K> {
             .delete(&self.resource, self.namespace(), name, params)
             .await?
             .try_map(|object| self.decode(object))
+    }
+
+    /// Deletes every object matching `list`'s selectors; see [`Client::delete_collection`].
+    pub async fn delete_collection(
+        &self,
+        params: &DeleteParams,
+        list: &ListParams,
+    ) -> Result<ObjectList<K>> {
+        let deleted = self
+            .client
+            .delete_collection(&self.resource, self.namespace(), params, list)
+            .await?;
+        Ok(ObjectList {
+            types: deleted.types,
+            metadata: deleted.metadata,
+            items: deleted
+                .items
+                .into_iter()
+                .map(|object| self.decode(object))
+                .collect::<Result<_>>()?,
+        })
     }
 
     /// Watches objects; see [`Client::watch`]. An event whose object does not convert to `K`

@@ -8,6 +8,8 @@
 //! - [`registry`]: typed Kubernetes objects over any `Store`, serving the `Client` trait with
 //!   kube-apiserver's semantics (resourceVersion, generation, status subresource, finalizers,
 //!   admission with Kubernetes' defaulting and validation, patches, paged lists).
+//! - [`schema`]: the built-in kinds' OpenAPI schemas, which drop (or, under
+//!   `fieldValidation=Strict`, refuse) unknown fields and fill the `/openapi/v3` documents.
 //! - [`cached_watch`]: the registry's watches, served by a watch cache per kind, started on
 //!   first use.
 //! - [`watch_cache`]: one store watch per resource, fanned out to any number of filtered
@@ -36,4 +38,5 @@ pub mod codec;
 pub mod http;
 pub mod registry;
 pub mod remote;
+pub mod schema;
 pub mod watch_cache;

@@ -2,9 +2,10 @@
 //!
 //! Needs `kubectl` on the PATH (Debian's `kubernetes-client` works; `scripts/test` installs it
 //! when missing) and the seed manifests in `../shared/manifests` beside the repository.
-//! `apply` runs with `--validate=false` until the server publishes its OpenAPI schema, and
-//! objects are created from manifests because recent kubectl's typed `create <kind>` commands
-//! send protobuf, which the server answers with 415 until it decodes protobuf.
+//! kubectl validates as it does against Kubernetes: it finds `fieldValidation` in the server's
+//! OpenAPI v3 documents and leaves unknown fields to the server (strict by default). Objects
+//! are created from manifests because recent kubectl's typed `create <kind>` commands send
+//! protobuf, which the server answers with 415 until it decodes protobuf.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -84,8 +85,7 @@ impl Kubectl {
             format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n"),
         )
         .unwrap();
-        self.ok(&["create", "--validate=false", "-f", path.to_str().unwrap()])
-            .await;
+        self.ok(&["create", "-f", path.to_str().unwrap()]).await;
     }
 
     /// Runs kubectl expecting it to fail; returns its stderr.
@@ -149,9 +149,7 @@ async fn kubectl_applies_every_seed_manifest_and_reads_them_back() {
             .collect();
         paths.sort();
         for path in &paths {
-            let applied = kubectl
-                .ok(&["apply", "--validate=false", "-f", path.to_str().unwrap()])
-                .await;
+            let applied = kubectl.ok(&["apply", "-f", path.to_str().unwrap()]).await;
             assert!(
                 applied.contains("created")
                     || applied.contains("configured")
@@ -164,7 +162,6 @@ async fn kubectl_applies_every_seed_manifest_and_reads_them_back() {
         let again = kubectl
             .ok(&[
                 "apply",
-                "--validate=false",
                 "-f",
                 manifests()
                     .join("newkubia-deployment.yaml")
@@ -219,9 +216,7 @@ async fn kubectl_labels_with_and_without_overwrite_and_deletes() {
             "apiVersion: v1\nkind: Node\nmetadata:\n  name: node02\n",
         )
         .unwrap();
-        kubectl
-            .ok(&["apply", "--validate=false", "-f", node.to_str().unwrap()])
-            .await;
+        kubectl.ok(&["apply", "-f", node.to_str().unwrap()]).await;
         let _ = std::fs::remove_file(&node);
         kubectl.ok(&["label", "nodes", "node02", "cz=bob"]).await;
         let conflict = kubectl
@@ -370,12 +365,7 @@ async fn kubectl_get_prints_kubernetes_columns() {
             "rolling-update.yaml",
         ] {
             kubectl
-                .ok(&[
-                    "apply",
-                    "--validate=false",
-                    "-f",
-                    manifests().join(manifest).to_str().unwrap(),
-                ])
+                .ok(&["apply", "-f", manifests().join(manifest).to_str().unwrap()])
                 .await;
         }
         let all = kubectl.ok(&["get", "deploy,pods"]).await;
@@ -404,7 +394,6 @@ async fn kubectl_scales_a_deployment_through_the_scale_subresource() {
         kubectl
             .ok(&[
                 "apply",
-                "--validate=false",
                 "-f",
                 manifests()
                     .join("newkubia-deployment.yaml")
@@ -462,7 +451,7 @@ async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
     within(async {
         let kubectl = Kubectl::start().await;
         kubectl
-            .ok(&["apply", "--validate=false", "-f", manifests().join("pod-nodename.yaml").to_str().unwrap()])
+            .ok(&["apply", "-f", manifests().join("pod-nodename.yaml").to_str().unwrap()])
             .await;
         let uid = kubectl
             .ok(&["get", "pod", "pod-example", "-o", "jsonpath={.metadata.uid}"])
@@ -485,7 +474,7 @@ async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
         )
         .unwrap();
         kubectl
-            .ok(&["create", "--validate=false", "-f", event.to_str().unwrap()])
+            .ok(&["create", "-f", event.to_str().unwrap()])
             .await;
         let output = tokio::time::timeout(Duration::from_secs(10), watch.wait_with_output())
             .await
@@ -500,6 +489,81 @@ async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
         let described = kubectl.ok(&["describe", "pod", "pod-example"]).await;
         assert!(described.contains("Node:         node01"), "{described}");
         assert!(described.contains("Scheduled"), "describe lists the pod's events: {described}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_refuses_unknown_fields_strictly_and_warns_when_asked_to() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        let path = kubectl.dir.0.join("typo.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typo\nspec:\n  replicaz: 3\n  selector:\n    matchLabels: {app: typo}\n  template:\n    metadata:\n      labels: {app: typo}\n    spec:\n      containers:\n      - name: app\n        image: nginx\n        imagePullPolic: Always\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+
+        // kubectl's default, --validate=strict, leaves the check to the server.
+        let refused = kubectl.fails(&["apply", "-f", file]).await;
+        assert!(
+            refused.contains(r#"strict decoding error: unknown field "spec.replicaz""#)
+                && refused.contains(
+                    r#"unknown field "spec.template.spec.containers[0].imagePullPolic""#
+                ),
+            "{refused}"
+        );
+        let none = kubectl.fails(&["get", "deploy", "typo"]).await;
+        assert!(none.contains("NotFound"), "nothing was stored: {none}");
+
+        // --validate=warn stores the object without the unknown fields, and says so.
+        let output = kubectl.run(&["apply", "--validate=warn", "-f", file]).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(r#"Warning: unknown field "spec.replicaz""#),
+            "{stderr}"
+        );
+        // (The last-applied annotation keeps the manifest as written, as in Kubernetes.)
+        let spec = kubectl
+            .ok(&["get", "deploy", "typo", "-o", "jsonpath={.spec}"])
+            .await;
+        assert!(
+            spec.contains("nginx") && !spec.contains("replicaz") && !spec.contains(r#""imagePullPolic":"#),
+            "{spec}"
+        );
+
+        // kubectl patch has no --validate: the server's default, Warn, applies.
+        let output = kubectl
+            .run(&[
+                "patch",
+                "deploy",
+                "typo",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"paused":true,"pausd":true}}"#,
+            ])
+            .await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.contains(r#"Warning: unknown field "spec.pausd""#), "{stderr}");
+        let paused = kubectl
+            .ok(&["get", "deploy", "typo", "-o", "jsonpath={.spec.paused}"])
+            .await;
+        assert_eq!(paused, "true");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explain_reads_the_servers_openapi_schemas() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        let replicas = kubectl.ok(&["explain", "deployment.spec.replicas"]).await;
+        assert!(replicas.contains("Number of desired pods"), "{replicas}");
+        let containers = kubectl.ok(&["explain", "pods.spec.containers"]).await;
+        assert!(containers.contains("imagePullPolicy"), "{containers}");
     })
     .await;
 }

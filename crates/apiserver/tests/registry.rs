@@ -93,6 +93,8 @@ macro_rules! with_every_case {
         malformed_list_requests_are_bad_requests,
         merge_patch_of_a_deployment,
         strategic_merge_patch_of_a_deployment,
+        unknown_fields_are_never_stored_and_a_strict_patch_with_them_changes_nothing,
+        delete_collection_pages_through_every_match_and_leaves_pending_ones_pending,
         a_patch_with_a_stale_resource_version_is_a_conflict,
         unsupported_patches_are_rejected,
         a_custom_kind_works_end_to_end,
@@ -1827,6 +1829,113 @@ mod cases {
             containers[0].termination_message_path.as_deref(),
             Some("/dev/termination-log"),
             "defaults apply to the patched object"
+        );
+    }
+
+    pub(crate) async fn unknown_fields_are_never_stored_and_a_strict_patch_with_them_changes_nothing(
+        store: Arc<dyn Store>,
+    ) {
+        let client = client(&store);
+        let info = Deployment::info();
+        let mut body = serde_json::to_value(web_deployment("web")).unwrap();
+        body["spec"]["replicaz"] = json!(3);
+        body["spec"]["template"]["spec"]["containers"][0]["imagePullPolic"] = json!("Always");
+        body["extra"] = json!(true);
+        let object: DynamicObject = serde_json::from_value(body).unwrap();
+        let created = client
+            .create(&info, Some("default"), object, &post())
+            .await
+            .unwrap();
+        let stored = serde_json::to_value(&created).unwrap();
+        assert!(stored.get("extra").is_none(), "{stored}");
+        assert!(stored["spec"].get("replicaz").is_none(), "{stored}");
+        assert!(stored["spec"]["template"]["spec"]["containers"][0]
+            .get("imagePullPolic")
+            .is_none());
+        assert_eq!(
+            stored["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx:1.27"
+        );
+
+        let strict = PatchParams::default().validation_strict();
+        for patch in [
+            Patch::Merge(json!({"spec": {"replicaz": 5, "replicas": 5}})),
+            Patch::Strategic(json!({"spec": {"replicaz": 5, "replicas": 5}})),
+        ] {
+            let error = client
+                .patch(&info, Some("default"), "web", &patch, &strict)
+                .await
+                .unwrap_err();
+            match &error {
+                Error::BadRequest { message, .. } => assert!(
+                    message.ends_with(r#"strict decoding error: unknown field "spec.replicaz""#),
+                    "{message}"
+                ),
+                other => panic!("expected BadRequest, got {other:?}"),
+            }
+        }
+        let unchanged = client.get(&info, Some("default"), "web").await.unwrap();
+        assert_eq!(
+            unchanged.metadata.resource_version,
+            created.metadata.resource_version
+        );
+
+        // Without Strict the unknown field is dropped and the known one applied.
+        let patched = client
+            .patch(
+                &info,
+                Some("default"),
+                "web",
+                &Patch::Merge(json!({"spec": {"replicaz": 5, "replicas": 5}})),
+                &PatchParams::default(),
+            )
+            .await
+            .unwrap();
+        let patched = serde_json::to_value(&patched).unwrap();
+        assert_eq!(patched["spec"]["replicas"], 5);
+        assert!(patched["spec"].get("replicaz").is_none());
+    }
+
+    pub(crate) async fn delete_collection_pages_through_every_match_and_leaves_pending_ones_pending(
+        store: Arc<dyn Store>,
+    ) {
+        let api: Api<ConfigMap> = Api::namespaced(client(&store), "default");
+        for i in 0..5 {
+            let mut cm = config_map(&format!("cm-{i}"), json!({}));
+            cm.metadata.labels = Some([("batch".to_string(), "x".to_string())].into());
+            if i == 0 {
+                cm.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+            }
+            api.create(&post(), &cm).await.unwrap();
+        }
+        api.create(&post(), &config_map("keep", json!({})))
+            .await
+            .unwrap();
+        let deleted = api
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels("batch=x").limit(2),
+            )
+            .await
+            .unwrap();
+        assert_eq!(deleted.items.len(), 5, "every page was deleted");
+        let left: Vec<_> = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|cm| {
+                (
+                    cm.metadata.name.unwrap(),
+                    cm.metadata.deletion_timestamp.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            left,
+            [("cm-0".to_string(), true), ("keep".to_string(), false)],
+            "the held one waits for its finalizer"
         );
     }
 

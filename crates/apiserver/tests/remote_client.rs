@@ -330,6 +330,129 @@ async fn a_list_at_a_resource_version_not_yet_reached_times_out_with_504() {
 }
 
 #[tokio::test]
+async fn a_strict_patch_with_an_unknown_field_is_a_bad_request_and_changes_nothing() {
+    bounded(async {
+        let (server, _) = serve().await;
+        let api: Api<ConfigMap> = Api::namespaced(remote(&server), "default");
+        let created = api
+            .create(
+                &PostParams::default(),
+                &config_map("strict", &[], &[("a", "1")]),
+            )
+            .await
+            .unwrap();
+        let error = api
+            .patch(
+                "strict",
+                &PatchParams::default().validation_strict(),
+                &Patch::Merge(json!({"data": {"a": "2"}, "dta": {"b": "3"}})),
+            )
+            .await
+            .unwrap_err();
+        match &error {
+            Error::BadRequest { message, .. } => {
+                assert!(message.contains(r#"unknown field "dta""#), "{message}")
+            }
+            other => panic!("expected a bad request, got {other:?}"),
+        }
+        let unchanged = api.get("strict").await.unwrap();
+        assert_eq!(data(&unchanged)["a"], "1");
+        assert_eq!(
+            unchanged.metadata.resource_version,
+            created.metadata.resource_version
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delete_collection_deletes_only_what_the_selectors_match() {
+    bounded(async {
+        let (server, _) = serve().await;
+        let client = remote(&server);
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let other: Api<ConfigMap> = Api::namespaced(client.clone(), "other");
+        let pp = PostParams::default();
+        for (name, app) in [("a", "web"), ("b", "web"), ("c", "db")] {
+            api.create(&pp, &config_map(name, &[("app", app)], &[]))
+                .await
+                .unwrap();
+        }
+        Api::<capstan_api::k8s_openapi::api::core::v1::Namespace>::cluster(client.clone())
+            .create(
+                &pp,
+                &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        other
+            .create(&pp, &config_map("d", &[("app", "web")], &[]))
+            .await
+            .unwrap();
+
+        // A dry run deletes nothing.
+        let dry = api
+            .delete_collection(
+                &DeleteParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &ListParams::default().labels("app=web"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(dry.items.len(), 2);
+        assert_eq!(
+            api.list(&ListParams::default()).await.unwrap().items.len(),
+            3
+        );
+
+        let deleted = api
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels("app=web"),
+            )
+            .await
+            .unwrap();
+        let mut names: Vec<_> = deleted
+            .items
+            .iter()
+            .filter_map(|cm| cm.metadata.name.clone())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        let left: Vec<_> = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|cm| cm.metadata.name)
+            .collect();
+        assert_eq!(left, ["c"]);
+        assert_eq!(
+            other
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+
+        let error = api
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels("app in (web"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::BadRequest { .. }), "{error:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn apply_patches_are_an_unsupported_media_type() {
     bounded(async {
         let (server, _) = serve().await;

@@ -32,6 +32,7 @@
 
 pub mod discovery;
 pub mod layers;
+pub mod openapi;
 pub mod rest;
 pub mod status;
 pub mod table;
@@ -64,12 +65,34 @@ pub use layers::ApiServerOptions;
 struct Served {
     registry: Arc<Registry>,
     address: String,
+    /// The OpenAPI documents of the kinds served when they were last asked for.
+    openapi: Arc<parking_lot::Mutex<Option<Arc<openapi::OpenApiV3>>>>,
+}
+
+impl Served {
+    /// The OpenAPI documents of the kinds served now, rebuilt when a kind was registered.
+    fn openapi(&self) -> Arc<openapi::OpenApiV3> {
+        let resources = self.registry.resources();
+        let mut cached = self.openapi.lock();
+        match &*cached {
+            Some(documents) if documents.describes(&resources) => documents.clone(),
+            _ => {
+                let documents = Arc::new(openapi::OpenApiV3::new(&resources));
+                *cached = Some(documents.clone());
+                documents
+            }
+        }
+    }
 }
 
 /// The API's router over `registry`; `address` is what discovery reports as the server's
 /// address.
 pub fn router(registry: Arc<Registry>, address: String) -> Router {
-    let state = Served { registry, address };
+    let state = Served {
+        registry,
+        address,
+        openapi: Arc::default(),
+    };
     Router::new()
         .route("/version", get(|| async { Json(discovery::version()) }))
         .route("/healthz", get(|| async { "ok" }))
@@ -79,12 +102,30 @@ pub fn router(registry: Arc<Registry>, address: String) -> Router {
         .route("/api/{version}", get(group_version))
         .route("/apis", get(groups))
         .route("/apis/{group}/{version}", get(group_version))
+        .route("/openapi/v3", get(openapi_root))
+        .route("/openapi/v3/{*path}", get(openapi_document))
         .fallback(resource)
         .with_state(state)
 }
 
 async fn core_versions(State(served): State<Served>) -> Response {
     Json(discovery::core_versions(&served.address)).into_response()
+}
+
+async fn openapi_root(State(served): State<Served>) -> Response {
+    Json(served.openapi().root()).into_response()
+}
+
+async fn openapi_document(State(served): State<Served>, uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches("/openapi/v3/");
+    match served.openapi().document(path) {
+        Some(document) => Json(document).into_response(),
+        None => ApiError(Error::NotFound {
+            resource: uri.path().to_string(),
+            name: String::new(),
+        })
+        .into_response(),
+    }
 }
 
 async fn groups(State(served): State<Served>) -> Response {

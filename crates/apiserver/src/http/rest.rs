@@ -3,7 +3,10 @@
 //! `/api/v1/...` and `/apis/<group>/<version>/...`, then `[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]`.
 //! GET reads (a `watch=1` list streams newline-delimited JSON `WatchEvent`s), POST creates,
 //! PUT replaces (`/status` replaces the status), PATCH merges (merge or strategic merge, by
-//! content type), DELETE deletes.
+//! content type), DELETE deletes (on a collection path, every object matching the selectors).
+//! Writes honour `fieldValidation`: unknown fields of built-in kinds are dropped with a
+//! `Warning` header each (`Warn`, the default), dropped silently (`Ignore`), or refused with 400
+//! (`Strict`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use capstan_api::kube_core::params::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
-    VersionMatch, WatchParams,
+    ValidationDirective, VersionMatch, WatchParams,
 };
 use capstan_api::kube_core::DynamicObject;
 use capstan_api::{Client, Deletion, Error, ResourceInfo};
@@ -22,6 +25,7 @@ use serde_json::Value;
 
 use super::status::{status_json, ApiError};
 use super::table;
+use crate::schema::{strict_decoding_error, Keys, Schemas};
 
 fn to_value(object: &DynamicObject) -> Value {
     serde_json::to_value(object).unwrap_or_default()
@@ -166,14 +170,20 @@ async fn serve(
             .await
         }
         (Method::POST, None, None) => {
-            let object = decode_object(headers, &body, resource)?;
+            let validation = field_validation(query)?;
+            let (object, unknown) = decode_object(headers, &body, resource, &validation)?;
             let created = client
                 .create(resource, namespace, object, &post_params(dry_run, query))
                 .await?;
-            Ok(json(StatusCode::CREATED, &created))
+            Ok(warn(
+                json(StatusCode::CREATED, &created),
+                &unknown,
+                &validation,
+            ))
         }
         (Method::PUT, Some(name), subresource @ (None | Some("status"))) => {
-            let object = decode_object(headers, &body, resource)?;
+            let validation = field_validation(query)?;
+            let (object, unknown) = decode_object(headers, &body, resource, &validation)?;
             if object.metadata.name.as_deref().is_some_and(|n| n != name) {
                 return Err(Error::bad_field(
                     "metadata.name",
@@ -192,19 +202,37 @@ async fn serve(
                 }
                 None => client.update(resource, namespace, object, &params).await?,
             };
-            Ok(json(StatusCode::OK, &updated))
+            Ok(warn(json(StatusCode::OK, &updated), &unknown, &validation))
         }
         (Method::PATCH, Some(name), None) => {
+            let validation = field_validation(query)?;
             let patch = decode_patch(headers, &body)?;
+            // The registry refuses unknown fields in the patched object under Strict; the
+            // patch's own unknown fields are what a Warn reports.
+            let unknown = match (&patch, Schemas::builtin().of(resource)) {
+                (Patch::Merge(body), Some(schema)) => schema.prune(&mut body.clone(), Keys::Object),
+                (Patch::Strategic(body), Some(schema)) => {
+                    schema.prune(&mut body.clone(), Keys::StrategicPatch)
+                }
+                _ => Vec::new(),
+            };
             let params = PatchParams {
                 dry_run,
                 field_manager: query.get("fieldManager").cloned(),
+                field_validation: Some(validation.clone()),
                 ..Default::default()
             };
             let patched = client
                 .patch(resource, namespace, name, &patch, &params)
                 .await?;
-            Ok(json(StatusCode::OK, &patched))
+            Ok(warn(json(StatusCode::OK, &patched), &unknown, &validation))
+        }
+        (Method::DELETE, None, None) => {
+            let params = delete_params(dry_run, query, &body)?;
+            let deleted = client
+                .delete_collection(resource, namespace, &params, &list_params(query)?)
+                .await?;
+            Ok(json(StatusCode::OK, &deleted))
         }
         (Method::DELETE, Some(name), None) => {
             let params = delete_params(dry_run, query, &body)?;
@@ -230,16 +258,52 @@ fn json<T: serde::Serialize>(code: StatusCode, value: &T) -> Response {
     }
 }
 
-/// Reads a request body as JSON or YAML (by content type) into an object of `resource`.
+/// The request's `fieldValidation` directive: `Strict`, `Warn` (the default, as in
+/// Kubernetes) or `Ignore`.
 ///
-/// Errors: [`Error::BadRequest`] for a malformed body, one that is not an object, or one of
-/// another kind than the path names.
+/// Errors: [`Error::BadRequest`] naming `fieldValidation` for any other value.
+fn field_validation(query: &HashMap<String, String>) -> Result<ValidationDirective, Error> {
+    match query.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => Ok(ValidationDirective::Warn),
+        Some("Strict") => Ok(ValidationDirective::Strict),
+        Some("Ignore") => Ok(ValidationDirective::Ignore),
+        Some(other) => Err(Error::bad_field(
+            "fieldValidation",
+            format!(
+                "invalid fieldValidation directive {other:?}: must be one of Ignore, Warn or Strict"
+            ),
+        )),
+    }
+}
+
+/// Adds a `Warning: 299` header per unknown field under the `Warn` directive, which kubectl
+/// prints as `Warning: unknown field "spec.foo"`.
+fn warn(mut response: Response, unknown: &[String], validation: &ValidationDirective) -> Response {
+    if !matches!(validation, ValidationDirective::Warn) {
+        return response;
+    }
+    for field in unknown {
+        let text = format!("unknown field {field:?}");
+        let value = format!("299 - {}", Value::String(text));
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+/// Reads a request body as JSON or YAML (by content type) into an object of `resource`,
+/// dropping the fields a built-in kind's schema does not know; returns them too.
+///
+/// Errors: [`Error::BadRequest`] for a malformed body, one that is not an object, one of
+/// another kind than the path names, or, under `Strict` validation, one with unknown fields.
 fn decode_object(
     headers: &HeaderMap,
     body: &[u8],
     resource: &ResourceInfo,
-) -> Result<DynamicObject, Error> {
-    let value = decode_value(headers, body)?;
+    validation: &ValidationDirective,
+) -> Result<(DynamicObject, Vec<String>), Error> {
+    let mut value = decode_value(headers, body)?;
     if !value.is_object() {
         return Err(Error::bad_request("the request body must be a JSON object"));
     }
@@ -265,8 +329,16 @@ fn decode_object(
             ));
         }
     }
-    serde_json::from_value(value)
-        .map_err(|e| Error::bad_request(format!("decoding the object: {e}")))
+    let unknown = match Schemas::builtin().of(resource) {
+        Some(schema) => schema.prune(&mut value, Keys::Object),
+        None => Vec::new(),
+    };
+    if matches!(validation, ValidationDirective::Strict) && !unknown.is_empty() {
+        return Err(strict_decoding_error(resource, &unknown));
+    }
+    let object = serde_json::from_value(value)
+        .map_err(|e| Error::bad_request(format!("decoding the object: {e}")))?;
+    Ok((object, unknown))
 }
 
 /// Reads a body as JSON or YAML. Errors: [`Error::UnsupportedMediaType`] for another content

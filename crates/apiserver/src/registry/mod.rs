@@ -61,7 +61,7 @@ use capstan_api::{
     kube_core::{
         params::{
             DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy,
-            WatchParams,
+            ValidationDirective, WatchParams,
         },
         DynamicObject, ObjectList,
     },
@@ -73,6 +73,7 @@ use serde_json::Value;
 
 use crate::cached_watch::CachedWatchSource;
 use crate::codec;
+use crate::schema::{strict_decoding_error, Keys, KindSchema, Schemas};
 use crate::watch_cache::WatchCacheOptions;
 
 pub use admission::{AdmissionChain, AdmissionPhase, AdmissionRequest, AdmissionStep, Operation};
@@ -112,6 +113,7 @@ pub trait WatchSource: Send + Sync + 'static {
 pub struct ResourceState {
     info: ResourceInfo,
     builtin: bool,
+    schema: Option<KindSchema<'static>>,
     watch: RwLock<Option<Arc<dyn WatchSource>>>,
 }
 
@@ -128,9 +130,11 @@ impl fmt::Debug for ResourceState {
 impl ResourceState {
     fn new(info: ResourceInfo) -> Self {
         let builtin = ResourceInfo::builtin(info.group(), info.kind()).is_some();
+        let schema = builtin.then(|| Schemas::builtin().of(&info)).flatten();
         ResourceState {
             info,
             builtin,
+            schema,
             watch: RwLock::new(None),
         }
     }
@@ -154,6 +158,15 @@ impl ResourceState {
     /// The attached watch source, if any.
     pub fn watch_source(&self) -> Option<Arc<dyn WatchSource>> {
         self.watch.read().clone()
+    }
+
+    /// Drops the fields the kind's schema does not know (built-in kinds only, as Kubernetes'
+    /// decoder does), returning their paths.
+    fn prune(&self, object: &mut Value) -> Vec<String> {
+        match &self.schema {
+            Some(schema) => schema.prune(object, Keys::Object),
+            None => Vec::new(),
+        }
     }
 
     fn is_service(&self) -> bool {
@@ -366,6 +379,7 @@ impl Registry {
     ) -> Result<Value> {
         let info = &state.info;
         object::check_types(info, &mut object)?;
+        state.prune(&mut object);
         pin_namespace(info, namespace, &mut object)?;
         if object::meta_str(&object, "resourceVersion").is_some() {
             return Err(Error::bad_field(
@@ -591,7 +605,7 @@ impl Registry {
         &self,
         state: &ResourceState,
         namespace: Option<&str>,
-        object: Value,
+        mut object: Value,
         subresource: Subresource,
         dry_run: bool,
     ) -> Result<Value> {
@@ -609,6 +623,7 @@ impl Registry {
             Some(rv) => codec::parse_resource_version(rv)?.filter(|&rv| rv > 0),
             None => None,
         };
+        state.prune(&mut object);
         let target = UpdateTarget {
             state,
             namespace,
@@ -626,8 +641,10 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         patch: &Patch<Value>,
-        dry_run: bool,
+        params: &PatchParams,
     ) -> Result<Value> {
+        let dry_run = params.dry_run;
+        let strict = matches!(params.field_validation, Some(ValidationDirective::Strict));
         let info = &state.info;
         let (body, strategic) = match patch {
             Patch::Merge(body) => (body, false),
@@ -670,13 +687,18 @@ impl Registry {
             dry_run,
         };
         self.guaranteed_update(target, |current| {
-            if strategic {
-                patch::strategic_merge_patch(info.kind(), current, body)
+            let mut patched = if strategic {
+                patch::strategic_merge_patch(info.kind(), current, body)?
             } else {
                 let mut patched = current.clone();
                 patch::merge_patch(&mut patched, body);
-                Ok(patched)
+                patched
+            };
+            let unknown = state.prune(&mut patched);
+            if strict && !unknown.is_empty() {
+                return Err(strict_decoding_error(info, &unknown));
             }
+            Ok(patched)
         })
         .await
     }
@@ -1360,7 +1382,9 @@ impl Client for Registry {
 
     /// Patches an object; see [`Client::patch`]. [`Patch::Apply`] (server-side apply) is not
     /// supported yet and fails with [`Error::UnsupportedMediaType`], as does
-    /// [`Patch::Strategic`] on a custom kind.
+    /// [`Patch::Strategic`] on a custom kind. Fields the kind's schema does not know are
+    /// dropped from the result, or, with `field_validation` set to `Strict`, refused with
+    /// [`Error::BadRequest`] (nothing is written).
     async fn patch(
         &self,
         resource: &ResourceInfo,
@@ -1371,7 +1395,7 @@ impl Client for Registry {
     ) -> Result<DynamicObject> {
         let state = self.resource_state(resource)?;
         let patched = self
-            .patch_object(&state, namespace, name, patch, params.dry_run)
+            .patch_object(&state, namespace, name, patch, params)
             .await?;
         object::to_dynamic(patched)
     }

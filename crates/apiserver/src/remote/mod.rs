@@ -521,6 +521,17 @@ fn json_body<T: serde::Serialize>(value: &T, resource: &ResourceInfo) -> Result<
     })
 }
 
+/// `params` as the JSON `DeleteOptions` body of a DELETE.
+fn delete_options(params: &DeleteParams, resource: &ResourceInfo) -> Result<Vec<u8>> {
+    let mut options = serde_json::to_value(params)
+        .map_err(|e| Error::internal(format!("cannot encode DeleteOptions: {e}")))?;
+    if let Some(fields) = options.as_object_mut() {
+        fields.insert("kind".into(), "DeleteOptions".into());
+        fields.insert("apiVersion".into(), "v1".into());
+    }
+    json_body(&options, resource)
+}
+
 /// The name of an object to replace.
 fn name_of(object: &DynamicObject, resource: &ResourceInfo) -> Result<String> {
     object
@@ -566,6 +577,28 @@ impl Client for RemoteClient {
             fill_types(resource, item);
         }
         Ok(list)
+    }
+
+    /// One `DELETE` on the collection path, with the selectors in the query and `params` as
+    /// the `DeleteOptions` body; the server answers with the deleted objects.
+    async fn delete_collection(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &DeleteParams,
+        list: &ListParams,
+    ) -> Result<ObjectList<DynamicObject>> {
+        url::check_scope(resource, namespace, true)?;
+        let path = url::list_query(list).on(url::collection(resource, namespace));
+        let body = delete_options(params, resource)?;
+        let (_, bytes) = self
+            .call(Method::DELETE, path, Some(("application/json", body)))
+            .await?;
+        let mut deleted: ObjectList<DynamicObject> = decode(&bytes, resource)?;
+        for item in &mut deleted.items {
+            fill_types(resource, item);
+        }
+        Ok(deleted)
     }
 
     async fn create(
@@ -664,13 +697,7 @@ impl Client for RemoteClient {
     ) -> Result<Deletion> {
         url::check_scope(resource, namespace, false)?;
         let path = url::object(resource, namespace, name, None)?;
-        let mut options = serde_json::to_value(params)
-            .map_err(|e| Error::internal(format!("cannot encode DeleteOptions: {e}")))?;
-        if let Some(fields) = options.as_object_mut() {
-            fields.insert("kind".into(), "DeleteOptions".into());
-            fields.insert("apiVersion".into(), "v1".into());
-        }
-        let body = json_body(&options, resource)?;
+        let body = delete_options(params, resource)?;
         let (code, bytes) = self
             .call(Method::DELETE, path, Some(("application/json", body)))
             .await?;

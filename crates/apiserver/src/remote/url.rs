@@ -184,6 +184,10 @@ pub(super) fn patch_query(params: &PatchParams) -> Query {
     if params.force {
         query.push("force", "true");
     }
+    query.push_opt(
+        "fieldValidation",
+        params.field_validation.as_ref().map(|v| v.as_str()),
+    );
     query
 }
 
