@@ -1,7 +1,17 @@
-//! Controllers for Capstan.
+//! Controllers for Capstan: they turn desired state into actual state.
 //!
-//! **Not implemented yet.** This crate reserves its place in the workspace and exports nothing.
-//! The `Reconciler` SPI, the controller runtime with leader election on a Lease, the event
-//! recorder and the built-in controllers (ReplicaSet, Deployment, garbage collector, node
-//! lifecycle, endpoints, DaemonSet, Job) arrive with the controllers issue. `ARCHITECTURE.md`
-//! says what the crate will own and what it must not know.
+//! - [`runtime`]: the [`Reconciler`](runtime::Reconciler) SPI and the controller runtime that
+//!   drives it from watches (primary, owned and mapped kinds) through a work queue, with
+//!   per-key backoff, bounded concurrency, metrics and graceful shutdown.
+//! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease, with fencing.
+//! - [`events`]: the event recorder, writing `core/v1` Events and aggregating repeats.
+//!
+//! Everything runs against the `Client` and `Watch` traits, so the same controller works in
+//! process (over the registry) or in its own process (over the HTTP client).
+//!
+//! The built-in controllers (ReplicaSet, Deployment, garbage collector, node lifecycle,
+//! endpoints, DaemonSet, Job) and the controller manager follow.
+
+pub mod events;
+pub mod leader;
+pub mod runtime;
