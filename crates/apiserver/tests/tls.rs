@@ -902,12 +902,7 @@ async fn kubectl_with_a_client_certificate_lists_namespaces_and_applies_a_manife
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: over-tls\ndata:\n  a: b\n",
         )
         .unwrap();
-        let args = [
-            "apply",
-            "--validate=false",
-            "-f",
-            manifest.to_str().unwrap(),
-        ];
+        let args = ["apply", "-f", manifest.to_str().unwrap()];
         let applied = stdout_of(&kubectl(&kubeconfig, &args).await, &args);
         assert!(applied.contains("configmap/over-tls created"), "{applied}");
         let args = ["get", "configmap", "over-tls", "-o", "jsonpath={.data.a}"];
