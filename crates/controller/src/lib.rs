@@ -14,4 +14,6 @@
 
 pub mod events;
 pub mod leader;
+pub mod replicaset;
 pub mod runtime;
+pub mod testing;

@@ -1,0 +1,393 @@
+//! Fakes for testing controllers: use them in your own unit tests, over any [`Client`]
+//! (typically the in-process registry on the memory store).
+//!
+//! - [`FakeScheduler`]: binds every Pod without `spec.nodeName` to one of a set of Node
+//!   names, round-robin, by patching `spec.nodeName`.
+//! - [`FakeKubelet`]: for every Pod bound to one of its nodes, after a configurable delay,
+//!   reports it `Running` with a `Ready` condition (`True`, or `False` when configured not
+//!   ready), a `podIP`, a `hostIP` and a `startTime`, through the status subresource.
+//! - [`ObjectHistory`]: records every watch event of one kind with its resourceVersion, so a
+//!   test can assert an invariant at *every* revision it observed, not just at the end.
+//!
+//! Each runs as a tokio task over its own informer or watch and stops when dropped or
+//! [stopped](FakeScheduler::stop). None of them knows the controller under test: they only
+//! talk to the API, as the real components do.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_api::k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use capstan_api::k8s_openapi::jiff::Timestamp;
+use capstan_api::kube_core::params::{ListParams, Patch, PatchParams, PostParams, WatchParams};
+use capstan_api::kube_core::WatchEvent;
+use capstan_api::{Api, Client, Resource};
+use capstan_watch::{Delta, ObjectKey, ReflectorOptions, SharedInformer, Watch};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+fn pod_informer(client: &Arc<dyn Client>) -> SharedInformer<Pod> {
+    let source: Arc<dyn Watch<Pod>> = Arc::new(Api::<Pod>::all(client.clone()));
+    SharedInformer::spawn(source, ReflectorOptions::default())
+}
+
+fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
+}
+
+/// A simulated scheduler: binds unscheduled Pods to its nodes, round-robin. See the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct FakeScheduler {
+    task: JoinHandle<()>,
+    bound: Arc<AtomicUsize>,
+}
+
+impl FakeScheduler {
+    /// Starts binding Pods of every namespace through `client` to `nodes` (at least one).
+    ///
+    /// # Panics
+    ///
+    /// With no node, or outside a tokio runtime.
+    pub fn start(client: Arc<dyn Client>, nodes: Vec<String>) -> Self {
+        assert!(!nodes.is_empty(), "a scheduler needs nodes");
+        let bound = Arc::new(AtomicUsize::new(0));
+        let counter = bound.clone();
+        let task = tokio::spawn(async move {
+            let informer = pod_informer(&client);
+            let mut deltas = informer.subscribe();
+            let mut next = 0usize;
+            let mut done: HashSet<String> = HashSet::new();
+            while let Some(delta) = deltas.recv().await {
+                let pod = match &delta {
+                    Delta::Added(pod) | Delta::Updated { new: pod, .. } => pod.clone(),
+                    Delta::Deleted(pod) => {
+                        done.remove(pod.metadata.uid.as_deref().unwrap_or_default());
+                        continue;
+                    }
+                };
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if node_of(&pod).is_some()
+                    || pod.metadata.deletion_timestamp.is_some()
+                    || done.contains(&uid)
+                {
+                    continue;
+                }
+                let node = nodes[next % nodes.len()].clone();
+                next += 1;
+                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let patch = serde_json::json!({
+                    "metadata": {"uid": uid},
+                    "spec": {"nodeName": node},
+                });
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+                match pods
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        done.insert(uid);
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(error) => tracing::debug!(pod = %name, %error, "fake scheduler: bind failed"),
+                }
+            }
+        });
+        FakeScheduler { task, bound }
+    }
+
+    /// How many Pods it has bound.
+    pub fn bound(&self) -> usize {
+        self.bound.load(Ordering::SeqCst)
+    }
+
+    /// Stops binding.
+    pub fn stop(self) {}
+}
+
+impl Drop for FakeScheduler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a [`FakeKubelet`] behaves.
+#[derive(Clone, Debug)]
+pub struct KubeletOptions {
+    /// How long after a Pod is bound it reports it running.
+    pub startup_delay: Duration,
+    /// Whether the Pods it runs become ready (`Ready: True`) or stay not ready.
+    pub ready: bool,
+}
+
+impl Default for KubeletOptions {
+    fn default() -> Self {
+        KubeletOptions {
+            startup_delay: Duration::from_millis(100),
+            ready: true,
+        }
+    }
+}
+
+/// A simulated kubelet for a set of nodes; see the [module docs](self).
+#[derive(Debug)]
+pub struct FakeKubelet {
+    task: JoinHandle<()>,
+    started: Arc<AtomicUsize>,
+}
+
+impl FakeKubelet {
+    /// Starts running the Pods bound to `nodes`, reporting through `client`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start(client: Arc<dyn Client>, nodes: Vec<String>, options: KubeletOptions) -> Self {
+        let started = Arc::new(AtomicUsize::new(0));
+        let counter = started.clone();
+        let task = tokio::spawn(async move {
+            let informer = pod_informer(&client);
+            let mut deltas = informer.subscribe();
+            let nodes: HashSet<String> = nodes.into_iter().collect();
+            let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+            let mut starters = tokio::task::JoinSet::new();
+            let next_ip = Arc::new(AtomicUsize::new(1));
+            while let Some(delta) = deltas.recv().await {
+                let pod = match &delta {
+                    Delta::Added(pod) | Delta::Updated { new: pod, .. } => pod.clone(),
+                    Delta::Deleted(_) => continue,
+                };
+                let Some(node) = node_of(&pod).filter(|n| nodes.contains(*n)) else {
+                    continue;
+                };
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if phase == Some("Running")
+                    || pod.metadata.deletion_timestamp.is_some()
+                    || !in_flight.lock().insert(uid.clone())
+                {
+                    continue;
+                }
+                let (client, options, node) = (client.clone(), options.clone(), node.to_string());
+                let (counter, next_ip) = (counter.clone(), next_ip.clone());
+                starters.spawn(async move {
+                    tokio::time::sleep(options.startup_delay).await;
+                    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+                    let ip = next_ip.fetch_add(1, Ordering::SeqCst);
+                    for _ in 0..5 {
+                        let Ok(Some(mut current)) = pods.get_opt(&name).await else {
+                            return;
+                        };
+                        if current.metadata.uid.as_deref() != Some(&uid)
+                            || current.metadata.deletion_timestamp.is_some()
+                        {
+                            return;
+                        }
+                        let now = Time(Timestamp::now());
+                        let status = if options.ready { "True" } else { "False" };
+                        current.status = Some(PodStatus {
+                            phase: Some("Running".into()),
+                            conditions: Some(
+                                ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
+                                    .into_iter()
+                                    .map(|type_| PodCondition {
+                                        type_: type_.into(),
+                                        status: if matches!(type_, "Ready" | "ContainersReady") {
+                                            status.into()
+                                        } else {
+                                            "True".into()
+                                        },
+                                        last_transition_time: Some(now.clone()),
+                                        ..PodCondition::default()
+                                    })
+                                    .collect(),
+                            ),
+                            pod_ip: Some(format!("10.244.{}.{}", ip / 250, ip % 250 + 2)),
+                            host_ip: Some(format!("192.168.0.{}", node.len() % 250)),
+                            start_time: Some(now),
+                            ..current.status.clone().unwrap_or_default()
+                        });
+                        match pods.update_status(&PostParams::default(), &current).await {
+                            Ok(_) => {
+                                counter.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Err(error) if error.is_conflict() => continue,
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
+        });
+        FakeKubelet { task, started }
+    }
+
+    /// How many Pods it has reported running.
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Stops the kubelet; Pods keep their last status.
+    pub fn stop(self) {}
+}
+
+impl Drop for FakeKubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What happened to an object at one revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// Created (or present in the first list).
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted; the object is its final state.
+    Deleted,
+}
+
+/// One watch event, as [`ObjectHistory`] recorded it.
+#[derive(Clone, Debug)]
+pub struct Revision<K> {
+    /// The object's resourceVersion after the change.
+    pub resource_version: String,
+    /// What happened.
+    pub change: Change,
+    /// The object after the change (its final state for a deletion).
+    pub object: Arc<K>,
+}
+
+/// Every watch event of the kind `K`, in order, from the moment it starts; see the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct ObjectHistory<K: Resource> {
+    revisions: Arc<Mutex<Vec<Revision<K>>>>,
+    count: watch::Receiver<usize>,
+    task: JoinHandle<()>,
+}
+
+impl<K: Resource> ObjectHistory<K> {
+    /// Starts recording `K` in every namespace through `client`: the current objects (as
+    /// `Added`), then every change. Resumes a watch that ends from the last revision seen.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn record(client: Arc<dyn Client>) -> Self {
+        let revisions: Arc<Mutex<Vec<Revision<K>>>> = Arc::default();
+        let (count_tx, count) = watch::channel(0usize);
+        let log = revisions.clone();
+        let push = move |change: Change, object: K| {
+            let mut log = log.lock();
+            log.push(Revision {
+                resource_version: object.meta().resource_version.clone().unwrap_or_default(),
+                change,
+                object: Arc::new(object),
+            });
+            count_tx.send_replace(log.len());
+        };
+        let task = tokio::spawn(async move {
+            let api = Api::<K>::all(client);
+            let list = loop {
+                match api.list(&ListParams::default()).await {
+                    Ok(list) => break list,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+            for object in list.items {
+                push(Change::Added, object);
+            }
+            loop {
+                let mut events = match api.watch(&WatchParams::default(), &version).await {
+                    Ok(events) => events,
+                    Err(error) => {
+                        tracing::warn!(%error, "object history: watch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                while let Some(event) = events.next().await {
+                    let (change, object) = match event {
+                        Ok(WatchEvent::Added(o)) => (Change::Added, o),
+                        Ok(WatchEvent::Modified(o)) => (Change::Modified, o),
+                        Ok(WatchEvent::Deleted(o)) => (Change::Deleted, o),
+                        Ok(WatchEvent::Bookmark(b)) => {
+                            version = b.metadata.resource_version;
+                            continue;
+                        }
+                        Ok(WatchEvent::Error(_)) | Err(_) => break,
+                    };
+                    if let Some(v) = object.meta().resource_version.clone() {
+                        version = v;
+                    }
+                    push(change, object);
+                }
+            }
+        });
+        ObjectHistory {
+            revisions,
+            count,
+            task,
+        }
+    }
+
+    /// Every event recorded so far, oldest first.
+    pub fn revisions(&self) -> Vec<Revision<K>> {
+        self.revisions.lock().clone()
+    }
+
+    /// The state of the kind after each recorded event: the objects that existed then, by
+    /// key, with the resourceVersion of that event. An invariant that holds on each of these
+    /// held at every revision the watch saw.
+    pub fn states(&self) -> Vec<(String, BTreeMap<ObjectKey, Arc<K>>)> {
+        let mut state = BTreeMap::new();
+        let mut states = Vec::new();
+        for revision in self.revisions.lock().iter() {
+            let key = ObjectKey::of(revision.object.as_ref());
+            match revision.change {
+                Change::Deleted => {
+                    state.remove(&key);
+                }
+                _ => {
+                    state.insert(key, revision.object.clone());
+                }
+            }
+            states.push((revision.resource_version.clone(), state.clone()));
+        }
+        states
+    }
+
+    /// The objects that exist according to the events recorded so far.
+    pub fn current(&self) -> BTreeMap<ObjectKey, Arc<K>> {
+        self.states().pop().map(|(_, state)| state).unwrap_or_default()
+    }
+
+    /// Waits until `condition` holds on the current state (checked after every event).
+    pub async fn wait_until(&self, mut condition: impl FnMut(&BTreeMap<ObjectKey, Arc<K>>) -> bool) {
+        let mut count = self.count.clone();
+        loop {
+            if condition(&self.current()) {
+                return;
+            }
+            if count.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl<K: Resource> Drop for ObjectHistory<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
