@@ -23,12 +23,13 @@ use capstan_api::kube_core::watch::Bookmark;
 use capstan_api::kube_core::{DynamicObject, WatchEvent};
 use capstan_api::{parse_label_selector, Error, FieldSelector, ResourceInfo, Result, WatchStream};
 use capstan_store::Store;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::codec;
 use crate::registry::storage::store_error;
-use crate::registry::WatchSource;
+use crate::registry::{EncodedWatchEvent, EncodedWatchStream, WatchSource};
 use crate::watch_cache::{
     CacheEvent, CacheEventType, CacheWatchRequest, WatchCache, WatchCacheOptions, WatchFilter,
     WatchStart,
@@ -81,14 +82,14 @@ impl CachedWatchSource {
     }
 }
 
-#[async_trait]
-impl WatchSource for CachedWatchSource {
-    async fn watch(
+impl CachedWatchSource {
+    /// Opens a watch on the cache, bounded by `params.timeout`.
+    async fn open(
         &self,
         namespace: Option<&str>,
         params: &WatchParams,
         resource_version: &str,
-    ) -> Result<WatchStream> {
+    ) -> Result<BoxStream<'static, Result<CacheEvent>>> {
         let labels = match &params.label_selector {
             Some(selector) => parse_label_selector(selector)?,
             None => Default::default(),
@@ -130,13 +131,50 @@ impl WatchSource for CachedWatchSource {
                 initial_events_end: send_initial_events,
             })
             .await?;
-        let events = events.map(|item| item.and_then(to_watch_event));
         Ok(match params.timeout {
             Some(seconds) => events
                 .take_until(tokio::time::sleep(Duration::from_secs(u64::from(seconds))))
                 .boxed(),
             None => events.boxed(),
         })
+    }
+}
+
+#[async_trait]
+impl WatchSource for CachedWatchSource {
+    async fn watch(
+        &self,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<WatchStream> {
+        let events = self.open(namespace, params, resource_version).await?;
+        Ok(events.map(|item| item.and_then(to_watch_event)).boxed())
+    }
+
+    /// Serves the cache's shared bytes as they are: no decoding, no encoding.
+    async fn watch_encoded(
+        &self,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<Option<EncodedWatchStream>> {
+        let events = self.open(namespace, params, resource_version).await?;
+        Ok(Some(
+            events
+                .map(|item| {
+                    item.map(|event| EncodedWatchEvent {
+                        event_type: match event.kind {
+                            CacheEventType::Added => "ADDED",
+                            CacheEventType::Modified => "MODIFIED",
+                            CacheEventType::Deleted => "DELETED",
+                            CacheEventType::Bookmark => "BOOKMARK",
+                        },
+                        object: event.object,
+                    })
+                })
+                .boxed(),
+        ))
     }
 }
 

@@ -53,7 +53,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use capstan_api::{Client, Error};
+use capstan_api::Error;
 
 use crate::registry::Registry;
 use status::ApiError;
@@ -157,10 +157,8 @@ async fn resource(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let client: Arc<dyn Client> = served.registry.clone();
     rest::handle(
-        client,
-        served.registry.resources(),
+        served.registry,
         method,
         uri.path().to_string(),
         query,

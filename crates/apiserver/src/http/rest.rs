@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::status::{status_json, ApiError};
 use super::table;
+use crate::registry::Registry;
 use crate::schema::{strict_decoding_error, Keys, Schemas};
 
 fn to_value(object: &DynamicObject) -> Value {
@@ -98,32 +99,31 @@ pub fn resolve(path: &str, served: &[ResourceInfo]) -> Result<Target, Error> {
     })
 }
 
-/// Serves one request on a resource path.
+/// Serves one request on a resource path from `registry`.
 pub async fn handle(
-    client: Arc<dyn Client>,
-    served: Vec<ResourceInfo>,
+    registry: Arc<Registry>,
     method: Method,
     path: String,
     query: HashMap<String, String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match serve(client, &served, method, &path, &query, &headers, body).await {
+    match serve(registry, method, &path, &query, &headers, body).await {
         Ok(response) => response,
         Err(error) => ApiError(error).into_response(),
     }
 }
 
 async fn serve(
-    client: Arc<dyn Client>,
-    served: &[ResourceInfo],
+    registry: Arc<Registry>,
     method: Method,
     path: &str,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let target = resolve(path, served)?;
+    let target = resolve(path, &registry.resources())?;
+    let client: Arc<dyn Client> = registry.clone();
     let resource = &target.resource;
     let namespace = target.namespace.as_deref();
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
@@ -134,7 +134,7 @@ async fn serve(
     ) {
         (Method::GET, None, None) => {
             if query.get("watch").is_some_and(|w| w == "1" || w == "true") {
-                return watch(client, &target, query, table::wants_table(headers)).await;
+                return watch(registry, &target, query, table::wants_table(headers)).await;
             }
             let mut list = client
                 .list(resource, namespace, &list_params(query)?)
@@ -472,9 +472,10 @@ fn delete_params(
 }
 
 /// Streams a watch as newline-delimited JSON `WatchEvent`s; an error ends the stream with an
-/// `ERROR` event carrying its `Status`.
+/// `ERROR` event carrying its `Status`. Objects go out as the watch cache encoded them, once
+/// for every watcher; only tables (and kinds served without the cache) are encoded here.
 async fn watch(
-    client: Arc<dyn Client>,
+    registry: Arc<Registry>,
     target: &Target,
     query: &HashMap<String, String>,
     as_table: bool,
@@ -495,7 +496,30 @@ async fn watch(
         timeout,
     };
     let resource_version = query.get("resourceVersion").cloned().unwrap_or_default();
-    let events = client
+    if !as_table {
+        let encoded = registry
+            .watch_encoded(
+                &target.resource,
+                target.namespace.as_deref(),
+                &params,
+                &resource_version,
+            )
+            .await?;
+        if let Some(events) = encoded {
+            return stream_lines(events.map(|event| {
+                event.map(|event| {
+                    let mut line = Vec::with_capacity(event.object.len() + 32);
+                    line.extend_from_slice(br#"{"type":""#);
+                    line.extend_from_slice(event.event_type.as_bytes());
+                    line.extend_from_slice(br#"","object":"#);
+                    line.extend_from_slice(&event.object);
+                    line.extend_from_slice(b"}\n");
+                    Bytes::from(line)
+                })
+            }));
+        }
+    }
+    let events = registry
         .watch(
             &target.resource,
             target.namespace.as_deref(),
@@ -506,32 +530,44 @@ async fn watch(
     let kind = target.resource.kind().to_string();
     let mut first = true;
     let lines = events.map(move |event| {
-        let event = match event {
+        event.map(|event| {
             // Objects become one-row Tables; the first carries the column definitions.
-            Ok(event) if as_table => Ok(table_event(&kind, event, std::mem::take(&mut first))),
-            Ok(event) => Ok(serde_json::to_value(&event).unwrap_or_default()),
-            Err(error) => Err(error),
-        };
-        let mut line = match event {
-            Ok(event) => serde_json::to_vec(&event),
-            Err(error) => serde_json::to_vec(&serde_json::json!({
-                "type": "ERROR",
-                "object": status_json(&error),
-            })),
-        }
-        .unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+            let event = if as_table {
+                table_event(&kind, event, std::mem::take(&mut first))
+            } else {
+                serde_json::to_value(&event).unwrap_or_default()
+            };
+            let mut line = serde_json::to_vec(&event).unwrap_or_default();
+            line.push(b'\n');
+            Bytes::from(line)
+        })
     });
-    // Kubernetes ends the stream after an ERROR event.
+    stream_lines(lines)
+}
+
+/// The chunked response of a watch: each `Ok` item is one event's line; an error becomes an
+/// `ERROR` event carrying its `Status`, and ends the stream, as in Kubernetes.
+fn stream_lines(
+    lines: impl futures::Stream<Item = Result<Bytes, Error>> + Send + 'static,
+) -> Result<Response, Error> {
     let mut ended = false;
-    let lines = lines.take_while(move |line| {
-        let keep = !ended;
-        if let Ok(bytes) = line {
-            ended = bytes.starts_with(br#"{"type":"ERROR""#);
-        }
-        futures::future::ready(keep)
-    });
+    let lines = lines
+        .take_while(move |line| {
+            let keep = !ended;
+            ended |= line.is_err();
+            futures::future::ready(keep)
+        })
+        .map(|line| {
+            Ok::<_, std::convert::Infallible>(line.unwrap_or_else(|error| {
+                let mut line = serde_json::to_vec(&serde_json::json!({
+                    "type": "ERROR",
+                    "object": status_json(&error),
+                }))
+                .unwrap_or_default();
+                line.push(b'\n');
+                Bytes::from(line)
+            }))
+        });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")

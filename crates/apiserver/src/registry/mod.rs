@@ -106,7 +106,34 @@ pub trait WatchSource: Send + Sync + 'static {
         params: &WatchParams,
         resource_version: &str,
     ) -> Result<WatchStream>;
+
+    /// The same watch with each object already encoded as JSON, shared between watchers where
+    /// the source can share it (the watch cache), so a server writes bytes to each connection
+    /// instead of decoding and encoding per watcher.
+    ///
+    /// `Ok(None)`, the default: this source serves decoded objects only; use
+    /// [`watch`](WatchSource::watch).
+    async fn watch_encoded(
+        &self,
+        _namespace: Option<&str>,
+        _params: &WatchParams,
+        _resource_version: &str,
+    ) -> Result<Option<EncodedWatchStream>> {
+        Ok(None)
+    }
 }
+
+/// One watch event whose object is JSON already; see [`WatchSource::watch_encoded`].
+#[derive(Debug, Clone)]
+pub struct EncodedWatchEvent {
+    /// The event's `type`: `ADDED`, `MODIFIED`, `DELETED` or `BOOKMARK`.
+    pub event_type: &'static str,
+    /// The object's JSON, as the event's `object`.
+    pub object: bytes::Bytes,
+}
+
+/// A stream of [`EncodedWatchEvent`]s; an error ends it, as in [`Client::watch`].
+pub type EncodedWatchStream = futures::stream::BoxStream<'static, Result<EncodedWatchEvent>>;
 
 /// What the registry knows about one served kind: its description and, once attached, its
 /// watch source.
@@ -329,6 +356,29 @@ impl Registry {
     /// The store objects live in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Watches `resource` as [`Client::watch`] does, with each object already encoded as JSON
+    /// (shared with every other watcher when the watch cache serves the kind).
+    ///
+    /// `Ok(None)` when the kind's watch source serves decoded objects only (use
+    /// [`Client::watch`]). Errors: as [`Client::watch`].
+    pub async fn watch_encoded(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<Option<EncodedWatchStream>> {
+        let state = self.resource_state(resource)?;
+        match state.watch_source() {
+            Some(source) => {
+                source
+                    .watch_encoded(namespace, params, resource_version)
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     /// The admission chain every write passes.
