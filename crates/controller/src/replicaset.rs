@@ -44,11 +44,12 @@
 //! use capstan_controller::replicaset::ReplicaSetController;
 //! use capstan_watch::{InformerFactory, ReflectorOptions};
 //!
-//! async fn run(client: Arc<dyn Client>) {
+//! async fn run(client: Arc<dyn Client>, stop: tokio::sync::oneshot::Receiver<()>) {
 //!     let factory = Arc::new(InformerFactory::new(client.clone(), ReflectorOptions::default()));
 //!     let events = EventBroadcaster::new(client.clone(), EventOptions::default());
 //!     let controller = ReplicaSetController::new(client, factory, events.recorder("replicaset-controller"));
-//!     controller.run(async { let _ = tokio::signal::ctrl_c().await; }).await.unwrap();
+//!     // Returns once `stop` fires (or its sender is dropped), after the syncs in flight.
+//!     controller.run(async { let _ = stop.await; }).await.unwrap();
 //! }
 //! ```
 
@@ -59,9 +60,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capstan_api::k8s_openapi::api::apps::v1::{
-    ReplicaSet, ReplicaSetCondition, ReplicaSetStatus,
-};
+use capstan_api::k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use capstan_api::k8s_openapi::jiff::Timestamp;
@@ -74,7 +73,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::events::EventRecorder;
-use crate::runtime::{controller_owner_key, Action, Context, Controller, ControllerError, Reconciler};
+use crate::runtime::{
+    controller_owner_key, Action, Context, Controller, ControllerError, Reconciler,
+};
 
 /// The most Pods one sync creates or deletes (Kubernetes' `BurstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
@@ -161,7 +162,12 @@ impl Expectations {
     }
 
     /// Expects `adds` creations and the deletion of `deletes`, replacing any earlier record.
-    pub fn expect(&self, owner: &ObjectKey, adds: usize, deletes: impl IntoIterator<Item = ObjectKey>) {
+    pub fn expect(
+        &self,
+        owner: &ObjectKey,
+        adds: usize,
+        deletes: impl IntoIterator<Item = ObjectKey>,
+    ) {
         self.records.lock().insert(
             owner.clone(),
             Expectation {
@@ -449,7 +455,10 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
     let meta = template.metadata.unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.metadata.name.as_deref().unwrap_or_default())),
+            generate_name: Some(format!(
+                "{}-",
+                rs.metadata.name.as_deref().unwrap_or_default()
+            )),
             namespace: rs.metadata.namespace.clone(),
             labels: meta.labels,
             annotations: meta.annotations,
@@ -574,9 +583,10 @@ impl ReplicaSetReconciler {
                     let can_adopt = match fresh_checked {
                         Some(answer) => answer,
                         None => {
-                            let fresh = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace)
-                                .get_opt(rs.metadata.name.as_deref().unwrap_or_default())
-                                .await?;
+                            let fresh =
+                                Api::<ReplicaSet>::namespaced(self.client.clone(), namespace)
+                                    .get_opt(rs.metadata.name.as_deref().unwrap_or_default())
+                                    .await?;
                             let answer = fresh.is_some_and(|fresh| {
                                 fresh.metadata.uid.as_deref() == Some(uid)
                                     && fresh.metadata.deletion_timestamp.is_none()
@@ -625,7 +635,12 @@ impl ReplicaSetReconciler {
         rs: &ReplicaSet,
         pods: &[Arc<Pod>],
     ) -> Result<(), Error> {
-        let wanted = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+        let wanted = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(0) as usize;
         let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
         if pods.len() < wanted {
             let diff = (wanted - pods.len()).min(BURST_REPLICAS);
@@ -739,7 +754,11 @@ impl ReplicaSetReconciler {
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
-        let min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+        let min_ready = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0);
         let now = Timestamp::now();
         let fully_labeled = pods
             .iter()
@@ -770,7 +789,12 @@ impl ReplicaSetReconciler {
             .find(|c| c.type_ == "ReplicaFailure")
             .cloned();
         if let Some(error) = manage_error {
-            let wanted = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+            let wanted = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1)
+                .max(0) as usize;
             let reason = if pods.len() < wanted {
                 reasons::FAILED_CREATE
             } else {
@@ -779,7 +803,9 @@ impl ReplicaSetReconciler {
             let message = error.to_string();
             let keep_time = old_failure
                 .as_ref()
-                .filter(|c| c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(&message))
+                .filter(|c| {
+                    c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(&message)
+                })
                 .and_then(|c| c.last_transition_time.clone());
             conditions.push(ReplicaSetCondition {
                 type_: "ReplicaFailure".into(),
@@ -831,7 +857,9 @@ impl ReplicaSetReconciler {
             match api.update_status(&PostParams::default(), &current).await {
                 Ok(_) => return Ok(()),
                 Err(error) if error.is_conflict() && attempt == 0 => {
-                    current = api.get(current.metadata.name.as_deref().unwrap_or_default()).await?;
+                    current = api
+                        .get(current.metadata.name.as_deref().unwrap_or_default())
+                        .await?;
                     if same(&current) {
                         return Ok(());
                     }
@@ -884,7 +912,11 @@ impl Reconciler<ReplicaSet> for ReplicaSetReconciler {
         if let Some(error) = manage_error {
             return Err(error);
         }
-        let min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+        let min_ready = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0);
         let wanted = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         if min_ready > 0 && ready == wanted && available != wanted {
             return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
@@ -966,12 +998,8 @@ impl ReplicaSetController {
                 .map(|rs| ObjectKey::of(rs.as_ref()))
                 .collect()
         });
-        let reconciler = ReplicaSetReconciler::new(
-            client,
-            pod_informer.cache().clone(),
-            recorder,
-            expectations,
-        );
+        let reconciler =
+            ReplicaSetReconciler::new(client, pod_informer.cache().clone(), recorder, expectations);
         ReplicaSetController {
             controller,
             reconciler,
@@ -1011,7 +1039,9 @@ impl ReplicaSetController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use capstan_api::k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodSpec, PodStatus};
+    use capstan_api::k8s_openapi::api::core::v1::{
+        ContainerStatus, PodCondition, PodSpec, PodStatus,
+    };
 
     fn ts(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + seconds).unwrap()
@@ -1032,7 +1062,12 @@ mod tests {
                 phase: Some(phase.into()),
                 conditions: Some(vec![PodCondition {
                     type_: "Ready".into(),
-                    status: if ready_since.is_some() { "True" } else { "False" }.into(),
+                    status: if ready_since.is_some() {
+                        "True"
+                    } else {
+                        "False"
+                    }
+                    .into(),
                     last_transition_time: ready_since.map(|s| Time(ts(s))),
                     ..PodCondition::default()
                 }]),
@@ -1042,7 +1077,9 @@ mod tests {
     }
 
     fn names(pods: &[Arc<Pod>]) -> Vec<&str> {
-        pods.iter().map(|p| p.metadata.name.as_deref().unwrap()).collect()
+        pods.iter()
+            .map(|p| p.metadata.name.as_deref().unwrap())
+            .collect()
     }
 
     fn with_restarts(mut pod: Pod, restarts: i32) -> Pod {
@@ -1121,8 +1158,10 @@ mod tests {
     #[test]
     fn a_lower_deletion_cost_goes_first() {
         let mut cheap = pod("cheap", "n1", "Running", Some(0), 0);
-        cheap.metadata.annotations =
-            Some(BTreeMap::from([(POD_DELETION_COST.to_string(), "-5".to_string())]));
+        cheap.metadata.annotations = Some(BTreeMap::from([(
+            POD_DELETION_COST.to_string(),
+            "-5".to_string(),
+        )]));
         let pods = vec![
             Arc::new(pod("normal", "n2", "Running", Some(0), 60)),
             Arc::new(cheap),
@@ -1146,7 +1185,11 @@ mod tests {
         assert!(is_pod_available(&ready, 0, ts(0)));
         assert!(!is_pod_available(&ready, 10, ts(5)));
         assert!(is_pod_available(&ready, 10, ts(10)));
-        assert!(!is_pod_available(&pod("b", "n", "Running", None, 0), 0, ts(0)));
+        assert!(!is_pod_available(
+            &pod("b", "n", "Running", None, 0),
+            0,
+            ts(0)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,7 +36,11 @@ fn pod_informer(client: &Arc<dyn Client>) -> SharedInformer<Pod> {
 }
 
 fn node_of(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
+    pod.spec
+        .as_ref()?
+        .node_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
 }
 
 /// A simulated scheduler: binds unscheduled Pods to its nodes, round-robin. See the
@@ -94,7 +98,9 @@ impl FakeScheduler {
                         done.insert(uid);
                         counter.fetch_add(1, Ordering::SeqCst);
                     }
-                    Err(error) => tracing::debug!(pod = %name, %error, "fake scheduler: bind failed"),
+                    Err(error) => {
+                        tracing::debug!(pod = %name, %error, "fake scheduler: bind failed")
+                    }
                 }
             }
         });
@@ -369,11 +375,17 @@ impl<K: Resource> ObjectHistory<K> {
 
     /// The objects that exist according to the events recorded so far.
     pub fn current(&self) -> BTreeMap<ObjectKey, Arc<K>> {
-        self.states().pop().map(|(_, state)| state).unwrap_or_default()
+        self.states()
+            .pop()
+            .map(|(_, state)| state)
+            .unwrap_or_default()
     }
 
     /// Waits until `condition` holds on the current state (checked after every event).
-    pub async fn wait_until(&self, mut condition: impl FnMut(&BTreeMap<ObjectKey, Arc<K>>) -> bool) {
+    pub async fn wait_until(
+        &self,
+        mut condition: impl FnMut(&BTreeMap<ObjectKey, Arc<K>>) -> bool,
+    ) {
         let mut count = self.count.clone();
         loop {
             if condition(&self.current()) {
