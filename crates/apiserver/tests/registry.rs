@@ -54,6 +54,8 @@ macro_rules! with_every_case {
         uid_and_creation_timestamp_are_set_on_create_and_preserved_on_update,
         another_uid_on_update_is_invalid,
         delete_with_finalizers_sets_deletion_timestamp_and_removing_the_last_finalizer_deletes,
+        a_running_pod_is_deleted_gracefully_and_gone_after_the_kubelets_final_delete,
+        a_graceful_pod_with_a_finalizer_waits_for_both,
         an_object_being_deleted_cannot_gain_finalizers,
         delete_preconditions_on_uid_and_resource_version_give_conflict,
         propagation_policies_add_the_garbage_collector_finalizers,
@@ -537,6 +539,132 @@ mod cases {
 
     // -----------------------------------------------------------------------------------------
     // Deletion
+
+    fn bound_pod(name: &str, node: Option<&str>, grace: Option<i64>) -> Pod {
+        typed(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "terminationGracePeriodSeconds": grace,
+                "containers": [{"name": "app", "image": "nginx"}],
+            },
+        }))
+    }
+
+    fn seconds_between(from: &str, to: &str) -> i64 {
+        let parse = |t: &str| {
+            t.parse::<capstan_api::k8s_openapi::jiff::Timestamp>()
+                .unwrap()
+        };
+        parse(to).as_second() - parse(from).as_second()
+    }
+
+    pub(crate) async fn a_running_pod_is_deleted_gracefully_and_gone_after_the_kubelets_final_delete(
+        store: Arc<dyn Store>,
+    ) {
+        let api: Api<Pod> = Api::namespaced(client(&store), "default");
+        api.create(&post(), &bound_pod("unbound", None, None))
+            .await
+            .unwrap();
+        let gone = api
+            .delete("unbound", &DeleteParams::default())
+            .await
+            .unwrap();
+        assert!(!gone.is_pending(), "no node runs it: deleted at once");
+
+        let created = api
+            .create(&post(), &bound_pod("web", Some("node01"), None))
+            .await
+            .unwrap();
+        let pending = api.delete("web", &DeleteParams::default()).await.unwrap();
+        let Deletion::Pending(pending) = pending else {
+            panic!("a pod a node runs waits for its grace period");
+        };
+        assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(30));
+        let created_at = created.metadata.creation_timestamp.unwrap().0.to_string();
+        let deadline = pending
+            .metadata
+            .deletion_timestamp
+            .clone()
+            .unwrap()
+            .0
+            .to_string();
+        assert!(
+            (29..=32).contains(&seconds_between(&created_at, &deadline)),
+            "{deadline}"
+        );
+
+        // The kubelet's status updates during the grace period do not delete it...
+        let mut running = api.get("web").await.unwrap();
+        running.status = Some(typed(json!({"phase": "Running"})));
+        let running = api.update_status(&post(), &running).await.unwrap();
+        assert!(running.metadata.deletion_timestamp.is_some());
+        // ...a longer grace period does not extend it, a shorter one cuts it...
+        let longer = DeleteParams {
+            grace_period_seconds: Some(60),
+            ..Default::default()
+        };
+        let again = api.delete("web", &longer).await.unwrap().into_inner();
+        assert_eq!(again.metadata.deletion_grace_period_seconds, Some(30));
+        let shorter = DeleteParams {
+            grace_period_seconds: Some(5),
+            ..Default::default()
+        };
+        let again = api.delete("web", &shorter).await.unwrap().into_inner();
+        assert_eq!(again.metadata.deletion_grace_period_seconds, Some(5));
+        // ...and the final delete with 0 removes it.
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        let gone = api.delete("web", &now).await.unwrap();
+        assert!(!gone.is_pending());
+        assert!(api.get_opt("web").await.unwrap().is_none());
+
+        let short = api
+            .create(&post(), &bound_pod("short", Some("node01"), Some(0)))
+            .await
+            .unwrap();
+        assert!(short.metadata.deletion_timestamp.is_none());
+        let gone = api.delete("short", &DeleteParams::default()).await.unwrap();
+        assert!(
+            !gone.is_pending(),
+            "terminationGracePeriodSeconds 0: at once"
+        );
+    }
+
+    pub(crate) async fn a_graceful_pod_with_a_finalizer_waits_for_both(store: Arc<dyn Store>) {
+        let api: Api<Pod> = Api::namespaced(client(&store), "default");
+        let mut pod = bound_pod("held", Some("node01"), None);
+        pod.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+        api.create(&post(), &pod).await.unwrap();
+        api.delete("held", &DeleteParams::default()).await.unwrap();
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        let held = api.delete("held", &now).await.unwrap();
+        assert!(held.is_pending(), "the finalizer still holds it");
+        assert_eq!(
+            held.into_inner().metadata.deletion_grace_period_seconds,
+            Some(0)
+        );
+        let mut held = api.get("held").await.unwrap();
+        held.metadata.finalizers = None;
+        api.update(&post(), &held).await.unwrap();
+        assert!(api.get_opt("held").await.unwrap().is_none());
+
+        // Removing the finalizer while the grace period runs does not delete it early.
+        let mut pod = bound_pod("early", Some("node01"), None);
+        pod.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+        api.create(&post(), &pod).await.unwrap();
+        api.delete("early", &DeleteParams::default()).await.unwrap();
+        let mut early = api.get("early").await.unwrap();
+        early.metadata.finalizers = None;
+        let early = api.update(&post(), &early).await.unwrap();
+        assert!(early.metadata.deletion_timestamp.is_some());
+        assert!(api.get_opt("early").await.unwrap().is_some());
+    }
 
     pub(crate) async fn delete_with_finalizers_sets_deletion_timestamp_and_removing_the_last_finalizer_deletes(
         store: Arc<dyn Store>,

@@ -5,7 +5,10 @@
 //!   names, round-robin, by patching `spec.nodeName`.
 //! - [`FakeKubelet`]: for every Pod bound to one of its nodes, after a configurable delay,
 //!   reports it `Running` with a `Ready` condition (`True`, or `False` when configured not
-//!   ready), a `podIP`, a `hostIP` and a `startTime`, through the status subresource.
+//!   ready), a `podIP`, a `hostIP` and a `startTime`, through the status subresource. When
+//!   such a Pod is deleted (gracefully: the API server sets its `deletionTimestamp`), it
+//!   records `Killing` ("Stopping container <name>") per container, as the kubelet does, and
+//!   after a configurable delay deletes the Pod for good (grace period 0).
 //! - [`ObjectHistory`]: records every watch event of one kind with its resourceVersion, so a
 //!   test can assert an invariant at *every* revision it observed, not just at the end.
 //!
@@ -21,10 +24,14 @@ use std::time::Duration;
 use capstan_api::k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use capstan_api::k8s_openapi::jiff::Timestamp;
-use capstan_api::kube_core::params::{ListParams, Patch, PatchParams, PostParams, WatchParams};
+use capstan_api::kube_core::params::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchParams,
+};
 use capstan_api::kube_core::WatchEvent;
 use capstan_api::{Api, Client, Resource};
 use capstan_watch::{Delta, ObjectKey, ReflectorOptions, SharedInformer, Watch};
+
+use crate::events::EventRecorder;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -123,12 +130,16 @@ impl Drop for FakeScheduler {
 }
 
 /// How a [`FakeKubelet`] behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KubeletOptions {
     /// How long after a Pod is bound it reports it running.
     pub startup_delay: Duration,
     /// Whether the Pods it runs become ready (`Ready: True`) or stay not ready.
     pub ready: bool,
+    /// How long stopping a deleted Pod's containers takes before the final delete.
+    pub shutdown_delay: Duration,
+    /// Where `Killing` events go (component `kubelet`, host the Pod's node); none if unset.
+    pub events: Option<EventRecorder>,
 }
 
 impl Default for KubeletOptions {
@@ -136,7 +147,20 @@ impl Default for KubeletOptions {
         KubeletOptions {
             startup_delay: Duration::from_millis(100),
             ready: true,
+            shutdown_delay: Duration::from_millis(50),
+            events: None,
         }
+    }
+}
+
+impl std::fmt::Debug for KubeletOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeletOptions")
+            .field("startup_delay", &self.startup_delay)
+            .field("ready", &self.ready)
+            .field("shutdown_delay", &self.shutdown_delay)
+            .field("events", &self.events.is_some())
+            .finish()
     }
 }
 
@@ -161,6 +185,7 @@ impl FakeKubelet {
             let mut deltas = informer.subscribe();
             let nodes: HashSet<String> = nodes.into_iter().collect();
             let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+            let mut stopping: HashSet<String> = HashSet::new();
             let mut starters = tokio::task::JoinSet::new();
             let next_ip = Arc::new(AtomicUsize::new(1));
             while let Some(delta) = deltas.recv().await {
@@ -173,6 +198,17 @@ impl FakeKubelet {
                 };
                 let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if pod.metadata.deletion_timestamp.is_some() {
+                    if stopping.insert(uid.clone()) {
+                        starters.spawn(terminate(
+                            client.clone(),
+                            pod.clone(),
+                            node.to_string(),
+                            options.clone(),
+                        ));
+                    }
+                    continue;
+                }
                 if phase == Some("Running")
                     || pod.metadata.deletion_timestamp.is_some()
                     || !in_flight.lock().insert(uid.clone())
@@ -248,6 +284,35 @@ impl Drop for FakeKubelet {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Stops a deleted Pod's containers (records `Killing` for each), then deletes it with grace
+/// period 0 and its uid as a precondition, as the kubelet finishes a graceful deletion.
+async fn terminate(client: Arc<dyn Client>, pod: Arc<Pod>, node: String, options: KubeletOptions) {
+    if let Some(events) = &options.events {
+        let events = events.clone().with_host(node);
+        for container in pod.spec.iter().flat_map(|spec| &spec.containers) {
+            events.normal(
+                &*pod,
+                "Killing",
+                format!("Stopping container {}", container.name),
+            );
+        }
+    }
+    tokio::time::sleep(options.shutdown_delay).await;
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    // NotFound or a Conflict (another Pod by that name now): nothing of ours is left.
+    let _ = pods.delete(&name, &params).await;
 }
 
 /// What happened to an object at one revision.

@@ -590,8 +590,9 @@ impl Registry {
                 return Ok(updated);
             }
             let bytes = codec::encode(&updated)?;
-            let finishing_deletion =
-                object::is_deleting(&updated) && object::finalizers(&updated).is_empty();
+            let finishing_deletion = object::is_deleting(&updated)
+                && object::finalizers(&updated).is_empty()
+                && object::grace_is_over(&updated);
             // Finishing a deletion frees the Service's address with it.
             let freed_ip = match finishing_deletion && services {
                 true => service_ips::cluster_ip(&current),
@@ -782,30 +783,54 @@ impl Registry {
             self.admission.validate(&request, &current).await?;
 
             let finalizers = finalizers_for(params.propagation_policy.as_ref(), &current);
-            if !finalizers.is_empty() {
+            let grace = graceful_deletion_seconds(info, &current, params);
+            let grace_left = match object::metadata(&current)
+                .and_then(|m| m.get("deletionGracePeriodSeconds"))
+                .and_then(Value::as_i64)
+            {
+                Some(left) if object::is_deleting(&current) => left,
+                _ => 0,
+            };
+            if !finalizers.is_empty() || grace > 0 || grace_left > 0 {
                 let mut pending = current.clone();
                 object::set_finalizers(&mut pending, &finalizers);
+                let deadline = |pending: &mut Value, grace: i64| {
+                    object::set_meta(
+                        pending,
+                        "deletionTimestamp",
+                        Some(names::in_seconds(grace).into()),
+                    );
+                    object::set_meta(pending, "deletionGracePeriodSeconds", Some(grace.into()));
+                };
                 if !object::is_deleting(&pending) {
                     if let Some(generation) = object::generation(&pending) {
                         object::set_meta(&mut pending, "generation", Some((generation + 1).into()));
                     }
-                    object::set_meta(&mut pending, "deletionTimestamp", Some(names::now().into()));
-                    object::set_meta(&mut pending, "deletionGracePeriodSeconds", Some(0.into()));
+                    deadline(&mut pending, grace);
+                } else if grace < grace_left {
+                    // A shorter grace period cuts the wait (the kubelet's final delete: 0).
+                    deadline(&mut pending, grace);
                 }
-                if pending == current || params.dry_run {
-                    return Ok(Deletion::Pending(pending));
-                }
-                let bytes = codec::encode(&pending)?;
-                let companions = Companions::default();
-                match storage::update(&*self.store, &key, bytes, kv.mod_revision, &companions).await
-                {
-                    Ok(kv) => {
-                        let mut stored = codec::decode(&kv)?;
-                        object::set_types(info, &mut stored);
-                        return Ok(Deletion::Pending(stored));
+                if finalizers.is_empty() && object::grace_is_over(&pending) {
+                    // Nothing holds it any more: delete below.
+                    current = pending;
+                } else {
+                    if pending == current || params.dry_run {
+                        return Ok(Deletion::Pending(pending));
                     }
-                    Err(WriteFailure::Stale) => continue,
-                    Err(failure) => return Err(write_error(failure, info, name)),
+                    let bytes = codec::encode(&pending)?;
+                    let companions = Companions::default();
+                    match storage::update(&*self.store, &key, bytes, kv.mod_revision, &companions)
+                        .await
+                    {
+                        Ok(kv) => {
+                            let mut stored = codec::decode(&kv)?;
+                            object::set_types(info, &mut stored);
+                            return Ok(Deletion::Pending(stored));
+                        }
+                        Err(WriteFailure::Stale) => continue,
+                        Err(failure) => return Err(write_error(failure, info, name)),
+                    }
                 }
             }
 
@@ -1334,6 +1359,37 @@ fn check_preconditions(
 /// The finalizers an object keeps through a delete with `policy`, as kube-apiserver's
 /// `deletionFinalizersForGarbageCollection`: `Orphan` adds `orphan`, `Foreground` adds
 /// `foregroundDeletion`, `Background` removes both, no policy leaves them as they are.
+/// How long a Pod gets to terminate before it is deleted, as kube-apiserver's pod strategy
+/// decides: the request's `gracePeriodSeconds`, else the Pod's
+/// `spec.terminationGracePeriodSeconds` (30 by default); 0 for a Pod no node runs (unscheduled,
+/// or already Succeeded or Failed), and for every other kind. With a grace period the delete
+/// only sets `deletionTimestamp` (now + grace) and `deletionGracePeriodSeconds`; the kubelet
+/// deletes again with 0 once the containers are stopped.
+fn graceful_deletion_seconds(info: &ResourceInfo, pod: &Value, params: &DeleteParams) -> i64 {
+    if !(info.group().is_empty() && info.kind() == "Pod") {
+        return 0;
+    }
+    let scheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|node| !node.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !scheduled || finished {
+        return 0;
+    }
+    match params.grace_period_seconds {
+        Some(seconds) => i64::from(seconds),
+        None => pod
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30)
+            .max(0),
+    }
+}
+
 fn finalizers_for(policy: Option<&PropagationPolicy>, object: &Value) -> Vec<String> {
     let mut finalizers = object::finalizers(object);
     let (wanted, unwanted): (&[&str], &[&str]) = match policy {

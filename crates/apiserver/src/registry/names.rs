@@ -37,13 +37,18 @@ pub(crate) fn new_uid() -> String {
 /// Now, as Kubernetes writes a `metav1.Time`: RFC 3339 in UTC, whole seconds
 /// (`2024-05-01T12:00:00Z`).
 pub(crate) fn now() -> String {
+    in_seconds(0)
+}
+
+/// `seconds` from now, written as [`now`] writes it.
+pub(crate) fn in_seconds(offset: i64) -> String {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     i64::try_from(seconds)
         .ok()
-        .and_then(|s| Timestamp::from_second(s).ok())
+        .and_then(|s| Timestamp::from_second(s.saturating_add(offset)).ok())
         .unwrap_or(Timestamp::UNIX_EPOCH)
         .to_string()
 }

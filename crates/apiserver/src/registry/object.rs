@@ -185,6 +185,15 @@ pub(crate) fn is_deleting(object: &Value) -> bool {
     meta_str(object, "deletionTimestamp").is_some()
 }
 
+/// Whether a deletion under way may complete: no grace period is left to wait out
+/// (`deletionGracePeriodSeconds` absent or 0).
+pub(crate) fn grace_is_over(object: &Value) -> bool {
+    metadata(object)
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        .is_none_or(|grace| grace <= 0)
+}
+
 /// `metadata.labels` as a map for selector matching; non-string values are skipped.
 pub(crate) fn labels(object: &Value) -> BTreeMap<String, String> {
     metadata(object)
