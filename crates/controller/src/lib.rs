@@ -5,12 +5,16 @@
 //!   per-key backoff, bounded concurrency, metrics and graceful shutdown.
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease, with fencing.
 //! - [`events`]: the event recorder, writing `core/v1` Events and aggregating repeats.
+//! - [`replicaset`]: Kubernetes' ReplicaSet controller (slow-start batches, expectations,
+//!   deletion ranking, adoption and release, status, events).
+//! - [`testing`]: fakes for your own tests: a scheduler, a kubelet (which also finishes
+//!   graceful Pod deletions) and an object-history recorder.
 //!
 //! Everything runs against the `Client` and `Watch` traits, so the same controller works in
 //! process (over the registry) or in its own process (over the HTTP client).
 //!
-//! The built-in controllers (ReplicaSet, Deployment, garbage collector, node lifecycle,
-//! endpoints, DaemonSet, Job) and the controller manager follow.
+//! The other built-in controllers (Deployment, garbage collector, node lifecycle, endpoints,
+//! DaemonSet, Job) and the controller manager follow.
 
 pub mod events;
 pub mod leader;
