@@ -16,6 +16,7 @@
 //! The other built-in controllers (Deployment, garbage collector, node lifecycle, endpoints,
 //! DaemonSet, Job) and the controller manager follow.
 
+pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod leader;
