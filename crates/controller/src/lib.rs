@@ -5,6 +5,7 @@
 //!   per-key backoff, bounded concurrency, metrics and graceful shutdown.
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease, with fencing.
 //! - [`events`]: the event recorder, writing `core/v1` Events and aggregating repeats.
+//! - [`node_lifecycle`]: node health from Leases, NotReady/Unknown taints and taint-based eviction.
 //! - [`replicaset`]: Kubernetes' ReplicaSet controller (slow-start batches, expectations,
 //!   deletion ranking, adoption and release, status, events).
 //! - [`testing`]: fakes for your own tests: a scheduler, a kubelet (which also finishes
@@ -20,6 +21,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod leader;
+pub mod node_lifecycle;
 pub mod replicaset;
 pub mod runtime;
 pub mod testing;
