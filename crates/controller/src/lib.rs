@@ -20,6 +20,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
+pub mod garbage_collector;
 pub mod leader;
 pub mod node_lifecycle;
 pub mod replicaset;
