@@ -591,10 +591,9 @@ impl DeploymentReconciler {
         };
         let all: Vec<&ReplicaSet> = old.iter().chain(Some(&new_rs)).collect();
         let new_replicas = new_rs_new_replicas(d, &all, &new_rs);
-        new_rs
-            .spec
-            .as_mut()
-            .map(|s| s.replicas = Some(new_replicas));
+        if let Some(spec) = new_rs.spec.as_mut() {
+            spec.replicas = Some(new_replicas);
+        }
         set_new_replica_set_annotations(d, &mut new_rs, new_revision, false);
 
         let mut already_exists = false;

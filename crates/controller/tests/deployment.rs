@@ -982,3 +982,57 @@ async fn scaling_mid_rollout_shares_the_new_replicas_in_proportion_to_each_repli
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_orphaned_replica_set_of_the_template_is_adopted_instead_of_duplicated() {
+    within(async {
+        let cluster = Cluster::start(true);
+        let web = manifest(WEB);
+        // The Deployment was deleted with `--cascade=orphan`: its ReplicaSet and Pods remain.
+        let first = cluster.create(&web).await;
+        cluster.wait_rolled_out("web", "web:v1").await;
+        let orphan = cluster.replica_sets_of("web").await.remove(0);
+        cluster
+            .api()
+            .delete("web", &Default::default())
+            .await
+            .unwrap();
+        cluster.deployments.wait_until(|s| s.is_empty()).await;
+        // What the garbage collector does when orphaning: the ownerReference goes.
+        let rs_api = Api::<ReplicaSet>::namespaced(cluster.client.clone(), NS);
+        rs_api
+            .patch(
+                orphan.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": null}})),
+            )
+            .await
+            .unwrap();
+
+        // A new Deployment with the same template adopts it.
+        let second = cluster.create(&web).await;
+        assert_ne!(first.metadata.uid, second.metadata.uid);
+        cluster
+            .replica_sets
+            .wait_until(|s| {
+                s.values().any(|rs| {
+                    rs.metadata.owner_references.iter().flatten().any(|r| {
+                        r.controller == Some(true) && r.uid == second.metadata.uid.clone().unwrap()
+                    })
+                })
+            })
+            .await;
+        cluster.wait_rolled_out("web", "web:v1").await;
+        let rs_list = cluster.replica_sets_of("web").await;
+        assert_eq!(rs_list.len(), 1, "no second ReplicaSet");
+        assert_eq!(rs_list[0].metadata.uid, orphan.metadata.uid);
+        let messages = scaling_messages(&cluster.events().await, "web");
+        assert_eq!(
+            messages.len(),
+            1,
+            "nothing scaled after the adoption: {messages:?}"
+        );
+        cluster.stop().await;
+    })
+    .await;
+}

@@ -961,7 +961,7 @@ mod tests {
         );
         let c = rs("c", 2, 1, None);
         assert_eq!(
-            find_active_or_latest(Some(&c), &[a.clone()])
+            find_active_or_latest(Some(&c), std::slice::from_ref(&a))
                 .unwrap()
                 .metadata
                 .name
