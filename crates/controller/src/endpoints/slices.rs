@@ -399,7 +399,7 @@ pub fn plan_slices(
             let mut remaining: VecDeque<Endpoint> =
                 std::mem::take(&mut group.endpoints).into_values().collect();
             // New endpoints go first into slices written anyway, fullest first.
-            updated.sort_by(|a, b| b.endpoints.len().cmp(&a.endpoints.len()));
+            updated.sort_by_key(|s| std::cmp::Reverse(s.endpoints.len()));
             for slice in &mut updated {
                 while slice.endpoints.len() < max {
                     let Some(endpoint) = remaining.pop_front() else {
