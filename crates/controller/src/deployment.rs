@@ -67,7 +67,8 @@
 //!     let factory = Arc::new(InformerFactory::new(client.clone(), ReflectorOptions::default()));
 //!     let events = EventBroadcaster::new(client.clone(), EventOptions::default());
 //!     let controller = DeploymentController::new(client, factory, events.recorder("deployment-controller"));
-//!     controller.run(async { let _ = tokio::signal::ctrl_c().await; }).await.unwrap();
+//!     // Any future ends it: a Ctrl-C signal, a lost leader election, a test's trigger.
+//!     controller.run(std::future::pending()).await.unwrap();
 //! }
 //! ```
 
