@@ -4,6 +4,7 @@
 //!   drives it from watches (primary, owned and mapped kinds) through a work queue, with
 //!   per-key backoff, bounded concurrency, metrics and graceful shutdown.
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease, with fencing.
+//! - [`daemonset`]: Kubernetes' DaemonSet controller (one Pod per eligible Node, taints and affinity, rolling update).
 //! - [`events`]: the event recorder, writing `core/v1` Events and aggregating repeats.
 //! - [`node_lifecycle`]: node health from Leases, NotReady/Unknown taints and taint-based eviction.
 //! - [`replicaset`]: Kubernetes' ReplicaSet controller (slow-start batches, expectations,
@@ -17,6 +18,7 @@
 //! The other built-in controllers (Deployment, garbage collector, node lifecycle, endpoints,
 //! DaemonSet, Job) and the controller manager follow.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
