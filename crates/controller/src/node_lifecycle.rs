@@ -806,7 +806,7 @@ impl NodeLifecycleController {
                     node = Arc::new(fresh);
                     self.observe(state, &node);
                 }
-                Err(error) if matches!(error, Error::NotFound { .. }) => return Ok(node),
+                Err(Error::NotFound { .. }) => return Ok(node),
                 Err(error) => return Err(error),
             }
         }
