@@ -234,8 +234,10 @@ impl GarbageCollector {
                 abort_all(background).await;
                 return;
             }
-            result = tokio::time::timeout(sync_timeout, synced.wait_for(|s| *s)) => {
-                if result.is_err() {
+            synced = tokio::time::timeout(sync_timeout, async move {
+                synced.wait_for(|s| *s).await.is_ok()
+            }) => {
+                if synced.is_err() {
                     tracing::warn!(
                         "garbage collector: not every kind synced within {sync_timeout:?}; \
                          starting the workers anyway"
