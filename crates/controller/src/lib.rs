@@ -9,6 +9,8 @@
 //! - [`node_lifecycle`]: node health from Leases, NotReady/Unknown taints and taint-based eviction.
 //! - [`replicaset`]: Kubernetes' ReplicaSet controller (slow-start batches, expectations,
 //!   deletion ranking, adoption and release, status, events).
+//! - [`manager`]: the controller manager: the built-in controllers and yours, run together
+//!   against any `Client`, by one replica at a time under leader election.
 //! - [`testing`]: fakes for your own tests: a scheduler, a kubelet (which also finishes
 //!   graceful Pod deletions) and an object-history recorder.
 //!
@@ -24,6 +26,7 @@ pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod leader;
+pub mod manager;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod runtime;
