@@ -6,6 +6,7 @@
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease, with fencing.
 //! - [`daemonset`]: Kubernetes' DaemonSet controller (one Pod per eligible Node, taints and affinity, rolling update).
 //! - [`events`]: the event recorder, writing `core/v1` Events and aggregating repeats.
+//! - [`job`]: Kubernetes' Job controller (parallelism, completions, tracking finalizers, backoff, deadline).
 //! - [`node_lifecycle`]: node health from Leases, NotReady/Unknown taints and taint-based eviction.
 //! - [`replicaset`]: Kubernetes' ReplicaSet controller (slow-start batches, expectations,
 //!   deletion ranking, adoption and release, status, events).
@@ -25,6 +26,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
+pub mod job;
 pub mod leader;
 pub mod manager;
 pub mod node_lifecycle;
