@@ -138,7 +138,9 @@ pub trait Client: Send + Sync + 'static {
 
     /// Patches an object and returns the result.
     ///
-    /// [`Patch::Merge`] is an RFC 7386 JSON merge patch and works for every kind.
+    /// [`Patch::Merge`] is an RFC 7386 JSON merge patch and [`Patch::Json`] an RFC 6902 JSON
+    /// patch (a failing operation fails it all with [`Error::Invalid`]); both work for every
+    /// kind.
     /// [`Patch::Strategic`] is Kubernetes' strategic merge patch, defined only for built-in
     /// kinds (it needs their merge keys); on a custom kind it fails with
     /// [`Error::UnsupportedMediaType`], as in Kubernetes. Implementations may also reject
@@ -470,9 +472,11 @@ impl<K: Resource> Api<K> {
             Patch::Apply(body) => Patch::Apply(to_value(body)?),
             Patch::Merge(body) => Patch::Merge(to_value(body)?),
             Patch::Strategic(body) => Patch::Strategic(to_value(body)?),
+            Patch::Json(operations) => Patch::Json(operations.clone()),
             _ => {
                 return Err(Error::UnsupportedMediaType {
-                    message: "only apply, merge and strategic merge patches are supported".into(),
+                    message: "only apply, JSON, merge and strategic merge patches are supported"
+                        .into(),
                 })
             }
         })

@@ -99,6 +99,7 @@ macro_rules! with_every_case {
         delete_collection_pages_through_every_match_and_leaves_pending_ones_pending,
         a_patch_with_a_stale_resource_version_is_a_conflict,
         unsupported_patches_are_rejected,
+        json_patches_apply_in_order_and_a_failing_operation_changes_nothing,
         a_custom_kind_works_end_to_end,
         unknown_kinds_are_not_found,
         watch_is_served_by_an_attached_watch_source,
@@ -2143,6 +2144,64 @@ mod cases {
             .await
             .unwrap_err()
             .is_not_found());
+    }
+
+    pub(crate) async fn json_patches_apply_in_order_and_a_failing_operation_changes_nothing(
+        store: Arc<dyn Store>,
+    ) {
+        let api: Api<Deployment> = Api::namespaced(client(&store), "default");
+        let created = api.create(&post(), &web_deployment("web")).await.unwrap();
+        let ops =
+            |value: Value| -> Patch<Value> { Patch::Json(serde_json::from_value(value).unwrap()) };
+        let patched = api
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &ops(json!([
+                    {"op": "replace", "path": "/spec/replicas", "value": 4},
+                    {"op": "add", "path": "/metadata/labels", "value": {"tier": "front"}},
+                    {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "nginx:1.28"},
+                ])),
+            )
+            .await
+            .unwrap();
+        let spec = patched.spec.clone().unwrap();
+        assert_eq!(spec.replicas, Some(4));
+        assert_eq!(
+            spec.template.spec.unwrap().containers[0].image.as_deref(),
+            Some("nginx:1.28")
+        );
+        assert_eq!(patched.metadata.labels.unwrap()["tier"], "front");
+
+        // A `test` that does not hold fails the whole patch: 422, nothing written.
+        let stale = created.metadata.resource_version.clone().unwrap();
+        let error = api
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &ops(json!([
+                    {"op": "replace", "path": "/spec/replicas", "value": 9},
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": stale},
+                ])),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), 422, "{error:?}");
+        let missing = api
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &ops(json!([{"op": "remove", "path": "/spec/nothing"}])),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), 422, "{missing:?}");
+        let unchanged = api.get("web").await.unwrap();
+        assert_eq!(unchanged.spec.unwrap().replicas, Some(4));
+        assert_eq!(
+            unchanged.metadata.resource_version,
+            patched.metadata.resource_version
+        );
     }
 
     pub(crate) async fn unsupported_patches_are_rejected(store: Arc<dyn Store>) {

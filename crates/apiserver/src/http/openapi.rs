@@ -9,8 +9,8 @@
 //! built-in kinds (see [`crate::schema`]), an open object keeping unknown fields for custom
 //! ones.
 //!
-//! A PATCH operation advertises JSON merge patch only, though the server also takes strategic
-//! merge patches of built-in kinds: the schemas carry no patch merge keys, and a client that
+//! A PATCH operation advertises JSON patch and JSON merge patch, though the server also takes
+//! strategic merge patches of built-in kinds: the schemas carry no patch merge keys, and a client that
 //! sees strategic merge advertised builds its patches from the schema instead of from its own
 //! compiled-in types, merging lists such as `containers` wrongly.
 
@@ -318,7 +318,7 @@ fn add_paths(paths: &mut Map<String, Value>, resource: &ResourceInfo, schema: &s
     let object = json!({
         "get": operation("get", id("read", ""), resource, gvk, schema, Vec::new(), None),
         "put": operation("put", id("replace", ""), resource, gvk, schema, write_parameters(), Some(&object_media)),
-        "patch": operation("patch", id("patch", ""), resource, gvk, schema, patch_parameters.clone(), Some(&["application/merge-patch+json"])),
+        "patch": operation("patch", id("patch", ""), resource, gvk, schema, patch_parameters.clone(), Some(&["application/json-patch+json", "application/merge-patch+json"])),
         "delete": operation("delete", id("delete", ""), resource, gvk, schema, vec![query("propagationPolicy", "Orphan, Background or Foreground."), query("gracePeriodSeconds", "Seconds before deletion.")], None),
         "parameters": scope_parameters,
     });
@@ -341,7 +341,7 @@ fn add_paths(paths: &mut Map<String, Value>, resource: &ResourceInfo, schema: &s
             json!({
                 "get": operation("get", id("read", "Scale"), resource, scale, scale_schema, Vec::new(), None),
                 "put": operation("put", id("replace", "Scale"), resource, scale, scale_schema, write_parameters(), Some(&object_media)),
-                "patch": operation("patch", id("patch", "Scale"), resource, scale, scale_schema, patch_parameters, Some(&["application/merge-patch+json"])),
+                "patch": operation("patch", id("patch", "Scale"), resource, scale, scale_schema, patch_parameters, Some(&["application/json-patch+json", "application/merge-patch+json"])),
                 "parameters": scope_parameters,
             }),
         );

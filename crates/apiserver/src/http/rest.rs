@@ -372,8 +372,11 @@ fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch<Value>, Error>
     match content_type.split(';').next().unwrap_or_default().trim() {
         "application/merge-patch+json" => Ok(Patch::Merge(value)),
         "application/strategic-merge-patch+json" => Ok(Patch::Strategic(value)),
+        "application/json-patch+json" => serde_json::from_value(value)
+            .map(Patch::Json)
+            .map_err(|e| Error::bad_request(format!("malformed JSON patch: {e}"))),
         other => Err(Error::UnsupportedMediaType {
-            message: format!("the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"),
+            message: format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"),
         }),
     }
 }

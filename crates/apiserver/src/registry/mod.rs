@@ -698,6 +698,11 @@ impl Registry {
         let strict = matches!(params.field_validation, Some(ValidationDirective::Strict));
         let info = &state.info;
         let (body, strategic) = match patch {
+            Patch::Json(operations) => {
+                return self
+                    .json_patch_object(state, namespace, name, operations, dry_run, strict)
+                    .await
+            }
             Patch::Merge(body) => (body, false),
             Patch::Strategic(body) if state.builtin => (body, true),
             Patch::Strategic(_) => {
@@ -745,6 +750,48 @@ impl Registry {
                 patch::merge_patch(&mut patched, body);
                 patched
             };
+            let unknown = state.prune(&mut patched);
+            if strict && !unknown.is_empty() {
+                return Err(strict_decoding_error(info, &unknown));
+            }
+            Ok(patched)
+        })
+        .await
+    }
+
+    /// An RFC 6902 JSON patch. Its operations apply in order to the current object; a
+    /// failing operation (a `test` that does not hold, a path that does not exist) fails the
+    /// whole patch with 422, as in Kubernetes, and writes nothing. A `test` of
+    /// `/metadata/resourceVersion` makes the patch conditional.
+    async fn json_patch_object(
+        &self,
+        state: &ResourceState,
+        namespace: Option<&str>,
+        name: &str,
+        operations: &json_patch::Patch,
+        dry_run: bool,
+        strict: bool,
+    ) -> Result<Value> {
+        let info = &state.info;
+        let target = UpdateTarget {
+            state,
+            namespace,
+            name,
+            precondition: None,
+            subresource: Subresource::Main,
+            dry_run,
+        };
+        self.guaranteed_update(target, |current| {
+            let mut patched = current.clone();
+            json_patch::patch(&mut patched, &operations.0).map_err(|e| Error::Invalid {
+                kind: info.qualified_kind(),
+                name: name.to_string(),
+                causes: vec![FieldError::invalid(
+                    e.path.to_string(),
+                    Value::Null,
+                    format!("the JSON patch does not apply: {}", e.kind),
+                )],
+            })?;
             let unknown = state.prune(&mut patched);
             if strict && !unknown.is_empty() {
                 return Err(strict_decoding_error(info, &unknown));

@@ -670,13 +670,19 @@ impl Client for RemoteClient {
         params: &PatchParams,
     ) -> Result<DynamicObject> {
         url::check_scope(resource, namespace, false)?;
+        let json_patch;
         let (content_type, body) = match patch {
             Patch::Merge(body) => ("application/merge-patch+json", body),
             Patch::Strategic(body) => ("application/strategic-merge-patch+json", body),
+            Patch::Json(operations) => {
+                json_patch = serde_json::to_value(operations)
+                    .map_err(|e| Error::internal(format!("cannot encode the JSON patch: {e}")))?;
+                ("application/json-patch+json", &json_patch)
+            }
             _ => {
                 return Err(Error::UnsupportedMediaType {
-                    message: "the remote client sends only merge and strategic merge patches \
-                              (application/merge-patch+json, \
+                    message: "the remote client sends JSON, merge and strategic merge patches \
+                              (application/json-patch+json, application/merge-patch+json, \
                               application/strategic-merge-patch+json)"
                         .into(),
                 })
