@@ -888,11 +888,11 @@ async fn an_owner_recreated_under_its_name_gets_only_the_old_uids_dependents_col
     within(async {
         let client = registry();
         let history = History::record(&client).await;
-        // The collector sees Widgets 300 ms late: its graph is stale about owners.
+        // The collector sees Widgets a second late: its graph is stale about owners.
         let lagging: Arc<dyn Client> = Arc::new(Tweaked {
             inner: client.clone(),
             lagging_kind: Some("Widget".into()),
-            lag: Duration::from_millis(300),
+            lag: Duration::from_secs(1),
             delete_delay: Duration::ZERO,
         });
         let gc = RunningGc::with(&lagging).await;
@@ -917,6 +917,9 @@ async fn an_owner_recreated_under_its_name_gets_only_the_old_uids_dependents_col
         delete(&client, &widget(), "app", DeleteParams::background()).await;
         let new_owner = create(&client, &widget(), "app", vec![]).await;
         assert_ne!(uid(&new_owner), uid(&old_owner));
+        // The new dependents have a second owner, deleted at once: losing it makes the
+        // collector look at them while its graph has not seen their Widget yet.
+        let helper = create(&client, &config_map(), "helper", vec![]).await;
         let mut new = Vec::new();
         for i in 0..3 {
             new.push(
@@ -924,22 +927,49 @@ async fn an_owner_recreated_under_its_name_gets_only_the_old_uids_dependents_col
                     &client,
                     &config_map(),
                     &format!("new-{i}"),
-                    vec![owned_by(&new_owner, true)],
+                    vec![owned_by(&new_owner, true), owned_by(&helper, false)],
                 )
                 .await,
             );
         }
-        // The new dependents reach the graph before their owner does.
-        assert!(!gc.handle.has_observed(&uid(&new_owner)));
+        let mut fresh: Vec<&DynamicObject> = new.iter().collect();
+        fresh.push(&helper);
+        gc.observed(&fresh).await;
+        delete(&client, &config_map(), "helper", DeleteParams::background()).await;
 
-        let (cm_kind, old_names) = (config_map(), Tree::names(&old));
+        let (cm_kind, new_names) = (config_map(), Tree::names(&new));
+        eventually("the deleted helper's references are dropped", || async {
+            for name in &new_names {
+                let Some(now) = get(&client, &cm_kind, name).await else {
+                    return true; // wrongly deleted: asserted below
+                };
+                if now.metadata.owner_references.unwrap_or_default().len() != 1 {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(
+            !gc.handle.has_observed(&uid(&new_owner)),
+            "the graph was still stale about the new owner"
+        );
+        for name in &new_names {
+            let now = get(&client, &cm_kind, name)
+                .await
+                .expect("a dependent of the live owner was deleted");
+            assert_eq!(
+                now.metadata.owner_references.unwrap(),
+                vec![owned_by(&new_owner, true)]
+            );
+        }
+
+        let old_names = Tree::names(&old);
         eventually("the old uid's dependents are collected", || {
             gone(&client, &cm_kind, &old_names)
         })
         .await;
-        let mut latest: Vec<&DynamicObject> = new.iter().collect();
-        latest.push(&new_owner);
-        gc.observed(&latest).await;
+        gc.observed(&[&new_owner]).await;
         let handle = gc.handle.clone();
         eventually("the collector is idle", || {
             let metrics = handle.metrics();
@@ -948,17 +978,19 @@ async fn an_owner_recreated_under_its_name_gets_only_the_old_uids_dependents_col
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        for dependent in &new {
-            let name = dependent.metadata.name.clone().unwrap();
-            let now = get(&client, &config_map(), &name).await.expect("kept");
-            assert_eq!(
-                now.metadata.owner_references.unwrap(),
-                vec![owned_by(&new_owner, true)]
-            );
-        }
         history.catch_up(&client).await;
         for dependent in &new {
             assert_eq!(history.deleted_at(&uid(dependent)), None);
+            assert!(
+                get(&client, &cm_kind, &dependent.metadata.name.clone().unwrap())
+                    .await
+                    .is_some()
+            );
+        }
+        // The old dependents went only after the owner they named.
+        let old_deleted = history.deleted_at(&uid(&old_owner)).unwrap();
+        for dependent in &old {
+            assert!(history.deleted_at(&uid(dependent)).unwrap() > old_deleted);
         }
         assert_eq!(dangling_references(&client).await, Vec::<String>::new());
         assert_eq!(history.dangling(), Vec::<String>::new());
