@@ -100,6 +100,11 @@ fn columns(kind: &str) -> &'static [Column] {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
+        "Endpoints" => &[
+            ("Name", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         _ => &[("Name", "string", 0), ("Age", "string", 0)],
     }
 }
@@ -397,7 +402,41 @@ fn cell(kind: &str, column: &str, object: &Value, now: i64) -> Value {
         ("Secret", "Type") => Value::String(text(&object["type"])),
         ("Secret", "Data") => json!(object["data"].as_object().map_or(0, |d| d.len())),
         ("Lease", "Holder") => Value::String(text(&spec["holderIdentity"])),
+        ("Endpoints", "Endpoints") => Value::String(endpoint_list(object)),
         _ => Value::String(String::new()),
+    }
+}
+
+/// An Endpoints object's ready addresses as kubectl lists them: `ip:port` for every port of
+/// every subset (just `ip` when a subset has no ports), the first three, then `+ N more...`;
+/// `<none>` when there are none.
+fn endpoint_list(endpoints: &Value) -> String {
+    const SHOWN: usize = 3;
+    let mut all = Vec::new();
+    for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+        let addresses: Vec<String> = subset["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|address| text(&address["ip"]))
+            .collect();
+        match subset["ports"].as_array().filter(|ports| !ports.is_empty()) {
+            None => all.extend(addresses),
+            Some(ports) => {
+                for port in ports {
+                    let port = text(&port["port"]);
+                    all.extend(addresses.iter().map(|ip| match ip.contains(':') {
+                        true => format!("[{ip}]:{port}"),
+                        false => format!("{ip}:{port}"),
+                    }));
+                }
+            }
+        }
+    }
+    match all.len() {
+        0 => "<none>".to_string(),
+        n if n <= SHOWN => all.join(","),
+        n => format!("{} + {} more...", all[..SHOWN].join(","), n - SHOWN),
     }
 }
 
@@ -554,6 +593,25 @@ mod tests {
                 "Scaled up replica set nginx-879cf7b8c to 1"
             ])
         );
+    }
+
+    #[test]
+    fn an_endpoints_row_lists_three_addresses_then_how_many_more() {
+        let endpoints = json!({
+            "metadata": {"name": "web"},
+            "subsets": [{
+                "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
+                "ports": [{"port": 8080}, {"port": 9090}],
+            }],
+        });
+        assert_eq!(
+            cell("Endpoints", "Endpoints", &endpoints, 0),
+            "10.0.0.1:8080,10.0.0.2:8080,10.0.0.1:9090 + 1 more..."
+        );
+        let one =
+            json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]});
+        assert_eq!(cell("Endpoints", "Endpoints", &one, 0), "10.0.0.1:80");
+        assert_eq!(cell("Endpoints", "Endpoints", &json!({}), 0), "<none>");
     }
 
     #[test]
