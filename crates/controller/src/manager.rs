@@ -46,6 +46,7 @@ use crate::endpoints::slices::EndpointSliceController;
 use crate::endpoints::EndpointsController;
 use crate::events::{EventBroadcaster, EventOptions, EventRecorder};
 use crate::garbage_collector::GarbageCollector;
+use crate::job::JobController;
 use crate::leader::{LeaderElector, RunOutcome};
 use crate::node_lifecycle::{NodeLifecycleController, NodeLifecycleOptions};
 use crate::replicaset::ReplicaSetController;
@@ -110,7 +111,7 @@ impl std::fmt::Debug for ControllerManager {
 
 /// The names of the built-in controllers [`ControllerManager::with_builtins`] registers, as
 /// kube-controller-manager names them.
-pub const BUILTIN_CONTROLLERS: [&str; 7] = [
+pub const BUILTIN_CONTROLLERS: [&str; 8] = [
     "replicaset-controller",
     "deployment-controller",
     "endpoints-controller",
@@ -118,6 +119,7 @@ pub const BUILTIN_CONTROLLERS: [&str; 7] = [
     "node-lifecycle-controller",
     "daemonset-controller",
     "garbage-collector-controller",
+    "job-controller",
 ];
 
 impl ControllerManager {
@@ -160,6 +162,9 @@ impl ControllerManager {
                 .run(ctx.shutdown)
                 .await;
             Ok(())
+        })
+        .add(BUILTIN_CONTROLLERS[7], |ctx| {
+            JobController::new(ctx.client, ctx.factory, ctx.recorder).run(ctx.shutdown)
         })
     }
 
