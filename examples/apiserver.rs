@@ -5,9 +5,9 @@
 //! kubectl --kubeconfig ./capstan.kubeconfig apply -f examples/manifests/newkubia-deployment.yaml
 //! ```
 //!
-//! ADDRESS defaults to `127.0.0.1:6443`, KUBECONFIG to `./capstan.kubeconfig`. Controllers
-//! and nodes are not running yet: objects are stored, listed and watched, but nothing acts on
-//! them.
+//! ADDRESS defaults to `127.0.0.1:6443`, KUBECONFIG to `./capstan.kubeconfig`. Only the API
+//! server runs: objects are stored, listed and watched, but nothing acts on them. The
+//! `cluster` example adds the controllers and fake nodes.
 
 use std::sync::Arc;
 

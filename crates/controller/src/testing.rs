@@ -9,6 +9,9 @@
 //!   such a Pod is deleted (gracefully: the API server sets its `deletionTimestamp`), it
 //!   records `Killing` ("Stopping container <name>") per container, as the kubelet does, and
 //!   after a configurable delay deletes the Pod for good (grace period 0).
+//! - [`FakeNodes`]: registers Node objects (Ready, with capacity and addresses) and renews
+//!   their Leases in `kube-node-lease` every 10 s, as kubelets do, so the node lifecycle
+//!   controller sees healthy nodes; [`FakeNodes::stop_heartbeats`] makes them go silent.
 //! - [`ObjectHistory`]: records every watch event of one kind with its resourceVersion, so a
 //!   test can assert an invariant at *every* revision it observed, not just at the end.
 //!
@@ -21,8 +24,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan_api::k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
-use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use capstan_api::k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use capstan_api::k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStatus, Node, Pod, PodCondition, PodStatus,
+};
+use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    MicroTime, ObjectMeta, OwnerReference, Time,
+};
 use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchParams,
@@ -164,6 +172,151 @@ impl std::fmt::Debug for KubeletOptions {
     }
 }
 
+/// How often kubelets renew their node Lease (`nodeLeaseDurationSeconds` 40, renewed every
+/// quarter of it).
+pub const NODE_LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The namespace of node Leases.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Simulated node registration and heartbeats; see the [module docs](self).
+#[derive(Debug)]
+pub struct FakeNodes {
+    task: JoinHandle<()>,
+}
+
+impl FakeNodes {
+    /// Creates a Ready Node for each name (4 CPUs, 8 GiB, 110 Pods; an InternalIP of
+    /// `192.168.0.<n>`), then renews each node's Lease every
+    /// [`NODE_LEASE_RENEW_INTERVAL`] until stopped. Nodes that already exist are kept.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start(client: Arc<dyn Client>, nodes: Vec<String>) -> Self {
+        let task = tokio::spawn(async move {
+            let node_api: Api<Node> = Api::all(client.clone());
+            let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
+            for (index, name) in nodes.iter().enumerate() {
+                let node: Node = match serde_json::from_value(fake_node(name, index)) {
+                    Ok(node) => node,
+                    Err(error) => {
+                        tracing::warn!(%name, %error, "fake nodes: a node that does not decode");
+                        continue;
+                    }
+                };
+                match node_api.create(&PostParams::default(), &node).await {
+                    Ok(_) => {}
+                    Err(error) if error.is_already_exists() => {}
+                    Err(error) => tracing::warn!(%name, %error, "fake nodes: registering failed"),
+                }
+            }
+            loop {
+                for name in &nodes {
+                    renew_lease(&leases, &node_api, name).await;
+                }
+                tokio::time::sleep(NODE_LEASE_RENEW_INTERVAL).await;
+            }
+        });
+        FakeNodes { task }
+    }
+
+    /// Stops renewing the Leases: the nodes go silent, as if their kubelets died.
+    pub fn stop_heartbeats(self) {}
+}
+
+impl Drop for FakeNodes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn fake_node(name: &str, index: usize) -> serde_json::Value {
+    let now = Timestamp::now().to_string();
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
+        serde_json::json!({
+            "type": kind, "status": status, "reason": reason, "message": message,
+            "lastHeartbeatTime": now, "lastTransitionTime": now,
+        })
+    };
+    let resources = serde_json::json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
+    serde_json::json!({
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": std::env::consts::ARCH,
+            },
+        },
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "addresses": [
+                {"type": "InternalIP", "address": format!("192.168.{}.{}", index / 250, index % 250 + 2)},
+                {"type": "Hostname", "address": name},
+            ],
+            "conditions": [
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ],
+            "nodeInfo": {
+                "architecture": std::env::consts::ARCH,
+                "bootID": "", "machineID": "", "systemUUID": "",
+                "containerRuntimeVersion": "fake://0.1.0",
+                "kernelVersion": "", "kubeProxyVersion": "",
+                "kubeletVersion": "v1.33.0-capstan-fake",
+                "operatingSystem": "linux",
+                "osImage": "Capstan fake node",
+            },
+        },
+    })
+}
+
+/// Renews (or creates) the node's Lease, owned by its Node as the kubelet makes it.
+async fn renew_lease(leases: &Api<Lease>, nodes: &Api<Node>, name: &str) {
+    let now = MicroTime(Timestamp::now());
+    match leases.get_opt(name).await {
+        Ok(Some(mut lease)) => {
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            spec.renew_time = Some(now);
+            if let Err(error) = leases.update(&PostParams::default(), &lease).await {
+                tracing::debug!(%name, %error, "fake nodes: renewing the lease failed");
+            }
+        }
+        Ok(None) => {
+            let owner = nodes.get_opt(name).await.ok().flatten();
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    owner_references: owner.map(|node| {
+                        vec![OwnerReference {
+                            api_version: "v1".into(),
+                            kind: "Node".into(),
+                            name: name.to_string(),
+                            uid: node.metadata.uid.unwrap_or_default(),
+                            ..OwnerReference::default()
+                        }]
+                    }),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(name.to_string()),
+                    lease_duration_seconds: Some(40),
+                    renew_time: Some(now),
+                    ..LeaseSpec::default()
+                }),
+            };
+            if let Err(error) = leases.create(&PostParams::default(), &lease).await {
+                tracing::debug!(%name, %error, "fake nodes: creating the lease failed");
+            }
+        }
+        Err(error) => tracing::debug!(%name, %error, "fake nodes: reading the lease failed"),
+    }
+}
+
 /// A simulated kubelet for a set of nodes; see the [module docs](self).
 #[derive(Debug)]
 pub struct FakeKubelet {
@@ -253,6 +406,11 @@ impl FakeKubelet {
                             ),
                             pod_ip: Some(format!("10.244.{}.{}", ip / 250, ip % 250 + 2)),
                             host_ip: Some(format!("192.168.0.{}", node.len() % 250)),
+                            container_statuses: Some(running_containers(
+                                &current,
+                                options.ready,
+                                &now,
+                            )),
                             start_time: Some(now),
                             ..current.status.clone().unwrap_or_default()
                         });
@@ -284,6 +442,32 @@ impl Drop for FakeKubelet {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The status of every container of `pod`, running since `now` (ready or not), as a kubelet
+/// reports it.
+fn running_containers(pod: &Pod, ready: bool, now: &Time) -> Vec<ContainerStatus> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    pod.spec
+        .iter()
+        .flat_map(|spec| &spec.containers)
+        .map(|container| ContainerStatus {
+            name: container.name.clone(),
+            image: container.image.clone().unwrap_or_default(),
+            image_id: format!("fake://{}", container.image.as_deref().unwrap_or_default()),
+            container_id: Some(format!("fake://{uid}/{}", container.name)),
+            ready,
+            started: Some(true),
+            restart_count: 0,
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(now.clone()),
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        })
+        .collect()
 }
 
 /// Stops a deleted Pod's containers (records `Killing` for each), then deletes it with grace

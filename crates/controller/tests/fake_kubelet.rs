@@ -72,3 +72,54 @@ async fn the_fake_kubelet_records_killing_per_container_then_finishes_the_gracef
     .await
     .expect("the test timed out");
 }
+
+#[tokio::test(start_paused = true)]
+async fn fake_nodes_register_ready_nodes_and_keep_renewing_their_leases() {
+    use capstan_api::k8s_openapi::api::coordination::v1::Lease;
+    use capstan_api::k8s_openapi::api::core::v1::Node;
+    use capstan_controller::testing::{FakeNodes, NODE_LEASE_NAMESPACE, NODE_LEASE_RENEW_INTERVAL};
+
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let nodes = FakeNodes::start(client.clone(), vec!["node01".into(), "node02".into()]);
+        let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
+        let revision = |lease: &Lease| lease.metadata.resource_version.clone();
+        let first = loop {
+            if let Some(lease) = leases.get_opt("node02").await.unwrap() {
+                break lease;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let node = Api::<Node>::all(client.clone())
+            .get("node02")
+            .await
+            .unwrap();
+        let ready = node
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True");
+        assert_eq!(
+            first.metadata.owner_references.clone().unwrap()[0].uid,
+            node.metadata.uid.unwrap()
+        );
+
+        tokio::time::sleep(NODE_LEASE_RENEW_INTERVAL + Duration::from_secs(1)).await;
+        let renewed = leases.get("node02").await.unwrap();
+        assert_ne!(revision(&renewed), revision(&first), "renewed every 10 s");
+
+        nodes.stop_heartbeats();
+        tokio::time::sleep(NODE_LEASE_RENEW_INTERVAL * 3).await;
+        let silent = leases.get("node02").await.unwrap();
+        assert_eq!(
+            revision(&silent),
+            revision(&renewed),
+            "no renewals once stopped"
+        );
+    })
+    .await
+    .expect("the test timed out");
+}

@@ -344,14 +344,21 @@ impl History {
         records
     }
 
-    /// Waits until the history has caught up with the live objects' revisions.
+    /// Waits until the history has caught up with the live objects: it has seen their
+    /// revisions, and the deletion of every object it saw that is no longer alive (a delete
+    /// can be the newest write, past every live object's revision).
     async fn catch_up(&self, client: &Arc<dyn Client>) {
         let objects = all_objects(client).await;
         let wanted: Vec<u64> = objects.iter().map(Record::revision_of).collect();
         let max = wanted.into_iter().max().unwrap_or(0);
+        let live: std::collections::HashSet<String> = objects
+            .iter()
+            .filter_map(|o| o.metadata.uid.clone())
+            .collect();
         eventually("the history catches up", || {
             let seen = self.records.lock().iter().map(|r| r.revision).max();
-            async move { seen.unwrap_or(0) >= max }
+            let complete = self.final_state().keys().all(|uid| live.contains(uid));
+            async move { seen.unwrap_or(0) >= max && complete }
         })
         .await;
     }
