@@ -185,6 +185,31 @@ async fn a_delete_held_by_a_finalizer_is_pending_until_it_is_removed() {
 }
 
 #[tokio::test]
+async fn a_running_pod_deleted_over_http_is_pending_until_the_final_delete() {
+    use capstan_api::k8s_openapi::api::core::v1::Pod;
+    bounded(async {
+        let (server, _) = serve().await;
+        let pods: Api<Pod> = Api::namespaced(remote(&server), "default");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"nodeName": "node01", "containers": [{"name": "app", "image": "nginx"}]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        let graceful = pods.delete("web", &DeleteParams::default()).await.unwrap();
+        assert!(graceful.is_pending(), "waiting out its grace period");
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        let gone = pods.delete("web", &now).await.unwrap();
+        assert!(!gone.is_pending(), "the final delete removes it");
+        assert!(pods.get_opt("web").await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn delete_preconditions_and_dry_runs_travel_in_the_request() {
     bounded(async {
         let (server, _) = serve().await;

@@ -19,7 +19,7 @@ use capstan_api::kube_core::params::{
     ValidationDirective, VersionMatch, WatchParams,
 };
 use capstan_api::kube_core::DynamicObject;
-use capstan_api::{Client, Deletion, Error, ResourceInfo};
+use capstan_api::{Client, Error, ResourceInfo};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -236,10 +236,13 @@ async fn serve(
         }
         (Method::DELETE, Some(name), None) => {
             let params = delete_params(dry_run, query, &body)?;
-            match client.delete(resource, namespace, name, &params).await? {
-                Deletion::Deleted(object) => Ok(json(StatusCode::OK, &object)),
-                Deletion::Pending(object) => Ok(json(StatusCode::ACCEPTED, &object)),
-            }
+            // 200 either way, as kube-apiserver answers: a deletion still waiting (finalizers,
+            // a grace period) shows in the object's deletionTimestamp.
+            let object = client
+                .delete(resource, namespace, name, &params)
+                .await?
+                .into_inner();
+            Ok(json(StatusCode::OK, &object))
         }
         (method, _, subresource) => Err(Error::MethodNotAllowed {
             message: format!(

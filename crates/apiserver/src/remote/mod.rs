@@ -723,12 +723,18 @@ impl Client for RemoteClient {
             fill_types(resource, &mut object);
             object
         };
+        // Kubernetes answers 200 whether the object is gone or still waiting (for finalizers,
+        // or out its grace period); what is left says which.
         let held = object.metadata.deletion_timestamp.is_some()
-            && object
+            && (object
                 .metadata
                 .finalizers
                 .as_ref()
-                .is_some_and(|f| !f.is_empty());
+                .is_some_and(|f| !f.is_empty())
+                || object
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .is_some_and(|grace| grace > 0));
         Ok(if code == StatusCode::ACCEPTED || held {
             Deletion::Pending(object)
         } else {
