@@ -9,7 +9,7 @@
 //! - **Creating.** While fewer than `min(parallelism, completions - succeeded)` Pods are
 //!   active (neither finished nor being deleted), the difference is created from the
 //!   template (through the ReplicaSet controller's
-//!   [`pod_from_template`](crate::replicaset::pod_from_template)) in slow-start batches,
+//!   [`pod_from_template`]) in slow-start batches,
 //!   at most [`MAX_POD_CREATE_DELETE_PER_SYNC`] per sync, with `generateName: <job>-`, the
 //!   controlling ownerReference, Kubernetes' labels ([`labels`]) and the tracking finalizer.
 //!   Extra active Pods (parallelism lowered, completions reached, `suspend`) are deleted in

@@ -7,7 +7,7 @@
 //!   reports it `Running` with a `Ready` condition (`True`, or `False` when configured not
 //!   ready), a `podIP`, a `hostIP` and a `startTime`, through the status subresource. When
 //!   such a Pod is deleted (gracefully: the API server sets its `deletionTimestamp`), it
-//!   records `Killing` ("Stopping container <name>") per container, as the kubelet does, and
+//!   records `Killing` ("Stopping container `<name>`") per container, as the kubelet does, and
 //!   after a configurable delay deletes the Pod for good (grace period 0).
 //! - [`FakeNodes`]: registers Node objects (Ready, with capacity and addresses) and renews
 //!   their Leases in `kube-node-lease` every 10 s, as kubelets do, so the node lifecycle

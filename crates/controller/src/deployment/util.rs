@@ -78,7 +78,7 @@ fn canonical_json(value: &Value, out: &mut String) {
     }
 }
 
-/// Kubernetes' `rand.SafeEncodeString`: each character mapped into [`SAFE_ALPHABET`].
+/// Kubernetes' `rand.SafeEncodeString`: each character mapped into Kubernetes' safe alphabet (`bcdfghjklmnpqrstvwxz2456789`).
 pub fn safe_encode(s: &str) -> String {
     s.chars()
         .map(|c| SAFE_ALPHABET[(c as usize) % SAFE_ALPHABET.len()] as char)
