@@ -347,7 +347,8 @@ impl FakeRuntimeBuilder {
     }
 
     /// Sandbox IPs are `<prefix>.2` to `<prefix>.254` (`10.88.0` by default), reused once
-    /// released.
+    /// released. Simulations give each node its own prefix (its pod CIDR) so that pod IPs
+    /// are unique across the cluster.
     pub fn pod_ip_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.pod_ip_prefix = prefix.into();
         self

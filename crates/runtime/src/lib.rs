@@ -152,3 +152,40 @@ pub async fn ensure_image(runtime: &dyn ContainerRuntime, image: &ImageSpec) -> 
         None => runtime.pull_image(image).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn ensure_image_pulls_only_what_is_missing() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let fake = fake::FakeRuntime::builder()
+                .image("app", fake::ImageBehaviour::new())
+                .preload("pause")
+                .build();
+            let runtime: Arc<dyn ContainerRuntime> = Arc::new(fake.clone());
+            // Present but not served by the registry: no pull happens.
+            ensure_image(runtime.as_ref(), &"pause".into())
+                .await
+                .unwrap();
+            assert_eq!(fake.metrics().images_pulled, 0);
+            let id = ensure_image(runtime.as_ref(), &"app".into()).await.unwrap();
+            assert_eq!(
+                ensure_image(runtime.as_ref(), &"app".into()).await.unwrap(),
+                id
+            );
+            assert_eq!(fake.metrics().images_pulled, 1);
+        })
+        .await
+        .expect("in time");
+    }
+
+    #[test]
+    fn the_runtime_is_object_safe_and_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+        assert_send_sync::<dyn ContainerRuntime>();
+        let _shared: Arc<dyn ContainerRuntime> = Arc::new(fake::FakeRuntime::new());
+    }
+}

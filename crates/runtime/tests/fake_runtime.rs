@@ -353,3 +353,46 @@ async fn every_id_is_unique_across_1000_sandboxes() {
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn two_thousand_fake_nodes_share_one_clock_and_one_registry() {
+    tokio::time::timeout(LIMIT, async {
+        let clock = FakeClock::new();
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let registry = FakeRegistry::new();
+        registry.insert("job", ImageBehaviour::new().exit_after(30 * SECOND, 0));
+        let mut containers = Vec::new();
+        for n in 0..2000u32 {
+            let node = FakeRuntime::builder()
+                .node_name(format!("node-{n}"))
+                .pod_ip_prefix(format!("10.{}.{}", n / 256, n % 256))
+                .shared_clock(shared.clone())
+                .registry(registry.clone())
+                .build();
+            let config = pod("job");
+            let sandbox = node.run_pod_sandbox(config.clone()).await.unwrap();
+            node.pull_image(&"job".into()).await.unwrap();
+            let id = node
+                .create_container(&sandbox, ContainerConfig::new("job", "job"), &config)
+                .await
+                .unwrap();
+            node.start_container(&id).await.unwrap();
+            containers.push((node, id));
+        }
+        clock.advance(29 * SECOND);
+        for (node, id) in &containers {
+            let state = node.container_status(id).await.unwrap().state;
+            assert_eq!(state, ContainerState::Running);
+        }
+        clock.advance(SECOND);
+        for (node, id) in &containers {
+            let status = node.container_status(id).await.unwrap();
+            assert_eq!(
+                (status.state, status.exit_code),
+                (ContainerState::Exited, Some(0))
+            );
+        }
+    })
+    .await
+    .expect("in time");
+}
