@@ -1,6 +1,23 @@
-//! Capstan's scheduler.
+//! Capstan's scheduler: kube-scheduler's plugin framework in Rust.
 //!
-//! **Not implemented yet.** This crate reserves its place in the workspace and exports nothing.
-//! kube-scheduler's plugin framework (one trait per extension point), the scheduling queue, the
-//! node snapshot with its assume cache, and the default plugins arrive with the scheduler
-//! issue. `ARCHITECTURE.md` says what the crate will own and what it must not know.
+//! - [`framework`]: the plugin SPI, one small trait per extension point (PreEnqueue,
+//!   QueueSort, PreFilter, Filter, PostFilter, PreScore, Score with NormalizeScore,
+//!   Reserve/Unreserve, Permit, PreBind, Bind, PostBind), the [`Status`](framework::Status)
+//!   outcome kept apart from `Err`, the per-cycle [`CycleState`](framework::CycleState), the
+//!   [`Registry`](framework::Registry) of plugin factories that users extend with their own
+//!   plugins, and the [`Profile`](framework::Profile) config that enables plugins with
+//!   weights and arguments.
+//!
+//! Filter and Score are synchronous `fn`s over a borrowed [`NodeInfo`](framework::NodeInfo):
+//! they run per node per pod, in parallel. The binding cycle (PreBind, Bind, PostBind,
+//! PostFilter) is async.
+//!
+//! The scheduling queue, the node snapshot with its assume cache, the default plugins and
+//! the `Scheduler` itself are being built (issue 6). `ARCHITECTURE.md` says what this crate
+//! owns and what it must not know.
+
+pub mod error;
+pub mod framework;
+
+pub use capstan_api::k8s_openapi;
+pub use error::{Error, Result};
