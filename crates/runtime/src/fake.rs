@@ -581,7 +581,13 @@ impl State {
         id: Option<String>,
         behaviour: Arc<ImageBehaviour>,
     ) -> Image {
-        let id = id.unwrap_or_else(|| format!("sha256:{}", hex256(0, reference.as_bytes(), 0)));
+        let id = id.unwrap_or_else(|| {
+            let h = fnv1a(0x1b87_3593_cc9e_2d51, reference.as_bytes());
+            format!(
+                "sha256:{}",
+                hex256(h, reference.as_bytes(), h.rotate_left(17))
+            )
+        });
         if let Some(old) = self.image_refs.insert(reference.to_string(), id.clone()) {
             if old != id {
                 if let Some(record) = self.images.get_mut(&old) {
@@ -1784,6 +1790,21 @@ mod tests {
         let status = runtime.container_status(&id).await.unwrap();
         assert_eq!(status.reason, "OOMKilled");
         assert!(!runtime.kill_container(&id, 137, "OOMKilled", ""));
+    }
+
+    #[tokio::test]
+    async fn image_ids_are_stable_digests_of_the_reference() {
+        let runtime = FakeRuntime::builder().allow_unknown_pulls(true).build();
+        let id = runtime.pull_image(&"busybox".into()).await.unwrap();
+        let again = FakeRuntime::builder().allow_unknown_pulls(true).build();
+        assert_eq!(
+            again.pull_image(&"busybox:latest".into()).await.unwrap(),
+            id
+        );
+        let hex = id.strip_prefix("sha256:").unwrap();
+        assert_eq!(hex.len(), 64);
+        assert!(!hex.contains("00000000"), "{hex}");
+        assert_ne!(runtime.pull_image(&"nginx".into()).await.unwrap(), id);
     }
 
     #[test]
