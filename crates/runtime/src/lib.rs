@@ -27,6 +27,9 @@
 //!   [`ContainerRuntime::remove_container`] force-stops a running container first.
 //! - **Errors.** [`RuntimeError`]; [`RuntimeError::is_retryable`] says whether to retry
 //!   after a back-off. A non-zero exit code of an exec is a result, not an error.
+//! - **Time.** Timestamps are wall-clock `SystemTime`s read from a [`Clock`]. Tests inject a
+//!   [`FakeClock`] and advance it by hand; the fake backend reads it on every call instead of
+//!   running timers, so tokio's paused time is neither needed nor used.
 //!
 //! **Architecture Invariant:** this crate knows nothing of the API server or Kubernetes
 //! objects; the kubelet translates Pods into these calls.

@@ -623,6 +623,46 @@ pub struct LogEntry {
     pub line: Bytes,
 }
 
+impl LogEntry {
+    /// The entry as a line of a CRI log file:
+    /// `2024-01-01T00:00:00.000000000Z stdout F <line>\n` (RFC 3339 in UTC, full line).
+    pub fn to_cri_line(&self) -> Bytes {
+        let mut out = format!(
+            "{} {} F ",
+            rfc3339_nanos(self.timestamp),
+            self.stream.as_str()
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.line);
+        out.push(b'\n');
+        out.into()
+    }
+}
+
+/// `t` as RFC 3339 in UTC with nanoseconds (times before 1970 print as 1970).
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        since.subsec_nanos()
+    )
+}
+
 /// What to read of a container's log (the kubelet's `PodLogOptions` as the runtime sees them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[non_exhaustive]
@@ -792,6 +832,25 @@ mod tests {
             "registry.k8s.io/pause:3.9"
         );
         assert_eq!(normalize_image_ref("sha256:abc"), "sha256:abc");
+    }
+
+    #[test]
+    fn log_entries_render_as_cri_log_lines() {
+        let entry = LogEntry {
+            timestamp: SystemTime::UNIX_EPOCH + Duration::new(1_704_067_200, 5),
+            stream: OutputStream::Stderr,
+            line: Bytes::from("boom"),
+        };
+        assert_eq!(
+            entry.to_cri_line(),
+            Bytes::from("2024-01-01T00:00:00.000000005Z stderr F boom\n")
+        );
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_827_696);
+        assert_eq!(rfc3339_nanos(leap), "2000-02-29T12:34:56.000000000Z");
+        assert_eq!(
+            rfc3339_nanos(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000000Z"
+        );
     }
 
     #[test]
