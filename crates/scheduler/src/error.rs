@@ -23,6 +23,10 @@ pub enum Error {
     /// weight). Not retryable.
     #[error("invalid scheduler profile: {0}")]
     InvalidProfile(String),
+    /// The scheduler cache refused a pod transition (assuming a pod it already has, or a
+    /// pod without a node). Not retryable.
+    #[error("scheduler cache: {0}")]
+    Cache(String),
     /// A call to the API failed; retryable when the API error is.
     #[error(transparent)]
     Api(#[from] capstan_api::Error),

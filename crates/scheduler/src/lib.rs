@@ -16,6 +16,7 @@
 //! the `Scheduler` itself are being built (issue 6). `ARCHITECTURE.md` says what this crate
 //! owns and what it must not know.
 
+pub mod cache;
 pub mod error;
 pub mod framework;
 

@@ -6,6 +6,7 @@ mod cycle_state;
 pub mod interface;
 mod node_info;
 mod registry;
+pub mod resources;
 mod run;
 mod status;
 
@@ -17,11 +18,12 @@ use tokio::time::Instant;
 
 pub use cycle_state::CycleState;
 pub use interface::*;
-pub use node_info::NodeInfo;
+pub use node_info::{host_ports, pod_key, HostPort, NodeInfo, PodInfo};
 pub use registry::{
     Framework, Plugin, PluginBuilder, PluginConfig, PluginFactory, Profile, Registry,
     DEFAULT_SCHEDULER_NAME,
 };
+pub use resources::Resources;
 pub use status::{Code, Status};
 
 /// A pod waiting in the scheduling queue.

@@ -1,28 +1,70 @@
 //! One node as plugins see it during a cycle.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
 
-/// A node and the pods on it (bound or assumed), as read by Filter and Score.
+use super::resources::Resources;
+
+/// A host port a pod uses: (hostIP, protocol, port). An empty hostIP is `0.0.0.0`.
+pub type HostPort = (String, String, i32);
+
+/// A pod on a node, with its requests computed once.
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    /// The pod.
+    pub pod: Arc<Pod>,
+    /// Its effective requests.
+    pub requests: Resources,
+    /// Its requests with the scoring defaults for unset CPU and memory.
+    pub non_zero_requests: Resources,
+}
+
+impl PodInfo {
+    /// Computes `pod`'s requests.
+    pub fn new(pod: Arc<Pod>) -> Self {
+        let requests = Resources::pod_requests(&pod, false);
+        let non_zero_requests = Resources::pod_requests(&pod, true);
+        PodInfo {
+            pod,
+            requests,
+            non_zero_requests,
+        }
+    }
+}
+
+/// `namespace/name` of a pod.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// A node and the pods on it (bound or assumed), as Filter and Score read it.
 ///
-/// Snapshots share `NodeInfo`s through `Arc`: a change copies only the node it touches, and
-/// bumps its `generation`.
+/// Snapshots share `NodeInfo`s through `Arc`: a change copies only the node it touches
+/// (`Arc::make_mut`) and bumps its `generation`.
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
     node: Option<Arc<Node>>,
-    pods: Vec<Arc<Pod>>,
+    pods: Vec<PodInfo>,
+    requested: Resources,
+    non_zero_requested: Resources,
+    allocatable: Resources,
+    used_ports: Vec<HostPort>,
+    image_sizes: HashMap<String, i64>,
     generation: u64,
 }
 
 impl NodeInfo {
     /// A `NodeInfo` for `node`, without pods.
     pub fn new(node: Arc<Node>) -> Self {
-        NodeInfo {
-            node: Some(node),
-            pods: Vec::new(),
-            generation: 0,
-        }
+        let mut info = NodeInfo::default();
+        info.set_node(node);
+        info
     }
 
     /// The Node object; `None` while only pods naming it are known.
@@ -39,8 +81,33 @@ impl NodeInfo {
     }
 
     /// The pods on the node, bound or assumed.
-    pub fn pods(&self) -> &[Arc<Pod>] {
+    pub fn pods(&self) -> &[PodInfo] {
         &self.pods
+    }
+
+    /// The sum of the pods' requests.
+    pub fn requested(&self) -> &Resources {
+        &self.requested
+    }
+
+    /// The sum of the pods' requests, with scoring defaults for unset CPU and memory.
+    pub fn non_zero_requested(&self) -> &Resources {
+        &self.non_zero_requested
+    }
+
+    /// `status.allocatable`.
+    pub fn allocatable(&self) -> &Resources {
+        &self.allocatable
+    }
+
+    /// The host ports the pods use.
+    pub fn used_ports(&self) -> &[HostPort] {
+        &self.used_ports
+    }
+
+    /// Image sizes by every name of each image present on the node (`status.images`).
+    pub fn image_sizes(&self) -> &HashMap<String, i64> {
+        &self.image_sizes
     }
 
     /// Moves on at every change of this node or its pods.
@@ -48,15 +115,76 @@ impl NodeInfo {
         self.generation
     }
 
-    /// Replaces the Node object.
+    /// Replaces the Node object (allocatable and images are read again).
     pub fn set_node(&mut self, node: Arc<Node>) {
+        let status = node.status.as_ref();
+        self.allocatable = status
+            .and_then(|s| s.allocatable.as_ref())
+            .map(Resources::from_list)
+            .unwrap_or_default();
+        self.image_sizes.clear();
+        for image in status.and_then(|s| s.images.as_ref()).into_iter().flatten() {
+            for name in image.names.iter().flatten() {
+                self.image_sizes
+                    .insert(name.clone(), image.size_bytes.unwrap_or(0));
+            }
+        }
         self.node = Some(node);
         self.generation += 1;
     }
 
-    /// Adds a pod.
-    pub fn add_pod(&mut self, pod: Arc<Pod>) {
-        self.pods.push(pod);
+    /// Forgets the Node object, keeping its pods (they may still be terminating).
+    pub fn remove_node(&mut self) {
+        self.node = None;
+        self.allocatable = Resources::default();
+        self.image_sizes.clear();
         self.generation += 1;
     }
+
+    /// Adds a pod and its requests and host ports.
+    pub fn add_pod(&mut self, pod: Arc<Pod>) {
+        let info = PodInfo::new(pod);
+        self.requested.add(&info.requests);
+        self.non_zero_requested.add(&info.non_zero_requests);
+        for port in host_ports(&info.pod) {
+            self.used_ports.push(port);
+        }
+        self.pods.push(info);
+        self.generation += 1;
+    }
+
+    /// Removes the pod with `key` (`namespace/name`); `false` when it was not here.
+    pub fn remove_pod(&mut self, key: &str) -> bool {
+        let Some(i) = self.pods.iter().position(|p| pod_key(&p.pod) == key) else {
+            return false;
+        };
+        let info = self.pods.swap_remove(i);
+        self.requested.sub(&info.requests);
+        self.non_zero_requested.sub(&info.non_zero_requests);
+        for port in host_ports(&info.pod) {
+            if let Some(j) = self.used_ports.iter().position(|p| *p == port) {
+                self.used_ports.swap_remove(j);
+            }
+        }
+        self.generation += 1;
+        true
+    }
+}
+
+/// The host ports `pod`'s containers ask for.
+pub fn host_ports(pod: &Pod) -> impl Iterator<Item = HostPort> + '_ {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|p| *p > 0)?;
+            let ip = p
+                .host_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or_else(|| "0.0.0.0".to_owned());
+            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".to_owned());
+            Some((ip, proto, port))
+        })
 }

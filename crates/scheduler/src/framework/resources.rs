@@ -1,0 +1,213 @@
+//! Resource amounts as the scheduler counts them, and Kubernetes quantities.
+
+use std::collections::BTreeMap;
+
+use capstan_api::k8s_openapi::api::core::v1::Pod;
+use capstan_api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+/// CPU a container without a CPU request counts as when scoring (kube-scheduler's
+/// `DefaultMilliCPURequest`, 0.1 core).
+pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
+/// Memory a container without a memory request counts as when scoring (200 MiB).
+pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
+
+/// Amounts of the resources a node offers and pods request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU in millicores.
+    pub milli_cpu: i64,
+    /// Memory in bytes.
+    pub memory: i64,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_storage: i64,
+    /// Pods (allocatable only; a pod counts one).
+    pub allowed_pods: i64,
+    /// Other resources (extended resources, hugepages), in units (`value()`).
+    pub scalar: BTreeMap<String, i64>,
+}
+
+impl Resources {
+    /// Reads a `ResourceList` (`cpu`, `memory`, `ephemeral-storage`, `pods`, others).
+    pub fn from_list(list: &BTreeMap<String, Quantity>) -> Self {
+        let mut r = Resources::default();
+        for (name, q) in list {
+            r.add_named(name, q);
+        }
+        r
+    }
+
+    fn add_named(&mut self, name: &str, q: &Quantity) {
+        match name {
+            "cpu" => self.milli_cpu += parse_milli(&q.0).unwrap_or(0),
+            "memory" => self.memory += parse_value(&q.0).unwrap_or(0),
+            "ephemeral-storage" => self.ephemeral_storage += parse_value(&q.0).unwrap_or(0),
+            "pods" => self.allowed_pods += parse_value(&q.0).unwrap_or(0),
+            other => {
+                *self.scalar.entry(other.to_owned()).or_default() += parse_value(&q.0).unwrap_or(0)
+            }
+        }
+    }
+
+    /// Adds `other` to `self`.
+    pub fn add(&mut self, other: &Resources) {
+        self.milli_cpu += other.milli_cpu;
+        self.memory += other.memory;
+        self.ephemeral_storage += other.ephemeral_storage;
+        self.allowed_pods += other.allowed_pods;
+        for (k, v) in &other.scalar {
+            *self.scalar.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Subtracts `other` from `self`.
+    pub fn sub(&mut self, other: &Resources) {
+        self.milli_cpu -= other.milli_cpu;
+        self.memory -= other.memory;
+        self.ephemeral_storage -= other.ephemeral_storage;
+        self.allowed_pods -= other.allowed_pods;
+        for (k, v) in &other.scalar {
+            *self.scalar.entry(k.clone()).or_default() -= v;
+        }
+    }
+
+    fn max_with(&mut self, other: &Resources) {
+        self.milli_cpu = self.milli_cpu.max(other.milli_cpu);
+        self.memory = self.memory.max(other.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
+        for (k, v) in &other.scalar {
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = (*e).max(*v);
+        }
+    }
+
+    /// A pod's effective requests, as kube-scheduler computes them: the sum of its
+    /// containers' requests, at least each init container's, plus the pod overhead.
+    /// With `non_zero`, containers without a CPU or memory request count the defaults
+    /// ([`DEFAULT_MILLI_CPU_REQUEST`], [`DEFAULT_MEMORY_REQUEST`]), as scoring does.
+    pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
+        let mut sum = Resources::default();
+        let Some(spec) = pod.spec.as_ref() else {
+            return sum;
+        };
+        let requests_of = |c: &capstan_api::k8s_openapi::api::core::v1::Container| {
+            let mut r = c
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .map(Resources::from_list)
+                .unwrap_or_default();
+            if non_zero {
+                let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+                if !req.is_some_and(|m| m.contains_key("cpu")) {
+                    r.milli_cpu = DEFAULT_MILLI_CPU_REQUEST;
+                }
+                if !req.is_some_and(|m| m.contains_key("memory")) {
+                    r.memory = DEFAULT_MEMORY_REQUEST;
+                }
+            }
+            r
+        };
+        for c in &spec.containers {
+            sum.add(&requests_of(c));
+        }
+        for c in spec.init_containers.iter().flatten() {
+            sum.max_with(&requests_of(c));
+        }
+        if let Some(overhead) = &spec.overhead {
+            sum.add(&Resources::from_list(overhead));
+        }
+        sum
+    }
+}
+
+/// Parses a Kubernetes quantity into thousandths, rounding up (`"100m"` → 100, `"1"` → 1000).
+pub fn parse_milli(s: &str) -> Option<i64> {
+    parse_scaled(s, 3)
+}
+
+/// Parses a Kubernetes quantity into units, rounding up (`"1Ki"` → 1024, `"1.5k"` → 1500).
+pub fn parse_value(s: &str) -> Option<i64> {
+    parse_scaled(s, 0)
+}
+
+/// `s` × 10^`decimals`, rounded up, exactly (no floating point).
+fn parse_scaled(s: &str, decimals: u32) -> Option<i64> {
+    let s = s.trim();
+    let (num, suffix) =
+        match s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')) {
+            Some(i) => s.split_at(i),
+            None => (s, ""),
+        };
+    let (negative, num) = match num.strip_prefix('-') {
+        Some(n) => (true, n),
+        None => (false, num.strip_prefix('+').unwrap_or(num)),
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    // The mantissa as an integer with `frac.len()` decimal places.
+    let digits = format!("{int}{frac}");
+    let mut mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    let mut exp10: i32 = -(frac.len() as i32) + decimals as i32;
+    let mut mul: i128 = 1;
+    match suffix {
+        "" => {}
+        "n" => exp10 -= 9,
+        "u" => exp10 -= 6,
+        "m" => exp10 -= 3,
+        "k" => exp10 += 3,
+        "M" => exp10 += 6,
+        "G" => exp10 += 9,
+        "T" => exp10 += 12,
+        "P" => exp10 += 15,
+        "E" => exp10 += 18,
+        "Ki" => mul = 1 << 10,
+        "Mi" => mul = 1 << 20,
+        "Gi" => mul = 1 << 30,
+        "Ti" => mul = 1 << 40,
+        "Pi" => mul = 1 << 50,
+        "Ei" => mul = 1 << 60,
+        e if e.starts_with(['e', 'E']) => exp10 += e[1..].parse::<i32>().ok()?,
+        _ => return None,
+    }
+    mantissa = mantissa.checked_mul(mul)?;
+    let value = if exp10 >= 0 {
+        mantissa.checked_mul(10i128.checked_pow(exp10 as u32)?)?
+    } else {
+        let d = 10i128.checked_pow((-exp10) as u32)?;
+        (mantissa + d - 1) / d
+    };
+    let value = if negative { -value } else { value };
+    i64::try_from(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse_exactly_and_round_up() {
+        let cases: &[(&str, Option<i64>, Option<i64>)] = &[
+            ("100m", Some(100), Some(1)),
+            ("1", Some(1000), Some(1)),
+            ("2.5", Some(2500), Some(3)),
+            ("1Ki", Some(1024 * 1000), Some(1024)),
+            ("1Gi", Some(1_073_741_824_000), Some(1_073_741_824)),
+            ("1.5k", Some(1_500_000), Some(1500)),
+            ("1e3", Some(1_000_000), Some(1000)),
+            ("0.0001", Some(1), Some(1)),
+            ("500M", Some(500_000_000_000), Some(500_000_000)),
+            ("1x", None, None),
+            ("", None, None),
+        ];
+        for (s, milli, value) in cases {
+            assert_eq!(parse_milli(s), *milli, "milli {s}");
+            assert_eq!(parse_value(s), *value, "value {s}");
+        }
+    }
+}
