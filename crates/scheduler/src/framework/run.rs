@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 
-use super::{CycleState, Framework, NodeInfo, PreFilterResult, Status};
+use super::{
+    CycleState, Framework, NodeInfo, NodeScore, NodeStatusMap, PermitDecision, PostFilterResult,
+    PreFilterResult, Status, MAX_NODE_SCORE, MIN_NODE_SCORE,
+};
 
 impl Framework {
     /// Runs every PreEnqueue plugin; the first non-success status wins.
@@ -62,5 +65,161 @@ impl Framework {
             }
         }
         Status::success()
+    }
+}
+
+impl Framework {
+    /// Runs every PreScore plugin on the feasible nodes, recording the ones that `Skip` so
+    /// their Score is not called. The first failure ends the run.
+    pub fn run_pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Status {
+        for (name, p) in &self.pre_score {
+            let s = p.pre_score(state, pod, nodes);
+            if s.is_skip() {
+                state.skip_score.insert(name.clone());
+            } else if !s.is_success() {
+                return s.with_plugin(name.clone());
+            }
+        }
+        Status::success()
+    }
+
+    /// Scores `nodes` with every Score plugin (but those skipped), normalizes each plugin's
+    /// scores, weights them and sums them per node.
+    pub fn run_score(
+        &self,
+        state: &CycleState,
+        pod: &Pod,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Vec<NodeScore>, Status> {
+        let mut totals: Vec<NodeScore> = nodes
+            .iter()
+            .map(|n| NodeScore {
+                name: n.name().to_owned(),
+                score: 0,
+            })
+            .collect();
+        let mut scores = totals.clone();
+        for (name, p, weight) in &self.score {
+            if state.skip_score.contains(name) {
+                continue;
+            }
+            for (slot, node) in scores.iter_mut().zip(nodes) {
+                slot.score = p
+                    .score(state, pod, node)
+                    .map_err(|s| s.with_plugin(name.clone()))?;
+            }
+            let s = p.normalize_score(state, pod, &mut scores);
+            if !s.is_success() {
+                return Err(s.with_plugin(name.clone()));
+            }
+            for (total, s) in totals.iter_mut().zip(&scores) {
+                if !(MIN_NODE_SCORE..=MAX_NODE_SCORE).contains(&s.score) {
+                    return Err(Status::error(format!(
+                        "plugin {name} returned an invalid score {} for node {}",
+                        s.score, s.name
+                    ))
+                    .with_plugin(name.clone()));
+                }
+                total.score += s.score * weight;
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Runs every Reserve plugin; on the first failure, unreserves all of them (in reverse
+    /// order) and returns that failure.
+    pub fn run_reserve(&self, state: &mut CycleState, pod: &Pod, node_name: &str) -> Status {
+        for (name, p) in &self.reserve {
+            let s = p.reserve(state, pod, node_name);
+            if !s.is_success() {
+                self.run_unreserve(state, pod, node_name);
+                return s.with_plugin(name.clone());
+            }
+        }
+        Status::success()
+    }
+
+    /// Runs every Reserve plugin's `unreserve`, in reverse order.
+    pub fn run_unreserve(&self, state: &mut CycleState, pod: &Pod, node_name: &str) {
+        for (_, p) in self.reserve.iter().rev() {
+            p.unreserve(state, pod, node_name);
+        }
+    }
+
+    /// Runs every Permit plugin: any denial wins; otherwise the longest wait, if any plugin
+    /// asked to wait; otherwise `Allow`.
+    pub fn run_permit(&self, state: &mut CycleState, pod: &Pod, node_name: &str) -> PermitDecision {
+        let mut wait: Option<std::time::Duration> = None;
+        for (name, p) in &self.permit {
+            match p.permit(state, pod, node_name) {
+                PermitDecision::Allow => {}
+                PermitDecision::Deny(s) => {
+                    return PermitDecision::Deny(s.with_plugin(name.clone()));
+                }
+                PermitDecision::Wait(d) => wait = Some(wait.map_or(d, |w| w.max(d))),
+            }
+        }
+        wait.map_or(PermitDecision::Allow, PermitDecision::Wait)
+    }
+
+    /// Runs every PreBind plugin; the first failure ends the run.
+    pub async fn run_pre_bind(&self, state: &CycleState, pod: &Pod, node_name: &str) -> Status {
+        for (name, p) in &self.pre_bind {
+            let s = p.pre_bind(state, pod, node_name).await;
+            if !s.is_success() {
+                return s.with_plugin(name.clone());
+            }
+        }
+        Status::success()
+    }
+
+    /// Asks the Bind plugins in order until one does not `Skip`. With none, or all
+    /// skipping, binding is an error.
+    pub async fn run_bind(&self, state: &CycleState, pod: &Pod, node_name: &str) -> Status {
+        for (name, p) in &self.bind {
+            let s = p.bind(state, pod, node_name).await;
+            if s.is_skip() {
+                continue;
+            }
+            return if s.is_success() {
+                s
+            } else {
+                s.with_plugin(name.clone())
+            };
+        }
+        Status::error("no Bind plugin bound the pod")
+    }
+
+    /// Runs every PostBind plugin.
+    pub async fn run_post_bind(&self, state: &CycleState, pod: &Pod, node_name: &str) {
+        for (_, p) in &self.post_bind {
+            p.post_bind(state, pod, node_name).await;
+        }
+    }
+
+    /// Runs the PostFilter plugins until one succeeds (or returns `UnschedulableAndUnresolvable`).
+    pub async fn run_post_filter(
+        &self,
+        state: &CycleState,
+        pod: &Pod,
+        filtered: &NodeStatusMap,
+    ) -> (PostFilterResult, Status) {
+        let mut last = Status::unschedulable("no PostFilter plugin helped");
+        for (name, p) in &self.post_filter {
+            let (r, s) = p.post_filter(state, pod, filtered).await;
+            if s.is_success()
+                || s.code() == super::Code::UnschedulableAndUnresolvable
+                || s.is_error()
+            {
+                return (r, s.with_plugin(name.clone()));
+            }
+            last = s.with_plugin(name.clone());
+        }
+        (PostFilterResult::default(), last)
     }
 }
