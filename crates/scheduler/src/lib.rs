@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod error;
 pub mod framework;
+pub mod queue;
 pub mod schedule;
 
 pub use capstan_api::k8s_openapi;
