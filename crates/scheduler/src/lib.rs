@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod error;
 pub mod framework;
+pub mod plugins;
 pub mod queue;
 pub mod schedule;
 

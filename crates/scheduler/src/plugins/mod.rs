@@ -1,0 +1,110 @@
+//! The default plugins, with Kubernetes' names, semantics and Score weights.
+//!
+//! | plugin | extension points | weight |
+//! |---|---|---|
+//! | `PrioritySort` | QueueSort | |
+//! | `NodeUnschedulable` | Filter | |
+//! | `NodeName` | Filter | |
+//! | `TaintToleration` | Filter, Score | 3 |
+//! | `NodeAffinity` | Filter, PreScore, Score | 2 |
+//! | `NodeResourcesFit` | PreFilter, Filter, Score (LeastAllocated) | 1 |
+//! | `NodeResourcesBalancedAllocation` | Score | 1 |
+
+use std::sync::Arc;
+
+use crate::framework::{Plugin, PluginConfig, Profile, Registry, DEFAULT_SCHEDULER_NAME};
+
+pub(crate) mod helpers;
+mod node_affinity;
+mod node_basic;
+mod node_resources;
+mod taint_toleration;
+
+pub use node_affinity::{required_matches, NodeAffinity, ERR_REASON_POD};
+pub use node_basic::{
+    NodeName, NodeUnschedulable, PrioritySort, ERR_REASON_NODE_NAME, ERR_REASON_UNSCHEDULABLE,
+};
+pub use node_resources::{insufficient_resources, BalancedAllocation, NodeResourcesFit};
+pub use taint_toleration::TaintToleration;
+
+/// `PrioritySort`.
+pub const PRIORITY_SORT: &str = "PrioritySort";
+/// `NodeUnschedulable`.
+pub const NODE_UNSCHEDULABLE: &str = "NodeUnschedulable";
+/// `NodeName`.
+pub const NODE_NAME: &str = "NodeName";
+/// `TaintToleration`.
+pub const TAINT_TOLERATION: &str = "TaintToleration";
+/// `NodeAffinity`.
+pub const NODE_AFFINITY: &str = "NodeAffinity";
+/// `NodeResourcesFit`.
+pub const NODE_RESOURCES_FIT: &str = "NodeResourcesFit";
+/// `NodeResourcesBalancedAllocation`.
+pub const NODE_RESOURCES_BALANCED_ALLOCATION: &str = "NodeResourcesBalancedAllocation";
+
+/// A registry with every default plugin but the binder (which needs a `Client`).
+pub fn default_registry() -> Registry {
+    let mut r = Registry::new();
+    type Build = fn() -> Plugin;
+    let entries: [(&str, Build); 7] = [
+        (PRIORITY_SORT, || {
+            Plugin::builder(Arc::new(PrioritySort)).queue_sort().build()
+        }),
+        (NODE_UNSCHEDULABLE, || {
+            Plugin::builder(Arc::new(NodeUnschedulable))
+                .filter()
+                .build()
+        }),
+        (NODE_NAME, || {
+            Plugin::builder(Arc::new(NodeName)).filter().build()
+        }),
+        (TAINT_TOLERATION, || {
+            Plugin::builder(Arc::new(TaintToleration))
+                .filter()
+                .score()
+                .build()
+        }),
+        (NODE_AFFINITY, || {
+            Plugin::builder(Arc::new(NodeAffinity))
+                .filter()
+                .pre_score()
+                .score()
+                .build()
+        }),
+        (NODE_RESOURCES_FIT, || {
+            Plugin::builder(Arc::new(NodeResourcesFit))
+                .pre_filter()
+                .filter()
+                .score()
+                .build()
+        }),
+        (NODE_RESOURCES_BALANCED_ALLOCATION, || {
+            Plugin::builder(Arc::new(BalancedAllocation))
+                .score()
+                .build()
+        }),
+    ];
+    for (name, build) in entries {
+        r.register(name, move |_| Ok(build()))
+            .expect("default plugin names are unique");
+    }
+    r
+}
+
+/// The default profile (`default-scheduler`): the default plugins in kube-scheduler's order
+/// with its Score weights.
+pub fn default_profile() -> Profile {
+    [
+        (PRIORITY_SORT, 0),
+        (NODE_UNSCHEDULABLE, 0),
+        (NODE_NAME, 0),
+        (TAINT_TOLERATION, 3),
+        (NODE_AFFINITY, 2),
+        (NODE_RESOURCES_FIT, 1),
+        (NODE_RESOURCES_BALANCED_ALLOCATION, 1),
+    ]
+    .into_iter()
+    .fold(Profile::new(DEFAULT_SCHEDULER_NAME), |p, (name, w)| {
+        p.with_plugin(PluginConfig::new(name).weight(w))
+    })
+}
