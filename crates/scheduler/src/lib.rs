@@ -12,9 +12,17 @@
 //! they run per node per pod, in parallel. The binding cycle (PreBind, Bind, PostBind,
 //! PostFilter) is async.
 //!
-//! The scheduling queue, the node snapshot with its assume cache, the default plugins and
-//! the `Scheduler` itself are being built (issue 6). `ARCHITECTURE.md` says what this crate
-//! owns and what it must not know.
+//! - [`cache`]: nodes and pods with assumed pods, and copy-on-write per-cycle snapshots.
+//! - [`schedule`]: one pod's algorithm (PreFilter, parallel Filter over Kubernetes' adaptive
+//!   share of nodes, weighted Score, random tie-break) and Kubernetes' FailedScheduling
+//!   message.
+//! - [`queue`]: activeQ, backoffQ (1 s to 10 s) and the unschedulable set.
+//! - [`plugins`]: the default plugins, [`default_registry`](plugins::default_registry) and
+//!   [`default_profile`](plugins::default_profile).
+//!
+//! The `Scheduler` that drives these from informers and binds through the `Client` is not
+//! written yet (issue 6). `ARCHITECTURE.md` says what this crate owns and what it must not
+//! know.
 
 pub mod cache;
 pub mod error;
