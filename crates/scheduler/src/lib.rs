@@ -20,9 +20,16 @@
 //! - [`plugins`]: the default plugins, [`default_registry`](plugins::default_registry) and
 //!   [`default_profile`](plugins::default_profile).
 //!
-//! The `Scheduler` that drives these from informers and binds through the `Client` is not
-//! written yet (issue 6). `ARCHITECTURE.md` says what this crate owns and what it must not
-//! know.
+//! - [`Scheduler`]: Pod and Node informers feed the cache and the queue (unbound pods whose
+//!   `spec.schedulerName` is the profile's, `default-scheduler` by default); one loop
+//!   schedules a pod at a time, assumes it onto its node and binds it on its own task through
+//!   [`DefaultBinder`] (a merge patch of `spec.nodeName` conditional on the pod's
+//!   `resourceVersion`, as the API has no `pods/binding` subresource), recording `Scheduled`
+//!   or `FailedScheduling` Events with capstan-controller's recorder.
+//!
+//! Not written yet (issue 6): NodePorts, PodTopologySpread, InterPodAffinity, ImageLocality,
+//! DefaultPreemption, waiting Permit plugins, leader election and the benchmark.
+//! `ARCHITECTURE.md` says what this crate owns and what it must not know.
 
 pub mod cache;
 pub mod error;
@@ -30,6 +37,9 @@ pub mod framework;
 pub mod plugins;
 pub mod queue;
 pub mod schedule;
+mod scheduler;
+
+pub use scheduler::{default_framework, DefaultBinder, Scheduler, DEFAULT_BINDER};
 
 pub use capstan_api::k8s_openapi;
 pub use error::{Error, Result};
