@@ -27,8 +27,7 @@
 //!   `resourceVersion`, as the API has no `pods/binding` subresource), recording `Scheduled`
 //!   or `FailedScheduling` Events with capstan-controller's recorder.
 //!
-//! Not written yet (issue 6): NodePorts, PodTopologySpread, InterPodAffinity, ImageLocality,
-//! DefaultPreemption, waiting Permit plugins, leader election and the benchmark.
+//! Not written yet (issue 6): PodTopologySpread, InterPodAffinity, DefaultPreemption, waiting Permit plugins, leader election and the benchmark.
 //! `ARCHITECTURE.md` says what this crate owns and what it must not know.
 
 pub mod cache;

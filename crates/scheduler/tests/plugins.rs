@@ -377,6 +377,7 @@ fn the_default_profile_builds_with_kubernetes_weights() {
             "NodeName",
             "TaintToleration",
             "NodeAffinity",
+            "NodePorts",
             "NodeResourcesFit"
         ]
     );
@@ -384,5 +385,82 @@ fn the_default_profile_builds_with_kubernetes_weights() {
     assert_eq!(fw.score_weight("NodeAffinity"), Some(2));
     assert_eq!(fw.score_weight("NodeResourcesFit"), Some(1));
     assert_eq!(fw.score_weight("NodeResourcesBalancedAllocation"), Some(1));
+    assert_eq!(fw.score_weight("ImageLocality"), Some(1));
     assert!(fw.queue_sort().is_some());
+}
+
+fn with_port(ip: Option<&str>, proto: &str, port: i32) -> Pod {
+    let mut p =
+        json!({"name": "c", "ports": [{"containerPort": 80, "hostPort": port, "protocol": proto}]});
+    if let Some(ip) = ip {
+        p["ports"][0]["hostIP"] = json!(ip);
+    }
+    pod(json!({"containers": [p]}))
+}
+
+#[test]
+fn node_ports_rejects_nodes_whose_host_port_is_taken() {
+    let cases = [
+        ("free port", (None, "TCP", 80), (None, "TCP", 81), true),
+        ("same port", (None, "TCP", 80), (None, "TCP", 80), false),
+        ("other protocol", (None, "TCP", 80), (None, "UDP", 80), true),
+        (
+            "different IPs",
+            (Some("10.0.0.1"), "TCP", 80),
+            (Some("10.0.0.2"), "TCP", 80),
+            true,
+        ),
+        (
+            "wildcard used",
+            (None, "TCP", 80),
+            (Some("10.0.0.2"), "TCP", 80),
+            false,
+        ),
+        (
+            "wildcard wanted",
+            (Some("10.0.0.1"), "TCP", 80),
+            (None, "TCP", 80),
+            false,
+        ),
+    ];
+    for (name, used, want, fits) in cases {
+        let mut n = node(json!({}));
+        n.add_pod(Arc::new(with_port(used.0, used.1, used.2)));
+        let s = filter(&NodePorts, &with_port(want.0, want.1, want.2), &n);
+        assert_eq!(s.is_success(), fits, "{name}");
+        if !fits {
+            assert_eq!(s.to_string(), ERR_REASON_NODE_PORTS);
+        }
+    }
+}
+
+#[test]
+fn image_locality_prefers_nodes_holding_large_images() {
+    let mb = 1024 * 1024;
+    let with_image = |name: &str, size: i64| {
+        node(json!({"metadata": {"name": name}, "status": {"images": [
+            {"names": ["nginx:1.15", "docker.io/library/nginx:1.15"], "sizeBytes": size}]}}))
+    };
+    let nodes = [
+        with_image("a", 500 * mb),
+        with_image("b", 500 * mb),
+        node(json!({"metadata": {"name": "c"}})),
+    ];
+    let arcs: Vec<Arc<NodeInfo>> = nodes.iter().cloned().map(Arc::new).collect();
+    let p = pod(json!({"containers": [{"name": "c", "image": "nginx:1.15"}]}));
+    let mut state = CycleState::new();
+    assert!(ImageLocality.pre_score(&mut state, &p, &arcs).is_success());
+    let got: Vec<i64> = nodes
+        .iter()
+        .map(|n| ImageLocality.score(&state, &p, n).unwrap())
+        .collect();
+    // 500 MB spread over 2 of 3 nodes: 333 MB, (333 - 23) / (1000 - 23) of 100.
+    let want = 100 * (500 * mb * 2 / 3 - 23 * mb) / (1000 * mb - 23 * mb);
+    assert_eq!(got, [want, want, 0]);
+    assert_eq!(normalized_image_name("nginx"), "nginx:latest");
+    assert_eq!(
+        normalized_image_name("reg:5000/nginx"),
+        "reg:5000/nginx:latest"
+    );
+    assert_eq!(normalized_image_name("nginx@sha256:ab"), "nginx@sha256:ab");
 }

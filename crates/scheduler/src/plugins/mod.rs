@@ -7,8 +7,10 @@
 //! | `NodeName` | Filter | |
 //! | `TaintToleration` | Filter, Score | 3 |
 //! | `NodeAffinity` | Filter, PreScore, Score | 2 |
+//! | `NodePorts` | Filter | |
 //! | `NodeResourcesFit` | PreFilter, Filter, Score (LeastAllocated) | 1 |
 //! | `NodeResourcesBalancedAllocation` | Score | 1 |
+//! | `ImageLocality` | PreScore, Score | 1 |
 
 use std::sync::Arc;
 
@@ -17,12 +19,16 @@ use crate::framework::{Plugin, PluginConfig, Profile, Registry, DEFAULT_SCHEDULE
 pub(crate) mod helpers;
 mod node_affinity;
 mod node_basic;
+mod node_ports_images;
 mod node_resources;
 mod taint_toleration;
 
 pub use node_affinity::{required_matches, NodeAffinity, ERR_REASON_POD};
 pub use node_basic::{
     NodeName, NodeUnschedulable, PrioritySort, ERR_REASON_NODE_NAME, ERR_REASON_UNSCHEDULABLE,
+};
+pub use node_ports_images::{
+    normalized_image_name, ImageLocality, NodePorts, ERR_REASON_NODE_PORTS,
 };
 pub use node_resources::{insufficient_resources, BalancedAllocation, NodeResourcesFit};
 pub use taint_toleration::TaintToleration;
@@ -39,6 +45,10 @@ pub const TAINT_TOLERATION: &str = "TaintToleration";
 pub const NODE_AFFINITY: &str = "NodeAffinity";
 /// `NodeResourcesFit`.
 pub const NODE_RESOURCES_FIT: &str = "NodeResourcesFit";
+/// `NodePorts`.
+pub const NODE_PORTS: &str = "NodePorts";
+/// `ImageLocality`.
+pub const IMAGE_LOCALITY: &str = "ImageLocality";
 /// `NodeResourcesBalancedAllocation`.
 pub const NODE_RESOURCES_BALANCED_ALLOCATION: &str = "NodeResourcesBalancedAllocation";
 
@@ -46,7 +56,7 @@ pub const NODE_RESOURCES_BALANCED_ALLOCATION: &str = "NodeResourcesBalancedAlloc
 pub fn default_registry() -> Registry {
     let mut r = Registry::new();
     type Build = fn() -> Plugin;
-    let entries: [(&str, Build); 7] = [
+    let entries: [(&str, Build); 9] = [
         (PRIORITY_SORT, || {
             Plugin::builder(Arc::new(PrioritySort)).queue_sort().build()
         }),
@@ -83,6 +93,15 @@ pub fn default_registry() -> Registry {
                 .score()
                 .build()
         }),
+        (NODE_PORTS, || {
+            Plugin::builder(Arc::new(NodePorts)).filter().build()
+        }),
+        (IMAGE_LOCALITY, || {
+            Plugin::builder(Arc::new(ImageLocality))
+                .pre_score()
+                .score()
+                .build()
+        }),
     ];
     for (name, build) in entries {
         r.register(name, move |_| Ok(build()))
@@ -100,8 +119,10 @@ pub fn default_profile() -> Profile {
         (NODE_NAME, 0),
         (TAINT_TOLERATION, 3),
         (NODE_AFFINITY, 2),
+        (NODE_PORTS, 0),
         (NODE_RESOURCES_FIT, 1),
         (NODE_RESOURCES_BALANCED_ALLOCATION, 1),
+        (IMAGE_LOCALITY, 1),
     ]
     .into_iter()
     .fold(Profile::new(DEFAULT_SCHEDULER_NAME), |p, (name, w)| {
