@@ -18,8 +18,9 @@ pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
 pub const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: usize = 5;
 /// The adaptive percentage at zero nodes (`DefaultPercentageOfNodesToScore` base).
 pub const BASE_PERCENTAGE_OF_NODES_TO_SCORE: usize = 50;
-/// Below this many candidate nodes, filtering runs on the calling thread.
-const PARALLEL_FILTER_THRESHOLD: usize = 256;
+/// The first this many candidate nodes are filtered on the calling thread; only the rest
+/// (when too few of those fit) is spread over all cores.
+const SEQUENTIAL_FILTER_PREFIX: usize = 1024;
 /// Nodes a filtering worker takes at a time.
 const FILTER_CHUNK: usize = 32;
 
@@ -245,38 +246,46 @@ fn find_feasible(
     let n = nodes.len();
     let at = |i: usize| &nodes[(start + i) % n];
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
-    if n < PARALLEL_FILTER_THRESHOLD || threads == 1 {
-        let mut feasible = Vec::new();
-        let mut failures = NodeStatusMap::new();
-        let mut evaluated = 0;
-        for i in 0..n {
-            let node = at(i);
-            evaluated += 1;
-            let s = fw.run_filter(state, pod, node);
-            if s.is_success() {
-                feasible.push(node.clone());
-                if feasible.len() >= to_find {
-                    break;
-                }
-            } else if s.is_error() {
-                return Err(ScheduleError::Error(s));
-            } else {
-                failures.insert(node.name().to_owned(), s);
+    // Filter the first nodes on this thread: starting threads costs more than filtering a
+    // few hundred nodes, and usually enough of them fit.
+    let prefix = if threads == 1 {
+        n
+    } else {
+        n.min(SEQUENTIAL_FILTER_PREFIX)
+    };
+    let mut feasible = Vec::new();
+    let mut failures = NodeStatusMap::new();
+    let mut evaluated = 0;
+    for i in 0..prefix {
+        let node = at(i);
+        evaluated += 1;
+        let s = fw.run_filter(state, pod, node);
+        if s.is_success() {
+            feasible.push(node.clone());
+            if feasible.len() >= to_find {
+                break;
             }
+        } else if s.is_error() {
+            return Err(ScheduleError::Error(s));
+        } else {
+            failures.insert(node.name().to_owned(), s);
         }
+    }
+    if feasible.len() >= to_find || prefix == n {
         return Ok((feasible, evaluated, failures));
     }
+    let to_find_rest = to_find - feasible.len();
     // Workers take chunks in visiting order; once enough nodes fit they stop taking more.
-    let cursor = AtomicUsize::new(0);
+    let cursor = AtomicUsize::new(prefix);
     let found = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Arc<NodeInfo>)>> = Mutex::new(Vec::new());
-    let failures: Mutex<NodeStatusMap> = Mutex::new(NodeStatusMap::new());
+    let failures_rest: Mutex<NodeStatusMap> = Mutex::new(NodeStatusMap::new());
     let error: Mutex<Option<Status>> = Mutex::new(None);
     let work = || {
         let mut local = Vec::new();
         let mut local_fail = Vec::new();
         loop {
-            if found.load(Ordering::Relaxed) >= to_find {
+            if found.load(Ordering::Relaxed) >= to_find_rest {
                 break;
             }
             let from = cursor.fetch_add(FILTER_CHUNK, Ordering::Relaxed);
@@ -299,7 +308,7 @@ fn find_feasible(
             }
         }
         results.lock().extend(local);
-        failures.lock().extend(local_fail);
+        failures_rest.lock().extend(local_fail);
     };
     std::thread::scope(|scope| {
         for _ in 1..threads {
@@ -312,13 +321,14 @@ fn find_feasible(
     }
     let mut results = results.into_inner();
     results.sort_by_key(|(i, _)| *i);
-    results.truncate(to_find);
+    results.truncate(to_find_rest);
     // Evaluated: up to the last feasible node kept, or everything looked at.
-    let evaluated = if results.len() >= to_find {
+    let evaluated = if results.len() >= to_find_rest {
         results.last().map_or(0, |(i, _)| i + 1)
     } else {
         cursor.load(Ordering::Relaxed).min(n)
     };
-    let feasible = results.into_iter().map(|(_, node)| node).collect();
-    Ok((feasible, evaluated, failures.into_inner()))
+    feasible.extend(results.into_iter().map(|(_, node)| node));
+    failures.extend(failures_rest.into_inner());
+    Ok((feasible, evaluated, failures))
 }

@@ -201,31 +201,29 @@ fn a_filter_error_fails_the_attempt_instead_of_rejecting_the_node() {
 }
 
 #[test]
-fn filtering_many_nodes_in_parallel_stops_after_enough_feasible_nodes() {
+fn filtering_stops_after_enough_feasible_nodes() {
     let fake = Arc::new(Fake::default());
     let fw = framework(fake.clone(), None);
-    let snap = snapshot(1000);
     let mut start = 0;
     let r = schedule_pod(
         &fw,
         &mut CycleState::new(),
         &Pod::default(),
-        &snap,
+        &snapshot(1000),
         &mut start,
     )
     .unwrap();
     assert_eq!(r.feasible_nodes, 420);
     assert_eq!(r.evaluated_nodes, 420);
-    // Workers may overshoot by their chunks in flight, never by the whole cluster.
-    let calls = fake.filters.load(Ordering::SeqCst);
-    assert!((420..1000).contains(&calls), "{calls} filter calls");
+    assert_eq!(fake.filters.load(Ordering::SeqCst), 420);
     assert_eq!(start, 420, "the next pod starts where this one stopped");
 }
 
 #[test]
-fn a_pod_whose_nodes_are_mostly_rejected_is_filtered_against_every_node_in_parallel() {
+fn past_the_first_nodes_filtering_goes_parallel_and_still_stops_early() {
+    // 5,000 nodes: 500 must fit; the first 1,024 (filtered on the calling thread) do not.
     let fake = Arc::new(Fake {
-        fits: fits(&["n777"]),
+        fits: Some((1024..5000).map(|i| format!("n{i}")).collect()),
         ..Default::default()
     });
     let fw = framework(fake.clone(), None);
@@ -233,13 +231,34 @@ fn a_pod_whose_nodes_are_mostly_rejected_is_filtered_against_every_node_in_paral
         &fw,
         &mut CycleState::new(),
         &Pod::default(),
-        &snapshot(1000),
+        &snapshot(5000),
         &mut 0,
     )
     .unwrap();
-    assert_eq!(r.suggested_host, "n777");
-    assert_eq!(r.evaluated_nodes, 1000);
-    assert_eq!(fake.filters.load(Ordering::SeqCst), 1000);
+    assert_eq!(r.feasible_nodes, 500);
+    assert_eq!(r.evaluated_nodes, 1524);
+    let calls = fake.filters.load(Ordering::SeqCst);
+    assert!((1524..5000).contains(&calls), "{calls} filter calls");
+}
+
+#[test]
+fn a_pod_whose_nodes_are_mostly_rejected_is_filtered_against_every_node() {
+    let fake = Arc::new(Fake {
+        fits: fits(&["n2777"]),
+        ..Default::default()
+    });
+    let fw = framework(fake.clone(), None);
+    let r = schedule_pod(
+        &fw,
+        &mut CycleState::new(),
+        &Pod::default(),
+        &snapshot(3000),
+        &mut 0,
+    )
+    .unwrap();
+    assert_eq!(r.suggested_host, "n2777");
+    assert_eq!(r.evaluated_nodes, 3000);
+    assert_eq!(fake.filters.load(Ordering::SeqCst), 3000);
 }
 
 #[test]
