@@ -96,14 +96,15 @@ impl Framework {
         pod: &Pod,
         nodes: &[Arc<NodeInfo>],
     ) -> Result<Vec<NodeScore>, Status> {
-        let mut totals: Vec<NodeScore> = nodes
+        // One buffer of names for every plugin; totals are summed apart from it.
+        let mut scores: Vec<NodeScore> = nodes
             .iter()
             .map(|n| NodeScore {
                 name: n.name().to_owned(),
                 score: 0,
             })
             .collect();
-        let mut scores = totals.clone();
+        let mut totals = vec![0i64; nodes.len()];
         for (name, p, weight) in &self.score {
             if state.skip_score.contains(name) {
                 continue;
@@ -125,10 +126,13 @@ impl Framework {
                     ))
                     .with_plugin(name.clone()));
                 }
-                total.score += s.score * weight;
+                *total += s.score * weight;
             }
         }
-        Ok(totals)
+        for (slot, total) in scores.iter_mut().zip(totals) {
+            slot.score = total;
+        }
+        Ok(scores)
     }
 
     /// Runs every Reserve plugin; on the first failure, unreserves all of them (in reverse

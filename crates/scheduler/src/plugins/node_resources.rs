@@ -156,20 +156,24 @@ impl ScorePlugin for BalancedAllocation {
     fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
         let mut owned = None;
         let req = pod_requests(state, pod, &mut owned);
-        let fractions: Vec<f64> = cpu_memory(req, node)
-            .into_iter()
-            .filter(|(_, alloc)| *alloc > 0)
-            .map(|(r, a)| (r as f64 / a as f64).min(1.0))
-            .collect();
-        if fractions.is_empty() {
+        let mut fractions = [0f64; 2];
+        let mut count = 0;
+        for (requested, allocatable) in cpu_memory(req, node) {
+            if allocatable > 0 {
+                fractions[count] = (requested as f64 / allocatable as f64).min(1.0);
+                count += 1;
+            }
+        }
+        if count == 0 {
             return Ok(0);
         }
-        let mean = fractions.iter().sum::<f64>() / fractions.len() as f64;
+        let fractions = &fractions[..count];
+        let mean = fractions.iter().sum::<f64>() / count as f64;
         let var = fractions
             .iter()
             .map(|f| (f - mean) * (f - mean))
             .sum::<f64>()
-            / fractions.len() as f64;
+            / count as f64;
         Ok(((1.0 - var.sqrt()) * MAX_NODE_SCORE as f64) as i64)
     }
 }
