@@ -44,8 +44,8 @@ async fn active_pods_pop_by_priority_then_arrival() {
     .unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn backoff_doubles_from_one_second_up_to_ten() {
+#[test]
+fn backoff_doubles_from_one_second_up_to_ten() {
     let q = SchedulingQueue::default();
     let got: Vec<u64> = (1..=6).map(|a| q.backoff_duration(a).as_secs()).collect();
     assert_eq!(got, [1, 2, 4, 8, 10, 10]);
