@@ -385,38 +385,6 @@ fn pod_hash(pod: &Pod) -> Option<&str> {
 // Pods
 // ---------------------------------------------------------------------------------------
 
-/// Applies one Pod informer change to the expectations of its controlling `K`, as Kubernetes'
-/// Pod event handlers do: an added Pod is an observed creation, a Pod that gains a
-/// `deletionTimestamp` or disappears an observed deletion.
-pub(crate) fn observe_pod<K: Resource>(expectations: &Expectations, delta: &Delta<Pod>) {
-    let owner = |pod: &Pod| controller_owner_key::<K, Pod>(pod);
-    match delta {
-        Delta::Added(pod) => {
-            if let Some(owner) = owner(pod) {
-                if pod.metadata.deletion_timestamp.is_some() {
-                    expectations.deletion_observed(&owner, &ObjectKey::of(pod.as_ref()));
-                } else {
-                    expectations.creation_observed(&owner);
-                }
-            }
-        }
-        Delta::Updated { old, new } => {
-            if new.metadata.deletion_timestamp.is_some()
-                && old.metadata.deletion_timestamp.is_none()
-            {
-                for owner in owner(old).into_iter().chain(owner(new)) {
-                    expectations.deletion_observed(&owner, &ObjectKey::of(new.as_ref()));
-                }
-            }
-        }
-        Delta::Deleted(pod) => {
-            if let Some(owner) = owner(pod) {
-                expectations.deletion_observed(&owner, &ObjectKey::of(pod.as_ref()));
-            }
-        }
-    }
-}
-
 /// Whether `pod`'s controlling ownerReference has `uid`.
 pub(crate) fn controlled_by(pod: &Pod, uid: &str) -> bool {
     pod.metadata
@@ -1076,7 +1044,7 @@ impl DaemonSetController {
                 {
                     let mut observations = observations.lock();
                     while let Ok(delta) = observations.try_recv() {
-                        observe_pod::<DaemonSet>(&observer, &delta);
+                        observer.observe::<DaemonSet>(&delta);
                     }
                 }
                 controller_owner_key::<DaemonSet, Pod>(pod)

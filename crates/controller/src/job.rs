@@ -86,7 +86,7 @@ use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer, NA
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::daemonset::{controlled_by, observe_pod};
+use crate::daemonset::controlled_by;
 use crate::events::{Clock, EventRecorder};
 use crate::replicaset::{
     is_pod_active, is_pod_ready, pod_from_template, pods_to_delete, Expectations,
@@ -952,7 +952,7 @@ impl JobController {
             {
                 let mut observations = observations.lock();
                 while let Ok(delta) = observations.try_recv() {
-                    observe_pod::<Job>(&observer, &delta);
+                    observer.observe::<Job>(&delta);
                     removal_observer.observe(&delta);
                 }
             }

@@ -205,9 +205,10 @@ impl Expectations {
             .map_or((0, 0), |r| (r.adds.max(0), r.deletes.len()))
     }
 
-    /// Applies one Pod informer change, as Kubernetes' Pod event handlers do.
-    fn observe(&self, delta: &Delta<Pod>) {
-        let owner = |pod: &Pod| controller_owner_key::<ReplicaSet, Pod>(pod);
+    /// Applies one Pod informer change for owners of kind `K` (ReplicaSet, DaemonSet, Job),
+    /// as Kubernetes' Pod event handlers do.
+    pub(crate) fn observe<K: Resource>(&self, delta: &Delta<Pod>) {
+        let owner = |pod: &Pod| controller_owner_key::<K, Pod>(pod);
         match delta {
             Delta::Added(pod) => {
                 if let Some(owner) = owner(pod) {
@@ -975,7 +976,7 @@ impl ReplicaSetController {
             {
                 let mut observations = observations.lock();
                 while let Ok(delta) = observations.try_recv() {
-                    observer.observe(&delta);
+                    observer.observe::<ReplicaSet>(&delta);
                 }
             }
             if let Some(owner) = controller_owner_key::<ReplicaSet, Pod>(pod) {
