@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan::api::k8s_openapi::api::core::v1::ConfigMap;
-use capstan::api::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use capstan::api::kube_core::params::{ListParams, PostParams};
 use capstan::api::kube_core::ObjectMeta;
 use capstan::api::{Api, Client, Resource};
 use capstan::apiserver::registry::Registry;
 use capstan::controller::events::{EventBroadcaster, EventOptions, EventRecorder};
-use capstan::controller::runtime::{Action, Context, Controller, Reconciler, ShutdownHandle};
+use capstan::controller::runtime::{
+    controller_reference, Action, Context, Controller, Reconciler, ShutdownHandle,
+};
 use capstan::store::memory::MemoryStore;
 use serde::{Deserialize, Serialize};
 
@@ -86,18 +87,6 @@ fn render(spec: &WebsiteSpec) -> String {
     )
 }
 
-/// An ownerReference naming `website` as the controller of what carries it.
-fn owned_by(website: &Website) -> OwnerReference {
-    OwnerReference {
-        api_version: Website::info().api_version(),
-        kind: Website::info().kind().to_string(),
-        name: website.metadata.name.clone().unwrap_or_default(),
-        uid: website.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 #[async_trait::async_trait]
 impl Reconciler<Website> for WebsiteReconciler {
     type Error = WebsiteError;
@@ -120,7 +109,7 @@ impl Reconciler<Website> for WebsiteReconciler {
                 let config_map = ConfigMap {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
-                        owner_references: Some(vec![owned_by(&website)]),
+                        owner_references: Some(vec![controller_reference(&*website)]),
                         ..ObjectMeta::default()
                     },
                     data: Some(page),

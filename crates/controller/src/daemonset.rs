@@ -75,25 +75,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capstan_api::k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetStatus, ReplicaSet, ReplicaSetSpec,
-};
+use capstan_api::k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use capstan_api::k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodSpec, PodTemplateSpec, Taint, Toleration,
 };
-use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use capstan_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{DeleteParams, PostParams, Preconditions};
 use capstan_api::kube_core::ObjectMeta;
-use capstan_api::{Api, Client, Error, Resource};
+use capstan_api::{Api, Client, Error};
 use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer, NAMESPACE_INDEX};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::events::{Clock, EventRecorder};
-use crate::replicaset::{is_pod_available, is_pod_ready, pod_from_template, Expectations};
+use crate::replicaset::{is_pod_available, is_pod_ready, pod_for, Expectations};
 use crate::runtime::{
     controller_owner_key, Action, Context, Controller, ControllerError, Reconciler,
 };
@@ -426,19 +423,8 @@ fn is_failed(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
 }
 
-fn owner_reference(ds: &DaemonSet) -> OwnerReference {
-    OwnerReference {
-        api_version: DaemonSet::info().api_version(),
-        kind: DaemonSet::info().kind().to_string(),
-        name: ds.metadata.name.clone().unwrap_or_default(),
-        uid: ds.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// The Pod `ds` runs on `node`: the template (through the ReplicaSet controller's
-/// [`pod_from_template`]), owned by the DaemonSet, labelled with the revision `hash`, with the
+/// [`pod_for`]), owned by the DaemonSet, labelled with the revision `hash`, with the
 /// [`default_tolerations`], the required affinity to `node` and `spec.nodeName` set.
 pub fn daemon_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
     let mut template = ds
@@ -452,21 +438,7 @@ pub fn daemon_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
         .labels
         .get_or_insert_with(BTreeMap::new)
         .insert(CONTROLLER_REVISION_HASH.into(), hash.into());
-    let shim = ReplicaSet {
-        metadata: ObjectMeta {
-            name: ds.metadata.name.clone(),
-            namespace: ds.metadata.namespace.clone(),
-            uid: ds.metadata.uid.clone(),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ReplicaSetSpec {
-            template: Some(template),
-            ..ReplicaSetSpec::default()
-        }),
-        status: None,
-    };
-    let mut pod = pod_from_template(&shim);
-    pod.metadata.owner_references = Some(vec![owner_reference(ds)]);
+    let mut pod = pod_for(ds, template);
     let spec = pod.spec.get_or_insert_with(PodSpec::default);
     let mut tolerations = spec.tolerations.take().unwrap_or_default();
     add_tolerations(

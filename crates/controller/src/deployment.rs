@@ -86,12 +86,13 @@ use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector,
 use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{DeleteParams, Patch, PatchParams, PostParams};
 use capstan_api::kube_core::{ObjectMeta, Selector};
-use capstan_api::{label_selector_from, selector, Api, Client, Error, Resource};
+use capstan_api::{label_selector_from, selector, Api, Client, Error};
 use capstan_watch::{Cache, InformerFactory, ObjectKey, NAMESPACE_INDEX};
 
 use crate::events::EventRecorder;
 use crate::runtime::{
-    controller_owner_key, Action, Context, Controller, ControllerError, Reconciler,
+    controller_owner_key, controller_reference, Action, Context, Controller, ControllerError,
+    Reconciler,
 };
 
 pub mod util;
@@ -163,17 +164,6 @@ fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .as_ref()?
         .iter()
         .find(|r| r.controller == Some(true))
-}
-
-fn owner_reference(d: &Deployment) -> OwnerReference {
-    OwnerReference {
-        api_version: Deployment::info().api_version(),
-        kind: Deployment::info().kind().to_string(),
-        name: d.metadata.name.clone().unwrap_or_default(),
-        uid: d.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
 }
 
 fn name_of(meta: &ObjectMeta) -> &str {
@@ -322,7 +312,7 @@ impl DeploymentReconciler {
                         continue;
                     }
                     let mut owners = rs.metadata.owner_references.clone().unwrap_or_default();
-                    owners.push(owner_reference(d));
+                    owners.push(controller_reference(d));
                     match self.patch_owners(&rs, owners).await {
                         Ok(Some(adopted)) => claimed.push(adopted),
                         Ok(None) => {}
@@ -578,7 +568,7 @@ impl DeploymentReconciler {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(namespace.clone()),
-                owner_references: Some(vec![owner_reference(d)]),
+                owner_references: Some(vec![controller_reference(d)]),
                 labels,
                 ..ObjectMeta::default()
             },

@@ -72,25 +72,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capstan_api::k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 use capstan_api::k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods,
 };
 use capstan_api::k8s_openapi::api::core::v1::Pod;
-use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use capstan_api::kube_core::ObjectMeta;
-use capstan_api::{Api, Client, Error, Resource};
+use capstan_api::{Api, Client, Error};
 use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer, NAMESPACE_INDEX};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::daemonset::controlled_by;
 use crate::events::{Clock, EventRecorder};
-use crate::replicaset::{
-    is_pod_active, is_pod_ready, pod_from_template, pods_to_delete, Expectations,
-};
+use crate::replicaset::{is_pod_active, is_pod_ready, pod_for, pods_to_delete, Expectations};
 use crate::runtime::{
     controller_owner_key, Action, Context, Controller, ControllerError, Reconciler,
 };
@@ -195,19 +192,8 @@ fn millis_between(from: Timestamp, to: Timestamp) -> i128 {
     to.duration_since(from).as_millis()
 }
 
-fn owner_reference(job: &Job) -> OwnerReference {
-    OwnerReference {
-        api_version: Job::info().api_version(),
-        kind: Job::info().kind().to_string(),
-        name: job.metadata.name.clone().unwrap_or_default(),
-        uid: job.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// The Pod `job` creates: its template (through the ReplicaSet controller's
-/// [`pod_from_template`]), owned by the Job, with Kubernetes' [`labels`] and the
+/// [`pod_for`]), owned by the Job, with Kubernetes' [`labels`] and the
 /// [`JOB_TRACKING_FINALIZER`].
 pub fn job_pod(job: &Job) -> Pod {
     let mut template = job
@@ -233,22 +219,7 @@ pub fn job_pod(job: &Job) -> Pod {
     if !finalizers.iter().any(|f| f == JOB_TRACKING_FINALIZER) {
         finalizers.push(JOB_TRACKING_FINALIZER.into());
     }
-    let shim = ReplicaSet {
-        metadata: ObjectMeta {
-            name: job.metadata.name.clone(),
-            namespace: job.metadata.namespace.clone(),
-            uid: job.metadata.uid.clone(),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ReplicaSetSpec {
-            template: Some(template),
-            ..ReplicaSetSpec::default()
-        }),
-        status: None,
-    };
-    let mut pod = pod_from_template(&shim);
-    pod.metadata.owner_references = Some(vec![owner_reference(job)]);
-    pod
+    pod_for(job, template)
 }
 
 /// Kubernetes' `pastBackoffLimitOnFailure`: with `restartPolicy: OnFailure`, container

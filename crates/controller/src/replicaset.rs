@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use capstan_api::k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use capstan_api::k8s_openapi::api::core::v1::Pod;
+use capstan_api::k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{DeleteParams, Patch, PatchParams, PostParams};
@@ -74,7 +74,8 @@ use tokio::time::Instant;
 
 use crate::events::EventRecorder;
 use crate::runtime::{
-    controller_owner_key, Action, Context, Controller, ControllerError, Reconciler,
+    controller_owner_key, controller_reference, Action, Context, Controller, ControllerError,
+    Reconciler,
 };
 
 /// The most Pods one sync creates or deletes (Kubernetes' `BurstReplicas`).
@@ -427,17 +428,6 @@ impl std::fmt::Debug for ReplicaSetReconciler {
     }
 }
 
-fn owner_reference(rs: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: ReplicaSet::info().api_version(),
-        kind: ReplicaSet::info().kind().to_string(),
-        name: rs.metadata.name.clone().unwrap_or_default(),
-        uid: rs.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 fn controller_ref(pod: &Pod) -> Option<&OwnerReference> {
     pod.metadata
         .owner_references
@@ -453,18 +443,26 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
         .as_ref()
         .and_then(|s| s.template.clone())
         .unwrap_or_default();
+    pod_for(rs, template)
+}
+
+/// The Pod `template` describes, controlled by `owner` (a ReplicaSet, DaemonSet, Job, ...),
+/// before the API names it: `generateName` `<owner>-`, the owner's namespace, the template's
+/// labels, annotations and finalizers, and the [`controller_reference`] to `owner`.
+pub fn pod_for<K: Resource>(owner: &K, template: PodTemplateSpec) -> Pod {
     let meta = template.metadata.unwrap_or_default();
+    let owner_meta = owner.meta();
     Pod {
         metadata: ObjectMeta {
             generate_name: Some(format!(
                 "{}-",
-                rs.metadata.name.as_deref().unwrap_or_default()
+                owner_meta.name.as_deref().unwrap_or_default()
             )),
-            namespace: rs.metadata.namespace.clone(),
+            namespace: owner_meta.namespace.clone(),
             labels: meta.labels,
             annotations: meta.annotations,
             finalizers: meta.finalizers,
-            owner_references: Some(vec![owner_reference(rs)]),
+            owner_references: Some(vec![controller_reference(owner)]),
             ..ObjectMeta::default()
         },
         spec: template.spec,
@@ -601,7 +599,7 @@ impl ReplicaSetReconciler {
                     }
                     let name = pod.metadata.name.clone().unwrap_or_default();
                     let mut references = pod.metadata.owner_references.clone().unwrap_or_default();
-                    references.push(owner_reference(rs));
+                    references.push(controller_reference(rs));
                     let patch = serde_json::json!({"metadata": {
                         "ownerReferences": references,
                         "resourceVersion": pod.metadata.resource_version,

@@ -97,7 +97,9 @@ mod reconciler;
 
 pub use capstan_watch::queue::{DurationStats, QueueMetrics};
 pub use capstan_watch::ObjectKey;
-pub use controller::{controller_owner_key, Controller, ShutdownHandle, DEFAULT_CONCURRENCY};
+pub use controller::{
+    controller_owner_key, controller_reference, Controller, ShutdownHandle, DEFAULT_CONCURRENCY,
+};
 pub use metrics::{ControllerMetrics, MetricsSnapshot};
 pub use reconciler::{
     reconciler_fn, Action, BackoffOnError, Context, ErrorPolicy, FnReconciler, Reconciler,

@@ -7,6 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use capstan_api::{Client, Resource, ResourceScope};
 use capstan_watch::queue::RateLimiter;
 use capstan_watch::{
@@ -118,6 +119,22 @@ impl<C: Resource> Source for InformerSource<C> {
                 }
             }
         })
+    }
+}
+
+/// The ownerReference that makes `owner` the controller of what carries it: `owner`'s
+/// apiVersion, kind, name and uid, with `controller` and `blockOwnerDeletion` set, as
+/// Kubernetes' controllers write it. [`controller_owner_key`] reads it back.
+pub fn controller_reference<K: Resource>(owner: &K) -> OwnerReference {
+    let info = K::info();
+    let meta = owner.meta();
+    OwnerReference {
+        api_version: info.api_version(),
+        kind: info.kind().to_string(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
     }
 }
 
