@@ -196,6 +196,16 @@ impl ResourceState {
         }
     }
 
+    /// A patch's result with unknown fields dropped; under `strict`, refused with
+    /// [`Error::BadRequest`] instead when it has any.
+    fn prune_patched(&self, mut patched: Value, strict: bool) -> Result<Value> {
+        let unknown = self.prune(&mut patched);
+        if strict && !unknown.is_empty() {
+            return Err(strict_decoding_error(&self.info, &unknown));
+        }
+        Ok(patched)
+    }
+
     fn is_service(&self) -> bool {
         self.info.group().is_empty() && self.info.kind() == "Service"
     }
@@ -743,18 +753,14 @@ impl Registry {
             dry_run,
         };
         self.guaranteed_update(target, |current| {
-            let mut patched = if strategic {
+            let patched = if strategic {
                 patch::strategic_merge_patch(info.kind(), current, body)?
             } else {
                 let mut patched = current.clone();
                 patch::merge_patch(&mut patched, body);
                 patched
             };
-            let unknown = state.prune(&mut patched);
-            if strict && !unknown.is_empty() {
-                return Err(strict_decoding_error(info, &unknown));
-            }
-            Ok(patched)
+            state.prune_patched(patched, strict)
         })
         .await
     }
@@ -792,11 +798,7 @@ impl Registry {
                     format!("the JSON patch does not apply: {}", e.kind),
                 )],
             })?;
-            let unknown = state.prune(&mut patched);
-            if strict && !unknown.is_empty() {
-                return Err(strict_decoding_error(info, &unknown));
-            }
-            Ok(patched)
+            state.prune_patched(patched, strict)
         })
         .await
     }
