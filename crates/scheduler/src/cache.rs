@@ -17,18 +17,45 @@ use crate::framework::{pod_key, NodeInfo};
 pub struct Snapshot {
     nodes: Vec<Arc<NodeInfo>>,
     index: HashMap<String, usize>,
+    // Positions of the nodes with pods that have (anti-)affinity terms, and required
+    // anti-affinity terms: InterPodAffinity reads only those.
+    with_affinity: Vec<usize>,
+    with_required_anti_affinity: Vec<usize>,
 }
 
 impl Snapshot {
     /// A snapshot of `nodes` (for tests and benchmarks), in the order given.
     pub fn from_nodes(nodes: impl IntoIterator<Item = NodeInfo>) -> Self {
-        let nodes: Vec<Arc<NodeInfo>> = nodes.into_iter().map(Arc::new).collect();
-        let index = nodes
+        Snapshot::from_arcs(nodes.into_iter().map(Arc::new).collect())
+    }
+
+    /// The nodes with a pod that has pod affinity or anti-affinity terms.
+    pub fn nodes_with_affinity_pods(&self) -> Vec<Arc<NodeInfo>> {
+        self.with_affinity
             .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name().to_owned(), i))
-            .collect();
-        Snapshot { nodes, index }
+            .map(|&i| self.nodes[i].clone())
+            .collect()
+    }
+
+    /// The nodes with a pod that has required pod anti-affinity terms.
+    pub fn nodes_with_required_anti_affinity_pods(&self) -> Vec<Arc<NodeInfo>> {
+        self.with_required_anti_affinity
+            .iter()
+            .map(|&i| self.nodes[i].clone())
+            .collect()
+    }
+
+    fn index_affinity(&mut self) {
+        self.with_affinity.clear();
+        self.with_required_anti_affinity.clear();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.pods_with_affinity() > 0 {
+                self.with_affinity.push(i);
+            }
+            if n.pods_with_required_anti_affinity() > 0 {
+                self.with_required_anti_affinity.push(i);
+            }
+        }
     }
 
     /// Every node, in a stable order (by name).
@@ -248,10 +275,19 @@ impl Cache {
             *snapshot = Snapshot::from_arcs(nodes);
         } else {
             let dirty: Vec<String> = inner.dirty.iter().cloned().collect();
+            let mut affinity_moved = false;
             for name in dirty {
                 if let (Some(&i), Some(n)) = (snapshot.index.get(&name), inner.nodes.get(&name)) {
+                    let old = &snapshot.nodes[i];
+                    affinity_moved |= (old.pods_with_affinity() > 0)
+                        != (n.pods_with_affinity() > 0)
+                        || (old.pods_with_required_anti_affinity() > 0)
+                            != (n.pods_with_required_anti_affinity() > 0);
                     snapshot.nodes[i] = n.clone();
                 }
+            }
+            if affinity_moved {
+                snapshot.index_affinity();
             }
         }
         inner.dirty.clear();
@@ -266,6 +302,13 @@ impl Snapshot {
             .enumerate()
             .map(|(i, n)| (n.name().to_owned(), i))
             .collect();
-        Snapshot { nodes, index }
+        let mut snapshot = Snapshot {
+            nodes,
+            index,
+            with_affinity: Vec::new(),
+            with_required_anti_affinity: Vec::new(),
+        };
+        snapshot.index_affinity();
+        snapshot
     }
 }

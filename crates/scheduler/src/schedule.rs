@@ -139,6 +139,12 @@ pub fn schedule_pod(
     if all.is_empty() {
         return Err(ScheduleError::Unschedulable(FitError::default()));
     }
+    if state.nodes_with_affinity_pods().is_none() {
+        state.set_affinity_nodes(
+            snapshot.nodes_with_affinity_pods(),
+            snapshot.nodes_with_required_anti_affinity_pods(),
+        );
+    }
     let (pre, status) = fw.run_pre_filter(state, pod, all);
     if status.is_error() {
         return Err(ScheduleError::Error(status));

@@ -378,9 +378,13 @@ fn the_default_profile_builds_with_kubernetes_weights() {
             "TaintToleration",
             "NodeAffinity",
             "NodePorts",
-            "NodeResourcesFit"
+            "NodeResourcesFit",
+            "PodTopologySpread",
+            "InterPodAffinity"
         ]
     );
+    assert_eq!(fw.score_weight("PodTopologySpread"), Some(2));
+    assert_eq!(fw.score_weight("InterPodAffinity"), Some(2));
     assert_eq!(fw.score_weight("TaintToleration"), Some(3));
     assert_eq!(fw.score_weight("NodeAffinity"), Some(2));
     assert_eq!(fw.score_weight("NodeResourcesFit"), Some(1));

@@ -2,6 +2,9 @@
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::NodeInfo;
 
 /// Data plugins keep for one pod's scheduling cycle, keyed by plugin name (or any key the
 /// plugin chooses; by convention `"PreFilter<Plugin>"` and `"PreScore<Plugin>"`, as in
@@ -15,6 +18,8 @@ pub struct CycleState {
     data: HashMap<String, Box<dyn Any + Send + Sync>>,
     pub(crate) skip_filter: HashSet<String>,
     pub(crate) skip_score: HashSet<String>,
+    nodes_with_affinity_pods: Option<Vec<Arc<NodeInfo>>>,
+    nodes_with_required_anti_affinity_pods: Option<Vec<Arc<NodeInfo>>>,
 }
 
 impl std::fmt::Debug for CycleState {
@@ -57,6 +62,28 @@ impl CycleState {
                 None
             }
         }
+    }
+
+    /// Records the snapshot's nodes that have pods with affinity terms, and with required
+    /// anti-affinity terms (the scheduler does this before PreFilter, so InterPodAffinity
+    /// reads those nodes instead of all of them).
+    pub fn set_affinity_nodes(
+        &mut self,
+        with_affinity: Vec<Arc<NodeInfo>>,
+        with_required_anti_affinity: Vec<Arc<NodeInfo>>,
+    ) {
+        self.nodes_with_affinity_pods = Some(with_affinity);
+        self.nodes_with_required_anti_affinity_pods = Some(with_required_anti_affinity);
+    }
+
+    /// The nodes with pods that have affinity terms, when the scheduler recorded them.
+    pub fn nodes_with_affinity_pods(&self) -> Option<&[Arc<NodeInfo>]> {
+        self.nodes_with_affinity_pods.as_deref()
+    }
+
+    /// The nodes with pods that have required anti-affinity terms, when recorded.
+    pub fn nodes_with_required_anti_affinity_pods(&self) -> Option<&[Arc<NodeInfo>]> {
+        self.nodes_with_required_anti_affinity_pods.as_deref()
     }
 
     /// Whether the Filter plugin `plugin` is skipped this cycle (its PreFilter said `Skip`).

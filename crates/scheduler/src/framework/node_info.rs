@@ -19,6 +19,10 @@ pub struct PodInfo {
     pub requests: Resources,
     /// Its requests with the scoring defaults for unset CPU and memory.
     pub non_zero_requests: Resources,
+    /// Whether it has any pod affinity or anti-affinity term, required or preferred.
+    pub has_affinity: bool,
+    /// Whether it has a required pod anti-affinity term.
+    pub has_required_anti_affinity: bool,
 }
 
 impl PodInfo {
@@ -26,10 +30,35 @@ impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> Self {
         let requests = Resources::pod_requests(&pod, false);
         let non_zero_requests = Resources::pod_requests(&pod, true);
+        let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+        let pod_affinity = affinity.and_then(|a| a.pod_affinity.as_ref());
+        let anti = affinity.and_then(|a| a.pod_anti_affinity.as_ref());
+        let has_required_anti_affinity = anti
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .is_some_and(|t| !t.is_empty());
+        let has_affinity = has_required_anti_affinity
+            || pod_affinity.is_some_and(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+                    .is_some_and(|t| !t.is_empty())
+                    || a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                        .is_some_and(|t| !t.is_empty())
+            })
+            || anti.is_some_and(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+                    .is_some_and(|t| !t.is_empty())
+            });
         PodInfo {
             pod,
             requests,
             non_zero_requests,
+            has_affinity,
+            has_required_anti_affinity,
         }
     }
 }
@@ -56,6 +85,8 @@ pub struct NodeInfo {
     allocatable: Resources,
     used_ports: Vec<HostPort>,
     image_sizes: HashMap<String, i64>,
+    pods_with_affinity: usize,
+    pods_with_required_anti_affinity: usize,
     generation: u64,
 }
 
@@ -110,6 +141,16 @@ impl NodeInfo {
         &self.image_sizes
     }
 
+    /// How many of its pods have pod affinity or anti-affinity terms.
+    pub fn pods_with_affinity(&self) -> usize {
+        self.pods_with_affinity
+    }
+
+    /// How many of its pods have required pod anti-affinity terms.
+    pub fn pods_with_required_anti_affinity(&self) -> usize {
+        self.pods_with_required_anti_affinity
+    }
+
     /// Moves on at every change of this node or its pods.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -149,6 +190,8 @@ impl NodeInfo {
         for port in host_ports(&info.pod) {
             self.used_ports.push(port);
         }
+        self.pods_with_affinity += usize::from(info.has_affinity);
+        self.pods_with_required_anti_affinity += usize::from(info.has_required_anti_affinity);
         self.pods.push(info);
         self.generation += 1;
     }
@@ -159,6 +202,8 @@ impl NodeInfo {
             return false;
         };
         let info = self.pods.swap_remove(i);
+        self.pods_with_affinity -= usize::from(info.has_affinity);
+        self.pods_with_required_anti_affinity -= usize::from(info.has_required_anti_affinity);
         self.requested.sub(&info.requests);
         self.non_zero_requested.sub(&info.non_zero_requests);
         for port in host_ports(&info.pod) {

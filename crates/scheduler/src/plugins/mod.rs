@@ -11,18 +11,26 @@
 //! | `NodeResourcesFit` | PreFilter, Filter, Score (LeastAllocated) | 1 |
 //! | `NodeResourcesBalancedAllocation` | Score | 1 |
 //! | `ImageLocality` | PreScore, Score | 1 |
+//! | `PodTopologySpread` | PreFilter, Filter, PreScore, Score | 2 |
+//! | `InterPodAffinity` | PreFilter, Filter, PreScore, Score | 2 |
 
 use std::sync::Arc;
 
 use crate::framework::{Plugin, PluginConfig, Profile, Registry, DEFAULT_SCHEDULER_NAME};
 
 pub(crate) mod helpers;
+mod inter_pod_affinity;
 mod node_affinity;
 mod node_basic;
 mod node_ports_images;
 mod node_resources;
+mod pod_topology_spread;
 mod taint_toleration;
 
+pub use inter_pod_affinity::{
+    InterPodAffinity, ERR_REASON_AFFINITY, ERR_REASON_ANTI_AFFINITY,
+    ERR_REASON_EXISTING_ANTI_AFFINITY, HARD_POD_AFFINITY_WEIGHT,
+};
 pub use node_affinity::{required_matches, NodeAffinity, ERR_REASON_POD};
 pub use node_basic::{
     NodeName, NodeUnschedulable, PrioritySort, ERR_REASON_NODE_NAME, ERR_REASON_UNSCHEDULABLE,
@@ -31,6 +39,9 @@ pub use node_ports_images::{
     normalized_image_name, ImageLocality, NodePorts, ERR_REASON_NODE_PORTS,
 };
 pub use node_resources::{insufficient_resources, BalancedAllocation, NodeResourcesFit};
+pub use pod_topology_spread::{
+    PodTopologySpread, ERR_REASON_CONSTRAINTS_NOT_MATCH, ERR_REASON_NODE_LABEL_NOT_MATCH,
+};
 pub use taint_toleration::TaintToleration;
 
 /// `PrioritySort`.
@@ -51,12 +62,16 @@ pub const NODE_PORTS: &str = "NodePorts";
 pub const IMAGE_LOCALITY: &str = "ImageLocality";
 /// `NodeResourcesBalancedAllocation`.
 pub const NODE_RESOURCES_BALANCED_ALLOCATION: &str = "NodeResourcesBalancedAllocation";
+/// `PodTopologySpread`.
+pub const POD_TOPOLOGY_SPREAD: &str = "PodTopologySpread";
+/// `InterPodAffinity`.
+pub const INTER_POD_AFFINITY: &str = "InterPodAffinity";
 
 /// A registry with every default plugin but the binder (which needs a `Client`).
 pub fn default_registry() -> Registry {
     let mut r = Registry::new();
     type Build = fn() -> Plugin;
-    let entries: [(&str, Build); 9] = [
+    let entries: [(&str, Build); 11] = [
         (PRIORITY_SORT, || {
             Plugin::builder(Arc::new(PrioritySort)).queue_sort().build()
         }),
@@ -102,6 +117,22 @@ pub fn default_registry() -> Registry {
                 .score()
                 .build()
         }),
+        (POD_TOPOLOGY_SPREAD, || {
+            Plugin::builder(Arc::new(PodTopologySpread))
+                .pre_filter()
+                .filter()
+                .pre_score()
+                .score()
+                .build()
+        }),
+        (INTER_POD_AFFINITY, || {
+            Plugin::builder(Arc::new(InterPodAffinity))
+                .pre_filter()
+                .filter()
+                .pre_score()
+                .score()
+                .build()
+        }),
     ];
     for (name, build) in entries {
         r.register(name, move |_| Ok(build()))
@@ -121,6 +152,8 @@ pub fn default_profile() -> Profile {
         (NODE_AFFINITY, 2),
         (NODE_PORTS, 0),
         (NODE_RESOURCES_FIT, 1),
+        (POD_TOPOLOGY_SPREAD, 2),
+        (INTER_POD_AFFINITY, 2),
         (NODE_RESOURCES_BALANCED_ALLOCATION, 1),
         (IMAGE_LOCALITY, 1),
     ]
