@@ -74,7 +74,8 @@ async fn run(nodes: usize, pods: usize) -> Duration {
 
     let events = EventBroadcaster::new(client.clone(), EventOptions::default());
     let scheduler = Scheduler::new(
-        default_framework(client.clone()).unwrap(),
+        client.clone(),
+        default_framework(client.clone(), events.recorder("default-scheduler")).unwrap(),
         events.recorder("default-scheduler"),
     );
     let informers = InformerFactory::new(client.clone(), ReflectorOptions::default());

@@ -37,6 +37,7 @@ pub mod plugins;
 pub mod queue;
 pub mod schedule;
 mod scheduler;
+pub mod waiting;
 
 pub use scheduler::{default_framework, DefaultBinder, Scheduler, DEFAULT_BINDER};
 

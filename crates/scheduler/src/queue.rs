@@ -198,8 +198,8 @@ impl SchedulingQueue {
     }
 
     /// Adds a new pending pod to activeQ, or updates it where it is. An update of an
-    /// unschedulable pod moves it to activeQ (or backoffQ while backing off): its change
-    /// may make it fit.
+    /// unschedulable pod's spec, labels or annotations moves it to activeQ (or backoffQ
+    /// while backing off): its change may make it fit. A status-only update leaves it.
     pub fn add(&self, pod: Arc<Pod>) {
         let key = pod_key(&pod);
         let now = Instant::now();
@@ -222,9 +222,15 @@ impl SchedulingQueue {
                 self.push_active(&mut inner, &key);
             }
             Some(slot) => {
+                // Only a change a plugin could care about brings an unschedulable pod back
+                // (not its status, which the scheduler itself writes on failure).
+                let relevant = slot.info.pod.spec != pod.spec
+                    || slot.info.pod.metadata.labels != pod.metadata.labels
+                    || slot.info.pod.metadata.annotations != pod.metadata.annotations;
                 slot.info.pod = pod;
                 match slot.location {
                     QueueLocation::Active => self.push_active(&mut inner, &key),
+                    QueueLocation::Unschedulable if !relevant => {}
                     QueueLocation::Unschedulable => {
                         let backing_off = slot.backoff_until > now;
                         if backing_off {

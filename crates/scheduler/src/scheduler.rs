@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
-use capstan_api::kube_core::params::{Patch, PatchParams};
+use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
+use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
 use capstan_api::{Api, Client};
 use capstan_controller::events::EventRecorder;
 use capstan_watch::{Delta, InformerFactory, ObjectKey};
@@ -17,6 +17,7 @@ use crate::framework::{
 };
 use crate::queue::{ClusterEvent, SchedulingQueue};
 use crate::schedule::{schedule_pod, ScheduleError};
+use crate::waiting::WaitingPods;
 
 /// The default binder's name.
 pub const DEFAULT_BINDER: &str = "DefaultBinder";
@@ -79,21 +80,33 @@ impl BindPlugin for DefaultBinder {
     }
 }
 
-/// The default scheduler: a registry and profile (with [`DefaultBinder`]) built into a
-/// [`Framework`].
-pub fn default_framework(client: Arc<dyn Client>) -> crate::Result<Framework> {
+/// The default scheduler: a registry and profile (with [`DefaultBinder`] and
+/// [`DefaultPreemption`](crate::plugins::DefaultPreemption), both writing through `client`)
+/// built into a [`Framework`].
+pub fn default_framework(
+    client: Arc<dyn Client>,
+    recorder: EventRecorder,
+) -> crate::Result<Framework> {
     let mut registry = crate::plugins::default_registry();
-    registry.merge(DefaultBinder::registry(client))?;
+    registry.merge(DefaultBinder::registry(client.clone()))?;
+    registry.merge(crate::plugins::DefaultPreemption::registry(
+        client, recorder,
+    ))?;
     let profile = crate::plugins::default_profile()
+        .with_plugin(crate::framework::PluginConfig::new(
+            crate::plugins::DEFAULT_PREEMPTION,
+        ))
         .with_plugin(crate::framework::PluginConfig::new(DEFAULT_BINDER));
     Framework::new(&registry, &profile)
 }
 
 /// Schedules the pending pods whose `spec.schedulerName` is the framework's profile name.
 pub struct Scheduler {
+    client: Arc<dyn Client>,
     framework: Arc<Framework>,
     cache: Arc<Cache>,
     queue: Arc<SchedulingQueue>,
+    waiting: Arc<WaitingPods>,
     recorder: EventRecorder,
 }
 
@@ -120,15 +133,29 @@ fn is_terminal(pod: &Pod) -> bool {
 }
 
 impl Scheduler {
-    /// A scheduler running `framework`, recording Events with `recorder`.
-    pub fn new(framework: Framework, recorder: EventRecorder) -> Self {
+    /// A scheduler running `framework`, recording Events with `recorder` and writing pods'
+    /// `PodScheduled` condition through `client`.
+    pub fn new(client: Arc<dyn Client>, framework: Framework, recorder: EventRecorder) -> Self {
         let queue = SchedulingQueue::new(framework.queue_sort().cloned());
         Scheduler {
+            client,
             framework: Arc::new(framework),
             cache: Arc::new(Cache::new()),
             queue: Arc::new(queue),
+            waiting: Arc::new(WaitingPods::new()),
             recorder,
         }
+    }
+
+    /// Shares `waiting` with Permit plugins that allow or reject waiting pods later.
+    pub fn with_waiting_pods(mut self, waiting: Arc<WaitingPods>) -> Self {
+        self.waiting = waiting;
+        self
+    }
+
+    /// The pods waiting at Permit.
+    pub fn waiting_pods(&self) -> &Arc<WaitingPods> {
+        &self.waiting
     }
 
     /// The scheduler's cache.
@@ -238,7 +265,8 @@ impl Scheduler {
                             continue;
                         }
                     }
-                    this.schedule_one(info, &mut snapshot, &mut next_start);
+                    this.schedule_one(info, &mut snapshot, &mut next_start)
+                        .await;
                     // Let the feeds and binding tasks run between pods.
                     tokio::task::yield_now().await;
                 }
@@ -249,7 +277,7 @@ impl Scheduler {
         drop(guard);
     }
 
-    fn schedule_one(
+    async fn schedule_one(
         self: &Arc<Self>,
         info: QueuedPodInfo,
         snapshot: &mut Snapshot,
@@ -262,11 +290,30 @@ impl Scheduler {
         let mut state = CycleState::new();
         let host = match schedule_pod(fw, &mut state, &pod, snapshot, next_start) {
             Ok(r) => r.suggested_host,
-            Err(e) => {
-                let unschedulable = matches!(e, ScheduleError::Unschedulable(_));
+            Err(ScheduleError::Unschedulable(fit)) => {
+                let mut message = fit.to_string();
+                let mut nominated = None;
+                if fw.has_post_filter() {
+                    let (r, s) = fw
+                        .run_post_filter(snapshot.nodes(), &state, &pod, &fit.node_statuses)
+                        .await;
+                    if s.is_success() {
+                        nominated = r.nominated_node_name;
+                    } else {
+                        message = format!("{message} preemption: {s}");
+                    }
+                }
+                self.recorder
+                    .warning(pod.as_ref(), "FailedScheduling", message.clone());
+                self.report_unschedulable(&pod, "Unschedulable", message, nominated);
+                self.queue.requeue(info, true);
+                return;
+            }
+            Err(e @ ScheduleError::Error(_)) => {
                 self.recorder
                     .warning(pod.as_ref(), "FailedScheduling", e.to_string());
-                self.queue.requeue(info, unschedulable);
+                self.report_unschedulable(&pod, "SchedulerError", e.to_string(), None);
+                self.queue.requeue(info, false);
                 return;
             }
         };
@@ -286,21 +333,37 @@ impl Scheduler {
             self.fail(&mut state, info, &host, s);
             return;
         }
-        match fw.run_permit(&mut state, &pod, &host) {
-            PermitDecision::Allow => {}
-            PermitDecision::Deny(s) => {
+        let wait = match fw.run_permit_naming_waits(&mut state, &pod, &host) {
+            (PermitDecision::Allow, _) => None,
+            (PermitDecision::Deny(s), _) => {
                 self.fail(&mut state, info, &host, s);
                 return;
             }
-            PermitDecision::Wait(_) => {
-                let s = Status::error("waiting Permit plugins are not supported yet");
-                self.fail(&mut state, info, &host, s);
-                return;
+            (PermitDecision::Wait(timeout), plugins) => {
+                let names = plugins.join(", ");
+                let rx = self.waiting.add(key.clone(), host.clone(), plugins);
+                Some((timeout, names, rx))
             }
-        }
+        };
         let this = self.clone();
         tokio::spawn(async move {
             let fw = this.framework.clone();
+            if let Some((timeout, names, rx)) = wait {
+                let outcome = match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(_)) => Status::error("the waiting pod was dropped"),
+                    Err(_) => {
+                        this.waiting.remove(&key);
+                        Status::unschedulable(format!(
+                            "rejected due to timeout after waiting {timeout:?} at plugin {names}"
+                        ))
+                    }
+                };
+                if !outcome.is_success() {
+                    this.fail(&mut state, info, &host, outcome);
+                    return;
+                }
+            }
             let mut s = fw.run_pre_bind(&state, &pod, &host).await;
             if s.is_success() {
                 s = fw.run_bind(&state, &pod, &host).await;
@@ -330,7 +393,76 @@ impl Scheduler {
             .move_all_to_active_or_backoff(ClusterEvent::AssumedPodForget);
         self.recorder
             .warning(info.pod.as_ref(), "FailedScheduling", s.to_string());
+        self.report_unschedulable(&info.pod, "SchedulerError", s.to_string(), None);
         self.queue.requeue(info, false);
+    }
+
+    /// Sets the pod's `PodScheduled` condition to False with `reason` and `message` (and its
+    /// `nominatedNodeName`), as kube-scheduler does, on a task of its own: the scheduling
+    /// loop does not wait for the write. Skipped when the condition already says so.
+    fn report_unschedulable(
+        &self,
+        pod: &Pod,
+        reason: &'static str,
+        message: String,
+        nominated: Option<String>,
+    ) {
+        let current = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
+        if nominated.is_none()
+            && current.is_some_and(|c| {
+                c.status == "False"
+                    && c.reason.as_deref() == Some(reason)
+                    && c.message.as_deref() == Some(message.as_str())
+            })
+        {
+            return;
+        }
+        let client = self.client.clone();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            let api: Api<Pod> = Api::namespaced(client, &ns);
+            for _ in 0..5 {
+                let Ok(mut current) = api.get(&name).await else {
+                    return;
+                };
+                if is_bound(&current) {
+                    return;
+                }
+                let status = current.status.get_or_insert_with(Default::default);
+                let conditions = status.conditions.get_or_insert_with(Vec::new);
+                let now = capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    capstan_api::k8s_openapi::jiff::Timestamp::now(),
+                );
+                let condition = PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some(reason.into()),
+                    message: Some(message.clone()),
+                    last_transition_time: Some(now),
+                    ..Default::default()
+                };
+                match conditions.iter_mut().find(|c| c.type_ == "PodScheduled") {
+                    Some(c) if c.status == "False" => {
+                        c.reason = condition.reason;
+                        c.message = condition.message;
+                    }
+                    Some(c) => *c = condition,
+                    None => conditions.push(condition),
+                }
+                if let Some(n) = &nominated {
+                    status.nominated_node_name = Some(n.clone());
+                }
+                match api.update_status(&PostParams::default(), &current).await {
+                    Err(capstan_api::Error::Conflict { .. }) => continue,
+                    _ => return,
+                }
+            }
+        });
     }
 }
 

@@ -99,12 +99,40 @@ pub struct PostFilterResult {
     pub nominated_node_name: Option<String>,
 }
 
+/// What a PostFilter plugin may read and run: the cycle's nodes and the profile's own
+/// PreFilter and Filter plugins (to simulate the cluster with some pods gone), as
+/// kube-scheduler's framework handle offers them.
+#[derive(Clone, Copy, Debug)]
+pub struct PostFilterContext<'a> {
+    framework: &'a super::Framework,
+    nodes: &'a [Arc<NodeInfo>],
+}
+
+impl<'a> PostFilterContext<'a> {
+    /// A context over `nodes` (the cycle's snapshot) running `framework`'s plugins.
+    pub fn new(framework: &'a super::Framework, nodes: &'a [Arc<NodeInfo>]) -> Self {
+        PostFilterContext { framework, nodes }
+    }
+
+    /// The profile's framework.
+    pub fn framework(&self) -> &'a super::Framework {
+        self.framework
+    }
+
+    /// Every node of the cycle, in the snapshot's order.
+    pub fn nodes(&self) -> &'a [Arc<NodeInfo>] {
+        self.nodes
+    }
+}
+
 /// Runs when no node fits (DefaultPreemption).
 #[async_trait]
 pub trait PostFilterPlugin: SchedulerPlugin {
     /// `Success` with a nominated node, or `Unschedulable` when it could not help.
+    /// `filtered` holds why each node was rejected.
     async fn post_filter(
         &self,
+        ctx: &PostFilterContext<'_>,
         state: &CycleState,
         pod: &Pod,
         filtered: &NodeStatusMap,

@@ -158,17 +158,43 @@ impl Framework {
     /// Runs every Permit plugin: any denial wins; otherwise the longest wait, if any plugin
     /// asked to wait; otherwise `Allow`.
     pub fn run_permit(&self, state: &mut CycleState, pod: &Pod, node_name: &str) -> PermitDecision {
+        self.run_permit_naming_waits(state, pod, node_name).0
+    }
+
+    /// [`run_permit`](Framework::run_permit), also naming the plugins that asked to wait
+    /// (each must allow the pod before it is bound).
+    pub fn run_permit_naming_waits(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        node_name: &str,
+    ) -> (PermitDecision, Vec<String>) {
         let mut wait: Option<std::time::Duration> = None;
+        let mut waiting = Vec::new();
         for (name, p) in &self.permit {
             match p.permit(state, pod, node_name) {
                 PermitDecision::Allow => {}
                 PermitDecision::Deny(s) => {
-                    return PermitDecision::Deny(s.with_plugin(name.clone()));
+                    return (
+                        PermitDecision::Deny(s.with_plugin(name.clone())),
+                        Vec::new(),
+                    );
                 }
-                PermitDecision::Wait(d) => wait = Some(wait.map_or(d, |w| w.max(d))),
+                PermitDecision::Wait(d) => {
+                    wait = Some(wait.map_or(d, |w| w.max(d)));
+                    waiting.push(name.clone());
+                }
             }
         }
-        wait.map_or(PermitDecision::Allow, PermitDecision::Wait)
+        (
+            wait.map_or(PermitDecision::Allow, PermitDecision::Wait),
+            waiting,
+        )
+    }
+
+    /// Whether the profile has a PostFilter plugin (preemption).
+    pub fn has_post_filter(&self) -> bool {
+        !self.post_filter.is_empty()
     }
 
     /// Runs every PreBind plugin; the first failure ends the run.
@@ -206,16 +232,19 @@ impl Framework {
         }
     }
 
-    /// Runs the PostFilter plugins until one succeeds (or returns `UnschedulableAndUnresolvable`).
+    /// Runs the PostFilter plugins over the cycle's `nodes` until one succeeds (or returns
+    /// `UnschedulableAndUnresolvable`, or fails).
     pub async fn run_post_filter(
         &self,
+        nodes: &[Arc<NodeInfo>],
         state: &CycleState,
         pod: &Pod,
         filtered: &NodeStatusMap,
     ) -> (PostFilterResult, Status) {
+        let ctx = super::PostFilterContext::new(self, nodes);
         let mut last = Status::unschedulable("no PostFilter plugin helped");
         for (name, p) in &self.post_filter {
-            let (r, s) = p.post_filter(state, pod, filtered).await;
+            let (r, s) = p.post_filter(&ctx, state, pod, filtered).await;
             if s.is_success()
                 || s.code() == super::Code::UnschedulableAndUnresolvable
                 || s.is_error()

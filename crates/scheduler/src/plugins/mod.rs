@@ -13,11 +13,13 @@
 //! | `ImageLocality` | PreScore, Score | 1 |
 //! | `PodTopologySpread` | PreFilter, Filter, PreScore, Score | 2 |
 //! | `InterPodAffinity` | PreFilter, Filter, PreScore, Score | 2 |
+//! | `DefaultPreemption` | PostFilter (needs a `Client`: [`DefaultPreemption::registry`]) | |
 
 use std::sync::Arc;
 
 use crate::framework::{Plugin, PluginConfig, Profile, Registry, DEFAULT_SCHEDULER_NAME};
 
+mod default_preemption;
 pub(crate) mod helpers;
 mod inter_pod_affinity;
 mod node_affinity;
@@ -27,6 +29,11 @@ mod node_resources;
 mod pod_topology_spread;
 mod taint_toleration;
 
+pub use default_preemption::{
+    eligible as eligible_to_preempt, find_candidates, more_important, pick_candidate, priority,
+    select_victims_on_node, Candidate, DefaultPreemption, MIN_CANDIDATE_NODES_ABSOLUTE,
+    MIN_CANDIDATE_NODES_PERCENTAGE,
+};
 pub use inter_pod_affinity::{
     InterPodAffinity, ERR_REASON_AFFINITY, ERR_REASON_ANTI_AFFINITY,
     ERR_REASON_EXISTING_ANTI_AFFINITY, HARD_POD_AFFINITY_WEIGHT,
@@ -66,8 +73,11 @@ pub const NODE_RESOURCES_BALANCED_ALLOCATION: &str = "NodeResourcesBalancedAlloc
 pub const POD_TOPOLOGY_SPREAD: &str = "PodTopologySpread";
 /// `InterPodAffinity`.
 pub const INTER_POD_AFFINITY: &str = "InterPodAffinity";
+/// `DefaultPreemption`.
+pub const DEFAULT_PREEMPTION: &str = "DefaultPreemption";
 
-/// A registry with every default plugin but the binder (which needs a `Client`).
+/// A registry with every default plugin but the binder and preemption (which need a
+/// `Client`).
 pub fn default_registry() -> Registry {
     let mut r = Registry::new();
     type Build = fn() -> Plugin;
