@@ -8,7 +8,8 @@ use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
 use capstan_api::{Api, Client};
 use capstan_controller::events::EventRecorder;
-use capstan_watch::{Delta, InformerFactory, ObjectKey};
+use capstan_controller::leader::{LeaderElector, RunOutcome};
+use capstan_watch::{Delta, InformerFactory, ObjectKey, ReflectorOptions};
 
 use crate::cache::{Cache, Snapshot};
 use crate::framework::{
@@ -166,6 +167,27 @@ impl Scheduler {
     /// The scheduling queue.
     pub fn queue(&self) -> &Arc<SchedulingQueue> {
         &self.queue
+    }
+
+    /// Runs one leadership term: waits until `elector` holds its Lease, then runs the
+    /// scheduler `build` returns, over fresh informers on `client`, until leadership is lost
+    /// or `shutdown` resolves (the scheduler is dropped then: a deposed leader schedules
+    /// nothing more; binds already in flight are conditional writes and cannot double-bind).
+    ///
+    /// Returns how the term ended; after [`RunOutcome::Lost`], call again to stand for the
+    /// next term with a new scheduler (its cache must not outlive the term).
+    pub async fn run_leading(
+        elector: &LeaderElector,
+        client: Arc<dyn Client>,
+        shutdown: impl std::future::Future<Output = ()>,
+        build: impl FnOnce() -> Scheduler,
+    ) -> RunOutcome {
+        elector
+            .run(shutdown, move |_| async move {
+                let informers = InformerFactory::new(client, ReflectorOptions::default());
+                build().run(&informers).await;
+            })
+            .await
     }
 
     fn responsible_for(&self, pod: &Pod) -> bool {
