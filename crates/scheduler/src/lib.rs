@@ -33,6 +33,7 @@
 pub mod cache;
 pub mod error;
 pub mod framework;
+pub mod metrics;
 pub mod plugins;
 pub mod queue;
 pub mod schedule;

@@ -18,6 +18,7 @@ use crate::framework::{
 };
 use crate::queue::{ClusterEvent, SchedulingQueue};
 use crate::schedule::{schedule_pod, ScheduleError};
+use crate::metrics::SchedulerMetrics;
 use crate::waiting::WaitingPods;
 
 /// The default binder's name.
@@ -108,6 +109,7 @@ pub struct Scheduler {
     cache: Arc<Cache>,
     queue: Arc<SchedulingQueue>,
     waiting: Arc<WaitingPods>,
+    metrics: Arc<SchedulerMetrics>,
     recorder: EventRecorder,
 }
 
@@ -144,8 +146,14 @@ impl Scheduler {
             cache: Arc::new(Cache::new()),
             queue: Arc::new(queue),
             waiting: Arc::new(WaitingPods::new()),
+            metrics: Arc::default(),
             recorder,
         }
+    }
+
+    /// Attempt counters and latencies.
+    pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
+        &self.metrics
     }
 
     /// Shares `waiting` with Permit plugins that allow or reject waiting pods later.
@@ -308,11 +316,15 @@ impl Scheduler {
         let fw = &self.framework;
         let pod = info.pod.clone();
         let key = pod_key(&pod);
+        let started = std::time::Instant::now();
         self.cache.update_snapshot(snapshot);
         let mut state = CycleState::new();
-        let host = match schedule_pod(fw, &mut state, &pod, snapshot, next_start) {
+        let result = schedule_pod(fw, &mut state, &pod, snapshot, next_start);
+        self.metrics.algorithm(started.elapsed());
+        let host = match result {
             Ok(r) => r.suggested_host,
             Err(ScheduleError::Unschedulable(fit)) => {
+                self.metrics.unschedulable();
                 let mut message = fit.to_string();
                 let mut nominated = None;
                 if fw.has_post_filter() {
@@ -332,6 +344,7 @@ impl Scheduler {
                 return;
             }
             Err(e @ ScheduleError::Error(_)) => {
+                self.metrics.error();
                 self.recorder
                     .warning(pod.as_ref(), "FailedScheduling", e.to_string());
                 self.report_unschedulable(&pod, "SchedulerError", e.to_string(), None);
@@ -395,6 +408,7 @@ impl Scheduler {
                 return;
             }
             this.cache.finish_binding(&key);
+            this.metrics.scheduled(started.elapsed());
             this.recorder.normal(
                 pod.as_ref(),
                 "Scheduled",
@@ -409,6 +423,7 @@ impl Scheduler {
 impl Scheduler {
     /// Undoes an assumed pod after Reserve, Permit or binding failed, and retries it.
     fn fail(&self, state: &mut CycleState, info: QueuedPodInfo, host: &str, s: Status) {
+        self.metrics.error();
         self.framework.run_unreserve(state, &info.pod, host);
         self.cache.forget_pod(&pod_key(&info.pod));
         self.queue
