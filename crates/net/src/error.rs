@@ -64,6 +64,10 @@ pub enum NetError {
     /// The request itself is invalid (empty container id, missing netns on add).
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// The network is not ready to set up attachments (its configuration is not there
+    /// yet, or a fake was told to fail). Retryable.
+    #[error("network unavailable: {0}")]
+    Unavailable(String),
     /// Running a plugin or reading state failed at the OS level.
     #[error("{context}: {source}")]
     Io {
@@ -77,11 +81,14 @@ pub enum NetError {
 
 impl NetError {
     /// Whether retrying the same call later can succeed: OS failures and exhausted ranges
-    /// (addresses are freed as pods go) can, configuration and request errors cannot. A
+    /// (addresses are freed as pods go) and an unavailable network can, configuration and
+    /// request errors cannot. A
     /// plugin's own error is retryable when its code is CNI's "try again later" (11).
     pub fn is_retryable(&self) -> bool {
         match self {
-            NetError::Io { .. } | NetError::AddressExhausted { .. } => true,
+            NetError::Io { .. } | NetError::AddressExhausted { .. } | NetError::Unavailable(_) => {
+                true
+            }
             NetError::PluginFailed { code, .. } => *code == 11,
             _ => false,
         }

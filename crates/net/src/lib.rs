@@ -4,6 +4,11 @@
 //! wires the sandbox's network namespace and returns its addresses, [`NetworkPlugin::del`]
 //! tears it down. The calls follow CNI's ADD, DEL and CHECK.
 //!
+//! Backends:
+//!
+//! - [`fake`] (always built): [`fake::FakeNetwork`], in-process IPAM over one pod CIDR with
+//!   no OS access and an optional state file; cheap enough for thousands of fake nodes.
+//!
 //! # Contract
 //!
 //! - **Who calls it.** One kubelet per node plugin. Calls for different sandboxes may run
@@ -31,6 +36,7 @@ pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub mod error;
+pub mod fake;
 
 pub use error::{NetError, Result};
 
