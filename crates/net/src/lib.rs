@@ -8,6 +8,10 @@
 //!
 //! - [`fake`] (always built): [`fake::FakeNetwork`], in-process IPAM over one pod CIDR with
 //!   no OS access and an optional state file; cheap enough for thousands of fake nodes.
+//! - [`cni`] (always built): [`cni::CniNetwork`] runs real CNI plugin binaries by the CNI
+//!   spec (1.0.0, and 0.3.x/0.4.0 results) from a `.conflist` or `.conf`, caches ADD results
+//!   for DEL and CHECK, and undoes a failed ADD. Its tests against Debian's
+//!   `containernetworking-plugins` in network namespaces are behind the `cni` feature.
 //!
 //! # Contract
 //!
@@ -35,6 +39,7 @@ use async_trait::async_trait;
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub mod cni;
 pub mod error;
 pub mod fake;
 
