@@ -35,8 +35,8 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
 
+use crate::atomic_write::write_atomically;
 use crate::error::{NetError, Result};
-use crate::fake::write_atomically;
 use crate::{AttachResult, Attachment, NetworkPlugin};
 
 /// The spec versions whose configurations and results this backend understands.

@@ -29,7 +29,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +38,8 @@ use ipnet::IpNet;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::addr::{from_u128, to_u128};
+use crate::atomic_write::write_atomically;
 use crate::error::{NetError, Result};
 use crate::{AttachResult, Attachment, Interface, IpConfig, NetworkPlugin, Route};
 
@@ -490,42 +491,10 @@ impl State {
     }
 }
 
-/// Writes `bytes` to a temporary file next to `path`, syncs it, and renames it over `path`.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        NetError::io(format!("writing {}", path.display()), e)
-    })
-}
-
 fn invalid(path: Option<&Path>, message: String) -> NetError {
     NetError::InvalidConfig {
         path: path.map(Path::to_path_buf),
         message,
-    }
-}
-
-pub(crate) fn to_u128(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u32::from(v4).into(),
-        IpAddr::V6(v6) => v6.into(),
-    }
-}
-
-/// The address `value` in the family of `net`.
-pub(crate) fn from_u128(value: u128, net: IpNet) -> IpAddr {
-    match net {
-        IpNet::V4(_) => IpAddr::V4(Ipv4Addr::from(value as u32)),
-        IpNet::V6(_) => IpAddr::V6(Ipv6Addr::from(value)),
     }
 }
 

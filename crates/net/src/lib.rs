@@ -13,6 +13,9 @@
 //!   for DEL and CHECK, and undoes a failed ADD. Its tests against Debian's
 //!   `containernetworking-plugins` in network namespaces are behind the `cni` feature.
 //!
+//! Around the SPI, [`ipam::ClusterCidr`] hands each node its pod CIDR out of the cluster
+//! CIDR.
+//!
 //! # Contract
 //!
 //! - **Who calls it.** One kubelet per node plugin. Calls for different sandboxes may run
@@ -39,9 +42,12 @@ use async_trait::async_trait;
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod addr;
+mod atomic_write;
 pub mod cni;
 pub mod error;
 pub mod fake;
+pub mod ipam;
 
 pub use error::{NetError, Result};
 
