@@ -14,7 +14,8 @@
 //!   `containernetworking-plugins` in network namespaces are behind the `cni` feature.
 //!
 //! Around the SPI, [`ipam::ClusterCidr`] hands each node its pod CIDR out of the cluster
-//! CIDR.
+//! CIDR, and [`routes`] computes and installs host-gw routes (each other node's pod CIDR via
+//! that node's address) with `ip route`.
 //!
 //! # Contract
 //!
@@ -48,6 +49,7 @@ pub mod cni;
 pub mod error;
 pub mod fake;
 pub mod ipam;
+pub mod routes;
 
 pub use error::{NetError, Result};
 
