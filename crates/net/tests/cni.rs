@@ -224,3 +224,46 @@ async fn results_of_spec_0_4_0_from_the_debian_plugins_are_understood() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_mappings_reach_the_portmap_plugin_and_del_removes_its_rules() {
+    within(async {
+        let node = Node::new();
+        let network = node.network(json!([
+            node.bridge_plugin("10.250.6.0/24"),
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": false}
+        ]));
+        let ns = Netns::new("cpod-");
+        let mut pod = pod_attachment(&ns);
+        pod.port_mappings = vec![capstan_net::PortMapping {
+            host_port: 18080,
+            container_port: 80,
+            protocol: "tcp".into(),
+            host_ip: String::new(),
+        }];
+        let nat_rules = || {
+            let out = node.ns.exec(&["iptables", "-t", "nat", "-S"]);
+            assert!(
+                out.status.success(),
+                "iptables failed (install iptables; scripts/test does): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let ip = network.add(&pod).await.unwrap().pod_ips()[0];
+        let rules = nat_rules();
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.contains("--dport 18080")
+                    && l.contains(&format!("--to-destination {ip}:80"))),
+            "{rules}"
+        );
+        // No CHECK here: portmap v1.1.1's CHECK looks for an IPv6 chain it never made.
+        network.del(&pod).await.unwrap();
+        let rules = nat_rules();
+        assert!(!rules.contains("18080"), "{rules}");
+        assert!(node.allocated().is_empty());
+    })
+    .await;
+}
