@@ -45,8 +45,9 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
 /// Where plugin binaries are looked for when none is configured (Debian's location).
 pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/cni";
 
-/// Where results are cached when no cache directory is configured (libcni's location).
-pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni/results";
+/// Where results are cached when no cache directory is configured. Not libcni's
+/// `/var/lib/cni/results`: its entries have another format, and a node may run both.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/capstan/cni/results";
 
 /// How long one plugin may run by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -603,7 +604,12 @@ impl NetworkPlugin for CniNetwork {
 
     async fn del(&self, attachment: &Attachment) -> Result<()> {
         validate_ids(&attachment.container_id, &attachment.ifname)?;
-        let cached = self.read_cache(&attachment.container_id, &attachment.ifname)?;
+        // A corrupt entry must not make the attachment undeletable: DEL then runs as if
+        // nothing were cached, and the entry goes with the attachment.
+        let cached = match self.read_cache(&attachment.container_id, &attachment.ifname) {
+            Err(NetError::InvalidConfig { .. }) => None,
+            other => other?,
+        };
         // What was added is what gets removed: the cached list if there is one.
         let (config, prev) = match &cached {
             Some(entry) => (&entry.config, Some(&entry.result)),
@@ -1144,6 +1150,27 @@ esac
         assert!(calls[6].2.get("prevResult").is_none());
         assert!(calls[4].3.lines().any(|l| l == "CNI_NETNS="));
         assert!(network.cached_result("s1", "eth0").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_cache_entry_blocks_add_but_not_del() {
+        let scripts = Scripts::new();
+        scripts.plugin("link", LINK_RESULT);
+        let network = scripts.network(json!([{"type": "link"}]));
+        std::fs::create_dir_all(scripts.cache()).unwrap();
+        let entry = scripts.cache().join("unit-s1-eth0");
+        std::fs::write(&entry, "{torn").unwrap();
+        run(async {
+            let err = network.add(&pod("s1")).await.unwrap_err();
+            assert!(
+                matches!(err, NetError::InvalidConfig { path: Some(ref p), .. } if p == &entry),
+                "{err}"
+            );
+            network.del(&pod("s1")).await.unwrap();
+            assert!(!entry.exists());
+            network.add(&pod("s1")).await.unwrap();
+        });
+        assert_eq!(scripts.calls_brief(), ["link DEL", "link ADD"]);
     }
 
     #[test]
