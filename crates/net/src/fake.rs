@@ -149,7 +149,6 @@ struct Inner {
     unavailable: Mutex<Option<String>>,
 }
 
-#[derive(Clone)]
 struct State {
     attachments: HashMap<Key, Allocation>,
     used: HashSet<u128>,
@@ -355,10 +354,10 @@ impl NetworkPlugin for FakeNetwork {
             }
             candidate += 1;
         };
-        let before = state.clone();
+        let cursor = state.cursor;
         state.used.insert(address);
         state.attachments.insert(
-            key,
+            key.clone(),
             Allocation {
                 netns: attachment.netns.clone(),
                 address,
@@ -366,7 +365,9 @@ impl NetworkPlugin for FakeNetwork {
         );
         state.cursor = address + 1;
         if let Err(error) = self.persist(&state) {
-            *state = before;
+            state.used.remove(&address);
+            state.attachments.remove(&key);
+            state.cursor = cursor;
             return Err(error);
         }
         Ok(self.result_for(attachment, address))
