@@ -30,12 +30,21 @@ pub enum NetError {
     PluginFailed {
         /// The plugin type.
         plugin: String,
-        /// CNI's error code (1–99 are the spec's, 100+ the plugin's).
+        /// CNI's error code (1–99 are the spec's, 100+ the plugin's); 0 when the plugin
+        /// printed no CNI error result or an unusable result.
         code: u32,
         /// `msg`.
         message: String,
         /// `details`.
         details: String,
+    },
+    /// A plugin ran longer than the configured timeout and was killed. Retryable.
+    #[error("CNI plugin {plugin} did not finish within {timeout:?}")]
+    PluginTimedOut {
+        /// The plugin type.
+        plugin: String,
+        /// The timeout.
+        timeout: std::time::Duration,
     },
     /// No address is left in the range.
     #[error("no free address in {range}")]
@@ -64,6 +73,10 @@ pub enum NetError {
     /// The request itself is invalid (empty container id, missing netns on add).
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// The network is not ready to set up attachments (its configuration is not there
+    /// yet, or a fake was told to fail). Retryable.
+    #[error("network unavailable: {0}")]
+    Unavailable(String),
     /// Running a plugin or reading state failed at the OS level.
     #[error("{context}: {source}")]
     Io {
@@ -77,11 +90,15 @@ pub enum NetError {
 
 impl NetError {
     /// Whether retrying the same call later can succeed: OS failures and exhausted ranges
-    /// (addresses are freed as pods go) can, configuration and request errors cannot. A
+    /// (addresses are freed as pods go), timeouts and an unavailable network can, configuration and
+    /// request errors cannot. A
     /// plugin's own error is retryable when its code is CNI's "try again later" (11).
     pub fn is_retryable(&self) -> bool {
         match self {
-            NetError::Io { .. } | NetError::AddressExhausted { .. } => true,
+            NetError::Io { .. }
+            | NetError::AddressExhausted { .. }
+            | NetError::Unavailable(_)
+            | NetError::PluginTimedOut { .. } => true,
             NetError::PluginFailed { code, .. } => *code == 11,
             _ => false,
         }

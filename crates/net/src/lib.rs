@@ -4,6 +4,19 @@
 //! wires the sandbox's network namespace and returns its addresses, [`NetworkPlugin::del`]
 //! tears it down. The calls follow CNI's ADD, DEL and CHECK.
 //!
+//! Backends:
+//!
+//! - [`fake`] (always built): [`fake::FakeNetwork`], in-process IPAM over one pod CIDR with
+//!   no OS access and an optional state file; cheap enough for thousands of fake nodes.
+//! - [`cni`] (always built): [`cni::CniNetwork`] runs real CNI plugin binaries by the CNI
+//!   spec (1.0.0, and 0.3.x/0.4.0 results) from a `.conflist` or `.conf`, caches ADD results
+//!   for DEL and CHECK, and undoes a failed ADD. Its tests against Debian's
+//!   `containernetworking-plugins` in network namespaces are behind the `cni` feature.
+//!
+//! Around the SPI, [`ipam::ClusterCidr`] hands each node its pod CIDR out of the cluster
+//! CIDR, and [`routes`] computes and installs host-gw routes (each other node's pod CIDR via
+//! that node's address) with `ip route`.
+//!
 //! # Contract
 //!
 //! - **Who calls it.** One kubelet per node plugin. Calls for different sandboxes may run
@@ -30,7 +43,13 @@ use async_trait::async_trait;
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod addr;
+mod atomic_write;
+pub mod cni;
 pub mod error;
+pub mod fake;
+pub mod ipam;
+pub mod routes;
 
 pub use error::{NetError, Result};
 
