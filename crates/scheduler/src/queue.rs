@@ -116,6 +116,10 @@ struct Inner {
     scheduling_cycle: u64,
     move_request_cycle: u64,
     closed: bool,
+    // When the next backoff or unschedulable timeout is due, as of the last scan, and
+    // whether a pod was parked since (so the scan is stale).
+    next_due: Option<Instant>,
+    parked_since_scan: bool,
 }
 
 /// The scheduling queue. Cheap to share behind an `Arc`.
@@ -235,6 +239,7 @@ impl SchedulingQueue {
                         let backing_off = slot.backoff_until > now;
                         if backing_off {
                             slot.location = QueueLocation::Backoff;
+                            inner.parked_since_scan = true;
                             self.notify.notify_one();
                         } else {
                             self.push_active(&mut inner, &key);
@@ -275,6 +280,12 @@ impl SchedulingQueue {
     /// Moves expired backoffs to activeQ and flushes old unschedulable pods; returns the next
     /// instant something is due.
     fn flush(&self, inner: &mut Inner, now: Instant) -> Option<Instant> {
+        // Scan only when something may be due: a pod was parked, or the earliest known
+        // deadline passed.
+        if !inner.parked_since_scan && inner.next_due.is_none_or(|d| d > now) {
+            return inner.next_due;
+        }
+        inner.parked_since_scan = false;
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
         for (key, slot) in &inner.pods {
@@ -294,6 +305,7 @@ impl SchedulingQueue {
         for key in due {
             self.push_active(inner, &key);
         }
+        inner.next_due = next;
         next
     }
 
@@ -362,6 +374,7 @@ impl SchedulingQueue {
         } else {
             QueueLocation::Backoff
         };
+        inner.parked_since_scan = true;
         self.notify.notify_one();
     }
 
@@ -392,6 +405,7 @@ impl SchedulingQueue {
         for (key, backing_off) in keys {
             if backing_off {
                 inner.pods.get_mut(&key).expect("slot").location = QueueLocation::Backoff;
+                inner.parked_since_scan = true;
             } else {
                 self.push_active(&mut inner, &key);
             }

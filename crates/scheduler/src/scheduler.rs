@@ -16,9 +16,9 @@ use crate::framework::{
     pod_key, BindPlugin, CycleState, Framework, PermitDecision, Plugin, QueuedPodInfo, Registry,
     SchedulerPlugin, Status, DEFAULT_SCHEDULER_NAME,
 };
+use crate::metrics::SchedulerMetrics;
 use crate::queue::{ClusterEvent, SchedulingQueue};
 use crate::schedule::{schedule_pod, ScheduleError};
-use crate::metrics::SchedulerMetrics;
 use crate::waiting::WaitingPods;
 
 /// The default binder's name.

@@ -1,7 +1,7 @@
 //! Per-cycle state shared between one pod's plugin calls.
 
 use std::any::Any;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::NodeInfo;
@@ -15,9 +15,13 @@ use super::NodeInfo;
 /// is taken per node.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<String, Box<dyn Any + Send + Sync>>,
+    // A handful of entries, read once per node per plugin: a linear scan beats hashing.
+    data: Vec<(String, Box<dyn Any + Send + Sync>)>,
     pub(crate) skip_filter: HashSet<String>,
     pub(crate) skip_score: HashSet<String>,
+    /// Per Filter plugin of the framework, in order: whether it runs this cycle (set by
+    /// `run_pre_filter`, so Filter does not look names up per node).
+    pub(crate) filter_enabled: Vec<bool>,
     nodes_with_affinity_pods: Option<Vec<Arc<NodeInfo>>>,
     nodes_with_required_anti_affinity_pods: Option<Vec<Arc<NodeInfo>>>,
 }
@@ -25,7 +29,10 @@ pub struct CycleState {
 impl std::fmt::Debug for CycleState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CycleState")
-            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.data.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .field("skip_filter", &self.skip_filter)
             .field("skip_score", &self.skip_score)
             .finish()
@@ -40,28 +47,42 @@ impl CycleState {
 
     /// Stores `value` under `key`, replacing what was there.
     pub fn write<T: Any + Send + Sync>(&mut self, key: impl Into<String>, value: T) {
-        self.data.insert(key.into(), Box::new(value));
+        let key = key.into();
+        let value: Box<dyn Any + Send + Sync> = Box::new(value);
+        match self.data.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.data.push((key, value)),
+        }
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.data.iter().position(|(k, _)| k == key)
     }
 
     /// The value under `key`, if there is one of type `T`.
     pub fn read<T: Any>(&self, key: &str) -> Option<&T> {
-        self.data.get(key).and_then(|v| v.downcast_ref())
+        self.data
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.downcast_ref())
     }
 
     /// The value under `key`, mutably, if there is one of type `T`.
     pub fn read_mut<T: Any>(&mut self, key: &str) -> Option<&mut T> {
-        self.data.get_mut(key).and_then(|v| v.downcast_mut())
+        self.data
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.downcast_mut())
     }
 
     /// Removes and returns the value under `key`, if there is one of type `T`.
     pub fn remove<T: Any>(&mut self, key: &str) -> Option<T> {
-        match self.data.remove(key)?.downcast::<T>() {
-            Ok(v) => Some(*v),
-            Err(other) => {
-                self.data.insert(key.to_owned(), other);
-                None
-            }
+        let i = self.position(key)?;
+        if !self.data[i].1.is::<T>() {
+            return None;
         }
+        let (_, v) = self.data.swap_remove(i);
+        v.downcast::<T>().ok().map(|v| *v)
     }
 
     /// Records the snapshot's nodes that have pods with affinity terms, and with required

@@ -87,6 +87,10 @@ pub struct NodeInfo {
     image_sizes: HashMap<String, i64>,
     pods_with_affinity: usize,
     pods_with_required_anti_affinity: usize,
+    // Read per node by the first filters: kept here, next to the rest, rather than behind
+    // the Node's pointers.
+    unschedulable: bool,
+    has_taints: bool,
     generation: u64,
 }
 
@@ -141,6 +145,16 @@ impl NodeInfo {
         &self.image_sizes
     }
 
+    /// The Node's `spec.unschedulable`.
+    pub fn unschedulable(&self) -> bool {
+        self.unschedulable
+    }
+
+    /// Whether the Node has any taint.
+    pub fn has_taints(&self) -> bool {
+        self.has_taints
+    }
+
     /// How many of its pods have pod affinity or anti-affinity terms.
     pub fn pods_with_affinity(&self) -> usize {
         self.pods_with_affinity
@@ -170,6 +184,11 @@ impl NodeInfo {
                     .insert(name.clone(), image.size_bytes.unwrap_or(0));
             }
         }
+        let spec = node.spec.as_ref();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        self.has_taints = spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| !t.is_empty());
         self.node = Some(node);
         self.generation += 1;
     }
@@ -177,6 +196,8 @@ impl NodeInfo {
     /// Forgets the Node object, keeping its pods (they may still be terminating).
     pub fn remove_node(&mut self) {
         self.node = None;
+        self.unschedulable = false;
+        self.has_taints = false;
         self.allocatable = Resources::default();
         self.image_sizes.clear();
         self.generation += 1;

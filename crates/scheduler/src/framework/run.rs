@@ -49,14 +49,25 @@ impl Framework {
                 );
             }
         }
+        state.filter_enabled = self
+            .filter
+            .iter()
+            .map(|(name, _)| !state.skip_filter.contains(name))
+            .collect();
         (result, Status::success())
     }
 
     /// Runs every Filter plugin (but those skipped) on one node; the first non-success
     /// status wins, naming its plugin.
     pub fn run_filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        for (name, p) in &self.filter {
-            if state.skip_filter.contains(name) {
+        let by_position = state.filter_enabled.len() == self.filter.len();
+        for (i, (name, p)) in self.filter.iter().enumerate() {
+            let enabled = if by_position {
+                state.filter_enabled[i]
+            } else {
+                !state.skip_filter.contains(name)
+            };
+            if !enabled {
                 continue;
             }
             let s = p.filter(state, pod, node);

@@ -45,7 +45,9 @@ pub use node_basic::{
 pub use node_ports_images::{
     normalized_image_name, ImageLocality, NodePorts, ERR_REASON_NODE_PORTS,
 };
-pub use node_resources::{insufficient_resources, BalancedAllocation, NodeResourcesFit};
+pub use node_resources::{
+    fits_resources, insufficient_resources, BalancedAllocation, NodeResourcesFit,
+};
 pub use pod_topology_spread::{
     PodTopologySpread, ERR_REASON_CONSTRAINTS_NOT_MATCH, ERR_REASON_NODE_LABEL_NOT_MATCH,
 };

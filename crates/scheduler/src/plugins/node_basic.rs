@@ -48,15 +48,10 @@ impl SchedulerPlugin for NodeUnschedulable {
 
 impl FilterPlugin for NodeUnschedulable {
     fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        let Some(n) = node.node() else {
+        if node.node().is_none() {
             return Status::unresolvable("node(s) not found");
-        };
-        if !n
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false)
-        {
+        }
+        if !node.unschedulable() {
             return Status::success();
         }
         let taint = Taint {

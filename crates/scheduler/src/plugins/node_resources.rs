@@ -62,6 +62,28 @@ impl PreFilterPlugin for NodeResourcesFit {
     }
 }
 
+/// Whether `requests` fit `node`: [`insufficient_resources`] would find nothing.
+pub fn fits_resources(requests: &Resources, node: &NodeInfo) -> bool {
+    let alloc = node.allocatable();
+    let used = node.requested();
+    let fits = |want: i64, have: i64, used: i64| want <= 0 || want <= have - used;
+    node.pods().len() as i64 + 1 <= alloc.allowed_pods
+        && fits(requests.milli_cpu, alloc.milli_cpu, used.milli_cpu)
+        && fits(requests.memory, alloc.memory, used.memory)
+        && fits(
+            requests.ephemeral_storage,
+            alloc.ephemeral_storage,
+            used.ephemeral_storage,
+        )
+        && requests.scalar.iter().all(|(name, want)| {
+            fits(
+                *want,
+                alloc.scalar.get(name).copied().unwrap_or(0),
+                used.scalar.get(name).copied().unwrap_or(0),
+            )
+        })
+}
+
 /// The reasons `requests` does not fit `node` (empty when it fits).
 pub fn insufficient_resources(requests: &Resources, node: &NodeInfo) -> Vec<String> {
     let mut reasons = Vec::new();
@@ -108,6 +130,9 @@ impl FilterPlugin for NodeResourcesFit {
     fn filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         let mut owned = None;
         let req = pod_requests(state, pod, &mut owned);
+        if fits_resources(&req.requests, node) {
+            return Status::success();
+        }
         let mut reasons = insufficient_resources(&req.requests, node).into_iter();
         match reasons.next() {
             None => Status::success(),

@@ -30,6 +30,9 @@ impl FilterPlugin for TaintToleration {
         let Some(n) = node.node() else {
             return Status::unresolvable("node(s) not found");
         };
+        if !node.has_taints() {
+            return Status::success();
+        }
         let taints = n
             .spec
             .as_ref()
@@ -53,7 +56,7 @@ impl FilterPlugin for TaintToleration {
 
 impl ScorePlugin for TaintToleration {
     fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
-        let Some(n) = node.node() else {
+        let Some(n) = node.node().filter(|_| node.has_taints()) else {
             return Ok(0);
         };
         let taints = n
