@@ -67,7 +67,7 @@ pub fn fits_resources(requests: &Resources, node: &NodeInfo) -> bool {
     let alloc = node.allocatable();
     let used = node.requested();
     let fits = |want: i64, have: i64, used: i64| want <= 0 || want <= have - used;
-    node.pods().len() as i64 + 1 <= alloc.allowed_pods
+    (node.pods().len() as i64) < alloc.allowed_pods
         && fits(requests.milli_cpu, alloc.milli_cpu, used.milli_cpu)
         && fits(requests.memory, alloc.memory, used.memory)
         && fits(
