@@ -1,6 +1,7 @@
 //! An example cluster on Capstan's embedded defaults: the API server on the in-memory store,
 //! the controller manager with every built-in controller, and fake nodes (registration and
-//! heartbeats), a fake scheduler and fake kubelets standing in for real machines.
+//! heartbeats) and fake kubelets standing in for real machines, scheduled by the real
+//! scheduler (the default plugins, with leader election).
 //!
 //! ```text
 //! cargo run --release --example cluster              # runs the seeds' scenario, then exits
@@ -26,7 +27,9 @@ use capstan::api::{Api, Client};
 use capstan::apiserver::{http::ApiServer, registry::Registry};
 use capstan::controller::events::{EventBroadcaster, EventOptions};
 use capstan::controller::manager::ControllerManager;
-use capstan::controller::testing::{FakeKubelet, FakeNodes, FakeScheduler, KubeletOptions};
+use capstan::controller::leader::{default_identity, LeaderElectionConfig, LeaderElector};
+use capstan::controller::testing::{FakeKubelet, FakeNodes, KubeletOptions};
+use capstan::scheduler::{default_framework, Scheduler};
 use capstan::store::memory::MemoryStore;
 
 const MANIFEST: &str = include_str!("manifests/newkubia-deployment.yaml");
@@ -57,7 +60,28 @@ async fn main() -> anyhow::Result<()> {
     // The machines.
     let nodes: Vec<String> = ["node01", "node02", "node03"].map(String::from).to_vec();
     let _nodes = FakeNodes::start(client.clone(), nodes.clone());
-    let _scheduler = FakeScheduler::start(client.clone(), nodes.clone());
+    let scheduler_events = EventBroadcaster::new(client.clone(), EventOptions::default());
+    let _scheduler = {
+        let client = client.clone();
+        let recorder = scheduler_events.recorder("default-scheduler");
+        let elector = LeaderElector::new(
+            Api::namespaced(client.clone(), "kube-system"),
+            "kube-scheduler",
+            default_identity(),
+            LeaderElectionConfig::default(),
+        )?;
+        tokio::spawn(async move {
+            loop {
+                let (client, recorder) = (client.clone(), recorder.clone());
+                Scheduler::run_leading(&elector, client.clone(), std::future::pending(), || {
+                    let framework = default_framework(client.clone(), recorder.clone())
+                        .expect("the default profile builds");
+                    Scheduler::new(client, framework, recorder)
+                })
+                .await;
+            }
+        })
+    };
     let kubelet_events = EventBroadcaster::new(client.clone(), EventOptions::default());
     let _kubelet = FakeKubelet::start(
         client.clone(),
