@@ -9,12 +9,13 @@
 //! | [`store`] | `capstan-store` | the `Store` SPI with etcd v3 semantics; `memory` and `etcd` backends |
 //! | [`watch`] | `capstan-watch` | list-watch: the `Watch` SPI, reflectors, informers, work queues |
 //! | [`apiserver`] | `capstan-apiserver` | the API server: storage codec, watch cache, registry |
-//! | [`controller`] | `capstan-controller` | the reconciler runtime and built-in controllers (not implemented yet) |
-//! | [`scheduler`] | `capstan-scheduler` | the scheduling framework and default plugins (not implemented yet) |
-//! | [`runtime`] | `capstan-runtime` | the `ContainerRuntime` SPI (not implemented yet) |
-//! | [`net`] | `capstan-net` | the `NetworkPlugin` SPI and the service proxy (not implemented yet) |
+//! | [`controller`] | `capstan-controller` | the reconciler runtime, leader election, events and the built-in controllers |
+//! | [`scheduler`] | `capstan-scheduler` | the scheduling framework, queue, default plugins and preemption |
+//! | [`runtime`] | `capstan-runtime` | the CRI-shaped `ContainerRuntime` SPI and its fake backend |
+//! | [`net`] | `capstan-net` | the CNI-shaped `NetworkPlugin` SPI, its fake and CNI backends, pod CIDRs and host-gw routes |
 //!
-//! Cargo features: `etcd` turns on [`store::etcd`](capstan_store).
+//! Cargo features: `etcd` turns on [`store::etcd`](capstan_store); `tls` turns on HTTPS for
+//! the API server and the remote client.
 //!
 //! `ARCHITECTURE.md` at the repository root has the bird's-eye view and the invariants.
 

@@ -17,7 +17,8 @@
 //!   share of nodes, weighted Score, random tie-break) and Kubernetes' FailedScheduling
 //!   message.
 //! - [`queue`]: activeQ, backoffQ (1 s to 10 s) and the unschedulable set.
-//! - [`plugins`]: the default plugins, [`default_registry`](plugins::default_registry) and
+//! - [`plugins`]: the default plugins (PodTopologySpread, InterPodAffinity and
+//!   DefaultPreemption among them), [`default_registry`](plugins::default_registry) and
 //!   [`default_profile`](plugins::default_profile).
 //!
 //! - [`Scheduler`]: Pod and Node informers feed the cache and the queue (unbound pods whose
@@ -27,7 +28,12 @@
 //!   `resourceVersion`, as the API has no `pods/binding` subresource), recording `Scheduled`
 //!   or `FailedScheduling` Events with capstan-controller's recorder.
 //!
-//! Not written yet (issue 6): PodTopologySpread, InterPodAffinity, DefaultPreemption, waiting Permit plugins, leader election and the benchmark.
+//! - [`waiting`]: pods held at Permit, allowed or rejected later by their plugins.
+//! - [`metrics`]: attempt and algorithm latency percentiles.
+//!
+//! When no node fits, the PostFilter plugin `DefaultPreemption` evicts lower-priority pods
+//! from one node and nominates it; failures set the pod's `PodScheduled=False` condition.
+//! [`Scheduler::run_leading`] runs a fresh scheduler per leadership term.
 //! `ARCHITECTURE.md` says what this crate owns and what it must not know.
 
 pub mod cache;
