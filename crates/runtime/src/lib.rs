@@ -42,9 +42,11 @@ use futures::stream::BoxStream;
 use std::time::Duration;
 
 pub mod clock;
+#[cfg(feature = "containerd")]
+pub mod containerd;
 pub mod error;
 pub mod fake;
-mod oci;
+pub mod oci;
 pub mod types;
 
 pub use clock::{Clock, FakeClock, SystemClock};
