@@ -152,6 +152,8 @@ struct Inner {
     /// Serialises identity checks with creation (name and attempt uniqueness).
     create_lock: tokio::sync::Mutex<()>,
     attached: parking_lot::Mutex<HashMap<String, Attached>>,
+    /// Per container, a handle alive while any of its drains still writes to its log.
+    draining: parking_lot::Mutex<HashMap<String, std::sync::Weak<()>>>,
 }
 
 impl std::fmt::Debug for ContainerdRuntime {
@@ -343,6 +345,7 @@ impl ContainerdRuntime {
                 config,
                 create_lock: tokio::sync::Mutex::new(()),
                 attached: parking_lot::Mutex::new(HashMap::new()),
+                draining: parking_lot::Mutex::new(HashMap::new()),
             }),
         };
         runtime.version().await?;
@@ -526,6 +529,11 @@ impl ContainerdRuntime {
         std::fs::create_dir_all(&dir).map_err(|e| internal(&dir.display().to_string(), e))?;
         let writer = stdio::LogWriter::open(log_path)?;
         let (done, done_rx) = watch::channel(false);
+        let alive = Arc::new(());
+        self.inner
+            .draining
+            .lock()
+            .insert(id.to_string(), Arc::downgrade(&alive));
         let mut paths = Vec::new();
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
             let path = dir.join(stream.as_str());
@@ -536,9 +544,11 @@ impl ContainerdRuntime {
             };
             let mut lines = writer.stream(stream);
             let done_rx = done_rx.clone();
+            let alive = alive.clone();
             tokio::spawn(async move {
                 stdio::drain(fifo, done_rx, |chunk| lines.push(chunk)).await;
                 lines.finish();
+                drop(alive);
             });
             paths.push(path.to_string_lossy().into_owned());
         }
@@ -1233,9 +1243,14 @@ impl ContainerdRuntime {
             return Ok(None);
         };
         let task = self.get_task(id).await?;
+        let draining = self
+            .inner
+            .draining
+            .lock()
+            .get(id)
+            .is_some_and(|alive| alive.strong_count() > 0);
         Ok(Some(
-            observe(&object.labels, task.as_ref()).state == ContainerState::Running
-                || self.inner.attached.lock().contains_key(id),
+            observe(&object.labels, task.as_ref()).state == ContainerState::Running || draining,
         ))
     }
 }
@@ -1709,6 +1724,7 @@ impl ContainerRuntime for ContainerdRuntime {
             Err(s) => return Err(map_status(s, "container", id)),
         }
         self.detach(id);
+        self.inner.draining.lock().remove(id);
         match self
             .inner
             .client

@@ -438,7 +438,10 @@ async fn removing_a_sandbox_leaves_no_container_task_snapshot_or_namespace_behin
             .unwrap();
         w.wait_for(&running, ContainerState::Running).await;
         w.wait_for(&done, ContainerState::Exited).await;
-        assert_eq!(w.ctr(&["tasks", "ls", "-q"]), std::slice::from_ref(&running));
+        assert_eq!(
+            w.ctr(&["tasks", "ls", "-q"]),
+            std::slice::from_ref(&running)
+        );
         assert_eq!(w.ctr(&["containers", "ls", "-q"]).len(), 4);
 
         w.runtime.stop_pod_sandbox(&sandbox).await.unwrap();
@@ -531,7 +534,10 @@ async fn images_are_imported_listed_removed_and_a_missing_one_fails_to_pull() {
             .await
             .unwrap();
         assert_eq!(by_id.map(|i| i.repo_tags), Some(vec![IMAGE.to_string()]));
-        assert_eq!(w.runtime.list_images().await.unwrap(), std::slice::from_ref(&image));
+        assert_eq!(
+            w.runtime.list_images().await.unwrap(),
+            std::slice::from_ref(&image)
+        );
         // Importing again changes nothing.
         let again = w
             .runtime
@@ -615,6 +621,130 @@ async fn the_security_context_sets_the_user_and_capabilities() {
             Err(RuntimeError::InvalidArgument(_))
         ));
         w.runtime.remove_pod_sandbox(&sandbox).await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_followed_log_yields_new_lines_and_ends_when_the_container_exits() {
+    tokio::time::timeout(LIMIT, async {
+        let w = World::new("follow").await;
+        let config = w.pod("follow");
+        let sandbox = w.runtime.run_pod_sandbox(config.clone()).await.unwrap();
+        let id = w
+            .run(
+                &sandbox,
+                &config,
+                sh("talker", "echo one; sleep 1; echo two; sleep 1; echo three"),
+            )
+            .await;
+        let lines: Vec<String> = w
+            .runtime
+            .container_logs(&id, LogOptions::all().follow())
+            .await
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().line).into_owned())
+            .collect()
+            .await;
+        assert_eq!(lines, ["one", "two", "three"]);
+        assert_eq!(
+            w.runtime.container_status(&id).await.unwrap().state,
+            ContainerState::Exited
+        );
+        let tail: Vec<_> = w
+            .runtime
+            .container_logs(&id, LogOptions::all().tail(1))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(tail.len(), 1);
+        assert!(matches!(
+            w.runtime.container_logs("nope", LogOptions::all()).await,
+            Err(RuntimeError::NotFound { .. })
+        ));
+        w.runtime.remove_pod_sandbox(&sandbox).await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_new_runtime_takes_over_the_running_containers_of_an_earlier_one() {
+    tokio::time::timeout(LIMIT, async {
+        let w = World::new("takeover").await;
+        let config = w.pod("takeover");
+        let socket = w.socket.clone();
+        let namespace = w.namespace.clone();
+        let state = w.root.join("state");
+        let (pod, state_dir) = (config.clone(), state.clone());
+        // The earlier node agent runs on a tokio runtime of its own and goes away with it.
+        let (sandbox, id) = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let earlier = ContainerdRuntime::connect(
+                    ContainerdConfig::new(&socket)
+                        .namespace(&namespace)
+                        .state_dir(&state_dir),
+                )
+                .await
+                .unwrap();
+                let sandbox = earlier.run_pod_sandbox(pod.clone()).await.unwrap();
+                let id = earlier
+                    .create_container(
+                        &sandbox,
+                        sh("long", "echo before; sleep 2; echo after; exit 4"),
+                        &pod,
+                    )
+                    .await
+                    .unwrap();
+                earlier.start_container(&id).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                (sandbox, id)
+            })
+        })
+        .join()
+        .unwrap();
+        let later = ContainerdRuntime::connect(
+            ContainerdConfig::new(&w.socket)
+                .namespace(&w.namespace)
+                .state_dir(&state),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            later.container_status(&id).await.unwrap().state,
+            ContainerState::Running
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while later.container_status(&id).await.unwrap().state != ContainerState::Exited {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The exit was recorded and the task deleted by the later runtime's watcher.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !w.ctr(&["tasks", "ls", "-q"]).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the exited task was never deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = later.container_status(&id).await.unwrap();
+        assert_eq!(status.exit_code, Some(4));
+        let lines: Vec<String> = later
+            .container_logs(&id, LogOptions::all())
+            .await
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().line).into_owned())
+            .collect()
+            .await;
+        assert_eq!(lines, ["before", "after"]);
+        later.remove_pod_sandbox(&sandbox).await.unwrap();
     })
     .await
     .expect("in time");
