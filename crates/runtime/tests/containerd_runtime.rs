@@ -8,6 +8,8 @@
 //! `busybox-static`, and checks through `ctr` and the filesystem that it leaves nothing behind.
 #![cfg(feature = "containerd")]
 
+mod contract;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -745,6 +747,17 @@ async fn a_new_runtime_takes_over_the_running_containers_of_an_earlier_one() {
             .await;
         assert_eq!(lines, ["before", "after"]);
         later.remove_pod_sandbox(&sandbox).await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn containerd_keeps_the_contract_every_backend_keeps() {
+    tokio::time::timeout(LIMIT, async {
+        let w = World::new("contract").await;
+        let long_running = ContainerConfig::new("main", IMAGE).command(["sleep", "1000"]);
+        contract::check_contract(&w.runtime, w.pod("contract"), long_running).await;
     })
     .await
     .expect("in time");
