@@ -119,6 +119,9 @@ const SIGTERM: u32 = 15;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SandboxRecord {
     config: PodSandboxConfig,
+    /// Where the pod's namespaces and `/etc` files are.
+    #[serde(default)]
+    dir: String,
     network_namespace_path: String,
     ipc_namespace_path: String,
     uts_namespace_path: String,
@@ -1355,10 +1358,15 @@ impl ContainerRuntime for ContainerdRuntime {
             ipc: options.ipc != NamespaceMode::Node,
             uts: !host_network,
         };
-        let pinned =
-            namespaces::create(self.sandbox_dir(&id), wanted, config.hostname.clone()).await?;
+        let dir = self.sandbox_dir(&id);
+        let pinned = namespaces::create(dir.clone(), wanted, config.hostname.clone()).await?;
+        if let Err(e) = namespaces::write_pod_files(&dir, &config.hostname, host_network) {
+            let _ = namespaces::remove(&dir);
+            return Err(e);
+        }
         let record = SandboxRecord {
             config,
+            dir: dir.to_string_lossy().into_owned(),
             network_namespace_path: pinned.network,
             ipc_namespace_path: pinned.ipc,
             uts_namespace_path: pinned.uts,
@@ -1404,15 +1412,12 @@ impl ContainerRuntime for ContainerdRuntime {
             self.stop_task(&container.id, Duration::ZERO).await?;
         }
         // Where the namespaces were pinned, even by a runtime with another state directory.
-        let pinned = [
-            &record.network_namespace_path,
-            &record.ipc_namespace_path,
-            &record.uts_namespace_path,
-        ]
-        .into_iter()
-        .find(|p| !p.is_empty())
-        .and_then(|p| Path::new(p).parent().map(Path::to_path_buf));
-        namespaces::remove(&pinned.unwrap_or_else(|| self.sandbox_dir(id)))?;
+        let dir = if record.dir.is_empty() {
+            self.sandbox_dir(id)
+        } else {
+            PathBuf::from(&record.dir)
+        };
+        namespaces::remove(&dir)?;
         if Self::sandbox_state(&object) == PodSandboxState::Ready {
             self.set_labels(id, &[(LABEL_STATE, "notready".into())])
                 .await?;
@@ -1537,6 +1542,7 @@ impl ContainerRuntime for ContainerdRuntime {
             network: sandbox.network_namespace_path.clone(),
             ipc: sandbox.ipc_namespace_path.clone(),
             uts: sandbox.uts_namespace_path.clone(),
+            etc_dir: sandbox.dir.clone(),
         };
         let spec = spec::container_spec(
             &config,

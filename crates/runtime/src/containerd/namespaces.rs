@@ -99,7 +99,37 @@ fn create_on_this_thread(dir: &Path, wanted: Wanted, hostname: &str) -> Result<P
     Ok(pinned)
 }
 
-/// Unpins and deletes every namespace under `dir`, then `dir` itself. Idempotent: a missing
+/// The files a pod's containers see as `/etc/<name>`, kept beside its namespaces.
+pub(super) const POD_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+
+/// Writes the pod's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` into `dir`: the
+/// node's own `hosts` and `resolv.conf` with the host network, else a `hosts` naming
+/// localhost and the pod, and the node's `resolv.conf` (the kubelet's DNS policy is not
+/// applied yet).
+pub(super) fn write_pod_files(dir: &Path, hostname: &str, host_network: bool) -> Result<()> {
+    let failed = |what: &str, e: std::io::Error| {
+        RuntimeError::Internal(format!("pod files in {}: {what}: {e}", dir.display()))
+    };
+    let hosts = if host_network {
+        std::fs::read("/etc/hosts").unwrap_or_default()
+    } else {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        )
+        .into_bytes()
+    };
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    for (name, data) in [
+        ("hostname", format!("{hostname}\n").into_bytes()),
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
+    ] {
+        std::fs::write(dir.join(name), data).map_err(|e| failed(name, e))?;
+    }
+    Ok(())
+}
+
+/// Unpins and deletes every namespace under `dir`, the pod's files, then `dir` itself. Idempotent: a missing
 /// directory is `Ok`. A namespace lives on while a process is still inside it.
 pub(super) fn remove(dir: &Path) -> Result<()> {
     for (name, _) in KINDS {
@@ -117,6 +147,9 @@ pub(super) fn remove(dir: &Path) -> Result<()> {
             }
         }
         std::fs::remove_file(&path).or_else(ignore_missing)?;
+    }
+    for name in POD_FILES {
+        std::fs::remove_file(dir.join(name)).or_else(ignore_missing)?;
     }
     std::fs::remove_dir(dir).or_else(ignore_missing)
 }

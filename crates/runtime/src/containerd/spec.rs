@@ -112,6 +112,8 @@ pub(super) struct PodNamespacePaths {
     pub(super) network: String,
     pub(super) ipc: String,
     pub(super) uts: String,
+    /// The directory with the pod's `hostname`, `hosts` and `resolv.conf` (empty: none).
+    pub(super) etc_dir: String,
 }
 
 /// The process's arguments as CRI builds them: `command` replaces the entrypoint and drops
@@ -284,6 +286,17 @@ pub(super) fn container_spec(
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options}),
     ];
+    if !namespaces.etc_dir.is_empty() {
+        let access = if security.readonly_rootfs { "ro" } else { "rw" };
+        for name in ["hostname", "hosts", "resolv.conf"] {
+            mounts.push(json!({
+                "destination": format!("/etc/{name}"),
+                "type": "bind",
+                "source": format!("{}/{name}", namespaces.etc_dir),
+                "options": ["rbind", "rprivate", access],
+            }));
+        }
+    }
     for mount in &config.mounts {
         if !mount.container_path.starts_with('/') {
             return Err(RuntimeError::InvalidArgument(format!(
@@ -401,12 +414,15 @@ mod tests {
             network: "/run/ns/net".into(),
             ipc: "/run/ns/ipc".into(),
             uts: String::new(),
+            etc_dir: "/run/pod".into(),
         };
         let mut config = ContainerConfig::new("c", "i").env("B", "container");
         let spec =
             container_spec(&config, &sandbox(), &image(), &namespaces, "/capstan/x").unwrap();
         assert_eq!(spec["process"]["noNewPrivileges"], true);
         assert_eq!(spec["process"]["cwd"], "/app");
+        let hosts = json!({"destination": "/etc/hosts", "type": "bind", "source": "/run/pod/hosts", "options": ["rbind", "rprivate", "rw"]});
+        assert!(spec["mounts"].as_array().unwrap().contains(&hosts));
         let env: Vec<&str> = spec["process"]["env"]
             .as_array()
             .unwrap()
