@@ -42,14 +42,18 @@ TOML
   return 1
 }
 
-# capstan_stop_containerd — stops the containerd started by capstan_start_containerd (its
-# shims go with their tasks, which the tests remove) and unmounts what is left under its root.
+# capstan_stop_containerd — stops the containerd started by capstan_start_containerd and any
+# shim still serving it (found by its socket; tests remove their tasks, so normally none),
+# and unmounts what is left under its root.
 capstan_stop_containerd() {
   if [ -n "${CAPSTAN_CONTAINERD_PID:-}" ]; then
-    local root
+    local root shim
     root=$(dirname "$CAPSTAN_CONTAINERD_SOCKET")
     kill "$CAPSTAN_CONTAINERD_PID" 2>/dev/null || true
     wait "$CAPSTAN_CONTAINERD_PID" 2>/dev/null || true
+    for shim in $(pgrep -f -- "containerd-shim-runc-v2 .*-address $CAPSTAN_CONTAINERD_SOCKET" || true); do
+      kill "$shim" 2>/dev/null || true
+    done
     grep -o " $root/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     unset CAPSTAN_CONTAINERD_PID CAPSTAN_CONTAINERD_SOCKET
   fi

@@ -157,6 +157,9 @@ struct Inner {
     attached: parking_lot::Mutex<HashMap<String, Attached>>,
     /// Per container, a handle alive while any of its drains still writes to its log.
     draining: parking_lot::Mutex<HashMap<String, std::sync::Weak<()>>>,
+    /// Per container, serialises recording an exit and deleting the task: two concurrent
+    /// deletes of one task can leave its shim running.
+    task_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for ContainerdRuntime {
@@ -349,6 +352,7 @@ impl ContainerdRuntime {
                 create_lock: tokio::sync::Mutex::new(()),
                 attached: parking_lot::Mutex::new(HashMap::new()),
                 draining: parking_lot::Mutex::new(HashMap::new()),
+                task_locks: parking_lot::Mutex::new(HashMap::new()),
             }),
         };
         runtime.version().await?;
@@ -586,6 +590,8 @@ impl ContainerdRuntime {
     /// Records a stopped task's exit in its container's labels and deletes the task.
     /// Idempotent; a task still running is left alone.
     async fn finish(&self, id: &str) -> Result<()> {
+        let lock = self.task_lock(id);
+        let _serialised = lock.lock().await;
         let Some(task) = self.get_task(id).await? else {
             return Ok(());
         };
@@ -608,6 +614,24 @@ impl ContainerdRuntime {
             Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
+        if self.delete_task_locked(id).await? {
+            self.detach(id);
+        }
+        Ok(())
+    }
+
+    fn task_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner
+            .task_locks
+            .lock()
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Deletes a container's task (its shim flushes the output first); `false` if there was
+    /// none. The caller holds the container's task lock.
+    async fn delete_task_locked(&self, id: &str) -> Result<bool> {
         match self
             .inner
             .client
@@ -617,13 +641,9 @@ impl ContainerdRuntime {
             }))
             .await
         {
-            Ok(_) => {
-                self.detach(id);
-                Ok(())
-            }
-            Err(s) if is_not_found(&s) => Ok(()),
-            // A concurrent delete won: the shim is gone and so is the task.
-            Err(_) if self.get_task(id).await?.is_none() => Ok(()),
+            Ok(_) => Ok(true),
+            Err(s) if is_not_found(&s) => Ok(false),
+            Err(_) if self.get_task(id).await?.is_none() => Ok(false),
             Err(s) => Err(map_status(s, "container", id)),
         }
     }
@@ -1675,14 +1695,11 @@ impl ContainerRuntime for ContainerdRuntime {
         if let Err(s) = started {
             // As CRI does: the container is exited with code 128 and the failure as message.
             let _ = self.kill(id, "", SIGKILL).await;
-            let _ = self
-                .inner
-                .client
-                .tasks()
-                .delete(self.request(api::DeleteTaskRequest {
-                    container_id: id.into(),
-                }))
-                .await;
+            {
+                let lock = self.task_lock(id);
+                let _serialised = lock.lock().await;
+                let _ = self.delete_task_locked(id).await;
+            }
             self.detach(id);
             self.set_labels(
                 id,
@@ -1715,22 +1732,14 @@ impl ContainerRuntime for ContainerdRuntime {
             return Ok(());
         }
         self.stop_task(id, Duration::ZERO).await?;
-        match self
-            .inner
-            .client
-            .tasks()
-            .delete(self.request(api::DeleteTaskRequest {
-                container_id: id.into(),
-            }))
-            .await
         {
-            Ok(_) => {}
-            Err(s) if is_not_found(&s) => {}
-            Err(_) if self.get_task(id).await?.is_none() => {}
-            Err(s) => return Err(map_status(s, "container", id)),
+            let lock = self.task_lock(id);
+            let _serialised = lock.lock().await;
+            self.delete_task_locked(id).await?;
         }
         self.detach(id);
         self.inner.draining.lock().remove(id);
+        self.inner.task_locks.lock().remove(id);
         match self
             .inner
             .client

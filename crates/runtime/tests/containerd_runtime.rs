@@ -51,9 +51,28 @@ fn socket() -> String {
     socket
 }
 
+/// Whether a 64-bit little-endian ELF binary names a dynamic loader (`PT_INTERP`).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let read = |at: usize, len: usize| -> u64 {
+        elf.get(at..at + len)
+            .map(|b| b.iter().rev().fold(0u64, |n, &x| n << 8 | u64::from(x)))
+            .unwrap_or(0)
+    };
+    let (table, size, count) = (
+        read(0x20, 8) as usize,
+        read(0x36, 2) as usize,
+        read(0x38, 2) as usize,
+    );
+    (0..count).any(|i| read(table + i * size, 4) == 3)
+}
+
 fn busybox_archive() -> Vec<u8> {
     let binary = std::fs::read("/bin/busybox")
         .expect("/bin/busybox is missing: install Debian's busybox-static (scripts/test does)");
+    assert!(
+        !has_interpreter(&binary),
+        "/bin/busybox is dynamically linked: replace Debian's busybox with busybox-static"
+    );
     ImageArchive::busybox(IMAGE, binary, APPLETS)
         .build()
         .unwrap()
