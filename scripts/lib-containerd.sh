@@ -54,7 +54,9 @@ capstan_stop_containerd() {
     for shim in $(pgrep -f -- "containerd-shim-runc-v2 .*-address $CAPSTAN_CONTAINERD_SOCKET" || true); do
       kill "$shim" 2>/dev/null || true
     done
-    grep -o " $root/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $root/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do
+      umount -l "$m" 2>/dev/null || true
+    done
     unset CAPSTAN_CONTAINERD_PID CAPSTAN_CONTAINERD_SOCKET
   fi
 }

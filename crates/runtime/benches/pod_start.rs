@@ -128,6 +128,9 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    for dir in ["capstan-bench-containerd", "capstan-bench-logs"] {
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(dir));
+    }
 }
 
 criterion_group!(benches, bench);
