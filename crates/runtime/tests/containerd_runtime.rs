@@ -797,3 +797,57 @@ async fn containerd_keeps_the_contract_every_backend_keeps() {
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
+    tokio::time::timeout(LIMIT, async {
+        let w = World::new("badinput").await;
+        let images = w.runtime.list_images().await.unwrap();
+        let config = w.pod("badinput");
+        let sandbox = w.runtime.run_pod_sandbox(config.clone()).await.unwrap();
+        let objects = w.ctr(&["containers", "ls", "-q"]);
+        let sandboxes = std::fs::read_dir(w.root.join("state/sandboxes"))
+            .unwrap()
+            .count();
+
+        let mut nameless = config.clone();
+        nameless.metadata.uid.clear();
+        assert!(matches!(
+            w.runtime.run_pod_sandbox(nameless).await,
+            Err(RuntimeError::InvalidArgument(_))
+        ));
+        let mut escaping = sh("escape", "true");
+        escaping.log_path = "../../../etc/cron.d/x".into();
+        let mut bad_capability = sh("caps", "true");
+        bad_capability.security_context.add_capabilities = vec!["CAP_FLY".into()];
+        for bad in [escaping, bad_capability, ContainerConfig::new("", IMAGE)] {
+            assert!(matches!(
+                w.runtime.create_container(&sandbox, bad, &config).await,
+                Err(RuntimeError::InvalidArgument(_))
+            ));
+        }
+        // A tarball whose layer does not match its digest imports nothing.
+        let mut corrupt = busybox_archive();
+        let middle = corrupt.len() / 2;
+        corrupt[middle] ^= 0xff;
+        assert!(matches!(
+            w.runtime.import_image(corrupt.into()).await,
+            Err(RuntimeError::InvalidArgument(_))
+        ));
+
+        assert_eq!(w.runtime.list_images().await.unwrap(), images);
+        assert_eq!(w.ctr(&["containers", "ls", "-q"]), objects);
+        assert_eq!(
+            std::fs::read_dir(w.root.join("state/sandboxes"))
+                .unwrap()
+                .count(),
+            sandboxes
+        );
+        assert!(w.ctr(&["snapshots", "ls"])[1..]
+            .iter()
+            .all(|l| l.trim_end().ends_with("Committed")));
+        w.runtime.remove_pod_sandbox(&sandbox).await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
