@@ -152,8 +152,10 @@ struct Inner {
     client: containerd_client::Client,
     namespace: AsciiMetadataValue,
     config: ContainerdConfig,
-    /// Serialises identity checks with creation (name and attempt uniqueness).
+    /// Serialises the metadata check with the creation of sandboxes.
     create_lock: tokio::sync::Mutex<()>,
+    /// Per sandbox, serialises the name and attempt check with the creation of containers.
+    sandbox_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     attached: parking_lot::Mutex<HashMap<String, Attached>>,
     /// Per container, a handle alive while any of its drains still writes to its log.
     draining: parking_lot::Mutex<HashMap<String, std::sync::Weak<()>>>,
@@ -350,6 +352,7 @@ impl ContainerdRuntime {
                 namespace,
                 config,
                 create_lock: tokio::sync::Mutex::new(()),
+                sandbox_locks: parking_lot::Mutex::new(HashMap::new()),
                 attached: parking_lot::Mutex::new(HashMap::new()),
                 draining: parking_lot::Mutex::new(HashMap::new()),
                 task_locks: parking_lot::Mutex::new(HashMap::new()),
@@ -1460,7 +1463,10 @@ impl ContainerRuntime for ContainerdRuntime {
             .delete(self.request(api::DeleteContainerRequest { id: id.into() }))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.inner.sandbox_locks.lock().remove(id);
+                Ok(())
+            }
             Err(s) if is_not_found(&s) => Ok(()),
             Err(s) => Err(map_status(s, "sandbox", id)),
         }
@@ -1525,7 +1531,14 @@ impl ContainerRuntime for ContainerdRuntime {
                 config.log_path
             )));
         }
-        let _guard = self.inner.create_lock.lock().await;
+        let lock = self
+            .inner
+            .sandbox_locks
+            .lock()
+            .entry(pod_sandbox_id.to_string())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
         let (object, sandbox) = self
             .sandbox(pod_sandbox_id)
             .await?
