@@ -8,7 +8,12 @@
 //!   scriptable per-image behaviour (start delays, exits, crash loops, pull failures, log
 //!   lines, exec handlers) and an injected [`Clock`]. It keeps no tasks or timers, so
 //!   thousands of fake nodes fit in one process.
-//! - `containerd` (cargo feature, not written yet): containerd's native API.
+//! - `containerd` (cargo feature `containerd`): `containerd::ContainerdRuntime` over
+//!   containerd's native gRPC API with runc: pods get pinned network, IPC and UTS namespaces,
+//!   containers an OCI spec with secure defaults and CRI log files, images come from
+//!   [`ContainerRuntime::import_image`] (no registry is fetched).
+//!
+//! [`oci::ImageArchive`] builds one-layer OCI image tarballs for `import_image`.
 //!
 //! # Contract
 //!
@@ -42,9 +47,11 @@ use futures::stream::BoxStream;
 use std::time::Duration;
 
 pub mod clock;
+#[cfg(feature = "containerd")]
+pub mod containerd;
 pub mod error;
 pub mod fake;
-mod oci;
+pub mod oci;
 pub mod types;
 
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -1,5 +1,7 @@
 //! The fake runtime through the `ContainerRuntime` SPI, as a kubelet would drive it.
 
+mod contract;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -392,6 +394,20 @@ async fn two_thousand_fake_nodes_share_one_clock_and_one_registry() {
                 (ContainerState::Exited, Some(0))
             );
         }
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn the_fake_keeps_the_contract_every_backend_keeps() {
+    tokio::time::timeout(LIMIT, async {
+        let fake = FakeRuntime::builder()
+            .image("busybox", ImageBehaviour::new())
+            .preload("busybox")
+            .build();
+        let long_running = ContainerConfig::new("main", "busybox").command(["sleep", "1000"]);
+        contract::check_contract(&fake, pod("contract"), long_running).await;
     })
     .await
     .expect("in time");
