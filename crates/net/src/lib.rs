@@ -17,6 +17,11 @@
 //!   interfaces) is released before the error returns.
 //! - **Errors.** [`NetError`]; [`NetError::is_retryable`] says whether a retry can help.
 //!
+//! # Service proxy
+//!
+//! [`proxy`] is kube-proxy's part: it watches Services and EndpointSlices and programs the
+//! node's dataplane (iptables, nftables or IPVS) through a [`proxy::ProxyBackend`].
+//!
 //! **Architecture Invariant:** this crate's SPI knows nothing of Pods or the API server: the
 //! kubelet translates a Pod into an [`Attachment`].
 
@@ -31,6 +36,7 @@ pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub mod error;
+pub mod proxy;
 
 pub use error::{NetError, Result};
 
