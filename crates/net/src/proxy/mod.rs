@@ -42,6 +42,7 @@ pub mod fake;
 pub mod hash;
 pub mod iptables;
 pub mod model;
+pub mod nftables;
 mod proxier;
 #[cfg(test)]
 mod testing;
