@@ -41,6 +41,7 @@ pub mod error;
 pub mod fake;
 pub mod hash;
 pub mod iptables;
+pub mod ipvs;
 pub mod model;
 pub mod nftables;
 mod proxier;
