@@ -5,6 +5,7 @@
 //! FNV-1a hash of its input, finished by a multiply-xorshift mix, of which the first 80 bits are spelled in RFC 4648 base32
 //! (`A`–`Z`, `2`–`7`): 16 characters.
 
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use super::ServicePortName;
@@ -14,32 +15,57 @@ const FNV_PRIME: u128 = 0x0000000001000000000000000000013B;
 const MIX: u128 = 0x9e3779b97f4a7c15f39cc0605cedc835;
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
+/// FNV-1a over whatever is written into it, so hashed names need no temporary string.
+struct Hasher(u128);
+
+impl Hasher {
+    fn new() -> Self {
+        Hasher(FNV_OFFSET)
+    }
+
+    fn finish(self) -> String {
+        let mut hash = self.0;
+        // FNV's last bytes barely reach the high bits; a final mix spreads them over all bits.
+        hash ^= hash >> 67;
+        hash = hash.wrapping_mul(MIX);
+        hash ^= hash >> 59;
+        hash = hash.wrapping_mul(MIX);
+        hash ^= hash >> 64;
+        (0..16)
+            .map(|i| char::from(BASE32[((hash >> (123 - 5 * i)) & 0x1f) as usize]))
+            .collect()
+    }
+}
+
+impl fmt::Write for Hasher {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for byte in text.bytes() {
+            self.0 ^= u128::from(byte);
+            self.0 = self.0.wrapping_mul(FNV_PRIME);
+        }
+        Ok(())
+    }
+}
+
 /// The 16-character base32 hash of `input`.
 pub fn short_hash(input: &str) -> String {
-    let mut hash = FNV_OFFSET;
-    for byte in input.bytes() {
-        hash ^= u128::from(byte);
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    // FNV's last bytes barely reach the high bits; a final mix spreads them over all bits.
-    hash ^= hash >> 67;
-    hash = hash.wrapping_mul(MIX);
-    hash ^= hash >> 59;
-    hash = hash.wrapping_mul(MIX);
-    hash ^= hash >> 64;
-    (0..16)
-        .map(|i| char::from(BASE32[((hash >> (123 - 5 * i)) & 0x1f) as usize]))
-        .collect()
+    let mut hasher = Hasher::new();
+    let _ = hasher.write_str(input);
+    hasher.finish()
 }
 
 /// The hash naming a Service port's chains: of `namespace/name:port` and its protocol.
 pub fn service_hash(name: &ServicePortName) -> String {
-    short_hash(&format!("{name}{}", name.protocol))
+    let mut hasher = Hasher::new();
+    let _ = write!(hasher, "{name}{}", name.protocol);
+    hasher.finish()
 }
 
 /// The hash naming one endpoint's chain of a Service port.
 pub fn endpoint_hash(name: &ServicePortName, endpoint: &SocketAddr) -> String {
-    short_hash(&format!("{name}{}{endpoint}", name.protocol))
+    let mut hasher = Hasher::new();
+    let _ = write!(hasher, "{name}{}{endpoint}", name.protocol);
+    hasher.finish()
 }
 
 #[cfg(test)]

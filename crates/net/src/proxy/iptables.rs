@@ -23,7 +23,7 @@
 //! IPv4 only: Service ports whose cluster IP is IPv6 are left to an `ip6tables` instance.
 //! A Service port without ready endpoints gets no rules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use async_trait::async_trait;
@@ -33,7 +33,8 @@ use parking_lot::Mutex;
 use super::command::Runner;
 use super::hash::{endpoint_hash, service_hash};
 use super::{
-    Changes, ProxyBackend, ProxyState, Result, ServicePortName, ServicePortState, SessionAffinity,
+    Changes, OwnedObjects, ProxyBackend, ProxyState, Result, ServicePortName, ServicePortState,
+    SessionAffinity,
 };
 
 /// The chain the built-in chains jump to for Service traffic.
@@ -67,27 +68,31 @@ pub struct Masquerade {
     pub cluster_cidr: Option<Ipv4Net>,
 }
 
-/// What a rendering produced: the `iptables-restore` input and the chains it leaves.
+/// What a rendering produced: the `iptables-restore` input and the chains it wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendered {
     /// The `iptables-restore --noflush` input.
     pub text: String,
-    /// The `KUBE-SVC/EXT/SEP` chains that exist once it is applied.
-    pub chains: BTreeSet<String>,
+    /// The `KUBE-SVC/EXT/SEP` chains of each Service port it (re)wrote; record them with
+    /// [`OwnedObjects::record`] once applied.
+    pub written: BTreeMap<ServicePortName, Vec<String>>,
 }
 
 /// Renders the `iptables-restore --noflush` input that takes a `nat` table holding the
-/// `existing` `KUBE-SVC/EXT/SEP` chains to `state`. With [`Changes::Partial`] only the named
-/// Service ports' chains are written. Pure: the golden tests' subject.
+/// `owned` chains to `state`. With [`Changes::Partial`] only the named Service ports' chains
+/// are written. Pure: the golden tests' subject.
 pub fn render(
     state: &ProxyState,
     changes: &Changes,
-    existing: &BTreeSet<String>,
+    owned: &OwnedObjects,
     masquerade: &Masquerade,
 ) -> Rendered {
     let mut declared = String::new();
-    let mut rules = String::with_capacity(256 * state.len());
-    let mut chains = BTreeSet::new();
+    let mut rules = String::with_capacity(match changes {
+        Changes::Full => 1024 * state.len(),
+        Changes::Partial(_) => 256 * state.len(),
+    });
+    let mut written = BTreeMap::new();
     let _ = writeln!(declared, "*nat");
     for chain in FIXED_CHAINS {
         let _ = writeln!(declared, ":{chain} - [0:0]");
@@ -109,7 +114,7 @@ pub fn render(
         "-A {MARK_MASQ_CHAIN} -j MARK --or-mark {MASQUERADE_MARK}"
     );
 
-    let mut service_rules = String::new();
+    let mut service_rules = String::with_capacity(160 * state.len());
     let mut nodeport_rules = String::new();
     for (name, port) in &state.services {
         if !port.cluster_ip.is_ipv4() || port.endpoints.is_empty() {
@@ -124,25 +129,22 @@ pub fn render(
             "-A {SERVICES_CHAIN} -d {}/32 -p {proto} -m comment --comment \"{name} cluster IP\" -m {proto} --dport {} -j {svc_chain}",
             port.cluster_ip, port.port
         );
-        chains.insert(svc_chain.clone());
         if let Some(node_port) = port.node_port {
             let _ = writeln!(
                 nodeport_rules,
                 "-A {NODEPORTS_CHAIN} -p {proto} -m comment --comment \"{name}\" -m {proto} --dport {node_port} -j {ext_chain}"
             );
-            chains.insert(ext_chain.clone());
         }
-        let endpoint_chains: Vec<String> = port
-            .endpoints
-            .iter()
-            .map(|endpoint| format!("{ENDPOINT_PREFIX}{}", endpoint_hash(name, endpoint)))
-            .collect();
-        chains.extend(endpoint_chains.iter().cloned());
         let rewrite = match changes {
             Changes::Full => true,
-            Changes::Partial(changed) => changed.contains(name) || !existing.contains(&svc_chain),
+            Changes::Partial(changed) => changed.contains(name),
         };
         if rewrite {
+            let endpoint_chains: Vec<String> = port
+                .endpoints
+                .iter()
+                .map(|endpoint| format!("{ENDPOINT_PREFIX}{}", endpoint_hash(name, endpoint)))
+                .collect();
             write_service_chains(
                 &mut declared,
                 &mut rules,
@@ -153,6 +155,12 @@ pub fn render(
                 &endpoint_chains,
                 masquerade,
             );
+            let mut chains = vec![svc_chain];
+            if port.node_port.is_some() {
+                chains.push(ext_chain);
+            }
+            chains.extend(endpoint_chains);
+            written.insert(name.clone(), chains);
         }
     }
     rules.push_str(&service_rules);
@@ -164,7 +172,7 @@ pub fn render(
 
     // Chains the state no longer needs: declared (so flushed) first, deleted last, when
     // nothing references them any more.
-    let stale: Vec<&String> = existing.difference(&chains).collect();
+    let stale = owned.stale(changes, &written);
     for chain in &stale {
         let _ = writeln!(declared, ":{chain} - [0:0]");
     }
@@ -175,7 +183,7 @@ pub fn render(
     declared.push_str("COMMIT\n");
     Rendered {
         text: declared,
-        chains,
+        written,
     }
 }
 
@@ -328,7 +336,7 @@ impl Default for IptablesConfig {
 pub struct IptablesBackend {
     config: IptablesConfig,
     runner: Runner,
-    chains: Mutex<BTreeSet<String>>,
+    owned: Mutex<OwnedObjects>,
 }
 
 impl IptablesBackend {
@@ -337,7 +345,7 @@ impl IptablesBackend {
         IptablesBackend {
             runner: Runner::new(config.netns.clone()),
             config,
-            chains: Mutex::new(BTreeSet::new()),
+            owned: Mutex::new(OwnedObjects::default()),
         }
     }
 
@@ -390,20 +398,20 @@ impl ProxyBackend for IptablesBackend {
 
     async fn sync(&self, state: &ProxyState, changes: &Changes) -> Result<()> {
         state.validate()?;
-        let existing = match changes {
+        let masquerade = &self.config.masquerade;
+        let rendered = match changes {
             Changes::Full => {
-                let mut chains = self.saved_chains().await?;
-                chains.retain(|chain| !FIXED_CHAINS.contains(&chain.as_str()));
-                chains
+                let mut found = self.saved_chains().await?;
+                found.retain(|chain| !FIXED_CHAINS.contains(&chain.as_str()));
+                render(state, changes, &OwnedObjects::found(found), masquerade)
             }
-            Changes::Partial(_) => self.chains.lock().clone(),
+            Changes::Partial(_) => render(state, changes, &self.owned.lock(), masquerade),
         };
-        let rendered = render(state, changes, &existing, &self.config.masquerade);
         self.restore(&rendered.text).await?;
         if changes.is_full() {
             self.ensure_hooks().await?;
         }
-        *self.chains.lock() = rendered.chains;
+        self.owned.lock().record(changes, rendered.written);
         Ok(())
     }
 
@@ -427,7 +435,7 @@ impl ProxyBackend for IptablesBackend {
             text.push_str("COMMIT\n");
             self.restore(&text).await?;
         }
-        self.chains.lock().clear();
+        *self.owned.lock() = OwnedObjects::default();
         Ok(())
     }
 }
@@ -445,14 +453,17 @@ mod tests {
 
     #[test]
     fn a_full_sync_renders_kube_proxy_chains() {
+        let found = OwnedObjects::found(["KUBE-SVC-GONE".to_owned()]);
         let rendered = render(
             &sample_state(),
             &Changes::Full,
-            &BTreeSet::new(),
+            &found,
             &Masquerade::default(),
         );
         assert_golden("iptables_full.txt", &rendered.text);
-        assert_eq!(rendered.chains.len(), 6, "{:?}", rendered.chains);
+        let mut owned = OwnedObjects::default();
+        owned.record(&Changes::Full, rendered.written);
+        assert_eq!(owned.len(), 6, "{owned:?}");
     }
 
     #[test]
@@ -461,15 +472,18 @@ mod tests {
         let full = render(
             &before,
             &Changes::Full,
-            &BTreeSet::new(),
+            &OwnedObjects::default(),
             &Masquerade::default(),
         );
+        let mut owned = OwnedObjects::default();
+        owned.record(&Changes::Full, full.written);
         let mut after = before.clone();
         after.services.get_mut(&web()).unwrap().endpoints.remove(0);
         let changes = Changes::Partial(after.diff(&before));
-        let partial = render(&after, &changes, &full.chains, &Masquerade::default());
+        let partial = render(&after, &changes, &owned, &Masquerade::default());
         assert_golden("iptables_partial.txt", &partial.text);
-        assert_eq!(partial.chains.len(), 5);
+        owned.record(&changes, partial.written);
+        assert_eq!(owned.len(), 5);
         assert!(!partial.text.contains("default/api ->"));
     }
 
@@ -482,7 +496,7 @@ mod tests {
         let text = render(
             &sample_state(),
             &Changes::Full,
-            &BTreeSet::new(),
+            &OwnedObjects::default(),
             &masquerade,
         )
         .text;
@@ -502,7 +516,7 @@ mod tests {
         let text = render(
             &state,
             &Changes::Full,
-            &BTreeSet::new(),
+            &OwnedObjects::default(),
             &Masquerade::default(),
         )
         .text;

@@ -30,7 +30,7 @@
 //! **Architecture Invariant:** backends know nothing of the API server or Kubernetes objects:
 //! the [`Proxier`] translates Services and endpoints into a [`ProxyState`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -289,6 +289,86 @@ impl Changes {
     /// Whether this is a full sync.
     pub fn is_full(&self) -> bool {
         matches!(self, Changes::Full)
+    }
+}
+
+/// Which dataplane objects (chains, sets) belong to which Service port: what a rule-writing
+/// backend remembers between syncs, so a partial sync can delete exactly the stale objects of
+/// the ports it rewrites without naming every other port's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnedObjects {
+    /// Each Service port's objects, as the last sync wrote them.
+    pub by_service: HashMap<ServicePortName, Vec<String>>,
+    /// Objects found in the dataplane that no known Service port claims (read back before a
+    /// full sync, which deletes those it does not write).
+    pub unattributed: BTreeSet<String>,
+}
+
+impl OwnedObjects {
+    /// Objects found in the dataplane, none attributed yet.
+    pub fn found(names: impl IntoIterator<Item = String>) -> Self {
+        OwnedObjects {
+            by_service: HashMap::new(),
+            unattributed: names.into_iter().collect(),
+        }
+    }
+
+    /// The objects a sync writing `written` (each rewritten Service port's objects) must
+    /// delete: with [`Changes::Full`] every known object it does not write, with
+    /// [`Changes::Partial`] the changed ports' old objects it does not write.
+    pub fn stale(
+        &self,
+        changes: &Changes,
+        written: &BTreeMap<ServicePortName, Vec<String>>,
+    ) -> BTreeSet<String> {
+        let kept: BTreeSet<&String> = written.values().flatten().collect();
+        let old: Box<dyn Iterator<Item = &String>> = match changes {
+            Changes::Full => Box::new(
+                self.unattributed
+                    .iter()
+                    .chain(self.by_service.values().flatten()),
+            ),
+            Changes::Partial(names) => Box::new(
+                names
+                    .iter()
+                    .filter_map(|name| self.by_service.get(name))
+                    .flatten()
+                    .chain(&self.unattributed),
+            ),
+        };
+        old.filter(|object| !kept.contains(object))
+            .cloned()
+            .collect()
+    }
+
+    /// Records a successful sync that wrote `written`.
+    pub fn record(
+        &mut self,
+        changes: &Changes,
+        mut written: BTreeMap<ServicePortName, Vec<String>>,
+    ) {
+        self.unattributed.clear();
+        match changes {
+            Changes::Full => self.by_service = written.into_iter().collect(),
+            Changes::Partial(names) => {
+                for name in names {
+                    match written.remove(name) {
+                        Some(objects) => self.by_service.insert(name.clone(), objects),
+                        None => self.by_service.remove(name),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The number of objects known.
+    pub fn len(&self) -> usize {
+        self.unattributed.len() + self.by_service.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Whether no object is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -22,7 +22,7 @@
 //! IPv4 only (`ip` family), like the [`iptables`](super::iptables) backend. A Service port
 //! without ready endpoints gets no map entry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use async_trait::async_trait;
@@ -32,8 +32,8 @@ use parking_lot::Mutex;
 use super::command::Runner;
 use super::hash::{endpoint_hash, service_hash};
 use super::{
-    Changes, ProxyBackend, ProxyError, ProxyState, Result, ServicePortName, ServicePortState,
-    SessionAffinity,
+    Changes, OwnedObjects, ProxyBackend, ProxyError, ProxyState, Result, ServicePortName,
+    ServicePortState, SessionAffinity,
 };
 
 /// The table this backend owns.
@@ -41,6 +41,7 @@ pub const TABLE: &str = "capstan-proxy";
 /// The mark bit that asks for masquerading.
 pub const MASQUERADE_MARK: &str = "0x4000";
 
+const AFFINITY_PREFIX: &str = "affinity-";
 const FIXED_CHAINS: [&str; 6] = [
     "nat-prerouting",
     "nat-output",
@@ -50,58 +51,46 @@ const FIXED_CHAINS: [&str; 6] = [
     "masquerading",
 ];
 
-/// The chains and sets of the table, apart from the fixed ones.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TableObjects {
-    /// `service-*`, `external-*` and `endpoint-*` chains.
-    pub chains: BTreeSet<String>,
-    /// `affinity-*` sets.
-    pub sets: BTreeSet<String>,
-}
-
-impl TableObjects {
-    /// The objects of an `nft list table ip capstan-proxy` listing, fixed chains and maps
-    /// left out.
-    pub fn from_listing(listing: &str) -> Self {
-        let mut objects = TableObjects::default();
-        for line in listing.lines() {
+/// The chains and sets of an `nft list table ip capstan-proxy` listing, fixed chains and
+/// maps left out: what a full sync finds.
+pub fn listed_objects(listing: &str) -> BTreeSet<String> {
+    listing
+        .lines()
+        .filter_map(|line| {
             let mut words = line.split_whitespace();
             match (words.next(), words.next()) {
-                (Some("chain"), Some(name)) if !FIXED_CHAINS.contains(&name) => {
-                    objects.chains.insert(name.to_owned());
-                }
-                (Some("set"), Some(name)) => {
-                    objects.sets.insert(name.to_owned());
-                }
-                _ => {}
+                (Some("chain"), Some(name)) if !FIXED_CHAINS.contains(&name) => Some(name),
+                (Some("set"), Some(name)) => Some(name),
+                _ => None,
             }
-        }
-        objects
-    }
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
-/// What a rendering produced: the `nft -f` input and the objects it leaves.
+/// What a rendering produced: the `nft -f` input and the objects it wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendered {
     /// The `nft -f` input: one transaction.
     pub text: String,
-    /// The chains and sets that exist once it is applied.
-    pub objects: TableObjects,
+    /// The chains and sets of each Service port it (re)wrote; record them with
+    /// [`OwnedObjects::record`] once applied.
+    pub written: BTreeMap<ServicePortName, Vec<String>>,
 }
 
-/// Renders the `nft -f` transaction that takes a table holding `existing` to `state`, with
+/// Renders the `nft -f` transaction that takes a table holding the `owned` objects to `state`, with
 /// traffic from outside `cluster_cidr` (when set) masqueraded. With [`Changes::Partial`]
 /// only the named Service ports' chains are written. Pure: the golden tests' subject.
 pub fn render(
     state: &ProxyState,
     changes: &Changes,
-    existing: &TableObjects,
+    owned: &OwnedObjects,
     cluster_cidr: Option<Ipv4Net>,
 ) -> Rendered {
     let t = format!("ip {TABLE}");
     let mut out = String::with_capacity(512 * state.len());
     let mut cleanup = String::new();
-    let mut objects = TableObjects::default();
+    let mut written = BTreeMap::new();
     let _ = writeln!(out, "add table {t}");
     for (chain, hook, priority) in [
         ("nat-prerouting", "prerouting", "-100"),
@@ -168,32 +157,22 @@ pub fn render(
             "add element {t} service-ips {{ {} . {proto} . {} : goto {svc_chain} }}",
             port.cluster_ip, port.port
         );
-        objects.chains.insert(svc_chain.clone());
         if let Some(node_port) = port.node_port {
             let _ = writeln!(
                 elements,
                 "add element {t} service-nodeports {{ {proto} . {node_port} : goto {ext_chain} }}"
             );
-            objects.chains.insert(ext_chain.clone());
-        }
-        let endpoint_hashes: Vec<String> = port
-            .endpoints
-            .iter()
-            .map(|endpoint| endpoint_hash(name, endpoint))
-            .collect();
-        for hash in &endpoint_hashes {
-            objects.chains.insert(format!("endpoint-{hash}"));
-            if port.affinity != SessionAffinity::None {
-                objects.sets.insert(format!("affinity-{hash}"));
-            }
         }
         let rewrite = match changes {
             Changes::Full => true,
-            Changes::Partial(changed) => {
-                changed.contains(name) || !existing.chains.contains(&svc_chain)
-            }
+            Changes::Partial(changed) => changed.contains(name),
         };
         if rewrite {
+            let endpoint_hashes: Vec<String> = port
+                .endpoints
+                .iter()
+                .map(|endpoint| endpoint_hash(name, endpoint))
+                .collect();
             write_service(
                 &mut out,
                 &t,
@@ -204,22 +183,37 @@ pub fn render(
                 &endpoint_hashes,
                 cluster_cidr,
             );
+            let mut objects = vec![svc_chain];
+            if port.node_port.is_some() {
+                objects.push(ext_chain);
+            }
+            for hash in &endpoint_hashes {
+                objects.push(format!("endpoint-{hash}"));
+                if port.affinity != SessionAffinity::None {
+                    objects.push(format!("{AFFINITY_PREFIX}{hash}"));
+                }
+            }
+            written.insert(name.clone(), objects);
         }
     }
     out.push_str(&elements);
-    // Stale chains are flushed before any is deleted: they may jump to one another.
-    let stale_chains: Vec<&String> = existing.chains.difference(&objects.chains).collect();
+    // Stale chains are flushed before any is deleted: they may jump to one another, and
+    // their rules may use the stale sets.
+    let stale = owned.stale(changes, &written);
+    let (stale_sets, stale_chains): (Vec<&String>, Vec<&String>) = stale
+        .iter()
+        .partition(|name| name.starts_with(AFFINITY_PREFIX));
     for chain in &stale_chains {
         let _ = writeln!(out, "flush chain {t} {chain}");
     }
     for chain in &stale_chains {
         let _ = writeln!(cleanup, "delete chain {t} {chain}");
     }
-    for set in existing.sets.difference(&objects.sets) {
+    for set in &stale_sets {
         let _ = writeln!(cleanup, "delete set {t} {set}");
     }
     out.push_str(&cleanup);
-    Rendered { text: out, objects }
+    Rendered { text: out, written }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -346,7 +340,7 @@ impl Default for NftablesConfig {
 pub struct NftablesBackend {
     config: NftablesConfig,
     runner: Runner,
-    objects: Mutex<TableObjects>,
+    owned: Mutex<OwnedObjects>,
 }
 
 impl NftablesBackend {
@@ -355,21 +349,21 @@ impl NftablesBackend {
         NftablesBackend {
             runner: Runner::new(config.netns.clone()),
             config,
-            objects: Mutex::new(TableObjects::default()),
+            owned: Mutex::new(OwnedObjects::default()),
         }
     }
 
-    async fn listed_objects(&self) -> Result<TableObjects> {
+    async fn table_objects(&self) -> Result<BTreeSet<String>> {
         match self
             .runner
             .run(&self.config.nft, &["list", "table", "ip", TABLE], "")
             .await
         {
-            Ok(listing) => Ok(TableObjects::from_listing(&listing)),
+            Ok(listing) => Ok(listed_objects(&listing)),
             Err(ProxyError::CommandFailed { stderr, .. })
                 if stderr.contains("No such file or directory") =>
             {
-                Ok(TableObjects::default())
+                Ok(BTreeSet::new())
             }
             Err(other) => Err(other),
         }
@@ -384,15 +378,18 @@ impl ProxyBackend for NftablesBackend {
 
     async fn sync(&self, state: &ProxyState, changes: &Changes) -> Result<()> {
         state.validate()?;
-        let existing = match changes {
-            Changes::Full => self.listed_objects().await?,
-            Changes::Partial(_) => self.objects.lock().clone(),
+        let cidr = self.config.cluster_cidr;
+        let rendered = match changes {
+            Changes::Full => {
+                let found = OwnedObjects::found(self.table_objects().await?);
+                render(state, changes, &found, cidr)
+            }
+            Changes::Partial(_) => render(state, changes, &self.owned.lock(), cidr),
         };
-        let rendered = render(state, changes, &existing, self.config.cluster_cidr);
         self.runner
             .run(&self.config.nft, &["-f", "-"], &rendered.text)
             .await?;
-        *self.objects.lock() = rendered.objects;
+        self.owned.lock().record(changes, rendered.written);
         Ok(())
     }
 
@@ -402,7 +399,7 @@ impl ProxyBackend for NftablesBackend {
         self.runner
             .run(&self.config.nft, &["-f", "-"], &text)
             .await?;
-        *self.objects.lock() = TableObjects::default();
+        *self.owned.lock() = OwnedObjects::default();
         Ok(())
     }
 }
@@ -416,43 +413,45 @@ mod tests {
 
     #[test]
     fn a_full_sync_renders_one_transaction_into_the_own_table() {
-        let rendered = render(
-            &sample_state(),
-            &Changes::Full,
-            &TableObjects::default(),
-            None,
-        );
+        let found = OwnedObjects::found(["service-GONE".to_owned(), "affinity-GONE".to_owned()]);
+        let rendered = render(&sample_state(), &Changes::Full, &found, None);
         assert_golden("nftables_full.txt", &rendered.text);
         assert!(rendered
             .text
             .lines()
             .all(|line| line.contains(&format!(" ip {TABLE}"))));
-        assert_eq!(rendered.objects.chains.len(), 6);
-        assert_eq!(rendered.objects.sets.len(), 1);
+        let mut owned = OwnedObjects::default();
+        owned.record(&Changes::Full, rendered.written);
+        assert_eq!(owned.len(), 7, "{owned:?}");
     }
 
     #[test]
     fn a_partial_sync_rewrites_only_the_changed_service() {
         let before = sample_state();
-        let full = render(&before, &Changes::Full, &TableObjects::default(), None);
+        let full = render(&before, &Changes::Full, &OwnedObjects::default(), None);
+        let mut owned = OwnedObjects::default();
+        owned.record(&Changes::Full, full.written);
         let mut after = before.clone();
         let api = ServicePortName::new("default", "api", "", Protocol::Udp);
         after.services.remove(&api);
+        let changes = Changes::Partial(after.diff(&before));
         let partial = render(
             &after,
-            &Changes::Partial(after.diff(&before)),
-            &full.objects,
+            &changes,
+            &owned,
             Some("10.244.0.0/16".parse().unwrap()),
         );
         assert_golden("nftables_partial.txt", &partial.text);
-        assert!(partial.objects.sets.is_empty());
+        owned.record(&changes, partial.written);
+        assert_eq!(owned.len(), 3, "{owned:?}");
     }
 
     #[test]
     fn objects_are_read_from_a_listing() {
         let listing = "table ip capstan-proxy {\n\tset affinity-AAAA {\n\t\ttype ipv4_addr\n\t}\n\tmap service-ips {\n\t}\n\tchain services {\n\t}\n\tchain service-BBBB {\n\t}\n}\n";
-        let objects = TableObjects::from_listing(listing);
-        assert_eq!(objects.chains, BTreeSet::from(["service-BBBB".to_owned()]));
-        assert_eq!(objects.sets, BTreeSet::from(["affinity-AAAA".to_owned()]));
+        assert_eq!(
+            listed_objects(listing),
+            BTreeSet::from(["affinity-AAAA".to_owned(), "service-BBBB".to_owned()])
+        );
     }
 }
