@@ -13,10 +13,11 @@
 //! nat-postrouting (hook) ─► masquerading: packets with mark 0x4000 are masqueraded
 //! ```
 //!
-//! Every sync flushes and refills the fixed chains and both maps; a full sync also flushes
-//! and rewrites every Service port's chains and deletes the chains and sets of the table the
-//! state no longer needs (read from `nft list table`); a partial sync does so only for the
-//! changed Service ports (the others are left as the last sync wrote them). Affinity sets are
+//! Every sync flushes and refills the few fixed chains. A full sync also flushes both maps,
+//! rewrites every Service port's chains and map elements, and deletes the chains and sets of
+//! the table the state no longer needs (read from `nft list table`); a partial sync rewrites
+//! only the changed Service ports' chains and map elements, deleting their stale ones (the
+//! others are left as the last sync wrote them). Affinity sets are
 //! created once and never flushed, so clients keep their endpoints across syncs.
 //!
 //! IPv4 only (`ip` family), like the [`iptables`](super::iptables) backend. A Service port
@@ -80,7 +81,8 @@ pub struct Rendered {
 
 /// Renders the `nft -f` transaction that takes a table holding the `owned` objects to `state`, with
 /// traffic from outside `cluster_cidr` (when set) masqueraded. With [`Changes::Partial`]
-/// only the named Service ports' chains are written. Pure: the golden tests' subject.
+/// only the named Service ports' chains and map elements are written. Pure: the golden
+/// tests' subject.
 pub fn render(
     state: &ProxyState,
     changes: &Changes,
@@ -116,8 +118,10 @@ pub fn render(
         out,
         "add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; }}"
     );
-    let _ = writeln!(out, "flush map {t} service-ips");
-    let _ = writeln!(out, "flush map {t} service-nodeports");
+    if changes.is_full() {
+        let _ = writeln!(out, "flush map {t} service-ips");
+        let _ = writeln!(out, "flush map {t} service-nodeports");
+    }
     let _ = writeln!(out, "add rule {t} nat-prerouting jump services");
     let _ = writeln!(out, "add rule {t} nat-output jump services");
     let _ = writeln!(out, "add rule {t} nat-postrouting jump masquerading");
@@ -152,17 +156,6 @@ pub fn render(
         let svc_chain = format!("service-{hash}");
         let ext_chain = format!("external-{hash}");
         let proto = port.protocol.as_str();
-        let _ = writeln!(
-            elements,
-            "add element {t} service-ips {{ {} . {proto} . {} : goto {svc_chain} }}",
-            port.cluster_ip, port.port
-        );
-        if let Some(node_port) = port.node_port {
-            let _ = writeln!(
-                elements,
-                "add element {t} service-nodeports {{ {proto} . {node_port} : goto {ext_chain} }}"
-            );
-        }
         let rewrite = match changes {
             Changes::Full => true,
             Changes::Partial(changed) => changed.contains(name),
@@ -183,10 +176,25 @@ pub fn render(
                 &endpoint_hashes,
                 cluster_cidr,
             );
-            let mut objects = vec![svc_chain];
-            if port.node_port.is_some() {
+            let cluster_element = format!(
+                "service-ips {{ {} . {proto} . {} }}",
+                port.cluster_ip, port.port
+            );
+            let _ = writeln!(
+                elements,
+                "add element {t} service-ips {{ {} . {proto} . {} : goto {svc_chain} }}",
+                port.cluster_ip, port.port
+            );
+            let mut objects = vec![cluster_element];
+            if let Some(node_port) = port.node_port {
+                let _ = writeln!(
+                    elements,
+                    "add element {t} service-nodeports {{ {proto} . {node_port} : goto {ext_chain} }}"
+                );
+                objects.push(format!("service-nodeports {{ {proto} . {node_port} }}"));
                 objects.push(ext_chain);
             }
+            objects.push(svc_chain);
             for hash in &endpoint_hashes {
                 objects.push(format!("endpoint-{hash}"));
                 if port.affinity != SessionAffinity::None {
@@ -196,13 +204,24 @@ pub fn render(
             written.insert(name.clone(), objects);
         }
     }
-    out.push_str(&elements);
-    // Stale chains are flushed before any is deleted: they may jump to one another, and
-    // their rules may use the stale sets.
+    // Stale map elements go before the new ones (a key may move to another Service port);
+    // a full sync has flushed the maps already. Stale chains are flushed before any is
+    // deleted: they may jump to one another, and their rules may use the stale sets.
     let stale = owned.stale(changes, &written);
-    let (stale_sets, stale_chains): (Vec<&String>, Vec<&String>) = stale
-        .iter()
-        .partition(|name| name.starts_with(AFFINITY_PREFIX));
+    let mut stale_chains = Vec::new();
+    let mut stale_sets = Vec::new();
+    for object in &stale {
+        if object.starts_with("service-ips {") || object.starts_with("service-nodeports {") {
+            if !changes.is_full() {
+                let _ = writeln!(out, "delete element {t} {object}");
+            }
+        } else if object.starts_with(AFFINITY_PREFIX) {
+            stale_sets.push(object);
+        } else {
+            stale_chains.push(object);
+        }
+    }
+    out.push_str(&elements);
     for chain in &stale_chains {
         let _ = writeln!(out, "flush chain {t} {chain}");
     }
@@ -422,7 +441,7 @@ mod tests {
             .all(|line| line.contains(&format!(" ip {TABLE}"))));
         let mut owned = OwnedObjects::default();
         owned.record(&Changes::Full, rendered.written);
-        assert_eq!(owned.len(), 7, "{owned:?}");
+        assert_eq!(owned.len(), 10, "{owned:?}");
     }
 
     #[test]
@@ -443,7 +462,7 @@ mod tests {
         );
         assert_golden("nftables_partial.txt", &partial.text);
         owned.record(&changes, partial.written);
-        assert_eq!(owned.len(), 3, "{owned:?}");
+        assert_eq!(owned.len(), 4, "{owned:?}");
     }
 
     #[test]
