@@ -30,6 +30,11 @@
 //!   interfaces) is released before the error returns.
 //! - **Errors.** [`NetError`]; [`NetError::is_retryable`] says whether a retry can help.
 //!
+//! # Service proxy
+//!
+//! [`proxy`] is kube-proxy's part: it watches Services and EndpointSlices and programs the
+//! node's dataplane (iptables, nftables or IPVS) through a [`proxy::ProxyBackend`].
+//!
 //! **Architecture Invariant:** this crate's SPI knows nothing of Pods or the API server: the
 //! kubelet translates a Pod into an [`Attachment`].
 
@@ -49,6 +54,7 @@ pub mod cni;
 pub mod error;
 pub mod fake;
 pub mod ipam;
+pub mod proxy;
 pub mod routes;
 
 pub use error::{NetError, Result};
