@@ -26,8 +26,8 @@ use capstan::api::kube_core::params::{ListParams, Patch, PatchParams, PostParams
 use capstan::api::{Api, Client};
 use capstan::apiserver::{http::ApiServer, registry::Registry};
 use capstan::controller::events::{EventBroadcaster, EventOptions};
-use capstan::controller::manager::ControllerManager;
 use capstan::controller::leader::{default_identity, LeaderElectionConfig, LeaderElector};
+use capstan::controller::manager::ControllerManager;
 use capstan::controller::testing::{FakeKubelet, FakeNodes, KubeletOptions};
 use capstan::scheduler::{default_framework, Scheduler};
 use capstan::store::memory::MemoryStore;
