@@ -1,0 +1,257 @@
+//! The node IPAM controller against the in-process API server (registry over the memory
+//! store): distinct CIDRs, restarts, release on deletion, exhaustion.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_api::k8s_openapi::api::core::v1::{Event, Node, NodeSpec};
+use capstan_api::kube_core::params::{DeleteParams, ListParams, PostParams};
+use capstan_api::kube_core::ObjectMeta;
+use capstan_api::{Api, Client};
+use capstan_apiserver::registry::Registry;
+use capstan_controller::events::{EventBroadcaster, EventOptions};
+use capstan_controller::manager::ControllerManager;
+use capstan_net::ipam::controller::{reasons, NodeIpamController, COMPONENT};
+use capstan_net::ipam::ClusterCidr;
+use capstan_net::IpNet;
+use capstan_store::memory::MemoryStore;
+use capstan_watch::{InformerFactory, ReflectorOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+fn registry() -> Arc<dyn Client> {
+    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
+}
+
+async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("the test finishes in time")
+}
+
+async fn create_node(client: &Arc<dyn Client>, name: &str, pod_cidr: Option<&str>) -> Node {
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: pod_cidr.map(str::to_owned),
+            pod_cidrs: pod_cidr.map(|c| vec![c.to_owned()]),
+            ..NodeSpec::default()
+        }),
+        status: None,
+    };
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap()
+}
+
+async fn delete_node(client: &Arc<dyn Client>, name: &str) {
+    Api::<Node>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+fn pod_cidr(node: &Node) -> Option<String> {
+    node.spec.as_ref()?.pod_cidr.clone()
+}
+
+/// Polls until `node` has a podCIDR, and checks `podCIDRs` agrees.
+async fn wait_for_cidr(client: &Arc<dyn Client>, name: &str) -> IpNet {
+    let api = Api::<Node>::all(client.clone());
+    loop {
+        let node = api.get(name).await.unwrap();
+        if let Some(cidr) = pod_cidr(&node) {
+            let spec = node.spec.unwrap();
+            assert_eq!(spec.pod_cidrs, Some(vec![cidr.clone()]), "node {name}");
+            return cidr.parse().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until an Event with `reason` is recorded on Node `name`.
+async fn wait_for_event(client: &Arc<dyn Client>, name: &str, reason: &str) -> Event {
+    let api = Api::<Event>::namespaced(client.clone(), "default");
+    loop {
+        let events = api.list(&ListParams::default()).await.unwrap();
+        if let Some(event) = events.items.into_iter().find(|e| {
+            e.involved_object.name.as_deref() == Some(name)
+                && e.involved_object.kind.as_deref() == Some("Node")
+                && e.reason.as_deref() == Some(reason)
+        }) {
+            return event;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One running controller with its own informers and event broadcaster.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    events: EventBroadcaster,
+}
+
+impl Running {
+    fn start(client: &Arc<dyn Client>, cluster: &str, mask: u8) -> Self {
+        let cidrs = ClusterCidr::new(cluster.parse().unwrap(), mask).unwrap();
+        let factory = Arc::new(InformerFactory::new(
+            client.clone(),
+            ReflectorOptions::default(),
+        ));
+        let events = EventBroadcaster::new(client.clone(), EventOptions::default());
+        let controller =
+            NodeIpamController::new(client.clone(), factory, events.recorder(COMPONENT), &cidrs);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            controller
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Running {
+            stop: Some(stop),
+            task,
+            events,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        (&mut self.task).await.unwrap();
+        self.events.flush().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_get_distinct_cidrs_from_the_controller_manager() {
+    within(async {
+        let client = registry();
+        for i in 0..6 {
+            create_node(&client, &format!("node-{i}"), None).await;
+        }
+        let cidrs = ClusterCidr::new("10.244.0.0/16".parse().unwrap(), 24).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let manager = ControllerManager::new(client.clone()).add(COMPONENT, move |ctx| {
+            NodeIpamController::new(ctx.client, ctx.factory, ctx.recorder, &cidrs).run(ctx.shutdown)
+        });
+        let manager = tokio::spawn(manager.run(async move {
+            let _ = stopped.await;
+        }));
+        // Nodes registered while it runs get theirs too.
+        for i in 6..10 {
+            create_node(&client, &format!("node-{i}"), None).await;
+        }
+        let mut seen = HashSet::new();
+        let cluster: IpNet = "10.244.0.0/16".parse().unwrap();
+        for i in 0..10 {
+            let cidr = wait_for_cidr(&client, &format!("node-{i}")).await;
+            assert!(cluster.contains(&cidr) && cidr.prefix_len() == 24, "{cidr}");
+            assert!(seen.insert(cidr), "{cidr} given twice");
+        }
+        let _ = stop.send(());
+        manager.await.unwrap().unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_assignments_and_reports_claims_it_cannot_keep() {
+    within(async {
+        let client = registry();
+        create_node(&client, "kept", Some("10.244.0.0/24")).await;
+        create_node(&client, "fresh", None).await;
+        // Younger than `kept` (creation timestamps have whole seconds) and claiming the same
+        // subnet; and one outside the cluster.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        create_node(&client, "duplicate", Some("10.244.0.0/24")).await;
+        create_node(&client, "outside", Some("10.9.0.0/24")).await;
+
+        let first = Running::start(&client, "10.244.0.0/16", 24);
+        let fresh = wait_for_cidr(&client, "fresh").await;
+        assert_ne!(fresh.to_string(), "10.244.0.0/24");
+        let duplicate = wait_for_event(&client, "duplicate", reasons::POD_CIDR_REJECTED).await;
+        assert_eq!(duplicate.type_.as_deref(), Some("Warning"));
+        assert!(
+            duplicate
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("node kept holds it"),
+            "{duplicate:?}"
+        );
+        wait_for_event(&client, "outside", reasons::POD_CIDR_REJECTED).await;
+        first.stop().await;
+
+        // A new controller rebuilds the same picture from the Nodes.
+        let second = Running::start(&client, "10.244.0.0/16", 24);
+        create_node(&client, "late", None).await;
+        let late = wait_for_cidr(&client, "late").await;
+        let api = Api::<Node>::all(client.clone());
+        let nodes = api.list(&ListParams::default()).await.unwrap().items;
+        let cidr_of = |name: &str| {
+            nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name))
+                .and_then(pod_cidr)
+        };
+        assert_eq!(cidr_of("kept").as_deref(), Some("10.244.0.0/24"));
+        assert_eq!(cidr_of("fresh"), Some(fresh.to_string()));
+        assert_eq!(cidr_of("duplicate").as_deref(), Some("10.244.0.0/24"));
+        assert_eq!(cidr_of("outside").as_deref(), Some("10.9.0.0/24"));
+        for taken in ["10.244.0.0/24".to_owned(), fresh.to_string()] {
+            assert_ne!(late.to_string(), taken);
+        }
+
+        // Deleting the holder of a contested subnet hands it to the remaining claimant, not
+        // to a new Node.
+        delete_node(&client, "kept").await;
+        create_node(&client, "after", None).await;
+        let after = wait_for_cidr(&client, "after").await;
+        assert_ne!(after.to_string(), "10.244.0.0/24");
+        second.stop().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaustion_gives_an_event_and_a_deleted_nodes_cidr_goes_to_the_next_node() {
+    within(async {
+        let client = registry();
+        // Two /24s in a /23.
+        let running = Running::start(&client, "10.250.0.0/23", 24);
+        create_node(&client, "a", None).await;
+        create_node(&client, "b", None).await;
+        let a = wait_for_cidr(&client, "a").await;
+        let b = wait_for_cidr(&client, "b").await;
+        assert_ne!(a, b);
+
+        create_node(&client, "c", None).await;
+        let event = wait_for_event(&client, "c", reasons::CIDR_NOT_AVAILABLE).await;
+        assert_eq!(
+            event.message.as_deref(),
+            Some("Node c status is now: CIDRNotAvailable")
+        );
+        let api = Api::<Node>::all(client.clone());
+        assert_eq!(pod_cidr(&api.get("c").await.unwrap()), None);
+
+        // Deleting a frees its subnet, and the waiting node gets it.
+        delete_node(&client, "a").await;
+        assert_eq!(wait_for_cidr(&client, "c").await, a);
+
+        // Deleting b frees its subnet for a node registered afterwards.
+        delete_node(&client, "b").await;
+        create_node(&client, "d", None).await;
+        assert_eq!(wait_for_cidr(&client, "d").await, b);
+        running.stop().await;
+    })
+    .await
+}
