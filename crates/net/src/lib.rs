@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 mod addr;
 mod atomic_write;
 pub mod cni;
+pub mod dns;
 pub mod error;
 pub mod fake;
 pub mod ipam;
