@@ -321,3 +321,33 @@ async fn changes_to_services_and_endpoints_are_answered() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
+    within(async {
+        let client = registry();
+        Api::<Service>::namespaced(client.clone(), "default")
+            .create(&PostParams::default(), &service("big", Some("None")))
+            .await
+            .unwrap();
+        let ips: Vec<String> = (1..=100).map(|i| format!("10.244.7.{i}")).collect();
+        let endpoints: Vec<(&str, bool)> = ips.iter().map(|ip| (ip.as_str(), true)).collect();
+        Api::<EndpointSlice>::namespaced(client.clone(), "default")
+            .create(&PostParams::default(), &slice("big", &endpoints))
+            .await
+            .unwrap();
+        let server = start(&client).await;
+        let addr = server.local_addr();
+        let name = "big.default.svc.cluster.local.";
+        // Without EDNS a UDP answer holds at most 512 bytes: the client is told to retry
+        // over TCP.
+        let udp_answer = until(addr, name, RecordType::A, |m| !m.answers.is_empty()).await;
+        assert!(udp_answer.metadata.truncation);
+        assert!(udp_answer.answers.len() < 100);
+        let tcp_answer = tcp(addr, name, RecordType::A).await;
+        assert!(!tcp_answer.metadata.truncation);
+        assert_eq!(tcp_answer.answers.len(), 100);
+        server.shutdown().await.unwrap();
+    })
+    .await
+}
