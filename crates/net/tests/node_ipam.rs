@@ -3,13 +3,19 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
+use capstan_api::client::Deletion;
 use capstan_api::k8s_openapi::api::core::v1::{Event, Node, NodeSpec};
-use capstan_api::kube_core::params::{DeleteParams, ListParams, PostParams};
-use capstan_api::kube_core::ObjectMeta;
-use capstan_api::{Api, Client};
+use capstan_api::kube_core::params::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams,
+};
+use capstan_api::kube_core::{DynamicObject, ObjectList, ObjectMeta};
+use capstan_api::{Api, Client, ResourceInfo, WatchStream};
 use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::manager::ControllerManager;
@@ -100,6 +106,16 @@ struct Running {
 
 impl Running {
     fn start(client: &Arc<dyn Client>, cluster: &str, mask: u8) -> Self {
+        Running::start_with(client, client.clone(), cluster, mask)
+    }
+
+    /// With the controller writing through `writer` and its informers on `client`.
+    fn start_with(
+        client: &Arc<dyn Client>,
+        writer: Arc<dyn Client>,
+        cluster: &str,
+        mask: u8,
+    ) -> Self {
         let cidrs = ClusterCidr::new(cluster.parse().unwrap(), mask).unwrap();
         let factory = Arc::new(InformerFactory::new(
             client.clone(),
@@ -107,7 +123,7 @@ impl Running {
         ));
         let events = EventBroadcaster::new(client.clone(), EventOptions::default());
         let controller =
-            NodeIpamController::new(client.clone(), factory, events.recorder(COMPONENT), &cidrs);
+            NodeIpamController::new(writer, factory, events.recorder(COMPONENT), &cidrs);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             controller
@@ -251,6 +267,181 @@ async fn exhaustion_gives_an_event_and_a_deleted_nodes_cidr_goes_to_the_next_nod
         delete_node(&client, "b").await;
         create_node(&client, "d", None).await;
         assert_eq!(wait_for_cidr(&client, "d").await, b);
+        running.stop().await;
+    })
+    .await
+}
+
+/// Passes every call to the registry, but makes Node patches meet trouble: the next
+/// `conflicts` ones find the Node changed just before (a label bumped), so they get 409; the
+/// next `failures` ones fail with 503 without reaching the registry.
+struct Interfering {
+    inner: Arc<dyn Client>,
+    conflicts: AtomicU32,
+    failures: AtomicU32,
+}
+
+fn take(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+#[async_trait]
+impl Client for Interfering {
+    async fn get(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> capstan_api::Result<DynamicObject> {
+        self.inner.get(resource, namespace, name).await
+    }
+
+    async fn list(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &ListParams,
+    ) -> capstan_api::Result<ObjectList<DynamicObject>> {
+        self.inner.list(resource, namespace, params).await
+    }
+
+    async fn create(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> capstan_api::Result<DynamicObject> {
+        self.inner.create(resource, namespace, object, params).await
+    }
+
+    async fn update(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> capstan_api::Result<DynamicObject> {
+        self.inner.update(resource, namespace, object, params).await
+    }
+
+    async fn update_status(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> capstan_api::Result<DynamicObject> {
+        self.inner
+            .update_status(resource, namespace, object, params)
+            .await
+    }
+
+    async fn patch(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Patch<serde_json::Value>,
+        params: &PatchParams,
+    ) -> capstan_api::Result<DynamicObject> {
+        if resource.kind() == "Node" {
+            if take(&self.conflicts) {
+                let bump = serde_json::json!({
+                    "metadata": {"labels": {"bumped": uuid::Uuid::new_v4().simple().to_string()}}
+                });
+                self.inner
+                    .patch(
+                        resource,
+                        None,
+                        name,
+                        &Patch::Merge(bump),
+                        &PatchParams::default(),
+                    )
+                    .await?;
+            } else if take(&self.failures) {
+                return Err(capstan_api::Error::ServiceUnavailable {
+                    message: "storage is down".into(),
+                });
+            }
+        }
+        self.inner
+            .patch(resource, namespace, name, patch, params)
+            .await
+    }
+
+    async fn delete(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        params: &DeleteParams,
+    ) -> capstan_api::Result<Deletion> {
+        self.inner.delete(resource, namespace, name, params).await
+    }
+
+    async fn watch(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> capstan_api::Result<WatchStream> {
+        self.inner
+            .watch(resource, namespace, params, resource_version)
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_writes_are_retried_and_a_failed_write_keeps_the_nodes_subnet() {
+    within(async {
+        let client = registry();
+        let writer = Arc::new(Interfering {
+            inner: client.clone(),
+            conflicts: AtomicU32::new(2),
+            failures: AtomicU32::new(0),
+        });
+        let running = Running::start_with(&client, writer.clone(), "10.244.0.0/16", 24);
+
+        // Two conflicts, then the third try lands (one reconcile).
+        create_node(&client, "a", None).await;
+        assert_eq!(
+            wait_for_cidr(&client, "a").await.to_string(),
+            "10.244.0.0/24"
+        );
+        let a = Api::<Node>::all(client.clone()).get("a").await.unwrap();
+        assert!(a.metadata.labels.unwrap().contains_key("bumped"));
+        assert_eq!(writer.conflicts.load(Ordering::SeqCst), 0);
+
+        // A failed write is reported and retried with the same subnet: the reservation is
+        // kept, so the next one is not skipped.
+        writer.failures.store(1, Ordering::SeqCst);
+        create_node(&client, "b", None).await;
+        let event = wait_for_event(&client, "b", reasons::CIDR_ASSIGNMENT_FAILED).await;
+        assert!(
+            event
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("storage is down"),
+            "{event:?}"
+        );
+        assert_eq!(
+            wait_for_cidr(&client, "b").await.to_string(),
+            "10.244.1.0/24"
+        );
+
+        // Three conflicts in a row exhaust one reconcile's tries; the retry succeeds.
+        writer.conflicts.store(3, Ordering::SeqCst);
+        create_node(&client, "c", None).await;
+        wait_for_event(&client, "c", reasons::CIDR_ASSIGNMENT_FAILED).await;
+        assert_eq!(
+            wait_for_cidr(&client, "c").await.to_string(),
+            "10.244.2.0/24"
+        );
         running.stop().await;
     })
     .await
