@@ -317,7 +317,8 @@ impl Zone {
             }),
             _ => None,
         };
-        let owner = name.to_lowercase();
+        // Answers are owned by the name as asked (case kept, for resolvers that randomise it).
+        let owner = name.clone();
         let found = target.and_then(|target| self.records(catalog, &owner, target, qtype));
         let (code, answers, additionals) = match found {
             None => (ResponseCode::NXDomain, Vec::new(), Vec::new()),
@@ -707,6 +708,10 @@ mod tests {
         assert!(answer.authoritative);
         assert_eq!(rdata(&answer.answers), ["10.96.0.20"]);
         assert_eq!(answer.answers[0].ttl, 5);
+        assert_eq!(
+            answer.answers[0].name.to_ascii(),
+            "WEB.default.svc.cluster.local."
+        );
         // No AAAA: an empty answer with the SOA, not NXDOMAIN.
         let answer = ask(
             &catalog(),

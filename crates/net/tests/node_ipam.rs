@@ -205,7 +205,20 @@ async fn a_restart_keeps_assignments_and_reports_claims_it_cannot_keep() {
             "{duplicate:?}"
         );
         wait_for_event(&client, "outside", reasons::POD_CIDR_REJECTED).await;
+        // Later changes of the Node (heartbeats, labels) do not repeat the report.
+        let nodes = Api::<Node>::all(client.clone());
+        for i in 0..3 {
+            let patch = serde_json::json!({"metadata": {"labels": {"beat": i.to_string()}}});
+            nodes
+                .patch("duplicate", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+        create_node(&client, "probe", None).await;
+        wait_for_cidr(&client, "probe").await;
         first.stop().await;
+        let duplicate = wait_for_event(&client, "duplicate", reasons::POD_CIDR_REJECTED).await;
+        assert_eq!(duplicate.count, Some(1), "{duplicate:?}");
 
         // A new controller rebuilds the same picture from the Nodes.
         let second = Running::start(&client, "10.244.0.0/16", 24);
@@ -223,7 +236,11 @@ async fn a_restart_keeps_assignments_and_reports_claims_it_cannot_keep() {
         assert_eq!(cidr_of("fresh"), Some(fresh.to_string()));
         assert_eq!(cidr_of("duplicate").as_deref(), Some("10.244.0.0/24"));
         assert_eq!(cidr_of("outside").as_deref(), Some("10.9.0.0/24"));
-        for taken in ["10.244.0.0/24".to_owned(), fresh.to_string()] {
+        for taken in [
+            "10.244.0.0/24".to_owned(),
+            fresh.to_string(),
+            cidr_of("probe").unwrap(),
+        ] {
             assert_ne!(late.to_string(), taken);
         }
 

@@ -165,6 +165,9 @@ struct Allocations {
     /// The uid of the Node incarnation each name's subnet is reserved for.
     holders: HashMap<String, String>,
     restored: bool,
+    /// The rejection last reported per Node name (uid and message), so a Node's heartbeats
+    /// do not repeat the Event.
+    reported: HashMap<String, (String, String)>,
 }
 
 impl Allocations {
@@ -174,6 +177,7 @@ impl Allocations {
                 .expect("the configuration was valid"),
             holders: HashMap::new(),
             restored: false,
+            reported: HashMap::new(),
         }
     }
 
@@ -250,19 +254,26 @@ impl std::fmt::Debug for NodeIpamReconciler {
 impl NodeIpamReconciler {
     fn keep_claim(&self, node: &Node, claim: PodCidrClaim) -> Action {
         let name = name_of(node);
+        let mut allocations = self.allocations.lock();
         let rejected = match claim {
-            PodCidrClaim::Cidr(cidr) => {
-                let mut allocations = self.allocations.lock();
-                match allocations.claim(name, uid_of(node), cidr) {
-                    Ok(()) => return Action::await_change(),
-                    Err(error) => error.to_string(),
+            PodCidrClaim::Cidr(cidr) => match allocations.claim(name, uid_of(node), cidr) {
+                Ok(()) => {
+                    allocations.reported.remove(name);
+                    return Action::await_change();
                 }
-            }
+                Err(error) => error.to_string(),
+            },
             PodCidrClaim::Unusable(text) => {
                 format!("{text} of node {name} is not a pod CIDR of this cluster's family")
             }
             PodCidrClaim::None => return Action::await_change(),
         };
+        let report = (uid_of(node).to_owned(), rejected.clone());
+        if allocations.reported.get(name) == Some(&report) {
+            return Action::await_change();
+        }
+        allocations.reported.insert(name.to_owned(), report);
+        drop(allocations);
         tracing::warn!(node = name, error = %rejected, "pod CIDR rejected");
         self.recorder.warning(
             node,
@@ -505,6 +516,13 @@ fn release_if_gone(
 ) -> Option<IpNet> {
     if live.is_some_and(|live| live.metadata.uid == node.metadata.uid) {
         return None;
+    }
+    if allocations
+        .reported
+        .get(name_of(node))
+        .is_some_and(|(uid, _)| uid == uid_of(node))
+    {
+        allocations.reported.remove(name_of(node));
     }
     let freed = allocations.release(name_of(node), uid_of(node))?;
     tracing::info!(node = name_of(node), cidr = %freed, "pod CIDR released");
