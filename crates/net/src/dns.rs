@@ -23,7 +23,8 @@
 //!
 //! Answers are read from the informer caches at query time, so a change to a Service or
 //! its endpoints is answered as soon as the informer has seen it. Records carry a TTL of
-//! [`DEFAULT_TTL`] seconds. Pod records (`<ip>.<namespace>.pod.<domain>`) are not served.
+//! [`DEFAULT_TTL`] seconds. Pod records (`<ip>.<namespace>.pod.<domain>`) and reverse
+//! lookups (`PTR`) are not served.
 //!
 //! [`hickory::DnsServer`] serves a [`ClusterDns`] over UDP and TCP with `hickory-server`.
 //!
