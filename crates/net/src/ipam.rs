@@ -17,12 +17,17 @@
 //! cidrs.release("node-a");
 //! # Ok::<(), capstan_net::ipam::IpamError>(())
 //! ```
+//!
+//! [`controller::NodeIpamController`] is that controller: it runs `ClusterCidr` against the
+//! Nodes of the API and writes their `spec.podCIDR`.
 
 use std::collections::{BTreeMap, HashMap};
 
 use ipnet::IpNet;
 
 use crate::addr::{from_u128, to_u128};
+
+pub mod controller;
 
 /// The most node subnets one cluster CIDR may be cut into, as a mask difference (Kubernetes'
 /// limit): 65,536 nodes.

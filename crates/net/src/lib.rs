@@ -17,6 +17,21 @@
 //! CIDR, and [`routes`] computes and installs host-gw routes (each other node's pod CIDR via
 //! that node's address) with `ip route`.
 //!
+//! Two cluster-level pieces talk to the API server (through `capstan_api::Client` and
+//! capstan-watch's informers only):
+//!
+//! - [`ipam::controller::NodeIpamController`]: kube-controller-manager's node IPAM
+//!   controller on capstan-controller's runtime. It writes each Node's `spec.podCIDR(s)` from
+//!   a [`ipam::ClusterCidr`], keeps existing assignments across restarts, frees a subnet
+//!   when its Node is deleted and records `CIDRNotAvailable` when the range is exhausted.
+//!   Add it to a `ControllerManager` with `.add(...)`.
+//! - [`dns`]: cluster DNS. [`dns::ClusterDns`] answers `A`, `AAAA` and `SRV` records of
+//!   `<service>.<namespace>.svc.<domain>` from Service and EndpointSlice informers
+//!   (ClusterIPs, or a headless Service's ready endpoints), `NXDOMAIN` for other names of
+//!   the cluster domain and `REFUSED` outside it (no upstream forwarding);
+//!   [`dns::hickory::DnsServer`] serves it over UDP and TCP with `hickory-server`. Its test
+//!   with Debian's `dig` inside a network namespace is behind the `dns` feature.
+//!
 //! # Contract
 //!
 //! - **Who calls it.** One kubelet per node plugin. Calls for different sandboxes may run
@@ -36,7 +51,8 @@
 //! node's dataplane (iptables, nftables or IPVS) through a [`proxy::ProxyBackend`].
 //!
 //! **Architecture Invariant:** this crate's SPI knows nothing of Pods or the API server: the
-//! kubelet translates a Pod into an [`Attachment`].
+//! kubelet translates a Pod into an [`Attachment`]. Only `ipam::controller` and `dns` speak
+//! API objects.
 
 #![warn(missing_docs)]
 
@@ -51,6 +67,7 @@ use serde::{Deserialize, Serialize};
 mod addr;
 mod atomic_write;
 pub mod cni;
+pub mod dns;
 pub mod error;
 pub mod fake;
 pub mod ipam;
