@@ -12,6 +12,7 @@
 //! | [`controller`] | `capstan-controller` | the reconciler runtime and built-in controllers (not implemented yet) |
 //! | [`scheduler`] | `capstan-scheduler` | the scheduling framework and default plugins (not implemented yet) |
 //! | [`runtime`] | `capstan-runtime` | the `ContainerRuntime` SPI (not implemented yet) |
+//! | [`kubelet`] | `capstan-kubelet` | the node agent: Node registration and Lease, Pods run through the runtime and network SPIs |
 //! | [`net`] | `capstan-net` | the `NetworkPlugin` SPI and the service proxy (not implemented yet) |
 //!
 //! Cargo features: `etcd` turns on [`store::etcd`](capstan_store).
@@ -21,6 +22,7 @@
 pub use capstan_api as api;
 pub use capstan_apiserver as apiserver;
 pub use capstan_controller as controller;
+pub use capstan_kubelet as kubelet;
 pub use capstan_net as net;
 pub use capstan_runtime as runtime;
 pub use capstan_scheduler as scheduler;
