@@ -212,10 +212,11 @@ impl Kubelet {
         tasks.spawn(async move {
             let (_keep, mut never) = watch::channel(());
             loop {
+                // Measured from the start, so a clock move during the heartbeat is not lost.
+                let next = clock.now() + interval;
                 if let Err(error) = agent.heartbeat().await {
                     tracing::warn!(%error, "kubelet: heartbeat failed");
                 }
-                let next = clock.now() + interval;
                 wait_until(clock.as_ref(), next, &mut never).await;
             }
         });

@@ -217,7 +217,7 @@ pub(crate) fn conditions(
             .and_then(|st| st.terminated.as_ref())
             .is_none_or(|t| t.exit_code != 0)
     });
-    let init_condition = if completed {
+    let init_condition = if completed && initialized {
         condition("Initialized", true, Some("PodCompleted"), None)
     } else if initialized {
         condition("Initialized", true, None, None)

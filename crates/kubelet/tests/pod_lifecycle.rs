@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,8 +222,10 @@ async fn restart_policies_never_and_on_failure_end_as_kubernetes_says() {
 async fn a_failing_liveness_probe_restarts_the_container_with_unhealthy_events() {
     within(async {
         let healthy = Arc::new(AtomicBool::new(true));
-        let flag = healthy.clone();
+        let probes = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (healthy.clone(), probes.clone());
         let image = ImageBehaviour::new().exec("check", move |_: &[String]| {
+            count.fetch_add(1, Ordering::SeqCst);
             if flag.load(Ordering::SeqCst) {
                 ExecResponse::new(0)
             } else {
@@ -238,16 +240,23 @@ async fn a_failing_liveness_probe_restarts_the_container_with_unhealthy_events()
         node.create(spec).await;
         node.wait_pod("live-1", "Running", |p| phase(p) == "Running")
             .await;
-        node.advance(10).await;
+        node.wait("the first probe", || probes.load(Ordering::SeqCst) == 1)
+            .await;
         healthy.store(false, Ordering::SeqCst);
-        node.advance(10).await;
-        node.advance(10).await;
+        for run in 2..=3 {
+            node.advance(10).await;
+            node.wait("the next probe", || probes.load(Ordering::SeqCst) == run)
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(
             restarts(&node.get("live-1").await.unwrap(), "app"),
             0,
             "two failures are tolerated"
         );
         node.advance(10).await;
+        node.wait("the third failure", || probes.load(Ordering::SeqCst) >= 4)
+            .await;
         healthy.store(true, Ordering::SeqCst);
         let pod = node
             .wait_pod("live-1", "a restart", |p| restarts(p, "app") == 1)
@@ -295,7 +304,10 @@ async fn a_readiness_probe_gates_the_ready_condition() {
         node.advance(5).await;
         node.wait_pod("ready-1", "Ready", |p| condition(p, "Ready") == Some("True")).await;
         node.prober.set(8080, false);
+        let calls = node.prober.calls().len();
         node.advance(5).await;
+        node.wait("the next probe", || node.prober.calls().len() == calls + 1).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(condition(&node.get("ready-1").await.unwrap(), "Ready"), Some("True"), "one failure is tolerated");
         node.advance(5).await;
         let pod = node.wait_pod("ready-1", "not Ready", |p| condition(p, "Ready") == Some("False")).await;
@@ -591,6 +603,117 @@ async fn a_restarted_kubelet_adopts_running_pods_and_cleans_up_deleted_ones() {
             .unwrap();
         node.wait("keep is stopped", || node.network.attached().is_empty())
             .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_probe_holds_back_the_other_probes_and_restarts_a_container_that_never_starts() {
+    within(async {
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let image = ImageBehaviour::new()
+            .exec("started", move |_: &[String]| {
+                ExecResponse::new(if flag.load(Ordering::SeqCst) { 0 } else { 1 })
+            })
+            .exec("alive", |_: &[String]| ExecResponse::new(1).stdout("dead"));
+        let node = Node::start(vec![("slow", image)]).await;
+        let mut spec = pod("slow-1", &[("app", "slow")], json!({}));
+        spec["spec"]["containers"][0]["startupProbe"] = json!({
+            "exec": {"command": ["started"]}, "periodSeconds": 5, "failureThreshold": 2,
+        });
+        spec["spec"]["containers"][0]["livenessProbe"] = json!({
+            "exec": {"command": ["alive"]}, "periodSeconds": 5, "failureThreshold": 1,
+        });
+        node.create(spec).await;
+        let pod = node
+            .wait_pod("slow-1", "Running", |p| phase(p) == "Running")
+            .await;
+        assert_eq!(container(&pod, "app").unwrap().started, Some(false));
+        assert_eq!(condition(&pod, "Ready"), Some("False"));
+        node.advance(5).await;
+        node.wait_pod("slow-1", "a restart", |p| restarts(p, "app") == 1)
+            .await;
+        assert!(
+            node.has_event(
+                "Killing",
+                "Container app failed startup probe, will be restarted"
+            )
+            .await
+        );
+        let events = node.events().await;
+        assert!(
+            !events
+                .iter()
+                .any(|(_, m)| m.starts_with("Liveness probe failed")),
+            "liveness waits for startup: {events:?}"
+        );
+        // Once started, liveness runs (and here fails at once).
+        started.store(true, Ordering::SeqCst);
+        node.advance(5).await;
+        node.wait("a liveness failure", || {
+            futures_lite_block(node.has_event("Unhealthy", "Liveness probe failed: dead"))
+        })
+        .await;
+    })
+    .await;
+}
+
+/// Runs a short future to completion from a synchronous check.
+fn futures_lite_block<F: std::future::Future<Output = bool>>(future: F) -> bool {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_init_container_fails_the_pod_or_is_restarted_per_policy() {
+    within(async {
+        let node = Node::start(vec![
+            (
+                "init-fail",
+                ImageBehaviour::new().exit_after(Duration::from_secs(1), 2),
+            ),
+            ("app", ImageBehaviour::new()),
+        ])
+        .await;
+        for (name, policy) in [("init-never", "Never"), ("init-always", "Always")] {
+            let mut spec = pod(name, &[("app", "app")], json!({"restartPolicy": policy}));
+            spec["spec"]["initContainers"] = json!([{"name": "setup", "image": "init-fail"}]);
+            node.create(spec).await;
+            node.wait_pod(name, "setup running", |p| {
+                container(p, "setup")
+                    .and_then(|c| c.state.as_ref())
+                    .and_then(|s| s.running.as_ref())
+                    .is_some()
+            })
+            .await;
+        }
+        node.advance(1).await;
+        let failed = node
+            .wait_pod("init-never", "Failed", |p| phase(p) == "Failed")
+            .await;
+        let setup = container(&failed, "setup").unwrap();
+        assert_eq!(
+            setup.state.clone().unwrap().terminated.unwrap().exit_code,
+            2
+        );
+        assert_eq!(condition(&failed, "Initialized"), Some("False"));
+        let retried = node
+            .wait_pod("init-always", "setup restarted", |p| {
+                restarts(p, "setup") == 1
+            })
+            .await;
+        assert_eq!(phase(&retried), "Pending");
+        let apps = node
+            .fake
+            .list_containers(
+                ContainerFilter::all().label(capstan_kubelet::CONTAINER_NAME_LABEL, "app"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            apps.is_empty(),
+            "no app container before the init containers succeed"
+        );
     })
     .await;
 }
