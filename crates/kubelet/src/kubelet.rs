@@ -1,6 +1,7 @@
 //! The [`Kubelet`]: its builder, its main loop and the handle of a running one.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,12 +128,23 @@ struct Shared {
     synced: bool,
 }
 
+/// Counters of a running kubelet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KubeletMetrics {
+    /// Pods with a worker.
+    pub pod_workers: usize,
+    /// Pod syncs finished (successful or not) since the start.
+    pub pod_syncs: u64,
+}
+
 /// A running kubelet. Dropping it (or [`RunningKubelet::stop`]) stops the agent at once, as
 /// if its process died: containers keep running and a new kubelet adopts them.
 #[derive(Debug)]
 pub struct RunningKubelet {
     task: JoinHandle<()>,
     shared: Arc<Mutex<Shared>>,
+    syncs: Arc<AtomicU64>,
     node_name: String,
 }
 
@@ -142,9 +154,12 @@ impl RunningKubelet {
         &self.node_name
     }
 
-    /// How many Pods have a worker.
-    pub fn pod_workers(&self) -> usize {
-        self.shared.lock().workers
+    /// The kubelet's counters now.
+    pub fn metrics(&self) -> KubeletMetrics {
+        KubeletMetrics {
+            pod_workers: self.shared.lock().workers,
+            pod_syncs: self.syncs.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether the Node is registered, the Pod cache synced and leftovers cleaned up.
@@ -185,16 +200,18 @@ impl Kubelet {
     /// Outside a tokio runtime.
     pub fn start(self) -> RunningKubelet {
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let syncs = Arc::new(AtomicU64::new(0));
         let node_name = self.config.node_name.clone();
-        let task = tokio::spawn(self.run(shared.clone()));
+        let task = tokio::spawn(self.run(shared.clone(), syncs.clone()));
         RunningKubelet {
             task,
             shared,
+            syncs,
             node_name,
         }
     }
 
-    async fn run(self, shared: Arc<Mutex<Shared>>) {
+    async fn run(self, shared: Arc<Mutex<Shared>>, syncs: Arc<AtomicU64>) {
         let retry = Duration::from_millis(500);
         let mut agent = NodeAgent::new(
             self.config.clone(),
@@ -241,6 +258,7 @@ impl Kubelet {
             events: self.events.clone(),
             sync_period: self.config.sync_period,
             runtime_name,
+            syncs,
         });
         let source: Arc<dyn Watch<Pod>> = Arc::new(Api::<Pod>::all(self.client.clone()));
         let informer = SharedInformer::spawn(

@@ -58,6 +58,6 @@ mod time;
 
 pub use config::{KubeletConfig, NodeAddress, NODE_LEASE_NAMESPACE};
 pub use error::{KubeletError, Result};
-pub use kubelet::{Kubelet, KubeletBuilder, RunningKubelet};
+pub use kubelet::{Kubelet, KubeletBuilder, KubeletMetrics, RunningKubelet};
 pub use pod_worker::{CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL};
 pub use prober::{HttpGet, NetworkProber, ProbeOutcome, Prober};

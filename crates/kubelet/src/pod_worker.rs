@@ -8,6 +8,7 @@
 //! gracefully and then deleted for good.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -47,6 +48,8 @@ pub(crate) struct Context {
     pub(crate) events: Option<EventRecorder>,
     pub(crate) sync_period: Duration,
     pub(crate) runtime_name: String,
+    /// Pod syncs done so far (for metrics).
+    pub(crate) syncs: Arc<AtomicU64>,
 }
 
 impl Context {
@@ -206,7 +209,9 @@ impl PodWorker {
                             }
                         }
                     } else {
-                        match self.sync().await {
+                        let result = self.sync().await;
+                        self.ctx.syncs.fetch_add(1, Ordering::Relaxed);
+                        match result {
                             Ok(next) => next,
                             Err(error) => {
                                 tracing::debug!(pod = %pod_label(&self.pod), %error, "kubelet: pod sync failed; retrying");

@@ -51,9 +51,16 @@ async fn a_pod_becomes_running_with_its_ip_and_ready() {
         assert_eq!(events[0].1, "Pulling image \"web\"");
         assert_eq!(events[2].1, "Created container: web");
         assert_eq!(events[3].1, "Started container web");
-        // Nothing changes, nothing is written.
+        // Nothing changes, nothing is written, though the worker keeps syncing.
         let version = pod.metadata.resource_version.clone();
-        node.advance(3).await;
+        let kubelet = node.kubelet.as_ref().unwrap();
+        assert_eq!(kubelet.metrics().pod_workers, 1);
+        for _ in 0..3 {
+            let syncs = kubelet.metrics().pod_syncs;
+            node.advance(1).await;
+            node.wait("a sync", || kubelet.metrics().pod_syncs > syncs)
+                .await;
+        }
         assert_eq!(
             node.get("web-1").await.unwrap().metadata.resource_version,
             version
