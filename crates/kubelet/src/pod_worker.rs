@@ -840,7 +840,8 @@ impl PodWorker {
             self.start_time = Some(now);
         }
         let Some(sandbox) = self.ensure_sandbox().await? else {
-            self.write_status(&spec, policy, &HashMap::new(), false, now)
+            let no_init = spec.init_containers.as_ref().is_none_or(Vec::is_empty);
+            self.write_status(&spec, policy, &HashMap::new(), no_init, now)
                 .await?;
             return Ok(wake);
         };

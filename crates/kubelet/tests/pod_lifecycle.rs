@@ -724,3 +724,54 @@ async fn a_failing_init_container_fails_the_pod_or_is_restarted_per_policy() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_network_attach_leaves_nothing_behind_and_is_retried() {
+    within(async {
+        let node = Node::start(vec![("web", ImageBehaviour::new())]).await;
+        node.network.fail_adds(1);
+        node.create(pod("net-1", &[("web", "web")], json!({})))
+            .await;
+        node.wait("a failed sandbox event", || {
+            futures_lite_block(async {
+                node.events().await.iter().any(|(r, m)| {
+                    r == "FailedCreatePodSandBox" && m.contains("no free address in 10.244.0.0/24")
+                })
+            })
+        })
+        .await;
+        let pod = node
+            .wait_pod("net-1", "a Pending status", |p| phase(p) == "Pending")
+            .await;
+        assert_eq!(
+            waiting_reason(&pod, "web").as_deref(),
+            Some("ContainerCreating")
+        );
+        assert!(node
+            .fake
+            .list_pod_sandboxes(PodSandboxFilter::all())
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(node
+            .fake
+            .list_containers(ContainerFilter::all())
+            .await
+            .unwrap()
+            .is_empty());
+        node.advance(1).await;
+        let pod = node
+            .wait_pod("net-1", "Running", |p| phase(p) == "Running")
+            .await;
+        assert!(pod.status.unwrap().pod_ip.is_some());
+        assert_eq!(
+            node.fake
+                .list_pod_sandboxes(PodSandboxFilter::all())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    })
+    .await;
+}

@@ -46,6 +46,7 @@ struct NetState {
     dels: Vec<String>,
     adds: Vec<Attachment>,
     down: Option<String>,
+    failing_adds: usize,
 }
 
 impl TestNetwork {
@@ -57,6 +58,10 @@ impl TestNetwork {
     }
     pub fn adds(&self) -> Vec<Attachment> {
         self.state.lock().adds.clone()
+    }
+    /// The next `n` adds fail with an exhausted range.
+    pub fn fail_adds(&self, n: usize) {
+        self.state.lock().failing_adds = n;
     }
     pub fn set_down(&self, reason: Option<&str>) {
         self.state.lock().down = reason.map(str::to_string);
@@ -73,6 +78,12 @@ impl NetworkPlugin for TestNetwork {
         let mut state = self.state.lock();
         if attachment.netns.as_os_str().is_empty() {
             return Err(NetError::InvalidArgument("no netns".into()));
+        }
+        if state.failing_adds > 0 {
+            state.failing_adds -= 1;
+            return Err(NetError::AddressExhausted {
+                range: "10.244.0.0/24".into(),
+            });
         }
         if state.attached.contains_key(&attachment.container_id) {
             return Err(NetError::AlreadyExists {
