@@ -278,16 +278,21 @@ impl PodWorker {
     /// `Ok(None)` when a new sandbox could not be set up yet (reported by an Event).
     async fn ensure_sandbox(&mut self) -> Result<Option<Sandbox>> {
         let runtime = self.ctx.runtime.clone();
-        let existing = self.sandboxes().await?;
         if let Some(current) = &self.sandbox {
-            if existing
-                .iter()
-                .any(|s| s.id == current.id && s.state == rt::PodSandboxState::Ready)
-            {
-                return Ok(self.sandbox.clone());
+            // The common case: one status lookup, no listing.
+            match runtime.pod_sandbox_status(&current.id).await {
+                Ok(status) if status.state == rt::PodSandboxState::Ready => {
+                    return Ok(self.sandbox.clone());
+                }
+                Ok(_) => {}
+                Err(error) if error.is_not_found() => {}
+                Err(error) => {
+                    return Err(KubeletError::runtime("reading the sandbox's status", error))
+                }
             }
             self.sandbox = None;
         }
+        let existing = self.sandboxes().await?;
         // Adopt the newest Ready sandbox (a restarted kubelet), clean up the others.
         let ready = existing
             .iter()
