@@ -39,8 +39,76 @@
 //! **Time.** Back-offs, probe periods, heartbeats and sync periods are measured on an
 //! injected [`Clock`](capstan_runtime::Clock) (the runtime crate's). Tests share one
 //! `FakeClock` between the fake runtime and the kubelet and advance it by hand; tokio's
-//! paused time is not used. Only retries of failed API calls at start-up wait on tokio's
-//! clock.
+//! paused time is not used. Only the real prober's timeouts and the retries of failed calls
+//! at start-up wait on tokio's clock.
+//!
+//! One node running one Pod, over the in-process API server, with the fake runtime and a
+//! minimal network plugin:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use capstan_api::k8s_openapi::api::core::v1::Pod;
+//! use capstan_api::kube_core::params::PostParams;
+//! use capstan_api::{Api, Client};
+//! use capstan_apiserver::registry::Registry;
+//! use capstan_kubelet::{Kubelet, KubeletConfig};
+//! use capstan_net::{AttachResult, Attachment, IpConfig, NetworkPlugin};
+//! use capstan_runtime::fake::{FakeRuntime, ImageBehaviour};
+//! use capstan_runtime::FakeClock;
+//! use capstan_store::memory::MemoryStore;
+//!
+//! /// Gives every sandbox 10.244.0.2: enough for one Pod.
+//! struct OneAddress;
+//!
+//! #[async_trait::async_trait]
+//! impl NetworkPlugin for OneAddress {
+//!     fn name(&self) -> &str { "one-address" }
+//!     async fn add(&self, _: &Attachment) -> capstan_net::Result<AttachResult> {
+//!         let address = "10.244.0.2/24".parse().unwrap();
+//!         Ok(AttachResult {
+//!             ips: vec![IpConfig { address, gateway: None, interface: None }],
+//!             ..AttachResult::default()
+//!         })
+//!     }
+//!     async fn del(&self, _: &Attachment) -> capstan_net::Result<()> { Ok(()) }
+//!     async fn check(&self, _: &Attachment) -> capstan_net::Result<()> { Ok(()) }
+//!     async fn status(&self) -> capstan_net::Result<()> { Ok(()) }
+//! }
+//!
+//! let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+//! let clock = FakeClock::new();
+//! let runtime = FakeRuntime::builder()
+//!     .clock(clock.clone())
+//!     .image("nginx", ImageBehaviour::new())
+//!     .build();
+//! let kubelet = Kubelet::builder(KubeletConfig::new("node-1").internal_ip("192.168.0.2"))
+//!     .client(client.clone())
+//!     .runtime(Arc::new(runtime))
+//!     .network(Arc::new(OneAddress))
+//!     .clock(Arc::new(clock))
+//!     .build()?
+//!     .start();
+//!
+//! let pod: Pod = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "web", "namespace": "default"},
+//!     "spec": {"nodeName": "node-1", "containers": [{"name": "web", "image": "nginx"}]},
+//! }))?;
+//! let pods: Api<Pod> = Api::namespaced(client, "default");
+//! pods.create(&PostParams::default(), &pod).await?;
+//! let status = loop {
+//!     let status = pods.get("web").await?.status.unwrap_or_default();
+//!     if status.phase.as_deref() == Some("Running") {
+//!         break status;
+//!     }
+//!     tokio::time::sleep(Duration::from_millis(10)).await;
+//! };
+//! assert_eq!(status.pod_ip.as_deref(), Some("10.244.0.2"));
+//! kubelet.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 //!
 //! **Architecture Invariant:** the kubelet knows nothing of scheduling. It runs whatever is
 //! bound to its node; it depends on the API, the watch machinery, the event recorder, the

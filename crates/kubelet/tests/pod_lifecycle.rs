@@ -741,8 +741,11 @@ async fn a_failed_network_attach_leaves_nothing_behind_and_is_retried() {
         })
         .await;
         let pod = node
-            .wait_pod("net-1", "a Pending status", |p| phase(p) == "Pending")
+            .wait_pod("net-1", "a status from the kubelet", |p| {
+                container(p, "web").is_some()
+            })
             .await;
+        assert_eq!(phase(&pod), "Pending");
         assert_eq!(
             waiting_reason(&pod, "web").as_deref(),
             Some("ContainerCreating")
