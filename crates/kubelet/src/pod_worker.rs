@@ -143,6 +143,15 @@ fn pod_label(pod: &Pod) -> String {
     )
 }
 
+/// A duration as Go prints one in Kubernetes' messages (`0s`, `512ms`, `1.5s`).
+fn go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".into()
+    } else {
+        format!("{d:?}")
+    }
+}
+
 fn seconds(value: Option<i32>, default: i32) -> Duration {
     Duration::from_secs(value.unwrap_or(default).max(0) as u64)
 }
@@ -508,6 +517,7 @@ impl PodWorker {
                 }
                 self.ctx
                     .normal(&pod, "Pulling", format!("Pulling image \"{image}\""));
+                let pull_started = self.ctx.clock.now();
                 match runtime.pull_image(&spec).await {
                     Ok(_) => {
                         let size = runtime
@@ -518,11 +528,18 @@ impl PodWorker {
                             .map_or(0, |i| i.size);
                         self.pull_failures.remove(&image);
                         self.pulls.reset(&image);
+                        let took = go_duration(
+                            self.ctx
+                                .clock
+                                .now()
+                                .duration_since(pull_started)
+                                .unwrap_or_default(),
+                        );
                         self.ctx.normal(
                             &pod,
                             "Pulled",
                             format!(
-                                "Successfully pulled image \"{image}\" in 0s (0s including waiting). Image size: {size} bytes."
+                                "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {size} bytes."
                             ),
                         );
                     }
@@ -1157,5 +1174,17 @@ impl PodWorker {
             Err(error) if error.is_not_found() || error.is_conflict() => Ok(()),
             Err(error) => Err(KubeletError::api("deleting the stopped pod", error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_kubernetes_messages_print_them() {
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_millis(512)), "512ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
     }
 }

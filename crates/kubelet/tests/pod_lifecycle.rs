@@ -49,6 +49,10 @@ async fn a_pod_becomes_running_with_its_ip_and_ready() {
         let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"]);
         assert_eq!(events[0].1, "Pulling image \"web\"");
+        assert_eq!(
+            events[1].1,
+            "Successfully pulled image \"web\" in 0s (0s including waiting). Image size: 1048576 bytes."
+        );
         assert_eq!(events[2].1, "Created container: web");
         assert_eq!(events[3].1, "Started container web");
         // Nothing changes, nothing is written, though the worker keeps syncing.
