@@ -21,6 +21,8 @@
 //! - **Probes.** Startup, liveness and readiness probes: exec through `exec_sync`, HTTP GET
 //!   and TCP through a [`Prober`] (the real [`NetworkProber`], or a scripted one in tests).
 //!   A failed liveness or startup probe kills the container to be restarted.
+//! - **Changes.** A running container whose spec changed (a new image) is stopped and
+//!   replaced by the next attempt (`Killing`: "definition changed").
 //! - **Status.** Phase, conditions (PodScheduled, Initialized, ContainersReady, Ready),
 //!   container statuses with reasons, exit codes, restart counts and ids, Pod IPs, host IP and
 //!   start time, written through the status subresource only when they changed.
@@ -127,5 +129,7 @@ mod time;
 pub use config::{KubeletConfig, NodeAddress, NODE_LEASE_NAMESPACE};
 pub use error::{KubeletError, Result};
 pub use kubelet::{Kubelet, KubeletBuilder, KubeletMetrics, RunningKubelet};
-pub use pod_worker::{CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL};
+pub use pod_worker::{
+    CONTAINER_HASH_LABEL, CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
+};
 pub use prober::{HttpGet, NetworkProber, ProbeOutcome, Prober};

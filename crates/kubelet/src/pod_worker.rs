@@ -35,6 +35,18 @@ pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// Label on containers: the container's name in the Pod spec.
 pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+/// Label on containers: a hash of the container's spec; a running container whose hash no
+/// longer matches the Pod is replaced.
+pub const CONTAINER_HASH_LABEL: &str = "io.kubernetes.container.hash";
+
+/// FNV-1a (64 bits) of the container's canonical JSON, in hex.
+fn spec_hash(container: &Container) -> String {
+    let json = serde_json::to_vec(container).unwrap_or_default();
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
 
 /// What every pod worker of one kubelet shares.
 pub(crate) struct Context {
@@ -577,7 +589,8 @@ impl PodWorker {
                 POD_NAMESPACE_LABEL,
                 pod.metadata.namespace.clone().unwrap_or_default(),
             )
-            .label(CONTAINER_NAME_LABEL, &container.name);
+            .label(CONTAINER_NAME_LABEL, &container.name)
+            .label(CONTAINER_HASH_LABEL, spec_hash(container));
         if let Some(dir) = &container.working_dir {
             config = config.working_dir(dir);
         }
@@ -925,6 +938,39 @@ impl PodWorker {
                             None
                         }
                     }
+                    Some(l)
+                        if l.state == rt::ContainerState::Running
+                            && l.labels.get(CONTAINER_HASH_LABEL)
+                                != Some(&spec_hash(container)) =>
+                    {
+                        // The container's definition changed (its image): replace it.
+                        let l = l.clone();
+                        self.ctx.normal(
+                            &pod,
+                            "Killing",
+                            format!(
+                                "Container {} definition changed, will be restarted",
+                                container.name
+                            ),
+                        );
+                        let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0);
+                        self.ctx
+                            .runtime
+                            .stop_container(&l.id, Duration::from_secs(grace as u64))
+                            .await
+                            .map_err(|e| {
+                                KubeletError::runtime("stopping a changed container", e)
+                            })?;
+                        self.probes.retain(|(id, _), _| *id != l.id);
+                        self.start_container(
+                            &sandbox,
+                            container,
+                            l.metadata.attempt + 1,
+                            now,
+                            &mut wake,
+                        )
+                        .await
+                    }
                     Some(l) if l.state == rt::ContainerState::Running => {
                         let l = l.clone();
                         let (started, ready) =
@@ -1180,6 +1226,19 @@ impl PodWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_hash_changes_with_its_image_only() {
+        let mut a = Container {
+            name: "web".into(),
+            image: Some("web:1".into()),
+            ..Container::default()
+        };
+        let first = spec_hash(&a);
+        assert_eq!(spec_hash(&a.clone()), first);
+        a.image = Some("web:2".into());
+        assert_ne!(spec_hash(&a), first);
+    }
 
     #[test]
     fn durations_print_as_kubernetes_messages_print_them() {

@@ -782,3 +782,49 @@ async fn a_failed_network_attach_leaves_nothing_behind_and_is_retried() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_image_replaces_the_running_container() {
+    within(async {
+        let node = Node::start(vec![
+            ("web:1", ImageBehaviour::new()),
+            ("web:2", ImageBehaviour::new()),
+        ])
+        .await;
+        node.create(pod("upgrade", &[("web", "web:1")], json!({})))
+            .await;
+        let mut pod = node
+            .wait_pod("upgrade", "Running", |p| phase(p) == "Running")
+            .await;
+        let first_id = container(&pod, "web").unwrap().container_id.clone();
+        pod.spec.as_mut().unwrap().containers[0].image = Some("web:2".into());
+        node.pods()
+            .update(&capstan_api::kube_core::params::PostParams::default(), &pod)
+            .await
+            .unwrap();
+        let pod = node
+            .wait_pod("upgrade", "the new image running", |p| {
+                container(p, "web").is_some_and(|c| {
+                    c.image == "web:2" && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                })
+            })
+            .await;
+        let web = container(&pod, "web").unwrap();
+        assert_ne!(web.container_id, first_id);
+        assert_eq!(web.restart_count, 1);
+        assert!(
+            node.has_event(
+                "Killing",
+                "Container web definition changed, will be restarted"
+            )
+            .await
+        );
+        let running = node
+            .fake
+            .list_containers(ContainerFilter::all().state(capstan_runtime::ContainerState::Running))
+            .await
+            .unwrap();
+        assert_eq!(running.len(), 1, "the old container is stopped");
+    })
+    .await;
+}
