@@ -56,28 +56,10 @@
 //! use capstan_api::{Api, Client};
 //! use capstan_apiserver::registry::Registry;
 //! use capstan_kubelet::{Kubelet, KubeletConfig};
-//! use capstan_net::{AttachResult, Attachment, IpConfig, NetworkPlugin};
+//! use capstan_net::fake::FakeNetwork;
 //! use capstan_runtime::fake::{FakeRuntime, ImageBehaviour};
 //! use capstan_runtime::FakeClock;
 //! use capstan_store::memory::MemoryStore;
-//!
-//! /// Gives every sandbox 10.244.0.2: enough for one Pod.
-//! struct OneAddress;
-//!
-//! #[async_trait::async_trait]
-//! impl NetworkPlugin for OneAddress {
-//!     fn name(&self) -> &str { "one-address" }
-//!     async fn add(&self, _: &Attachment) -> capstan_net::Result<AttachResult> {
-//!         let address = "10.244.0.2/24".parse().unwrap();
-//!         Ok(AttachResult {
-//!             ips: vec![IpConfig { address, gateway: None, interface: None }],
-//!             ..AttachResult::default()
-//!         })
-//!     }
-//!     async fn del(&self, _: &Attachment) -> capstan_net::Result<()> { Ok(()) }
-//!     async fn check(&self, _: &Attachment) -> capstan_net::Result<()> { Ok(()) }
-//!     async fn status(&self) -> capstan_net::Result<()> { Ok(()) }
-//! }
 //!
 //! let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
 //! let clock = FakeClock::new();
@@ -88,7 +70,7 @@
 //! let kubelet = Kubelet::builder(KubeletConfig::new("node-1").internal_ip("192.168.0.2"))
 //!     .client(client.clone())
 //!     .runtime(Arc::new(runtime))
-//!     .network(Arc::new(OneAddress))
+//!     .network(Arc::new(FakeNetwork::new("10.244.0.0/24".parse()?)?))
 //!     .clock(Arc::new(clock))
 //!     .build()?
 //!     .start();
