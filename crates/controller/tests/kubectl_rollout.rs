@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan_api::k8s_openapi::api::core::v1::Pod;
+use capstan_api::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use capstan_api::k8s_openapi::api::core::v1::{Event, Pod};
 use capstan_api::kube_core::params::ListParams;
 use capstan_api::{Api, Client};
 use capstan_apiserver::http::ApiServer;
@@ -76,16 +77,78 @@ impl Cluster {
         }
     }
 
+    /// Runs kubectl; a call still running after 90 s fails the test with the cluster's state.
     async fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        tokio::process::Command::new("kubectl")
+        let output = tokio::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
-            .output()
-            .await
-            .unwrap_or_else(|e| {
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(Duration::from_secs(90), output).await {
+            Ok(output) => output.unwrap_or_else(|e| {
                 panic!("cannot run kubectl ({e}): install it (Debian's kubernetes-client) or run scripts/test")
-            })
+            }),
+            Err(_) => panic!(
+                "kubectl {} did not finish in 90 s; the cluster:\n{}",
+                args.join(" "),
+                self.state().await
+            ),
+        }
+    }
+
+    /// The Deployments, ReplicaSets and Pods of `default`, one line each, for failure messages.
+    async fn state(&self) -> String {
+        let mut lines = Vec::new();
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), "default");
+        for d in deployments.list(&ListParams::default()).await.unwrap().items {
+            lines.push(format!(
+                "deployment {} generation {:?} spec.replicas {:?} status {:?}",
+                d.metadata.name.unwrap_or_default(),
+                d.metadata.generation,
+                d.spec.and_then(|s| s.replicas),
+                d.status
+            ));
+        }
+        let sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), "default");
+        for rs in sets.list(&ListParams::default()).await.unwrap().items {
+            lines.push(format!(
+                "replicaset {} annotations {:?} spec.replicas {:?} status {:?}",
+                rs.metadata.name.unwrap_or_default(),
+                rs.metadata.annotations,
+                rs.spec.and_then(|s| s.replicas),
+                rs.status
+            ));
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
+        for pod in pods.list(&ListParams::default()).await.unwrap().items {
+            let spec = pod.spec.unwrap_or_default();
+            let status = pod.status.unwrap_or_default();
+            lines.push(format!(
+                "pod {} owner {:?} image {:?} node {:?} phase {:?} deleting {:?}",
+                pod.metadata.name.unwrap_or_default(),
+                pod.metadata
+                    .owner_references
+                    .unwrap_or_default()
+                    .first()
+                    .map(|o| o.name.clone()),
+                spec.containers.first().and_then(|c| c.image.clone()),
+                spec.node_name,
+                status.phase,
+                pod.metadata.deletion_timestamp.map(|t| t.0.to_string())
+            ));
+        }
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        for event in events.list(&ListParams::default()).await.unwrap().items {
+            lines.push(format!(
+                "event {} {} x{:?}: {}",
+                event.involved_object.name.unwrap_or_default(),
+                event.reason.unwrap_or_default(),
+                event.count,
+                event.message.unwrap_or_default()
+            ));
+        }
+        lines.join("\n")
     }
 
     /// Runs kubectl, failing the test if it fails; returns its stdout.
@@ -101,10 +164,18 @@ impl Cluster {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// The images of the Deployment's live (not terminating) Pods, once they are `count`.
+    /// Waits until the Deployment's live (not terminating) Pods are `count`, all of `image`;
+    /// after 60 s it fails the test with the cluster's state.
     async fn pods_settle(&self, count: usize, image: &str) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "the pods did not settle at {count} of {image} in 60 s; the cluster:\n{}",
+                    self.state().await
+                );
+            }
             let live: Vec<Pod> = pods
                 .list(&ListParams::default().labels("app=newkubia"))
                 .await
