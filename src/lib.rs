@@ -13,6 +13,7 @@
 //! | [`scheduler`] | `capstan-scheduler` | the scheduling framework, queue, default plugins and preemption |
 //! | [`runtime`] | `capstan-runtime` | the CRI-shaped `ContainerRuntime` SPI and its fake backend |
 //! | [`kubelet`] | `capstan-kubelet` | the node agent: Node registration and Lease, Pods run through the runtime and network SPIs |
+//! | [`cluster`] | `capstan-cluster` | the components assembled: the embedded cluster, the `capstan` binary's components |
 //! | [`net`] | `capstan-net` | the CNI-shaped `NetworkPlugin` SPI, its fake and CNI backends, pod CIDRs and host-gw routes |
 //!
 //! Cargo features: `etcd` turns on [`store::etcd`](capstan_store); `tls` turns on HTTPS for
@@ -22,6 +23,7 @@
 
 pub use capstan_api as api;
 pub use capstan_apiserver as apiserver;
+pub use capstan_cluster as cluster;
 pub use capstan_controller as controller;
 pub use capstan_kubelet as kubelet;
 pub use capstan_net as net;

@@ -101,7 +101,12 @@ impl Cluster {
     async fn state(&self) -> String {
         let mut lines = Vec::new();
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), "default");
-        for d in deployments.list(&ListParams::default()).await.unwrap().items {
+        for d in deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+        {
             lines.push(format!(
                 "deployment {} generation {:?} spec.replicas {:?} status {:?}",
                 d.metadata.name.unwrap_or_default(),

@@ -1,0 +1,564 @@
+//! The command lines: `capstan <component>` for one component per process, and the
+//! embedded cluster (`capstan cluster`, also `cargo run --example cluster`).
+
+use std::io::{IsTerminal, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use capstan_api::k8s_openapi::api::apps::v1::Deployment;
+use capstan_api::k8s_openapi::api::core::v1::{Event, Node, Pod};
+use capstan_api::kube_core::params::{ListParams, Patch, PatchParams, PostParams};
+use capstan_api::{Api, Client};
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::apiserver::{connect, serve, ApiServerConfig};
+use crate::control_plane::{start_controller_manager, start_scheduler, ControlPlaneOptions};
+use crate::embedded::{ClusterConfig, EmbeddedCluster};
+use crate::node::{start_kubelet, start_proxy, NodeOptions};
+use crate::options::{NetworkOption, ProxyMode, RuntimeOption, StoreOption};
+
+/// The seeds' `newkubia` Deployment (5 replicas of `luksa/kubia:v2`).
+pub const NEWKUBIA: &str = include_str!("../../../examples/manifests/newkubia-deployment.yaml");
+
+/// `capstan`: run one Capstan component.
+#[derive(Debug, Parser)]
+#[command(name = "capstan", version, about)]
+pub struct Cli {
+    /// The component.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The components.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The API server: the registry on the store, served over HTTP(S).
+    Apiserver(ApiServerArgs),
+    /// A controller-manager replica (leader-elected).
+    ControllerManager(ControlPlaneArgs),
+    /// A scheduler replica (leader-elected).
+    Scheduler(ControlPlaneArgs),
+    /// A node's kubelet.
+    Kubelet(NodeArgs),
+    /// A node's service proxy.
+    Proxy(NodeArgs),
+    /// The whole cluster in one process (the example cluster).
+    Cluster(ClusterArgs),
+}
+
+/// How to serve the API.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where objects are kept: `memory` or `etcd=<endpoint>[,...]`.
+    #[arg(long, default_value = "memory")]
+    pub store: StoreOption,
+    /// The address to serve on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// A bearer token clients must present (authenticates as `admin`, `system:masters`).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM; feature `tls`).
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where to write the kubeconfig for kubectl and the other components.
+    #[arg(long, default_value = "capstan.kubeconfig")]
+    pub kubeconfig: PathBuf,
+}
+
+impl ServeArgs {
+    fn config(&self) -> ApiServerConfig {
+        ApiServerConfig {
+            store: self.store.clone(),
+            listen: self.listen,
+            token: self.token.clone(),
+            tls: self
+                .tls_cert_file
+                .clone()
+                .zip(self.tls_private_key_file.clone()),
+        }
+    }
+}
+
+/// `capstan apiserver`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiServerArgs {
+    /// Serving.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `capstan controller-manager` and `capstan scheduler`.
+#[derive(Debug, Clone, Args)]
+pub struct ControlPlaneArgs {
+    /// The kubeconfig naming the API server.
+    #[arg(long, default_value = "capstan.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// This replica's identity in leader election (default: host name and process id).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// The Lease's duration, in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub leader_elect_lease_duration: u64,
+    /// How long a leader keeps trying to renew, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub leader_elect_renew_deadline: u64,
+    /// How often candidates try, in seconds.
+    #[arg(long, default_value_t = 2)]
+    pub leader_elect_retry_period: u64,
+    /// The cluster's pod CIDR, cut into node CIDRs (controller manager only).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: IpNet,
+}
+
+impl ControlPlaneArgs {
+    fn options(&self) -> ControlPlaneOptions {
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            format!(
+                "{}_{}",
+                capstan_controller::leader::default_identity(),
+                std::process::id()
+            )
+        });
+        let mut options = ControlPlaneOptions::new(identity);
+        options.leader_election = options
+            .leader_election
+            .clone()
+            .lease_duration(Duration::from_secs(self.leader_elect_lease_duration))
+            .renew_deadline(Duration::from_secs(self.leader_elect_renew_deadline))
+            .retry_period(Duration::from_secs(self.leader_elect_retry_period));
+        options.cluster_cidr = Some(self.cluster_cidr);
+        options
+    }
+}
+
+/// `capstan kubelet` and `capstan proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The kubeconfig naming the API server.
+    #[arg(long, default_value = "capstan.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// The Node's name.
+    #[arg(long)]
+    pub node_name: String,
+    /// The Node's InternalIP.
+    #[arg(long)]
+    pub node_ip: String,
+    /// The container runtime: `fake` or `containerd=<socket>`.
+    #[arg(long, default_value = "fake")]
+    pub runtime: RuntimeOption,
+    /// The pod network: `fake` or `cni`.
+    #[arg(long, default_value = "fake")]
+    pub network: NetworkOption,
+    /// The proxy's dataplane: `fake`, `iptables`, `nftables` or `ipvs`.
+    #[arg(long, default_value = "iptables")]
+    pub proxy: ProxyMode,
+    /// The network namespace holding the node's dataplane (`ip netns` name).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// Where the CNI plugins are.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_bin_dir: PathBuf,
+    /// Where the node keeps state.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The cluster's pod CIDR (for the proxy's masquerade rule).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: IpNet,
+    /// The kubelet's heartbeat, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_interval: u64,
+}
+
+impl NodeArgs {
+    fn options(&self) -> NodeOptions {
+        let mut options = NodeOptions::fake(self.node_name.clone(), self.node_ip.clone());
+        options.runtime = self.runtime.clone();
+        options.network = self.network.clone();
+        options.proxy = self.proxy;
+        options.netns = self.netns.clone();
+        options.cni_bin_dir = self.cni_bin_dir.clone();
+        if let Some(dir) = &self.state_dir {
+            options.state_dir = dir.clone();
+        }
+        options.cluster_cidr = Some(self.cluster_cidr);
+        options.heartbeat_interval = Duration::from_secs(self.heartbeat_interval);
+        options
+    }
+}
+
+/// The embedded cluster's command line.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cluster", about = "A whole Capstan cluster in one process")]
+pub struct ClusterArgs {
+    /// Serving.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// The nodes' container runtime: `fake` or `containerd=<socket>`.
+    #[arg(long, default_value = "fake")]
+    pub runtime: RuntimeOption,
+    /// The nodes' pod network: `fake` or `cni`.
+    #[arg(long, default_value = "fake")]
+    pub network: NetworkOption,
+    /// The nodes' service proxy: `fake`, `iptables`, `nftables` or `ipvs`.
+    #[arg(long, default_value = "fake")]
+    pub proxy: ProxyMode,
+    /// Replicas of the controller manager and of the scheduler.
+    #[arg(long, default_value_t = 1)]
+    pub control_plane_replicas: usize,
+    /// Skip the seeds' scenario (newkubia 5 → 3); just run the cluster.
+    #[arg(long)]
+    pub no_scenario: bool,
+    /// Exit after the scenario instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit: bool,
+}
+
+/// Runs `capstan` with the process's arguments.
+///
+/// Errors: whatever stopped the component.
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The embedded cluster draws a table on stdout; only warnings go to stderr there.
+    init_tracing(if matches!(cli.command, Command::Cluster(_)) {
+        "error"
+    } else {
+        "info"
+    });
+    match cli.command {
+        Command::Apiserver(args) => run_apiserver(args).await,
+        Command::ControllerManager(args) => {
+            let client = connect(&args.kubeconfig)?;
+            let component = start_controller_manager(client, &args.options())?;
+            run_until_ctrl_c(component).await
+        }
+        Command::Scheduler(args) => {
+            let client = connect(&args.kubeconfig)?;
+            let component = start_scheduler(client, &args.options())?;
+            run_until_ctrl_c(component).await
+        }
+        Command::Kubelet(args) => {
+            let kubelet = start_kubelet(connect(&args.kubeconfig)?, &args.options()).await?;
+            tracing::info!(node = %args.node_name, "kubelet running");
+            shutdown_signal().await;
+            kubelet.stop();
+            Ok(())
+        }
+        Command::Proxy(args) => {
+            let proxy = start_proxy(connect(&args.kubeconfig)?, &args.options())?;
+            tracing::info!(node = %args.node_name, mode = %args.proxy, "proxy running");
+            shutdown_signal().await;
+            proxy.stop(false).await;
+            Ok(())
+        }
+        Command::Cluster(args) => run_cluster(args).await,
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (else `default`, e.g. `info`).
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run_apiserver(args: ApiServerArgs) -> anyhow::Result<()> {
+    let server = serve(&args.serve.config()).await?;
+    server.write_kubeconfig(&args.serve.kubeconfig)?;
+    tracing::info!(url = %server.url(), kubeconfig = %args.serve.kubeconfig.display(), "API server serving");
+    shutdown_signal().await;
+    Ok(())
+}
+
+async fn run_until_ctrl_c(component: crate::control_plane::Component) -> anyhow::Result<()> {
+    tracing::info!(component = %component.name(), "running");
+    shutdown_signal().await;
+    component.stop(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async move {
+            match term.as_mut() {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The embedded cluster: starts it, plays the seeds' scenario (unless `--no-scenario`) with a
+/// live table, prints the Events as `kubectl get events --watch` does, then serves until
+/// Ctrl-C (or exits, with `--exit`).
+///
+/// Errors: the cluster did not start, or the scenario did not complete.
+pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let mut config =
+        ClusterConfig::fake(args.serve.listen, args.serve.kubeconfig.clone(), args.nodes);
+    config.apiserver = args.serve.config();
+    config.runtime = args.runtime.clone();
+    config.network = args.network.clone();
+    config.proxy = args.proxy;
+    config.control_plane_replicas = args.control_plane_replicas;
+    let started = Instant::now();
+    let cluster = EmbeddedCluster::start(config)
+        .await
+        .context("starting the cluster")?;
+    println!(
+        "API server at {} · kubeconfig {} · {} nodes ({} runtime, {} network, {} proxy) · store {}",
+        cluster.url(),
+        args.serve.kubeconfig.display(),
+        args.nodes,
+        args.runtime,
+        args.network,
+        args.proxy,
+        args.serve.store
+    );
+    let client = cluster.client();
+    let mut view = LiveView::new(client.clone());
+    view.until(
+        "waiting for the nodes to be Ready",
+        Duration::from_secs(60),
+        |nodes, _| nodes.len() == args.nodes && nodes.iter().all(crate::embedded::is_ready),
+    )
+    .await?;
+    println!(
+        "{} nodes Ready after {:.1} s",
+        args.nodes,
+        started.elapsed().as_secs_f64()
+    );
+    if !args.no_scenario {
+        scenario(&client, &mut view).await?;
+    }
+    if args.exit {
+        cluster.shutdown().await;
+        return Ok(());
+    }
+    println!(
+        "\nServing until Ctrl-C. Try: kubectl --kubeconfig {} get nodes,deploy,rs,pods -o wide",
+        args.serve.kubeconfig.display()
+    );
+    tokio::select! {
+        () = view.follow() => {}
+        () = shutdown_signal() => {}
+    }
+    println!(
+        "\nShutting down: nodes, scheduler, controller manager (Leases released), API server."
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// seeds/000: newkubia with 5 replicas, scaled to 3.
+async fn scenario(client: &Arc<dyn Client>, view: &mut LiveView) -> anyhow::Result<()> {
+    let deployment: Deployment =
+        serde_yaml_ng::from_str(NEWKUBIA).context("parsing the newkubia manifest")?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let since = Instant::now();
+    println!("\n$ kubectl apply -f newkubia-deployment.yaml   # replicas: 5");
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .context("creating newkubia")?;
+    view.until(
+        "newkubia: 5 Pods Running",
+        Duration::from_secs(60),
+        |_, pods| running(pods) == 5 && live(pods) == 5,
+    )
+    .await?;
+    println!(
+        "all 5 Pods Running after {:.2} s",
+        since.elapsed().as_secs_f64()
+    );
+    println!("\n$ kubectl scale deployment newkubia --replicas=3");
+    deployments
+        .patch(
+            "newkubia",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .context("scaling newkubia")?;
+    view.until(
+        "newkubia: 3 Pods Running",
+        Duration::from_secs(60),
+        |_, pods| running(pods) == 3 && pods.len() == 3,
+    )
+    .await?;
+    println!("\n$ kubectl get events --watch");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let mut all = events.list(&ListParams::default()).await?.items;
+    // In the order they were last written, as a watch delivers them.
+    all.sort_by_key(|e| {
+        e.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_default()
+    });
+    print!("{}", events_table(&all));
+    Ok(())
+}
+
+fn running(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count()
+}
+
+fn live(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count()
+}
+
+/// Events in `kubectl get events` columns: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
+pub fn events_table(events: &[Event]) -> String {
+    let mut out = format!(
+        "{:<9} {:<8} {:<18} {:<34} MESSAGE\n",
+        "LAST SEEN", "TYPE", "REASON", "OBJECT"
+    );
+    let now = capstan_api::k8s_openapi::jiff::Timestamp::now();
+    for event in events {
+        let seen = event
+            .last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| event.event_time.as_ref().map(|t| t.0))
+            .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .map(|t| {
+                capstan_apiserver::http::table::human_duration(
+                    now.as_second().saturating_sub(t.as_second()),
+                )
+            })
+            .unwrap_or_else(|| "<unknown>".into());
+        let object = &event.involved_object;
+        out.push_str(&format!(
+            "{:<9} {:<8} {:<18} {:<34} {}\n",
+            seen,
+            event.type_.as_deref().unwrap_or_default(),
+            event.reason.as_deref().unwrap_or_default(),
+            format!(
+                "{}/{}",
+                object.kind.as_deref().unwrap_or_default().to_lowercase(),
+                object.name.as_deref().unwrap_or_default()
+            ),
+            event.message.as_deref().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// The live table: redrawn in place on a terminal; elsewhere printed when it changes.
+struct LiveView {
+    nodes: Api<Node>,
+    pods: Api<Pod>,
+    terminal: bool,
+    last: String,
+    last_printed: Option<Instant>,
+}
+
+impl LiveView {
+    fn new(client: Arc<dyn Client>) -> Self {
+        LiveView {
+            nodes: Api::all(client.clone()),
+            pods: Api::namespaced(client, "default"),
+            terminal: std::io::stdout().is_terminal(),
+            last: String::new(),
+            last_printed: None,
+        }
+    }
+
+    async fn snapshot(&self) -> anyhow::Result<(Vec<Node>, Vec<Pod>)> {
+        let nodes = self.nodes.list(&ListParams::default()).await?.items;
+        let pods = self.pods.list(&ListParams::default()).await?.items;
+        Ok((nodes, pods))
+    }
+
+    fn show(&mut self, title: &str, nodes: &[Node], pods: &[Pod], force: bool) {
+        let table = format!("{title}\n{}", crate::status::render(nodes, pods, 12));
+        if table == self.last && !force {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if self.terminal {
+            let lines = self.last.lines().count();
+            if lines > 0 {
+                // Up over the previous table, and clear to the end of the screen.
+                let _ = write!(out, "\x1b[{lines}A\x1b[J");
+            }
+            let _ = write!(out, "{table}");
+        } else {
+            let due = self
+                .last_printed
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(5));
+            if !(force || due) {
+                return;
+            }
+            let _ = write!(out, "{table}");
+            self.last_printed = Some(Instant::now());
+        }
+        let _ = out.flush();
+        self.last = table;
+    }
+
+    /// Redraws until `done` holds, up to `timeout`; the final table stays on screen.
+    async fn until(
+        &mut self,
+        title: &str,
+        timeout: Duration,
+        done: impl Fn(&[Node], &[Pod]) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (nodes, pods) = self.snapshot().await?;
+            if done(&nodes, &pods) {
+                self.show(title, &nodes, &pods, true);
+                self.last.clear();
+                return Ok(());
+            }
+            self.show(title, &nodes, &pods, false);
+            if Instant::now() > deadline {
+                anyhow::bail!("{title}: not reached within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Keeps the table live while serving.
+    async fn follow(&mut self) {
+        loop {
+            if let Ok((nodes, pods)) = self.snapshot().await {
+                self.show("cluster (live)", &nodes, &pods, false);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}

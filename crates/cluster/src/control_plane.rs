@@ -1,0 +1,256 @@
+//! The control plane's components over any [`Client`]: the controller manager (every built-in
+//! controller plus node IPAM) and the scheduler (the default profile), each standing for
+//! leader election on its Lease in `kube-system`, as kube-controller-manager and
+//! kube-scheduler do. Run two replicas of each and one leads; stop the leader and the other
+//! takes over once the Lease expires (at once, when the leader released it on a clean stop).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_api::k8s_openapi::api::coordination::v1::Lease;
+use capstan_api::{Api, Client};
+use capstan_controller::events::{EventBroadcaster, EventOptions};
+use capstan_controller::leader::{LeaderElectionConfig, LeaderElector, RunOutcome};
+use capstan_controller::manager::ControllerManager;
+use capstan_net::ipam::controller::{NodeIpamController, COMPONENT as NODE_IPAM};
+use capstan_net::ipam::ClusterCidr;
+use capstan_scheduler::{default_framework, Scheduler};
+use ipnet::IpNet;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The Lease kube-controller-manager's replicas stand for.
+pub const CONTROLLER_MANAGER_LEASE: &str = "kube-controller-manager";
+/// The Lease kube-scheduler's replicas stand for.
+pub const SCHEDULER_LEASE: &str = "kube-scheduler";
+/// The scheduler's name in Events (`source.component`) and in `spec.schedulerName`.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Why a component could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// The leader-election settings are invalid (e.g. an empty identity).
+    #[error("leader election: {0}")]
+    LeaderElection(#[from] capstan_controller::leader::ConfigError),
+    /// The cluster CIDR cannot be split into node CIDRs of the given size.
+    #[error("cluster CIDR {cidr} with /{mask} node CIDRs: {message}")]
+    ClusterCidr {
+        /// The cluster CIDR.
+        cidr: IpNet,
+        /// The node CIDR mask.
+        mask: u8,
+        /// Why not.
+        message: String,
+    },
+    /// The scheduler's default profile did not build.
+    #[error("scheduler profile: {0}")]
+    Scheduler(String),
+}
+
+/// A running component: a task that stops cleanly when asked.
+///
+/// Dropping it aborts the task at once (no Lease release, nothing flushed); call
+/// [`stop`](Self::stop) for a clean stop.
+#[derive(Debug)]
+pub struct Component {
+    name: String,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Component {
+    /// Spawns `run`, which gets the stop signal and must return soon after it resolves.
+    pub fn spawn<F, Fut>(name: impl Into<String>, run: F) -> Component
+    where
+        F: FnOnce(StopSignal) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, receiver) = watch::channel(false);
+        let task = tokio::spawn(run(StopSignal(receiver)));
+        Component {
+            name: name.into(),
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// The component's name, e.g. `kube-scheduler/node01`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether its task has ended (stopped, or failed).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Signals the stop and waits up to `grace` for the task to end, then aborts it.
+    /// Idempotent.
+    pub async fn stop(mut self, grace: Duration) {
+        self.stop_in_place(grace).await;
+    }
+
+    async fn stop_in_place(&mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                tracing::warn!(component = %self.name, "did not stop in {grace:?}; aborted");
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Resolves once its [`Component`] is asked to stop. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StopSignal(watch::Receiver<bool>);
+
+impl StopSignal {
+    /// Waits for the stop.
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Whether the stop was asked.
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Settings shared by the controller manager and the scheduler.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneOptions {
+    /// This replica's identity in leader election (`<host>_<uuid>` in Kubernetes).
+    pub identity: String,
+    /// Lease timing. The default is Kubernetes' (15 s lease, 10 s renew deadline, 2 s retry)
+    /// with the Lease released on a clean stop.
+    pub leader_election: LeaderElectionConfig,
+    /// Pod CIDRs for the Nodes (`--cluster-cidr`); `None` turns node IPAM off.
+    pub cluster_cidr: Option<IpNet>,
+    /// The size of each Node's pod CIDR (`--node-cidr-mask-size`, 24).
+    pub node_cidr_mask: u8,
+}
+
+impl ControlPlaneOptions {
+    /// Options for the replica `identity`, with the cluster CIDR 10.244.0.0/16 cut in /24s.
+    pub fn new(identity: impl Into<String>) -> Self {
+        ControlPlaneOptions {
+            identity: identity.into(),
+            leader_election: LeaderElectionConfig::default().release_on_cancel(true),
+            cluster_cidr: Some("10.244.0.0/16".parse().expect("a valid CIDR")),
+            node_cidr_mask: 24,
+        }
+    }
+
+    fn elector(
+        &self,
+        client: &Arc<dyn Client>,
+        lease: &str,
+    ) -> Result<LeaderElector, ControlPlaneError> {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+        Ok(LeaderElector::new(
+            leases,
+            lease,
+            self.identity.clone(),
+            self.leader_election.clone(),
+        )?)
+    }
+
+    fn cluster_cidr(&self) -> Result<Option<ClusterCidr>, ControlPlaneError> {
+        let Some(cidr) = self.cluster_cidr else {
+            return Ok(None);
+        };
+        ClusterCidr::new(cidr, self.node_cidr_mask)
+            .map(Some)
+            .map_err(|e| ControlPlaneError::ClusterCidr {
+                cidr,
+                mask: self.node_cidr_mask,
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Starts a controller-manager replica: every built-in controller, plus node IPAM when the
+/// options have a cluster CIDR, run only while this replica holds
+/// [`CONTROLLER_MANAGER_LEASE`]. After losing the Lease it stands again with fresh
+/// informers. A controller failure is logged and the replica stands again after a second.
+///
+/// Errors: invalid leader-election settings or cluster CIDR; nothing is started then.
+pub fn start_controller_manager(
+    client: Arc<dyn Client>,
+    options: &ControlPlaneOptions,
+) -> Result<Component, ControlPlaneError> {
+    let elector = options.elector(&client, CONTROLLER_MANAGER_LEASE)?;
+    let cidrs = options.cluster_cidr()?;
+    let name = format!("{CONTROLLER_MANAGER_LEASE}/{}", options.identity);
+    Ok(Component::spawn(name, move |stop| async move {
+        loop {
+            let mut manager = ControllerManager::new(client.clone())
+                .with_builtins()
+                .leader_election(elector.clone());
+            if let Some(cidrs) = cidrs.clone() {
+                manager = manager.add(NODE_IPAM, move |ctx| {
+                    NodeIpamController::new(ctx.client, ctx.factory, ctx.recorder, &cidrs)
+                        .run(ctx.shutdown)
+                });
+            }
+            let stopped = stop.clone();
+            match manager.run(stopped.wait()).await {
+                Ok(RunOutcome::Lost) => {
+                    tracing::info!(identity = %elector.identity(), "controller manager lost its lease");
+                }
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::error!(%error, "controller manager failed; standing again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            if stop.is_stopped() {
+                return;
+            }
+        }
+    }))
+}
+
+/// Starts a scheduler replica with the default profile, scheduling only while it holds
+/// [`SCHEDULER_LEASE`]; each term gets a fresh scheduler (queue, cache and informers).
+///
+/// Errors: invalid leader-election settings, or the default profile fails to build.
+pub fn start_scheduler(
+    client: Arc<dyn Client>,
+    options: &ControlPlaneOptions,
+) -> Result<Component, ControlPlaneError> {
+    let elector = options.elector(&client, SCHEDULER_LEASE)?;
+    let events = EventBroadcaster::new(client.clone(), EventOptions::default());
+    let recorder = events.recorder(SCHEDULER_NAME);
+    // Fail now, not in the first term, if the profile cannot build.
+    default_framework(client.clone(), recorder.clone())
+        .map_err(|e| ControlPlaneError::Scheduler(e.to_string()))?;
+    let name = format!("{SCHEDULER_LEASE}/{}", options.identity);
+    Ok(Component::spawn(name, move |stop| async move {
+        let _events = events;
+        loop {
+            let (client, recorder) = (client.clone(), recorder.clone());
+            let outcome =
+                Scheduler::run_leading(&elector, client.clone(), stop.clone().wait(), || {
+                    let framework = default_framework(client.clone(), recorder.clone())
+                        .expect("the default profile built at start");
+                    Scheduler::new(client, framework, recorder)
+                })
+                .await;
+            if outcome != RunOutcome::Lost || stop.is_stopped() {
+                return;
+            }
+            tracing::info!(identity = %elector.identity(), "scheduler lost its lease");
+        }
+    }))
+}
