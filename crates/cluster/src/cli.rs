@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use crate::apiserver::{connect, serve, ApiServerConfig};
 use crate::control_plane::{start_controller_manager, start_scheduler, ControlPlaneOptions};
 use crate::embedded::{ClusterConfig, EmbeddedCluster};
-use crate::node::{start_kubelet, start_proxy, NodeOptions};
+use crate::node::{start_kubelet, start_proxy, start_routes, NodeOptions};
 use crate::options::{NetworkOption, ProxyMode, RuntimeOption, StoreOption};
 
 /// The seeds' `newkubia` Deployment (5 replicas of `luksa/kubia:v2`).
@@ -48,6 +48,50 @@ pub enum Command {
     Proxy(NodeArgs),
     /// The whole cluster in one process (the example cluster).
     Cluster(ClusterArgs),
+    /// Writes an OCI image tarball of the static busybox, for `kubelet --preload-image`
+    /// (no registry is reachable here).
+    BusyboxImage(BusyboxImageArgs),
+}
+
+/// `capstan busybox-image`.
+#[derive(Debug, Clone, Args)]
+pub struct BusyboxImageArgs {
+    /// The image's name, e.g. `luksa/kubia:v2`.
+    #[arg(long)]
+    pub name: String,
+    /// Where to write the tarball.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The static busybox binary (Debian's `busybox-static`).
+    #[arg(long, default_value = "/bin/busybox")]
+    pub busybox: PathBuf,
+    /// The image's command (default: `sh`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// The busybox applets the images link: enough for a shell, `httpd`, `wget` and `sleep`.
+const APPLETS: [&str; 14] = [
+    "sh", "echo", "sleep", "true", "false", "cat", "ls", "httpd", "wget", "hostname", "ip", "ps",
+    "nc", "env",
+];
+
+fn write_busybox_image(args: &BusyboxImageArgs) -> anyhow::Result<()> {
+    let binary = std::fs::read(&args.busybox).with_context(|| {
+        format!(
+            "reading {} (install Debian's busybox-static)",
+            args.busybox.display()
+        )
+    })?;
+    // Named as kubelets look images up: `nginx` is `docker.io/library/nginx:latest`.
+    let name = capstan_runtime::normalize_image_ref(&args.name);
+    let mut image = capstan_runtime::oci::ImageArchive::busybox(name, binary, &APPLETS);
+    if !args.command.is_empty() {
+        image = image.cmd(args.command.clone());
+    }
+    std::fs::write(&args.out, image.build()?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
 }
 
 /// How to serve the API.
@@ -175,6 +219,15 @@ pub struct NodeArgs {
     /// The kubelet's heartbeat, in seconds.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_interval: u64,
+    /// OCI image tarballs the kubelet imports before it starts (repeatable).
+    #[arg(long)]
+    pub preload_image: Vec<PathBuf>,
+    /// Also keep host-gw routes to the other nodes' pod CIDRs (kubelet only).
+    #[arg(long)]
+    pub host_gw: bool,
+    /// Masquerade all traffic to cluster IPs (proxy only).
+    #[arg(long)]
+    pub masquerade_all: bool,
 }
 
 impl NodeArgs {
@@ -190,6 +243,8 @@ impl NodeArgs {
         }
         options.cluster_cidr = Some(self.cluster_cidr);
         options.heartbeat_interval = Duration::from_secs(self.heartbeat_interval);
+        options.preload_images = self.preload_image.clone();
+        options.masquerade_all = self.masquerade_all;
         options
     }
 }
@@ -248,10 +303,18 @@ pub async fn main() -> anyhow::Result<()> {
             run_until_ctrl_c(component).await
         }
         Command::Kubelet(args) => {
-            let kubelet = start_kubelet(connect(&args.kubeconfig)?, &args.options()).await?;
-            tracing::info!(node = %args.node_name, "kubelet running");
+            let options = args.options();
+            let kubelet = start_kubelet(connect(&args.kubeconfig)?, &options).await?;
+            let routes = args
+                .host_gw
+                .then(|| connect(&args.kubeconfig).map(|client| start_routes(client, &options)))
+                .transpose()?;
+            tracing::info!(node = %args.node_name, host_gw = args.host_gw, "kubelet running");
             shutdown_signal().await;
             kubelet.stop();
+            if let Some(routes) = routes {
+                routes.stop(Duration::from_secs(5)).await;
+            }
             Ok(())
         }
         Command::Proxy(args) => {
@@ -262,6 +325,7 @@ pub async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cluster(args) => run_cluster(args).await,
+        Command::BusyboxImage(args) => write_busybox_image(&args),
     }
 }
 

@@ -21,9 +21,10 @@ use capstan_net::proxy::iptables::{IptablesBackend, IptablesConfig, Masquerade};
 use capstan_net::proxy::ipvs::{IpvsBackend, IpvsConfig};
 use capstan_net::proxy::nftables::{NftablesBackend, NftablesConfig};
 use capstan_net::proxy::{Proxier, ProxierOptions, ProxyBackend};
+use capstan_net::routes::{host_gw_routes, NodeAddressing, RouteSync};
 use capstan_net::{AttachResult, Attachment, NetError, NetworkPlugin};
 use capstan_runtime::ContainerRuntime;
-use capstan_watch::{InformerFactory, ReflectorOptions};
+use capstan_watch::{InformerFactory, ReflectorOptions, SharedInformer};
 use ipnet::IpNet;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
@@ -46,6 +47,14 @@ pub enum NodeError {
     /// The choice needs a cargo feature this build lacks.
     #[error(transparent)]
     Option(#[from] crate::options::OptionError),
+    /// An image to preload could not be read.
+    #[error("reading the image {path}: {source}")]
+    Image {
+        /// The tarball.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
 }
 
 /// What one node runs and how.
@@ -74,6 +83,12 @@ pub struct NodeOptions {
     pub heartbeat_interval: Duration,
     /// How often the proxy may sync at most, and must at least.
     pub proxier: ProxierOptions,
+    /// Masquerade all traffic to cluster IPs (kube-proxy's `--masquerade-all`), so replies
+    /// come back through this node even from a backend on the client's own bridge.
+    pub masquerade_all: bool,
+    /// OCI image tarballs the kubelet imports into its runtime before it starts (no registry
+    /// is reachable here).
+    pub preload_images: Vec<PathBuf>,
 }
 
 impl NodeOptions {
@@ -95,6 +110,8 @@ impl NodeOptions {
                 min_sync_period: Duration::from_millis(100),
                 ..ProxierOptions::default()
             },
+            masquerade_all: false,
+            preload_images: Vec::new(),
         }
     }
 }
@@ -147,6 +164,15 @@ pub async fn start_kubelet(
     options: &NodeOptions,
 ) -> Result<NodeKubelet, NodeError> {
     let runtime = runtime(options).await?;
+    for path in &options.preload_images {
+        let archive = std::fs::read(path).map_err(|source| NodeError::Image {
+            path: path.clone(),
+            source,
+        })?;
+        for image in runtime.import_image(archive.into()).await? {
+            tracing::info!(node = %options.name, image = ?image.repo_tags, "image imported");
+        }
+    }
     let network = Arc::new(PodCidrNetwork::new(
         client.clone(),
         options.name.clone(),
@@ -230,6 +256,74 @@ pub fn start_proxy(client: Arc<dyn Client>, options: &NodeOptions) -> Result<Nod
         component,
         backend,
         fake,
+    })
+}
+
+/// Starts the node's host-gw route agent: every other Node's pod CIDR is routed via that
+/// Node's InternalIP in the node's network namespace, re-synced when Nodes change and every
+/// 30 s. Only routes it made are ever removed (see `capstan_net::routes`).
+pub fn start_routes(client: Arc<dyn Client>, options: &NodeOptions) -> Component {
+    let mut sync = RouteSync::new();
+    if let Some(netns) = &options.netns {
+        sync = sync.in_netns(netns.clone());
+    }
+    let node = options.name.clone();
+    Component::spawn(format!("host-gw/{node}"), move |stop| async move {
+        let nodes = SharedInformer::<Node>::spawn(
+            Arc::new(Api::<Node>::all(client)),
+            ReflectorOptions::default(),
+        );
+        let mut changes = nodes.subscribe();
+        let stopped = stop.clone().wait();
+        tokio::pin!(stopped);
+        loop {
+            nodes.wait_for_sync().await;
+            let addressing: Vec<NodeAddressing> = nodes
+                .cache()
+                .list()
+                .iter()
+                .filter_map(|n| node_addressing(n))
+                .collect();
+            let wanted = host_gw_routes(&node, &addressing);
+            match sync.sync(&wanted).await {
+                Ok(report) if !report.replaced.is_empty() || !report.removed.is_empty() => {
+                    tracing::info!(%node, ?report, "host-gw routes synced");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%node, %error, "syncing host-gw routes"),
+            }
+            tokio::select! {
+                () = &mut stopped => return,
+                _ = changes.recv() => {
+                    // Coalesce a burst of Node changes into one sync.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    while changes.try_recv().is_ok() {}
+                }
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+    })
+}
+
+fn node_addressing(node: &Node) -> Option<NodeAddressing> {
+    let node_ip = node
+        .status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")?
+        .address
+        .parse()
+        .ok()?;
+    Some(NodeAddressing {
+        name: node.metadata.name.clone()?,
+        node_ip,
+        pod_cidr: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(|c| c.parse().ok()),
     })
 }
 
@@ -376,9 +470,7 @@ pub fn bridge_conflist(cidr: IpNet, ipam_dir: &std::path::Path) -> serde_json::V
 /// The backend the proxier drives, and the same backend as a fake when it is one.
 type ProxyBackends = (Arc<dyn ProxyBackend>, Option<Arc<FakeProxyBackend>>);
 
-fn proxy_backend(
-    options: &NodeOptions,
-) -> Result<ProxyBackends, NodeError> {
+fn proxy_backend(options: &NodeOptions) -> Result<ProxyBackends, NodeError> {
     let cluster_cidr = match options.cluster_cidr {
         Some(IpNet::V4(v4)) => Some(v4),
         _ => None,
@@ -392,7 +484,7 @@ fn proxy_backend(
             Arc::new(IptablesBackend::new(IptablesConfig {
                 netns: options.netns.clone(),
                 masquerade: Masquerade {
-                    all: false,
+                    all: options.masquerade_all,
                     cluster_cidr,
                 },
                 ..IptablesConfig::default()
