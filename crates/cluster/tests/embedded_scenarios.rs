@@ -2,56 +2,28 @@
 //! controller manager and scheduler with leader election, and kubelets and proxies on the
 //! fake runtime, network and proxy backend, every component with its own HTTP client.
 //!
-//! Each test asserts on the objects and on the Events, read through the API as kubectl
-//! would. Needs the seed manifests in `../shared/manifests` beside the repository.
+//! The scenarios themselves (`common/mod.rs`) assert on objects and Events read through the
+//! API as kubectl would; `real_cluster.rs` runs the same ones on real parts. Needs the seed
+//! manifests in `../shared/manifests` beside the repository.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan_api::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use capstan_api::k8s_openapi::api::coordination::v1::Lease;
-use capstan_api::k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
-use capstan_api::kube_core::params::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use capstan_api::{Api, Client};
-use capstan_cluster::embedded::{is_ready, ClusterConfig, EmbeddedCluster};
+use capstan_api::k8s_openapi::api::core::v1::Pod;
+use capstan_cluster::embedded::{ClusterConfig, EmbeddedCluster};
+use capstan_cluster::node::RunningNode;
 use capstan_controller::leader::LeaderElectionConfig;
-use capstan_controller::testing::{Change, ObjectHistory};
 use capstan_store::Range;
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use common::Scenario;
+use futures::FutureExt;
+use tokio::sync::Mutex;
 
 const TIMEOUT: Duration = Duration::from_secs(150);
-
-fn manifest_text(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/manifests")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the seed manifest is expected at {} ({e}): check out the repository with shared/ beside it",
-            path.display()
-        )
-    })
-}
-
-/// The documents of a seed manifest whose kind is `kind`, parsed as `K`.
-fn documents<K: DeserializeOwned>(name: &str, kind: &str) -> Vec<K> {
-    let text = manifest_text(name);
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml_ng::Value::deserialize(doc).expect("valid YAML"))
-        .filter(|value| value.get("kind").and_then(|k| k.as_str()) == Some(kind))
-        .map(|value| serde_yaml_ng::from_value(value).expect("a valid manifest"))
-        .collect()
-}
-
-struct Test {
-    cluster: EmbeddedCluster,
-    client: Arc<dyn Client>,
-    _dir: TempDir,
-}
 
 struct TempDir(PathBuf);
 
@@ -59,6 +31,12 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+struct Test {
+    cluster: Arc<Mutex<EmbeddedCluster>>,
+    scenario: Scenario,
+    _dir: TempDir,
 }
 
 async fn start(nodes: usize, configure: impl FnOnce(&mut ClusterConfig)) -> Test {
@@ -81,225 +59,17 @@ async fn start(nodes: usize, configure: impl FnOnce(&mut ClusterConfig)) -> Test
         .expect("the nodes become Ready");
     let client = cluster.client();
     Test {
-        cluster,
-        client,
+        cluster: Arc::new(Mutex::new(cluster)),
+        scenario: Scenario { client },
         _dir: TempDir(dir),
     }
-}
-
-impl Test {
-    fn api<K>(&self) -> Api<K>
-    where
-        K: capstan_api::Resource<Scope = capstan_api::k8s_openapi::NamespaceResourceScope>,
-    {
-        Api::namespaced(self.client.clone(), "default")
-    }
-
-    async fn pods(&self, selector: &str) -> Vec<Pod> {
-        self.api::<Pod>()
-            .list(&ListParams::default().labels(selector))
-            .await
-            .unwrap()
-            .items
-    }
-
-    /// Waits until the live Pods of `selector` are `count`, all Running with `image`.
-    async fn running(&self, selector: &str, count: usize, image: &str) -> Vec<Pod> {
-        loop {
-            let pods = self.pods(selector).await;
-            let live: Vec<Pod> = pods
-                .into_iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .collect();
-            if live.len() == count
-                && live
-                    .iter()
-                    .all(|p| phase(p) == "Running" && image_of(p) == image)
-            {
-                return live;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until no Pod of `selector` is left but the `count` live ones.
-    async fn gone_but(&self, selector: &str, count: usize) {
-        while self.pods(selector).await.len() != count {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The Events of `default` in the order they were last written.
-    async fn events(&self) -> Vec<Event> {
-        let mut events = self
-            .api::<Event>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items;
-        events.sort_by_key(|e| {
-            e.metadata
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse::<u64>().ok())
-        });
-        events
-    }
-
-    /// Waits until `done` holds for the Events, and returns them.
-    async fn events_until(&self, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
-        loop {
-            let events = self.events().await;
-            if done(&events) {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
-}
-
-fn image_of(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.containers[0].image.as_deref())
-        .unwrap_or_default()
-}
-
-fn node_of(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or_default()
-}
-
-fn name(meta: &capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.name.clone().unwrap_or_default()
-}
-
-/// `(reason, object kind/name, message)` of each Event.
-fn chain(events: &[Event]) -> Vec<(String, String, String)> {
-    events
-        .iter()
-        .map(|e| {
-            (
-                e.reason.clone().unwrap_or_default(),
-                format!(
-                    "{}/{}",
-                    e.involved_object.kind.as_deref().unwrap_or_default(),
-                    e.involved_object.name.as_deref().unwrap_or_default()
-                ),
-                e.message.clone().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-fn count(events: &[(String, String, String)], reason: &str) -> usize {
-    events.iter().filter(|(r, _, _)| r == reason).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newkubia_scaled_from_five_to_three_gives_the_seeds_event_chain() {
     tokio::time::timeout(TIMEOUT, async {
         let test = start(3, |_| {}).await;
-        let deployment = &documents::<Deployment>("newkubia-deployment.yaml", "Deployment")[0];
-        test.api::<Deployment>()
-            .create(&PostParams::default(), deployment)
-            .await
-            .unwrap();
-        let first = test.running("app=newkubia", 5, "luksa/kubia:v2").await;
-        test.api::<Deployment>()
-            .patch(
-                "newkubia",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
-            )
-            .await
-            .unwrap();
-        let kept = test.running("app=newkubia", 3, "luksa/kubia:v2").await;
-        test.gone_but("app=newkubia", 3).await;
-        let removed: BTreeSet<String> = first
-            .iter()
-            .map(|p| name(&p.metadata))
-            .filter(|n| !kept.iter().any(|k| &name(&k.metadata) == n))
-            .collect();
-        assert_eq!(removed.len(), 2);
-
-        let events = test
-            .events_until(|events| {
-                let c = chain(events);
-                count(&c, "Killing") == 2 && count(&c, "Started") == 5
-            })
-            .await;
-        let c = chain(&events);
-        let rs = first[0].metadata.owner_references.as_ref().unwrap()[0]
-            .name
-            .clone();
-        // The Deployment controller: up to 5, then down to 3, in that order.
-        let scaling: Vec<&str> = c
-            .iter()
-            .filter(|(r, _, _)| r == "ScalingReplicaSet")
-            .map(|(_, o, m)| {
-                assert_eq!(o, "Deployment/newkubia");
-                m.as_str()
-            })
-            .collect();
-        assert_eq!(
-            scaling,
-            [
-                format!("Scaled up replica set {rs} from 0 to 5"),
-                format!("Scaled down replica set {rs} from 5 to 3"),
-            ]
-        );
-        // The ReplicaSet controller: five creates, then the two deletes.
-        let rs_events: Vec<(&str, &str)> = c
-            .iter()
-            .filter(|(_, o, _)| o == &format!("ReplicaSet/{rs}"))
-            .map(|(r, _, m)| (r.as_str(), m.as_str()))
-            .collect();
-        assert_eq!(rs_events.len(), 7, "{rs_events:?}");
-        assert!(rs_events[..5].iter().all(|(r, _)| *r == "SuccessfulCreate"));
-        let deleted: BTreeSet<String> = rs_events[5..]
-            .iter()
-            .map(|(r, m)| {
-                assert_eq!(*r, "SuccessfulDelete");
-                m.trim_start_matches("Deleted pod: ").to_string()
-            })
-            .collect();
-        assert_eq!(deleted, removed);
-        // Each Pod: Scheduled, then the kubelet's Created and Started; the removed ones Killing.
-        for pod in &first {
-            let pod_name = name(&pod.metadata);
-            let object = format!("Pod/{pod_name}");
-            let reasons: Vec<&str> = c
-                .iter()
-                .filter(|(_, o, _)| o == &object)
-                .map(|(r, _, _)| r.as_str())
-                .filter(|r| *r != "Pulling" && *r != "Pulled")
-                .collect();
-            let scheduled = format!(
-                "Successfully assigned default/{pod_name} to {}",
-                node_of(pod)
-            );
-            assert!(
-                c.iter()
-                    .any(|(r, o, m)| r == "Scheduled" && o == &object && m == &scheduled),
-                "{c:?}"
-            );
-            let kubelet: Vec<&str> = reasons.into_iter().filter(|r| *r != "Scheduled").collect();
-            if removed.contains(&pod_name) {
-                assert_eq!(kubelet, ["Created", "Started", "Killing"], "{pod_name}");
-            } else {
-                assert_eq!(kubelet, ["Created", "Started"], "{pod_name}");
-            }
-        }
+        common::newkubia_five_to_three(&test.scenario).await;
     })
     .await
     .expect("the scenario finishes in time");
@@ -309,50 +79,12 @@ async fn newkubia_scaled_from_five_to_three_gives_the_seeds_event_chain() {
 async fn an_nginx_deployment_makes_a_replicaset_and_a_pod_with_their_events_and_keys() {
     tokio::time::timeout(TIMEOUT, async {
         let test = start(2, |_| {}).await;
-        let deployment = &documents::<Deployment>("nginx-run.yaml", "Deployment")[0];
-        test.api::<Deployment>()
-            .create(&PostParams::default(), deployment)
-            .await
-            .unwrap();
-        let pods = test.running("run=nginx", 1, "nginx").await;
-        let pod = name(&pods[0].metadata);
-        let rs = pods[0].metadata.owner_references.as_ref().unwrap()[0]
-            .name
-            .clone();
-        assert!(pod.starts_with(&format!("{rs}-")), "{pod} of {rs}");
-        let events = test
-            .events_until(|events| count(&chain(events), "Scheduled") == 1)
-            .await;
-        let c = chain(&events);
-        for (reason, object, message) in [
-            (
-                "ScalingReplicaSet",
-                "Deployment/nginx".to_string(),
-                format!("Scaled up replica set {rs} from 0 to 1"),
-            ),
-            (
-                "SuccessfulCreate",
-                format!("ReplicaSet/{rs}"),
-                format!("Created pod: {pod}"),
-            ),
-            (
-                "Scheduled",
-                format!("Pod/{pod}"),
-                format!(
-                    "Successfully assigned default/{pod} to {}",
-                    node_of(&pods[0])
-                ),
-            ),
-        ] {
-            assert!(
-                c.iter()
-                    .any(|(r, o, m)| r == reason && o == &object && m == &message),
-                "{reason} {object} {message:?} in {c:#?}"
-            );
-        }
+        let (rs, pod) = common::nginx_deployment(&test.scenario).await;
         // The keys as `etcdctl get /registry --prefix --keys-only` lists them.
         let keys: Vec<String> = test
             .cluster
+            .lock()
+            .await
             .registry()
             .store()
             .range(Range::prefix("/registry/"))
@@ -362,18 +94,7 @@ async fn an_nginx_deployment_makes_a_replicaset_and_a_pod_with_their_events_and_
             .iter()
             .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
             .collect();
-        for key in [
-            "/registry/deployments/default/nginx".to_string(),
-            format!("/registry/replicasets/default/{rs}"),
-            format!("/registry/pods/default/{pod}"),
-            "/registry/minions/node01".to_string(),
-            "/registry/leases/kube-node-lease/node01".to_string(),
-        ] {
-            assert!(keys.contains(&key), "{key} in {keys:#?}");
-        }
-        assert!(keys
-            .iter()
-            .any(|k| k.starts_with("/registry/events/default/nginx")));
+        common::assert_registry_keys(&keys, &rs, &pod);
     })
     .await
     .expect("the scenario finishes in time");
@@ -383,54 +104,18 @@ async fn an_nginx_deployment_makes_a_replicaset_and_a_pod_with_their_events_and_
 async fn node_name_skips_the_scheduler_and_a_node_selector_waits_for_the_label() {
     tokio::time::timeout(TIMEOUT, async {
         let test = start(3, |_| {}).await;
-        let pods = test.api::<Pod>();
-        let pinned = &documents::<Pod>("pod-nodename.yaml", "Pod")[0];
-        pods.create(&PostParams::default(), pinned).await.unwrap();
-        let running = test.running("app=nginx", 1, "nginx:1.15").await;
-        assert_eq!(node_of(&running[0]), "node01");
-        let events = test
-            .events_until(|events| count(&chain(events), "Started") == 1)
-            .await;
-        assert_eq!(count(&chain(&events), "Scheduled"), 0, "{:?}", chain(&events));
-        pods.delete("pod-example", &DeleteParams::default())
-            .await
-            .unwrap();
-        test.gone_but("app=nginx", 0).await;
-
-        let selecting = &documents::<Pod>("pod-nodeselector.yaml", "Pod")[0];
-        pods.create(&PostParams::default(), selecting).await.unwrap();
-        // Kubernetes' wording: every node is counted under the reason it was refused for.
-        test.events_until(|events| {
-            chain(events).iter().any(|(r, o, m)| {
-                r == "FailedScheduling"
-                    && o == "Pod/pod-example"
-                    && m.starts_with(
-                        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector",
-                    )
-            })
-        })
-        .await;
-        assert_eq!(phase(&pods.get("pod-example").await.unwrap()), "Pending");
-        Api::<Node>::all(test.client.clone())
-            .patch(
-                "node02",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"metadata": {"labels": {"cz": "bob"}}})),
-            )
-            .await
-            .unwrap();
-        let running = test.running("app=nginx", 1, "nginx:1.14").await;
-        assert_eq!(node_of(&running[0]), "node02");
+        common::node_name_and_selector(&test.scenario).await;
     })
     .await
     .expect("the scenario finishes in time");
 }
 
-/// The ready endpoints the fake proxy of `node` programs for Service `web`.
-fn proxied_endpoints(test: &Test, node: &str) -> BTreeSet<String> {
-    let state = test.cluster.nodes()[node].proxy().fake().unwrap().state();
-    // Only ready endpoints are programmed.
-    state
+/// The endpoints the fake proxy of `node` programs for Service `web` (only ready ones are).
+fn proxied_endpoints(node: &RunningNode) -> BTreeSet<String> {
+    node.proxy()
+        .fake()
+        .expect("the fake proxy backend")
+        .state()
         .services
         .iter()
         .filter(|(port, _)| port.name == "web")
@@ -443,121 +128,36 @@ fn proxied_endpoints(test: &Test, node: &str) -> BTreeSet<String> {
 async fn a_rolling_update_keeps_its_bounds_rolls_back_and_the_service_follows() {
     tokio::time::timeout(TIMEOUT, async {
         let test = start(3, |_| {}).await;
-        let deployment = &documents::<Deployment>("rolling-update.yaml", "Deployment")[0];
-        let service = &documents::<Service>("rolling-update.yaml", "Service")[0];
-        test.api::<Deployment>()
-            .create(&PostParams::default(), deployment)
-            .await
-            .unwrap();
-        test.api::<Service>()
-            .create(&PostParams::default(), service)
-            .await
-            .unwrap();
-        let v1 = test.running("app=web", 3, "web:v1").await;
-        let expected = |pods: &[Pod]| -> BTreeSet<String> {
-            pods.iter()
-                .map(|p| format!("{}:8080", p.status.as_ref().unwrap().pod_ip.as_ref().unwrap()))
-                .collect()
-        };
-        // The Service's endpoints reach every node's proxy (node03's too).
-        while proxied_endpoints(&test, "node03") != expected(&v1) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-
-        // v1 -> v2 with maxSurge 1, maxUnavailable 1: never more than 4 Pods, never fewer
-        // than 2 available, sampled throughout.
-        let watcher = {
-            let pods = test.api::<Pod>();
-            tokio::spawn(async move {
-                let (mut most, mut fewest_ready) = (0usize, usize::MAX);
+        let cluster = test.cluster.clone();
+        // Every node's proxy programs exactly the Pods' addresses.
+        common::rolling_update(&test.scenario, move |pods: Vec<Pod>| {
+            let cluster = cluster.clone();
+            async move {
+                let expected: BTreeSet<String> = pods
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}:8080",
+                            p.status.as_ref().unwrap().pod_ip.as_ref().unwrap()
+                        )
+                    })
+                    .collect();
                 loop {
-                    let all = pods
-                        .list(&ListParams::default().labels("app=web"))
-                        .await
-                        .unwrap()
-                        .items;
-                    let live: Vec<&Pod> = all
-                        .iter()
-                        .filter(|p| p.metadata.deletion_timestamp.is_none())
-                        .collect();
-                    let ready = live.iter().filter(|p| phase(p) == "Running").count();
-                    most = most.max(live.len());
-                    fewest_ready = fewest_ready.min(ready);
-                    let done = live.len() == 3
-                        && live.iter().all(|p| image_of(p) == "web:v2" && phase(p) == "Running");
-                    if done {
-                        return (most, fewest_ready);
+                    let cluster = cluster.lock().await;
+                    if cluster
+                        .nodes()
+                        .values()
+                        .all(|node| proxied_endpoints(node) == expected)
+                    {
+                        return;
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    drop(cluster);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            })
-        };
-        test.api::<Deployment>()
-            .patch(
-                "web",
-                &PatchParams::default(),
-                &Patch::Strategic(serde_json::json!({
-                    "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:v2"}]}}}
-                })),
-            )
-            .await
-            .unwrap();
-        let (most, fewest_ready) = watcher.await.unwrap();
-        assert!(most <= 4, "at most 3 + maxSurge Pods, saw {most}");
-        assert!(fewest_ready >= 2, "at least 3 - maxUnavailable Running, saw {fewest_ready}");
-        let v2 = test.running("app=web", 3, "web:v2").await;
-        test.gone_but("app=web", 3).await;
-        while proxied_endpoints(&test, "node01") != expected(&v2) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-
-        // Roll back, as `kubectl rollout undo` does: the template of revision 1 comes back
-        // and becomes revision 3.
-        let sets = test
-            .api::<ReplicaSet>()
-            .list(&ListParams::default().labels("app=web"))
-            .await
-            .unwrap()
-            .items;
-        let revision = |rs: &ReplicaSet| {
-            rs.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("deployment.kubernetes.io/revision"))
-                .cloned()
-                .unwrap_or_default()
-        };
-        let first = sets.iter().find(|rs| revision(rs) == "1").expect("revision 1");
-        let mut template = first.spec.as_ref().unwrap().template.clone().unwrap();
-        template
-            .metadata
-            .as_mut()
-            .unwrap()
-            .labels
-            .as_mut()
-            .unwrap()
-            .remove("pod-template-hash");
-        test.api::<Deployment>()
-            .patch(
-                "web",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"template": template}})),
-            )
-            .await
-            .unwrap();
-        let back = test.running("app=web", 3, "web:v1").await;
-        test.gone_but("app=web", 3).await;
-        let first_name = name(&first.metadata);
-        loop {
-            let rs = test.api::<ReplicaSet>().get(&first_name).await.unwrap();
-            if revision(&rs) == "3" {
-                break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        while proxied_endpoints(&test, "node02") != expected(&back) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .boxed()
+        })
+        .await;
     })
     .await
     .expect("the scenario finishes in time");
@@ -566,77 +166,24 @@ async fn a_rolling_update_keeps_its_bounds_rolls_back_and_the_service_follows() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_node_goes_not_ready_and_its_pods_are_replaced_elsewhere() {
     tokio::time::timeout(TIMEOUT, async {
-        let mut test = start(3, |_| {}).await;
-        let deployment = &documents::<Deployment>("newkubia-deployment.yaml", "Deployment")[0];
-        test.api::<Deployment>()
-            .create(&PostParams::default(), deployment)
-            .await
-            .unwrap();
-        let before = test.running("app=newkubia", 5, "luksa/kubia:v2").await;
-        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
-        for pod in &before {
-            *per_node.entry(node_of(pod).to_string()).or_default() += 1;
-        }
-        let (lost, _) = per_node.iter().max_by_key(|(_, n)| **n).unwrap();
-        let lost = lost.clone();
-        assert!(test.cluster.stop_node(&lost).await);
-
-        let nodes: Api<Node> = Api::all(test.client.clone());
-        loop {
-            let node = nodes.get(&lost).await.unwrap();
-            if !is_ready(&node) {
-                break;
+        let test = start(3, |_| {}).await;
+        let cluster = test.cluster.clone();
+        common::lost_node(&test.scenario, move |node| {
+            async move {
+                assert!(cluster.lock().await.stop_node(&node).await);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // Replaced: five Running again, none on the lost node, and the old ones gone.
-        loop {
-            let pods = test.pods("app=newkubia").await;
-            let elsewhere = pods
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| phase(p) == "Running" && node_of(p) != lost)
-                .count();
-            let on_lost = pods.iter().filter(|p| node_of(p) == lost).count();
-            if elsewhere == 5 && on_lost == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let events = test.events().await;
-        assert!(
-            chain(&events)
-                .iter()
-                .any(|(r, o, _)| r == "TaintManagerEviction" && o.starts_with("Pod/newkubia-")),
-            "{:?}",
-            chain(&events)
-        );
+            .boxed()
+        })
+        .await;
     })
     .await
     .expect("the scenario finishes in time");
 }
 
-async fn leader(client: &Arc<dyn Client>, lease: &str) -> String {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
-    loop {
-        if let Some(holder) = leases
-            .get_opt(lease)
-            .await
-            .unwrap()
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-            .filter(|h| !h.is_empty())
-        {
-            return holder;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_controller_manager_and_scheduler_take_over_without_duplicate_pods() {
     tokio::time::timeout(TIMEOUT, async {
-        let mut test = start(3, |config| {
+        let test = start(3, |config| {
             config.control_plane_replicas = 2;
             config.leader_election = LeaderElectionConfig::default()
                 .lease_duration(Duration::from_secs(3))
@@ -644,62 +191,22 @@ async fn the_standby_controller_manager_and_scheduler_take_over_without_duplicat
                 .retry_period(Duration::from_millis(500));
         })
         .await;
-        let manager = leader(&test.client, "kube-controller-manager").await;
-        let scheduler = leader(&test.client, "kube-scheduler").await;
-        let replica =
-            |identity: &str| -> usize { identity.trim_start_matches("replica-").parse().unwrap() };
-
-        let history = ObjectHistory::<Pod>::record(test.client.clone());
-        let mut deployment =
-            documents::<Deployment>("newkubia-deployment.yaml", "Deployment").remove(0);
-        deployment.spec.as_mut().unwrap().replicas = Some(12);
-        test.api::<Deployment>()
-            .create(&PostParams::default(), &deployment)
-            .await
-            .unwrap();
-        // Crash both leaders in the middle of the rollout: no Lease release.
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(test.cluster.kill_controller_manager(replica(&manager)));
-        assert!(test.cluster.kill_scheduler(replica(&scheduler)));
-
-        let pods = test.running("app=newkubia", 12, "luksa/kubia:v2").await;
-        let names: BTreeSet<String> = pods.iter().map(|p| name(&p.metadata)).collect();
-        assert_eq!(names.len(), 12);
-        // Nothing extra was made: exactly the wanted Pods exist, in one ReplicaSet.
-        test.gone_but("app=newkubia", 12).await;
-        let sets = test
-            .api::<ReplicaSet>()
-            .list(&ListParams::default().labels("app=newkubia"))
-            .await
-            .unwrap()
-            .items;
-        assert_eq!(sets.len(), 1);
-        assert_ne!(
-            leader(&test.client, "kube-controller-manager").await,
-            manager
-        );
-        assert_ne!(leader(&test.client, "kube-scheduler").await, scheduler);
-
-        // The new leaders keep working: scale down to 4.
-        test.api::<Deployment>()
-            .patch(
-                "newkubia",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"replicas": 4}})),
-            )
-            .await
-            .unwrap();
-        test.running("app=newkubia", 4, "luksa/kubia:v2").await;
-        test.gone_but("app=newkubia", 4).await;
-        // Exactly twelve Pods were ever created: no replica made one twice. (Events are no
-        // proof here: a crashed leader loses the Events it had not written yet.)
-        let ever: BTreeSet<String> = history
-            .revisions()
-            .iter()
-            .filter(|r| r.change == Change::Added)
-            .map(|r| name(&r.object.metadata))
-            .collect();
-        assert_eq!(ever.len(), 12, "{ever:?}");
+        let cluster = test.cluster.clone();
+        common::leader_failover(&test.scenario, move |manager, scheduler| {
+            async move {
+                let replica = |identity: &str| -> usize {
+                    identity
+                        .trim_start_matches("replica-")
+                        .parse()
+                        .expect("an embedded replica's identity")
+                };
+                let mut cluster = cluster.lock().await;
+                assert!(cluster.kill_controller_manager(replica(&manager)));
+                assert!(cluster.kill_scheduler(replica(&scheduler)));
+            }
+            .boxed()
+        })
+        .await;
     })
     .await
     .expect("the scenario finishes in time");
