@@ -17,9 +17,12 @@
 //! | [`net`] | `capstan-net` | the CNI-shaped `NetworkPlugin` SPI, its fake and CNI backends, pod CIDRs and host-gw routes |
 //!
 //! Cargo features: `etcd` turns on [`store::etcd`](capstan_store); `tls` turns on HTTPS for
-//! the API server and the remote client.
+//! the API server and the remote client; `containerd` turns on
+//! [`runtime::containerd`](capstan_runtime).
 //!
 //! `ARCHITECTURE.md` at the repository root has the bird's-eye view and the invariants.
+//! `docs/getting-started.md` walks through the crates, and `docs/spi/` has one page per
+//! extension point; their code samples are this crate's doctests.
 
 pub use capstan_api as api;
 pub use capstan_apiserver as apiserver;
@@ -31,3 +34,24 @@ pub use capstan_runtime as runtime;
 pub use capstan_scheduler as scheduler;
 pub use capstan_store as store;
 pub use capstan_watch as watch;
+
+/// The guides under `docs/`, compiled and run as doctests (`cargo test --doc -p capstan`).
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../docs/getting-started.md")]
+    pub struct GettingStarted;
+    #[doc = include_str!("../docs/spi/store.md")]
+    pub struct StoreSpiGuide;
+    #[doc = include_str!("../docs/spi/watch.md")]
+    pub struct WatchSpiGuide;
+    #[doc = include_str!("../docs/spi/reconciler.md")]
+    pub struct ReconcilerSpiGuide;
+    #[doc = include_str!("../docs/spi/scheduler-plugin.md")]
+    pub struct SchedulerPluginSpiGuide;
+    #[doc = include_str!("../docs/spi/container-runtime.md")]
+    pub struct ContainerRuntimeSpiGuide;
+    #[doc = include_str!("../docs/spi/network-plugin.md")]
+    pub struct NetworkPluginSpiGuide;
+    #[doc = include_str!("../docs/spi/proxy-backend.md")]
+    pub struct ProxyBackendSpiGuide;
+}
