@@ -112,10 +112,22 @@ impl RealCluster {
     async fn wait_until_ready(&self) {
         let nodes: Api<Node> = Api::all(self.scenario.client.clone());
         loop {
+            // Ready, and the node lifecycle controller has lifted the not-ready taints.
             let ready = nodes
                 .list(&ListParams::default())
                 .await
-                .map(|l| l.items.iter().filter(|n| is_ready(n)).count())
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter(|n| is_ready(n))
+                        .filter(|n| {
+                            n.spec
+                                .as_ref()
+                                .and_then(|s| s.taints.as_ref())
+                                .is_none_or(|taints| taints.is_empty())
+                        })
+                        .count()
+                })
                 .unwrap_or(0);
             if ready == NODES {
                 return;
