@@ -123,7 +123,11 @@ async fn run(replicas: i32) -> Run {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    assert_eq!(pods.cache().list().len(), target, "no more Pods than replicas");
+    assert_eq!(
+        pods.cache().list().len(),
+        target,
+        "no more Pods than replicas"
+    );
     scheduler.stop(Duration::from_secs(5)).await;
     manager.abort();
     Run {
@@ -175,15 +179,10 @@ fn main() {
         );
         if replicas == 10_000 {
             let csv: String = std::iter::once("seconds,running\n".to_string())
-                .chain(
-                    median
-                        .timeline
-                        .iter()
-                        .map(|(t, n)| format!("{t:.2},{n}\n")),
-                )
+                .chain(median.timeline.iter().map(|(t, n)| format!("{t:.2},{n}\n")))
                 .collect();
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/deployment_http.csv");
+            let path =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/deployment_http.csv");
             std::fs::write(&path, csv).expect("write the timeline");
             println!("timeline of the median run: {}", path.display());
         }

@@ -48,7 +48,10 @@ fn scheduler_throughput() -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let top = points.iter().map(|p| p.2).fold(0.0, f64::max) * 1.25;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Scheduler throughput (default plugins, real bind path)", ("sans-serif", 20))
+        .caption(
+            "Scheduler throughput (default plugins, real bind path)",
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -61,7 +64,11 @@ fn scheduler_throughput() -> anyhow::Result<()> {
     for (i, (workload, nodes, rate)) in points.iter().enumerate() {
         let colour = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(std::iter::once(Circle::new((*nodes, *rate), 6, colour.filled())))?
+            .draw_series(std::iter::once(Circle::new(
+                (*nodes, *rate),
+                6,
+                colour.filled(),
+            )))?
             .label(format!("{workload}: {rate:.0} pods/s at {nodes:.0} nodes"))
             .legend(move |(x, y)| Circle::new((x, y), 5, colour.filled()));
     }
