@@ -15,8 +15,6 @@
 # The images the seed manifests name are busybox images (no registry is reachable) serving
 # `<pod hostname>` over HTTP on port 8080.
 
-CAPSTAN_CLUSTER_LAN=capstan-lan
-
 # capstan_cluster_build: builds the `capstan` binary with the real backends; sets CAPSTAN_BIN.
 capstan_cluster_build() {
   if [ -z "${CAPSTAN_BIN:-}" ]; then
@@ -36,15 +34,27 @@ capstan_cluster_start_process() {
   echo $! >"$dir/pids/$name.pid"
 }
 
-# capstan_cluster_node_netns <index>: the namespace of node <index> (1-based).
+# capstan_cluster_netns_prefix <dir>: the prefix of the network namespaces of the cluster
+# whose state is in <dir>. It is derived from the directory, so clusters in other directories
+# (a concurrent one, or the leftovers of one that was killed) never collide with this one.
+capstan_cluster_netns_prefix() {
+  printf 'capstan-%s' "$(realpath -m "$1" | cksum | cut -d' ' -f1)"
+}
+
+# capstan_cluster_lan_netns <dir>: the namespace holding the cluster's LAN bridge.
+capstan_cluster_lan_netns() {
+  printf '%s-lan' "$(capstan_cluster_netns_prefix "$1")"
+}
+
+# capstan_cluster_node_netns <dir> <index>: the namespace of node <index> (1-based).
 capstan_cluster_node_netns() {
-  printf 'capstan-node%02d' "$1"
+  printf '%s-node%02d' "$(capstan_cluster_netns_prefix "$1")" "$2"
 }
 
 # capstan_cluster_up <dir> <nodes>: starts the cluster; the kubeconfig is <dir>/kubeconfig.
 # Needs CAPSTAN_ETCD_ENDPOINTS, CAPSTAN_CONTAINERD_SOCKET and CAPSTAN_CNI_PATH.
 capstan_cluster_up() {
-  local dir=$1 nodes=$2 port i name netns ip image
+  local dir=$1 nodes=$2 port i name netns ip image lan
   : "${CAPSTAN_ETCD_ENDPOINTS:?start etcd first (capstan_start_etcd)}"
   : "${CAPSTAN_CONTAINERD_SOCKET:?start containerd first (capstan_start_containerd)}"
   : "${CAPSTAN_CNI_PATH:?install the CNI plugins first (capstan_setup_net_cni)}"
@@ -58,17 +68,21 @@ capstan_cluster_up() {
       sh -c 'mkdir -p /tmp/www && hostname >/tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www'
   done
 
-  # The LAN and the nodes' namespaces.
-  ip netns add "$CAPSTAN_CLUSTER_LAN"
-  ip -n "$CAPSTAN_CLUSTER_LAN" link add br0 type bridge
-  ip -n "$CAPSTAN_CLUSTER_LAN" link set br0 up
+  # The LAN and the nodes' namespaces. Namespaces of the same name can only be left over from a
+  # cluster in this directory that was killed before `down` (up refuses a running one).
+  lan=$(capstan_cluster_lan_netns "$dir")
+  ip netns del "$lan" 2>/dev/null || true
+  ip netns add "$lan"
+  ip -n "$lan" link add br0 type bridge
+  ip -n "$lan" link set br0 up
   for i in $(seq 1 "$nodes"); do
-    netns=$(capstan_cluster_node_netns "$i")
+    netns=$(capstan_cluster_node_netns "$dir" "$i")
     ip=172.18.0.$((10 + i))
+    ip netns del "$netns" 2>/dev/null || true
     ip netns add "$netns"
     ip -n "$netns" link set lo up
-    ip -n "$CAPSTAN_CLUSTER_LAN" link add "lan$i" type veth peer name eth0 netns "$netns"
-    ip -n "$CAPSTAN_CLUSTER_LAN" link set "lan$i" master br0 up
+    ip -n "$lan" link add "lan$i" type veth peer name eth0 netns "$netns"
+    ip -n "$lan" link set "lan$i" master br0 up
     ip -n "$netns" addr add "$ip/24" dev eth0
     ip -n "$netns" link set eth0 up
     ip netns exec "$netns" sysctl -qw net.ipv4.ip_forward=1
@@ -92,7 +106,7 @@ capstan_cluster_up() {
   # The nodes.
   for i in $(seq 1 "$nodes"); do
     name=$(printf 'node%02d' "$i")
-    netns=$(capstan_cluster_node_netns "$i")
+    netns=$(capstan_cluster_node_netns "$dir" "$i")
     ip=172.18.0.$((10 + i))
     local preload=()
     for image in "$dir"/images/*.tar; do preload+=(--preload-image "$image"); done
@@ -146,9 +160,9 @@ capstan_cluster_down() {
         "${ctr[@]}" containers delete "$container" >/dev/null 2>&1 || true
       done
     fi
-    ip netns del "$(capstan_cluster_node_netns "$i")" 2>/dev/null || true
+    ip netns del "$(capstan_cluster_node_netns "$dir" "$i")" 2>/dev/null || true
   done
-  ip netns del "$CAPSTAN_CLUSTER_LAN" 2>/dev/null || true
+  ip netns del "$(capstan_cluster_lan_netns "$dir")" 2>/dev/null || true
   # Pod namespaces the runtime pinned under the nodes' state.
   awk -v prefix="$dir/nodes/" 'index($2, prefix) == 1 {print $2}' /proc/mounts | sort -r |
     while read -r mount; do umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null || true; done

@@ -409,7 +409,7 @@ pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     view.until(
         "waiting for the nodes to be Ready",
         Duration::from_secs(60),
-        |nodes, _| nodes.len() == args.nodes && nodes.iter().all(crate::embedded::is_ready),
+        |nodes, _| nodes.len() == args.nodes && nodes.iter().all(crate::embedded::is_settled),
     )
     .await?;
     println!(

@@ -13,6 +13,7 @@ use capstan_api::k8s_openapi::api::core::v1::Node;
 use capstan_api::kube_core::params::ListParams;
 use capstan_api::{Api, Client};
 use capstan_controller::leader::LeaderElectionConfig;
+use capstan_controller::node_lifecycle::node_ready_status;
 
 use crate::apiserver::{connect, serve, ApiServerConfig, ApiServerError, RunningApiServer};
 use crate::control_plane::{
@@ -196,7 +197,8 @@ impl EmbeddedCluster {
         &self.nodes
     }
 
-    /// Waits until every running node is Ready, up to `timeout`.
+    /// Waits until every running node is Ready and untainted ([`is_settled`]), up to
+    /// `timeout`.
     ///
     /// Errors: [`ClusterError::NotReady`] naming the nodes that are not.
     pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), ClusterError> {
@@ -209,7 +211,7 @@ impl EmbeddedCluster {
                 .map(|list| list.items)
                 .unwrap_or_default()
                 .iter()
-                .filter(|node| is_ready(node))
+                .filter(|node| is_settled(node))
                 .filter_map(|node| node.metadata.name.clone())
                 .collect();
             let not_ready: Vec<String> = self
@@ -306,12 +308,20 @@ fn node_ip(index: usize) -> String {
 
 /// Whether the Node's Ready condition is True.
 pub fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
+    node_ready_status(node) == Some("True")
+}
+
+/// Whether the Node is Ready and the node lifecycle controller has lifted its condition
+/// taints (`node.kubernetes.io/...`), so the scheduler will place Pods on it.
+pub fn is_settled(node: &Node) -> bool {
+    is_ready(node)
+        && node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_none_or(|taints| {
+                !taints
+                    .iter()
+                    .any(|t| t.key.starts_with("node.kubernetes.io/"))
+            })
 }

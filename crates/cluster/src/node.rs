@@ -515,8 +515,8 @@ fn proxy_backend(options: &NodeOptions) -> Result<ProxyBackends, NodeError> {
 /// appears (Kubernetes makes it immutable) by a task polling the Node, which ends then.
 pub struct PodCidrNetwork {
     node: String,
-    inner: Arc<OnceCell<Arc<dyn NetworkPlugin>>>,
-    cidr: Arc<Mutex<Option<IpNet>>>,
+    /// The pod CIDR and the plugin built for it, once both exist.
+    inner: Arc<OnceCell<(IpNet, Arc<dyn NetworkPlugin>)>>,
     failure: Arc<Mutex<Option<String>>>,
     watcher: tokio::task::JoinHandle<()>,
 }
@@ -525,7 +525,7 @@ impl std::fmt::Debug for PodCidrNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PodCidrNetwork")
             .field("node", &self.node)
-            .field("cidr", &*self.cidr.lock())
+            .field("cidr", &self.cidr())
             .finish_non_exhaustive()
     }
 }
@@ -541,12 +541,10 @@ impl PodCidrNetwork {
         node: String,
         build: impl Fn(IpNet) -> Result<Arc<dyn NetworkPlugin>, NetError> + Send + Sync + 'static,
     ) -> Self {
-        let inner: Arc<OnceCell<Arc<dyn NetworkPlugin>>> = Arc::default();
-        let cidr: Arc<Mutex<Option<IpNet>>> = Arc::default();
+        let inner: Arc<OnceCell<(IpNet, Arc<dyn NetworkPlugin>)>> = Arc::default();
         let failure: Arc<Mutex<Option<String>>> = Arc::default();
         let watcher = {
-            let (inner, cidr, failure, node) =
-                (inner.clone(), cidr.clone(), failure.clone(), node.clone());
+            let (inner, failure, node) = (inner.clone(), failure.clone(), node.clone());
             tokio::spawn(async move {
                 let nodes: Api<Node> = Api::all(client);
                 let mut wait = Duration::from_millis(100);
@@ -564,8 +562,7 @@ impl PodCidrNetwork {
                     match assigned {
                         Some(Ok(assigned)) => match build(assigned) {
                             Ok(plugin) => {
-                                *cidr.lock() = Some(assigned);
-                                let _ = inner.set(plugin);
+                                let _ = inner.set((assigned, plugin));
                                 tracing::info!(%node, %assigned, "pod network configured");
                                 return;
                             }
@@ -587,7 +584,6 @@ impl PodCidrNetwork {
         PodCidrNetwork {
             node,
             inner,
-            cidr,
             failure,
             watcher,
         }
@@ -595,11 +591,11 @@ impl PodCidrNetwork {
 
     /// The pod CIDR, once assigned and the plugin built.
     pub fn cidr(&self) -> Option<IpNet> {
-        *self.cidr.lock()
+        self.inner.get().map(|(cidr, _)| *cidr)
     }
 
     fn plugin(&self) -> Result<&Arc<dyn NetworkPlugin>, NetError> {
-        self.inner.get().ok_or_else(|| {
+        self.inner.get().map(|(_, plugin)| plugin).ok_or_else(|| {
             NetError::Unavailable(match &*self.failure.lock() {
                 Some(failure) => failure.clone(),
                 None => format!("node {} has no pod CIDR yet", self.node),
@@ -617,7 +613,9 @@ impl Drop for PodCidrNetwork {
 #[async_trait]
 impl NetworkPlugin for PodCidrNetwork {
     fn name(&self) -> &str {
-        self.inner.get().map_or("pod-cidr", |plugin| plugin.name())
+        self.inner
+            .get()
+            .map_or("pod-cidr", |(_, plugin)| plugin.name())
     }
 
     async fn add(&self, attachment: &Attachment) -> capstan_net::Result<AttachResult> {
@@ -627,7 +625,7 @@ impl NetworkPlugin for PodCidrNetwork {
     async fn del(&self, attachment: &Attachment) -> capstan_net::Result<()> {
         // Nothing can have been added before the plugin existed.
         match self.inner.get() {
-            Some(plugin) => plugin.del(attachment).await,
+            Some((_, plugin)) => plugin.del(attachment).await,
             None => Ok(()),
         }
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, Service};
 use capstan_api::kube_core::params::{ListParams, PostParams};
 use capstan_api::Api;
-use capstan_cluster::embedded::is_ready;
+use capstan_cluster::embedded::is_settled;
 use common::Scenario;
 use futures::FutureExt;
 
@@ -112,22 +112,10 @@ impl RealCluster {
     async fn wait_until_ready(&self) {
         let nodes: Api<Node> = Api::all(self.scenario.client.clone());
         loop {
-            // Ready, and the node lifecycle controller has lifted the not-ready taints.
             let ready = nodes
                 .list(&ListParams::default())
                 .await
-                .map(|l| {
-                    l.items
-                        .iter()
-                        .filter(|n| is_ready(n))
-                        .filter(|n| {
-                            n.spec
-                                .as_ref()
-                                .and_then(|s| s.taints.as_ref())
-                                .is_none_or(|taints| taints.is_empty())
-                        })
-                        .count()
-                })
+                .map(|l| l.items.iter().filter(|n| is_settled(n)).count())
                 .unwrap_or(0);
             if ready == NODES {
                 return;
