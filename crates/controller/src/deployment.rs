@@ -1235,7 +1235,6 @@ impl Reconciler<Deployment> for DeploymentReconciler {
             }
         };
         let mut rs_list = self.claim_replica_sets(&d, &selector).await?;
-        let pod_map = self.pod_map(&d, &selector, &rs_list);
 
         if d.metadata.deletion_timestamp.is_some() {
             // Kubernetes' `syncStatusOnly`.
@@ -1259,6 +1258,8 @@ impl Reconciler<Deployment> for DeploymentReconciler {
         if is_rolling_update(&d) {
             self.rollout_rolling(&mut d, &mut rs_list).await
         } else {
+            // Only Recreate reads the Pods (a scan of the namespace), so only it builds the map.
+            let pod_map = self.pod_map(&d, &selector, &rs_list);
             self.rollout_recreate(&mut d, &mut rs_list, &pod_map).await
         }
     }

@@ -606,17 +606,20 @@ impl NodeLifecycleController {
         let mut wake: Option<Instant> = None;
         loop {
             let mut monitor = false;
-            let mut evict = false;
+            // A full pass on the ticker and timers; only the nodes named by a change
+            // otherwise, so a Pod's update costs its node's Pods, not the cluster's.
+            let mut scope = PassScope::Nodes(BTreeSet::new());
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
-                _ = ticker.tick() => { monitor = true; evict = true; }
+                _ = ticker.tick() => { monitor = true; scope = PassScope::All; }
                 Some(delta) = node_deltas.recv() => {
                     self.on_node(&mut state, &delta);
+                    scope.add(name_of(delta.object().as_ref()));
                     while let Ok(delta) = node_deltas.try_recv() {
                         self.on_node(&mut state, &delta);
+                        scope.add(name_of(delta.object().as_ref()));
                     }
-                    evict = true;
                 }
                 Some(delta) = lease_deltas.recv() => {
                     self.on_lease(&mut state, delta.object());
@@ -624,17 +627,26 @@ impl NodeLifecycleController {
                         self.on_lease(&mut state, delta.object());
                     }
                 }
-                Some(_) = pod_deltas.recv() => {
-                    while pod_deltas.try_recv().is_ok() {}
-                    evict = true;
+                Some(delta) = pod_deltas.recv() => {
+                    scope.add_pod(delta.object());
+                    while let Ok(delta) = pod_deltas.try_recv() {
+                        scope.add_pod(delta.object());
+                    }
                 }
-                _ = sleep_until(wake) => { evict = true; }
+                _ = sleep_until(wake) => { scope = PassScope::All; }
             }
             if monitor {
                 self.monitor(&mut state).await;
             }
-            if evict {
-                wake = self.taint_manager_pass(&mut state).await;
+            match scope {
+                PassScope::All => wake = self.taint_manager_pass(&mut state, None).await,
+                PassScope::Nodes(nodes) if !nodes.is_empty() => {
+                    // Keep the earlier timer: it covers nodes this pass does not visit.
+                    if let Some(at) = self.taint_manager_pass(&mut state, Some(&nodes)).await {
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                    }
+                }
+                PassScope::Nodes(_) => {}
             }
         }
     }
@@ -941,9 +953,15 @@ impl NodeLifecycleController {
         Ok(())
     }
 
-    /// The taint manager and the care of Pods on unhealthy nodes; returns when to run again
-    /// for a pending eviction or force-deletion.
-    async fn taint_manager_pass(&self, state: &mut State) -> Option<Instant> {
+    /// The taint manager and the care of Pods on unhealthy nodes, over every node (`only` is
+    /// `None`) or the named ones; returns when to run again for a pending eviction or
+    /// force-deletion. Only a pass over every node forgets the state of Pods and taints it no
+    /// longer sees.
+    async fn taint_manager_pass(
+        &self,
+        state: &mut State,
+        only: Option<&BTreeSet<String>>,
+    ) -> Option<Instant> {
         let mut wake: Option<Instant> = None;
         let mut wake_at = |at: Instant| wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
         let now = Instant::now();
@@ -952,8 +970,17 @@ impl NodeLifecycleController {
         let mut seen_marked = HashSet::new();
         let mut seen_taints = HashSet::new();
         let mut seen_evicted = HashSet::new();
-        let mut nodes = self.nodes.cache().list();
-        nodes.sort_by_key(|n| name_of(n.as_ref()));
+        let nodes = match only {
+            None => {
+                let mut nodes = self.nodes.cache().list();
+                nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+                nodes
+            }
+            Some(names) => names
+                .iter()
+                .filter_map(|name| self.nodes.cache().get(&ObjectKey::cluster(name.as_str())))
+                .collect(),
+        };
         for node in nodes {
             let node_name = name_of(node.as_ref());
             let ready = node_ready_status(&node) == Some("True");
@@ -971,7 +998,10 @@ impl NodeLifecycleController {
                 continue;
             }
             let mut pods = self.pods.cache().by_index(NODE_NAME_INDEX, &node_name);
-            pods.sort_by_key(|p| ObjectKey::of(p.as_ref()));
+            pods.sort_by(|a, b| {
+                (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
+                    .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_deref()))
+            });
             for pod in pods {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 if pod.metadata.deletion_timestamp.is_some() {
@@ -1037,6 +1067,9 @@ impl NodeLifecycleController {
                     }
                 }
             }
+        }
+        if only.is_some() {
+            return wake;
         }
         state
             .terminating
@@ -1186,6 +1219,27 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Which nodes a taint manager pass visits.
+enum PassScope {
+    All,
+    Nodes(BTreeSet<String>),
+}
+
+impl PassScope {
+    fn add(&mut self, node: String) {
+        if let PassScope::Nodes(nodes) = self {
+            nodes.insert(node);
+        }
+    }
+
+    /// The node of a changed Pod, if it is bound to one.
+    fn add_pod(&mut self, pod: &Pod) {
+        if let Some(node) = pod_node(pod) {
+            self.add(node.to_string());
+        }
     }
 }
 

@@ -548,6 +548,23 @@ async fn pods_on_an_unreachable_node_are_evicted_unless_they_tolerate_the_taint(
                 assert!(pod.metadata.deletion_timestamp.is_none());
             }
         }
+
+        // A Pod bound to the tainted node later is evicted on its own change, well before
+        // the next monitor period would look at every node (half a period away).
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let created_at = Instant::now();
+        cluster.running_pod("late", "node-a", Vec::new()).await;
+        // (Terminating, not gone: no kubelet finishes the deletion for 30 s.)
+        let late_at = cluster
+            .pod_until("late", |p| {
+                p.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+            })
+            .await;
+        assert!(
+            late_at - created_at < Duration::from_secs(1),
+            "evicted {:?} after its creation",
+            late_at - created_at
+        );
         cluster.stop().await;
     })
     .await;

@@ -5,7 +5,7 @@
 //! objects that produce it; the namespace index is built in, and more can be added at any
 //! time, built at once from the current content.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -105,15 +105,20 @@ impl<K> Delta<K> {
 /// A function from an object to its index values.
 pub type IndexFn<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
 
+/// An index holds the objects themselves (shared), so a lookup copies pointers and hashes
+/// nothing but the value.
 struct Index<K> {
     function: IndexFn<K>,
-    entries: HashMap<String, HashSet<ObjectKey>>,
+    entries: HashMap<String, HashMap<ObjectKey, Arc<K>>>,
 }
 
 impl<K> Index<K> {
-    fn insert(&mut self, key: &ObjectKey, object: &K) {
+    fn insert(&mut self, key: &ObjectKey, object: &Arc<K>) {
         for value in (self.function)(object) {
-            self.entries.entry(value).or_default().insert(key.clone());
+            self.entries
+                .entry(value)
+                .or_default()
+                .insert(key.clone(), object.clone());
         }
     }
 
@@ -209,12 +214,10 @@ impl<K: Resource> Cache<K> {
     /// The objects whose index `index` produces `value`; empty for an unknown index.
     pub fn by_index(&self, index: &str, value: &str) -> Vec<Arc<K>> {
         let inner = self.inner.read();
-        let Some(keys) = inner.indexes.get(index).and_then(|i| i.entries.get(value)) else {
+        let Some(objects) = inner.indexes.get(index).and_then(|i| i.entries.get(value)) else {
             return Vec::new();
         };
-        keys.iter()
-            .filter_map(|key| inner.objects.get(key).cloned())
-            .collect()
+        objects.values().cloned().collect()
     }
 
     /// Adds (or replaces) the index `name`, built at once from the current content and kept
