@@ -120,6 +120,19 @@ async fn raw_post(
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// Sends one HTTP/1.1 GET with an `Accept` header and returns the whole response as text.
+async fn raw_get(address: std::net::SocketAddr, path: &str, accept: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
 fn manifests() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/manifests");
     assert!(
@@ -383,6 +396,49 @@ async fn kubectl_get_prints_kubernetes_columns() {
             services.contains("CLUSTER-IP") && services.contains("80/TCP"),
             "{services}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_sorts_rows_by_any_field_of_the_whole_object() {
+    within(async {
+        let kubectl = Kubectl::start().await;
+        // Created in an order that neither names nor data sort into.
+        for (name, rank) in [("bravo", "3"), ("alpha", "2"), ("charlie", "1")] {
+            let path = kubectl.dir.0.join(format!("{name}.yaml"));
+            std::fs::write(
+                &path,
+                format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  rank: \"{rank}\"\n"),
+            )
+            .unwrap();
+            kubectl.ok(&["create", "-f", path.to_str().unwrap()]).await;
+        }
+        let names = |out: &str| {
+            out.lines()
+                .skip(1)
+                .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+                .collect::<Vec<_>>()
+        };
+        // `--sort-by` asks for `includeObject=Object`: a field outside the metadata sorts.
+        let by_rank = kubectl
+            .ok(&["get", "configmaps", "--sort-by=.data.rank"])
+            .await;
+        assert_eq!(names(&by_rank), ["charlie", "alpha", "bravo"], "{by_rank}");
+        let by_name = kubectl
+            .ok(&["get", "configmaps", "--sort-by=.metadata.name"])
+            .await;
+        assert_eq!(names(&by_name), ["alpha", "bravo", "charlie"], "{by_name}");
+        // A policy Kubernetes does not define is a 400 naming the parameter.
+        let response = raw_get(
+            kubectl.server.address(),
+            "/api/v1/namespaces/default/configmaps?includeObject=Everything",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+        assert!(response.contains("\"kind\":\"Status\""), "{response}");
+        assert!(response.contains("includeObject"), "{response}");
     })
     .await;
 }

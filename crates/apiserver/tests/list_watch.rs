@@ -205,6 +205,14 @@ async fn informer_survives_cut_streams_and_compaction(store: Arc<dyn Store>, nam
     churn(&api, 100, 5).await;
     let current = store.current_revision().await.unwrap();
     store.compact(current).await.unwrap();
+    // A consistent watch (no resourceVersion) waits until the watch cache holds every change
+    // of the gap. Without it, a cache lagging behind the store under load could still hold
+    // the informer's resume point, and the informer would rightly resume without a relist.
+    drop(
+        api.watch(&WatchParams::default(), "")
+            .await
+            .expect("a consistent watch"),
+    );
     gate.send_replace(true);
     let want = fresh_list(&api).await;
     drain_until(&mut deltas, &mut log, &want).await;

@@ -134,15 +134,16 @@ async fn serve(
     ) {
         (Method::GET, None, None) => {
             if query.get("watch").is_some_and(|w| w == "1" || w == "true") {
-                return watch(registry, &target, query, table::wants_table(headers)).await;
+                return watch(registry, &target, query, as_table(headers, query)?).await;
             }
+            let as_table = as_table(headers, query)?;
             let mut list = client
                 .list(resource, namespace, &list_params(query)?)
                 .await?;
-            if table::wants_table(headers) {
+            if let Some(include) = as_table {
                 let objects = list.items.iter().map(to_value).collect::<Vec<_>>();
                 let metadata = serde_json::to_value(&list.metadata).unwrap_or_default();
-                let table = table::table(resource.kind(), &objects, metadata, true, now());
+                let table = table::table(resource.kind(), &objects, metadata, true, include, now());
                 return Ok(json(StatusCode::OK, &table));
             }
             list.types.kind = format!("{}List", resource.kind());
@@ -150,13 +151,14 @@ async fn serve(
             Ok(json(StatusCode::OK, &list))
         }
         (Method::GET, Some(name), None | Some("status")) => {
+            let as_table = as_table(headers, query)?;
             let object = client.get(resource, namespace, name).await?;
-            if table::wants_table(headers) {
+            if let Some(include) = as_table {
                 let value = to_value(&object);
                 let metadata = serde_json::json!({
                     "resourceVersion": object.metadata.resource_version.clone().unwrap_or_default(),
                 });
-                let table = table::table(resource.kind(), &[value], metadata, true, now());
+                let table = table::table(resource.kind(), &[value], metadata, true, include, now());
                 return Ok(json(StatusCode::OK, &table));
             }
             Ok(json(StatusCode::OK, &object))
@@ -277,6 +279,27 @@ fn field_validation(query: &HashMap<String, String>) -> Result<ValidationDirecti
             ),
         )),
     }
+}
+
+/// Whether the client asked for a Table (kubectl's `Accept` header), and then what its rows
+/// carry of each object (`includeObject`).
+///
+/// Errors: [`Error::BadRequest`] naming `includeObject` for a value other than `None`,
+/// `Metadata` or `Object`.
+fn as_table(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Option<table::IncludeObject>, Error> {
+    if !table::wants_table(headers) {
+        return Ok(None);
+    }
+    let value = query.get("includeObject").map_or("", String::as_str);
+    table::IncludeObject::parse(value).map(Some).ok_or_else(|| {
+        Error::bad_field(
+            "includeObject",
+            format!("invalid includeObject {value:?}: must be one of None, Metadata or Object"),
+        )
+    })
 }
 
 /// Adds a `Warning: 299` header per unknown field under the `Warn` directive, which kubectl
@@ -484,7 +507,7 @@ async fn watch(
     registry: Arc<Registry>,
     target: &Target,
     query: &HashMap<String, String>,
-    as_table: bool,
+    as_table: Option<table::IncludeObject>,
 ) -> Result<Response, Error> {
     let timeout = match query.get("timeoutSeconds") {
         Some(timeout) => Some(timeout.parse().map_err(|_| {
@@ -502,7 +525,7 @@ async fn watch(
         timeout,
     };
     let resource_version = query.get("resourceVersion").cloned().unwrap_or_default();
-    if !as_table {
+    if as_table.is_none() {
         let encoded = registry
             .watch_encoded(
                 &target.resource,
@@ -538,8 +561,8 @@ async fn watch(
     let lines = events.map(move |event| {
         event.map(|event| {
             // Objects become one-row Tables; the first carries the column definitions.
-            let event = if as_table {
-                table_event(&kind, event, std::mem::take(&mut first))
+            let event = if let Some(include) = as_table {
+                table_event(&kind, event, std::mem::take(&mut first), include)
             } else {
                 serde_json::to_value(&event).unwrap_or_default()
             };
@@ -671,6 +694,7 @@ fn table_event(
     kind: &str,
     event: capstan_api::kube_core::WatchEvent<DynamicObject>,
     with_columns: bool,
+    include: table::IncludeObject,
 ) -> Value {
     use capstan_api::kube_core::WatchEvent;
     let (kind_name, object) = match event {
@@ -684,7 +708,7 @@ fn table_event(
     });
     serde_json::json!({
         "type": kind_name,
-        "object": table::table(kind, &[to_value(&object)], metadata, with_columns, now()),
+        "object": table::table(kind, &[to_value(&object)], metadata, with_columns, include, now()),
     })
 }
 

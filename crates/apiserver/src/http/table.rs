@@ -127,20 +127,51 @@ pub fn column_definitions(kind: &str) -> Value {
     )
 }
 
-/// One row for `object` of `kind`, as of `now` (seconds since the epoch).
-pub fn row(kind: &str, object: &Value, now: i64) -> Value {
+/// What each row carries of its object: the `includeObject` query parameter (Kubernetes'
+/// `IncludeObjectPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IncludeObject {
+    /// No object (`None`).
+    None,
+    /// The object's metadata, as a `PartialObjectMetadata` (`Metadata`, the default).
+    #[default]
+    Metadata,
+    /// The whole object (`Object`): kubectl asks for it to sort rows (`--sort-by`).
+    Object,
+}
+
+impl IncludeObject {
+    /// The policy a query value names; `None` for a value Kubernetes does not define.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "None" => Some(IncludeObject::None),
+            "" | "Metadata" => Some(IncludeObject::Metadata),
+            "Object" => Some(IncludeObject::Object),
+            _ => None,
+        }
+    }
+}
+
+/// One row for `object` of `kind`, as of `now` (seconds since the epoch), carrying what
+/// `include` asks of the object.
+pub fn row(kind: &str, object: &Value, include: IncludeObject, now: i64) -> Value {
     let cells: Vec<Value> = columns(kind)
         .iter()
         .map(|(name, _, _)| cell(kind, name, object, now))
         .collect();
-    json!({
-        "cells": cells,
-        "object": {
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": object.get("metadata").cloned().unwrap_or_default(),
-        },
-    })
+    let mut row = json!({ "cells": cells });
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => {
+            row["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": object.get("metadata").cloned().unwrap_or_default(),
+            });
+        }
+        IncludeObject::Object => row["object"] = object.clone(),
+    }
+    row
 }
 
 /// A whole table for `objects` of `kind`; `list_metadata` is copied (resourceVersion,
@@ -150,13 +181,17 @@ pub fn table(
     objects: &[Value],
     list_metadata: Value,
     with_columns: bool,
+    include: IncludeObject,
     now: i64,
 ) -> Value {
     let mut table = json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_metadata,
-        "rows": objects.iter().map(|object| row(kind, object, now)).collect::<Vec<_>>(),
+        "rows": objects
+            .iter()
+            .map(|object| row(kind, object, include, now))
+            .collect::<Vec<_>>(),
     });
     table["columnDefinitions"] = if with_columns {
         column_definitions(kind)
@@ -532,7 +567,7 @@ mod tests {
             ]},
         });
         let now = 1_767_225_600 + 45; // 45 s after creation
-        let row = row("Pod", &pod, now);
+        let row = row("Pod", &pod, IncludeObject::Metadata, now);
         assert_eq!(
             row["cells"],
             json!([
@@ -558,7 +593,12 @@ mod tests {
                      "template": {"spec": {"containers": [{"name": "newkubia", "image": "luksa/kubia:v2"}]}}},
             "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2},
         });
-        let row = row("Deployment", &deployment, 1_767_225_600 + 60);
+        let row = row(
+            "Deployment",
+            &deployment,
+            IncludeObject::Metadata,
+            1_767_225_600 + 60,
+        );
         assert_eq!(
             row["cells"],
             json!([
@@ -582,7 +622,7 @@ mod tests {
             "involvedObject": {"kind": "Deployment", "name": "nginx"},
             "message": "Scaled up replica set nginx-879cf7b8c to 1",
         });
-        let row = row("Event", &event, 1_767_225_600);
+        let row = row("Event", &event, IncludeObject::Metadata, 1_767_225_600);
         assert_eq!(
             row["cells"],
             json!([
@@ -612,6 +652,37 @@ mod tests {
             json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]});
         assert_eq!(cell("Endpoints", "Endpoints", &one, 0), "10.0.0.1:80");
         assert_eq!(cell("Endpoints", "Endpoints", &json!({}), 0), "<none>");
+    }
+
+    #[test]
+    fn rows_carry_the_whole_object_its_metadata_or_nothing_as_asked() {
+        let map = json!({
+            "kind": "ConfigMap", "apiVersion": "v1",
+            "metadata": {"name": "m", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "data": {"a": "b"},
+        });
+        let whole = row("ConfigMap", &map, IncludeObject::Object, 1_767_225_600);
+        assert_eq!(whole["object"], map);
+        let metadata = row("ConfigMap", &map, IncludeObject::Metadata, 1_767_225_600);
+        assert_eq!(metadata["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(metadata["object"]["metadata"]["name"], "m");
+        assert!(metadata["object"].get("data").is_none());
+        let bare = row("ConfigMap", &map, IncludeObject::None, 1_767_225_600);
+        assert!(bare.get("object").is_none(), "{bare}");
+        assert_eq!(bare["cells"], whole["cells"]);
+    }
+
+    #[test]
+    fn include_object_reads_kubernetes_policy_names_and_defaults_to_metadata() {
+        assert_eq!(IncludeObject::parse(""), Some(IncludeObject::Metadata));
+        assert_eq!(IncludeObject::parse("None"), Some(IncludeObject::None));
+        assert_eq!(
+            IncludeObject::parse("Metadata"),
+            Some(IncludeObject::Metadata)
+        );
+        assert_eq!(IncludeObject::parse("Object"), Some(IncludeObject::Object));
+        assert_eq!(IncludeObject::parse("object"), None);
+        assert_eq!(IncludeObject::default(), IncludeObject::Metadata);
     }
 
     #[test]
