@@ -220,6 +220,125 @@ fn topology_spread_scores_emptier_domains_higher_and_skips_without_soft_constrai
     assert!(score(POD_TOPOLOGY_SPREAD, &web("plain"), &nodes).is_none());
 }
 
+/// A pod of the ReplicaSet with `uid` (its controlling owner).
+fn replica(name: &str, uid: &str) -> Pod {
+    let mut p = web(name);
+    p.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-rs", "uid": uid,
+        "controller": true,
+    }))
+    .unwrap()]);
+    p
+}
+
+fn host(name: &str) -> Value {
+    json!({"kubernetes.io/hostname": name})
+}
+
+/// The whole cycle of PodTopologySpread configured with `args`.
+fn spread_framework(args: Value) -> Result<Framework, capstan_scheduler::Error> {
+    let profile = Profile::new(DEFAULT_SCHEDULER_NAME)
+        .with_plugin(PluginConfig::new(POD_TOPOLOGY_SPREAD).args(args));
+    Framework::new(&default_registry(), &profile)
+}
+
+#[test]
+fn replica_set_pods_spread_over_hostnames_by_the_system_defaults() {
+    // No zone labels: the system defaults still spread by hostname.
+    let nodes = vec![
+        node(
+            "a",
+            host("a"),
+            &[replica("r1", "rs-1"), replica("r2", "rs-1")],
+        ),
+        node("b", host("b"), &[replica("r3", "rs-1")]),
+        // Another ReplicaSet's pods, with the same labels, do not count.
+        node(
+            "c",
+            host("c"),
+            &[replica("o1", "rs-2"), replica("o2", "rs-2")],
+        ),
+    ];
+    let scores = score(POD_TOPOLOGY_SPREAD, &replica("new", "rs-1"), &nodes).unwrap();
+    let get = |n: &str| scores.iter().find(|(name, _)| name == n).unwrap().1;
+    assert_eq!(get("c"), 100, "{scores:?}");
+    assert!(get("c") > get("b") && get("b") > get("a"), "{scores:?}");
+    // A pod without a spreading owner gets no default constraints.
+    assert!(score(POD_TOPOLOGY_SPREAD, &web("bare"), &nodes).is_none());
+    // The defaults are soft: no node is filtered out.
+    let (fit, rejected) = filter(POD_TOPOLOGY_SPREAD, &replica("new", "rs-1"), &nodes);
+    assert_eq!(fit.len(), 3, "{rejected:?}");
+}
+
+#[test]
+fn list_defaulting_applies_the_configured_constraints_or_none() {
+    let nodes = vec![
+        node(
+            "a",
+            zone("z1", "a"),
+            &[replica("r1", "rs-1"), replica("r2", "rs-1")],
+        ),
+        node("b", zone("z2", "b"), &[]),
+    ];
+    let fw = spread_framework(json!({
+        "defaultingType": "List",
+        "defaultConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                "whenUnsatisfiable": "DoNotSchedule"}],
+    }))
+    .unwrap();
+    let p = replica("new", "rs-1");
+    let mut state = CycleState::new();
+    let (_, s) = fw.run_pre_filter(&mut state, &p, &nodes);
+    assert!(s.is_success(), "{s}");
+    assert!(!fw.run_filter(&state, &p, &nodes[0]).is_success());
+    assert!(fw.run_filter(&state, &p, &nodes[1]).is_success());
+    // An empty list turns defaulting off: nothing is filtered or scored.
+    let off = spread_framework(json!({"defaultingType": "List"})).unwrap();
+    let mut state = CycleState::new();
+    let (_, s) = off.run_pre_filter(&mut state, &p, &nodes);
+    assert!(s.is_success(), "{s}");
+    assert!(off.run_filter(&state, &p, &nodes[0]).is_success());
+    assert!(off.run_pre_score(&mut state, &p, &nodes).is_success());
+    assert!(state.skips_score(POD_TOPOLOGY_SPREAD));
+}
+
+#[test]
+fn bad_topology_spread_arguments_are_refused_naming_the_field() {
+    for (args, field) in [
+        (
+            json!({"defaultingType": "System", "defaultConstraints": [
+                {"maxSkew": 1, "topologyKey": "k", "whenUnsatisfiable": "ScheduleAnyway"}]}),
+            "defaultConstraints",
+        ),
+        (json!({"defaultingType": "Sometimes"}), "defaultingType"),
+        (
+            json!({"defaultingType": "List", "defaultConstraints": [
+                {"maxSkew": 1, "topologyKey": "k", "whenUnsatisfiable": "ScheduleAnyway",
+                 "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+            "defaultConstraints[0].labelSelector",
+        ),
+        (
+            json!({"defaultingType": "List", "defaultConstraints": [
+                {"maxSkew": 0, "topologyKey": "k", "whenUnsatisfiable": "ScheduleAnyway"}]}),
+            "defaultConstraints[0].maxSkew",
+        ),
+        (
+            json!({"defaultingType": "List", "defaultConstraints": [
+                {"maxSkew": 1, "topologyKey": "k", "whenUnsatisfiable": "Never"}]}),
+            "defaultConstraints[0].whenUnsatisfiable",
+        ),
+        (json!({"defaultConstrains": []}), "defaultConstrains"),
+    ] {
+        match spread_framework(args.clone()) {
+            Err(capstan_scheduler::Error::InvalidArgs { plugin, message }) => {
+                assert_eq!(plugin, POD_TOPOLOGY_SPREAD);
+                assert!(message.contains(field), "{args}: {message}");
+            }
+            other => panic!("{args}: expected InvalidArgs, got {:?}", other.err()),
+        }
+    }
+}
+
 fn anti_affinity(labels: Value, key: &str) -> Value {
     json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": labels}, "topologyKey": key}

@@ -211,6 +211,16 @@ pub async fn newkubia_five_to_three(s: &Scenario) {
         .filter(|n| !kept.iter().any(|k| &name(&k.metadata) == n))
         .collect();
     assert_eq!(removed.len(), 2);
+    // On three nodes the scheduler's default topology spread puts at most two of the five
+    // on a node.
+    let mut spread = BTreeMap::<String, usize>::new();
+    for p in &first {
+        *spread.entry(node_of(p).to_owned()).or_default() += 1;
+    }
+    assert!(
+        spread.len() == 3 && spread.values().all(|&n| n <= 2),
+        "five replicas spread over three nodes: {spread:?}"
+    );
 
     let events = s
         .events_until(|events| {

@@ -14,6 +14,9 @@
 //! | `PodTopologySpread` | PreFilter, Filter, PreScore, Score | 2 |
 //! | `InterPodAffinity` | PreFilter, Filter, PreScore, Score | 2 |
 //! | `DefaultPreemption` | PostFilter (needs a `Client`: [`DefaultPreemption::registry`]) | |
+//!
+//! Only `PodTopologySpread` takes arguments: kube-scheduler's `PodTopologySpreadArgs`
+//! (`defaultingType`, `defaultConstraints`), read by [`PodTopologySpread::from_args`].
 
 use std::sync::Arc;
 
@@ -83,7 +86,7 @@ pub const DEFAULT_PREEMPTION: &str = "DefaultPreemption";
 pub fn default_registry() -> Registry {
     let mut r = Registry::new();
     type Build = fn() -> Plugin;
-    let entries: [(&str, Build); 11] = [
+    let entries: [(&str, Build); 10] = [
         (PRIORITY_SORT, || {
             Plugin::builder(Arc::new(PrioritySort)).queue_sort().build()
         }),
@@ -129,14 +132,6 @@ pub fn default_registry() -> Registry {
                 .score()
                 .build()
         }),
-        (POD_TOPOLOGY_SPREAD, || {
-            Plugin::builder(Arc::new(PodTopologySpread))
-                .pre_filter()
-                .filter()
-                .pre_score()
-                .score()
-                .build()
-        }),
         (INTER_POD_AFFINITY, || {
             Plugin::builder(Arc::new(InterPodAffinity))
                 .pre_filter()
@@ -150,6 +145,17 @@ pub fn default_registry() -> Registry {
         r.register(name, move |_| Ok(build()))
             .expect("default plugin names are unique");
     }
+    r.register(POD_TOPOLOGY_SPREAD, |args| {
+        Ok(
+            Plugin::builder(Arc::new(PodTopologySpread::from_args(args)?))
+                .pre_filter()
+                .filter()
+                .pre_score()
+                .score()
+                .build(),
+        )
+    })
+    .expect("default plugin names are unique");
     r
 }
 

@@ -6,8 +6,16 @@
 //! `matchLabelKeys`), on the nodes that carry every constraint's topology key and, with
 //! `nodeAffinityPolicy: Honor` (the default), match the pod's node selector and required
 //! node affinity; with `nodeTaintsPolicy: Honor` (default `Ignore`), only nodes whose
-//! taints the pod tolerates count. Terminating pods are not counted. There are no
-//! cluster-level default constraints: pods without constraints are not spread.
+//! taints the pod tolerates count. Terminating pods are not counted.
+//!
+//! Pods without constraints of their own get the plugin's default constraints
+//! (`defaultingType`). Kubernetes' `System` defaults, the default here, spread softly by
+//! hostname (`maxSkew` 3) and by zone (`maxSkew` 5), and then a node lacking one of the keys
+//! is still scored by the other. Kubernetes gives default constraints the selector of the
+//! pod's owners (its ReplicaSet, StatefulSet or ReplicationController, and the Services
+//! selecting it). Here they select the pods of the same controlling owner, which is what that
+//! selector picks out in practice; a pod with no such owner (a bare Pod behind a Service)
+//! gets no default constraints.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +30,7 @@ use crate::framework::{
     CycleState, FilterPlugin, NodeInfo, NodeScore, PreFilterPlugin, PreFilterResult,
     PreScorePlugin, SchedulerPlugin, ScorePlugin, Status, MAX_NODE_SCORE,
 };
+use crate::{Error, Result};
 
 /// The node's domain would exceed `maxSkew`.
 pub const ERR_REASON_CONSTRAINTS_NOT_MATCH: &str =
@@ -30,12 +39,184 @@ pub const ERR_REASON_CONSTRAINTS_NOT_MATCH: &str =
 pub const ERR_REASON_NODE_LABEL_NOT_MATCH: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 
+const HOSTNAME: &str = "kubernetes.io/hostname";
+
 const PRE_FILTER_KEY: &str = "PreFilterPodTopologySpread";
 const PRE_SCORE_KEY: &str = "PreScorePodTopologySpread";
 
+/// The owner kinds whose pods get default constraints, as in Kubernetes' default selector.
+const SPREAD_OWNER_KINDS: [&str; 3] = ["ReplicaSet", "StatefulSet", "ReplicationController"];
+
 /// Spreads pods over topology domains.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PodTopologySpread;
+#[derive(Clone, Debug)]
+pub struct PodTopologySpread {
+    /// Constraints for pods that have none of their own.
+    defaults: Vec<TopologySpreadConstraint>,
+    /// Whether `defaults` are the system defaults: then nodes lacking a topology key are
+    /// still scored, by the keys they have.
+    system_defaulted: bool,
+}
+
+impl Default for PodTopologySpread {
+    /// Kubernetes' `System` defaulting.
+    fn default() -> Self {
+        let soft = |key: &str, max_skew| TopologySpreadConstraint {
+            max_skew,
+            topology_key: key.to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            ..TopologySpreadConstraint::default()
+        };
+        PodTopologySpread {
+            defaults: vec![soft(HOSTNAME, 3), soft("topology.kubernetes.io/zone", 5)],
+            system_defaulted: true,
+        }
+    }
+}
+
+impl PodTopologySpread {
+    /// The plugin as kube-scheduler's `PodTopologySpreadArgs` configure it:
+    /// `{"defaultingType": "System" | "List", "defaultConstraints": [...]}`. `null` or `{}`
+    /// is `System`. `List` uses `defaultConstraints` (possibly none, which turns defaulting
+    /// off).
+    ///
+    /// Errors: [`Error::InvalidArgs`] naming the field, for an unknown `defaultingType`,
+    /// default constraints under `System`, or a default constraint with a label selector (it
+    /// is derived per pod), a `maxSkew` below 1, an empty `topologyKey`, an unknown
+    /// `whenUnsatisfiable`, or the same key and `whenUnsatisfiable` twice.
+    pub fn from_args(args: &serde_json::Value) -> Result<Self> {
+        let invalid = |message: String| Error::InvalidArgs {
+            plugin: super::POD_TOPOLOGY_SPREAD.to_owned(),
+            message,
+        };
+        if args.is_null() {
+            return Ok(Self::default());
+        }
+        let object = args
+            .as_object()
+            .ok_or_else(|| invalid("the arguments must be an object".to_owned()))?;
+        if let Some(field) = object
+            .keys()
+            .find(|k| *k != "defaultingType" && *k != "defaultConstraints")
+        {
+            return Err(invalid(format!("unknown field {field:?}")));
+        }
+        let constraints: Vec<TopologySpreadConstraint> = match object.get("defaultConstraints") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|e| invalid(format!("defaultConstraints: {e}")))?,
+        };
+        match object.get("defaultingType").and_then(|t| t.as_str()) {
+            None | Some("System") => {
+                if !constraints.is_empty() {
+                    return Err(invalid(
+                        "defaultConstraints: must be empty when defaultingType is System"
+                            .to_owned(),
+                    ));
+                }
+                Ok(Self::default())
+            }
+            Some("List") => {
+                for (i, c) in constraints.iter().enumerate() {
+                    let field = format!("defaultConstraints[{i}]");
+                    if c.label_selector.is_some() {
+                        return Err(invalid(format!(
+                            "{field}.labelSelector: must not be set, it is derived for each pod"
+                        )));
+                    }
+                    if c.max_skew < 1 {
+                        return Err(invalid(format!(
+                            "{field}.maxSkew: {} must be greater than zero",
+                            c.max_skew
+                        )));
+                    }
+                    if c.topology_key.is_empty() {
+                        return Err(invalid(format!("{field}.topologyKey: must not be empty")));
+                    }
+                    if c.when_unsatisfiable != "DoNotSchedule"
+                        && c.when_unsatisfiable != "ScheduleAnyway"
+                    {
+                        return Err(invalid(format!(
+                            "{field}.whenUnsatisfiable: {:?} is not DoNotSchedule or ScheduleAnyway",
+                            c.when_unsatisfiable
+                        )));
+                    }
+                    if constraints[..i].iter().any(|o| {
+                        o.topology_key == c.topology_key
+                            && o.when_unsatisfiable == c.when_unsatisfiable
+                    }) {
+                        return Err(invalid(format!(
+                            "{field}: topologyKey {:?} with {} is listed twice",
+                            c.topology_key, c.when_unsatisfiable
+                        )));
+                    }
+                }
+                Ok(PodTopologySpread {
+                    defaults: constraints,
+                    system_defaulted: false,
+                })
+            }
+            Some(other) => Err(invalid(format!(
+                "defaultingType: {other:?} is not System or List"
+            ))),
+        }
+    }
+
+    /// The pod's constraints with `whenUnsatisfiable == when`, and whether a node must carry
+    /// every topology key to count (false only under the system defaults).
+    fn constraints(&self, pod: &Pod, when: &str) -> Result<(Vec<Constraint>, bool), Status> {
+        let own = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.as_deref())
+            .unwrap_or(&[]);
+        if !own.is_empty() {
+            let compiled = own
+                .iter()
+                .filter(|c| c.when_unsatisfiable == when)
+                .map(|c| Constraint::compile(c, pod))
+                .collect::<Result<_, _>>()?;
+            return Ok((compiled, true));
+        }
+        let Some(owner) = spread_owner(pod) else {
+            return Ok((Vec::new(), true));
+        };
+        let compiled = self
+            .defaults
+            .iter()
+            .filter(|c| c.when_unsatisfiable == when)
+            .map(|c| Constraint {
+                max_skew: i64::from(c.max_skew.max(1)),
+                topology_key: c.topology_key.clone(),
+                matcher: Matcher::Controller(owner.to_owned()),
+                min_domains: c.min_domains.map_or(1, |m| m.max(1) as usize),
+                honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+                honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+            })
+            .collect();
+        Ok((compiled, !self.system_defaulted))
+    }
+}
+
+/// The uid of the pod's controlling owner, when that owner's pods get default constraints.
+fn spread_owner(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .as_deref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .filter(|r| SPREAD_OWNER_KINDS.contains(&r.kind.as_str()))
+        .map(|r| r.uid.as_str())
+}
+
+/// Which pods a constraint counts.
+enum Matcher {
+    /// The constraint has no selector: no pod.
+    Nothing,
+    /// The constraint's label selector (plus `matchLabelKeys`).
+    Labels(Selector),
+    /// A default constraint: the pods of the controlling owner with this uid.
+    Controller(String),
+}
 
 impl SchedulerPlugin for PodTopologySpread {
     fn name(&self) -> &str {
@@ -47,8 +228,7 @@ impl SchedulerPlugin for PodTopologySpread {
 struct Constraint {
     max_skew: i64,
     topology_key: String,
-    /// `None` (no selector in the constraint) matches no pod.
-    selector: Option<Selector>,
+    matcher: Matcher,
     min_domains: usize,
     honor_node_affinity: bool,
     honor_taints: bool,
@@ -75,11 +255,15 @@ impl Constraint {
         Ok(Constraint {
             max_skew: i64::from(c.max_skew.max(1)),
             topology_key: c.topology_key.clone(),
-            selector,
+            matcher: selector.map_or(Matcher::Nothing, Matcher::Labels),
             min_domains: c.min_domains.map_or(1, |m| m.max(1) as usize),
             honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
             honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
         })
+    }
+
+    fn is_hostname(&self) -> bool {
+        self.topology_key == HOSTNAME
     }
 
     fn value<'a>(&self, node: &'a Node) -> Option<&'a String> {
@@ -87,14 +271,22 @@ impl Constraint {
     }
 
     fn selects(&self, pod: &Pod) -> bool {
-        self.selector
-            .as_ref()
-            .is_some_and(|s| matches(s, pod.metadata.labels.as_ref()))
+        match &self.matcher {
+            Matcher::Nothing => false,
+            Matcher::Labels(selector) => matches(selector, pod.metadata.labels.as_ref()),
+            Matcher::Controller(uid) => pod
+                .metadata
+                .owner_references
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid == *uid),
+        }
     }
 
     /// Matching pods on `info`.
     fn count(&self, namespace: &str, info: &NodeInfo) -> i64 {
-        if self.selector.is_none() {
+        if matches!(self.matcher, Matcher::Nothing) {
             return 0;
         }
         info.pods()
@@ -108,21 +300,10 @@ impl Constraint {
     }
 }
 
-fn constraints(pod: &Pod, when: &str) -> Result<Vec<Constraint>, Status> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.topology_spread_constraints.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|c| c.when_unsatisfiable == when)
-        .map(|c| Constraint::compile(c, pod))
-        .collect()
-}
-
-/// Whether `node` counts for `constraints`: it has every topology key and passes the
-/// policies.
-fn eligible(pod: &Pod, node: &Node, constraints: &[Constraint]) -> bool {
-    if constraints.iter().any(|c| c.value(node).is_none()) {
+/// Whether `node` counts for `constraints`: it has every topology key (when
+/// `require_all_keys`) and passes the policies.
+fn eligible(pod: &Pod, node: &Node, constraints: &[Constraint], require_all_keys: bool) -> bool {
+    if require_all_keys && constraints.iter().any(|c| c.value(node).is_none()) {
         return false;
     }
     if constraints.iter().any(|c| c.honor_node_affinity) && !required_matches(pod, node) {
@@ -149,22 +330,34 @@ fn eligible(pod: &Pod, node: &Node, constraints: &[Constraint]) -> bool {
 }
 
 /// Matching pods per domain value, one map per constraint, over the eligible nodes (every
-/// eligible node's domain is present, possibly with zero).
+/// eligible node's domain is present, possibly with zero). Nodes lacking a constraint's key
+/// (possible only without `require_all_keys`) add nothing to that constraint. With
+/// `skip_hostname`, hostname constraints are left empty: Score counts them on the node it
+/// scores, as Kubernetes does, instead of on every node.
 fn count_domains(
     pod: &Pod,
     constraints: &[Constraint],
+    require_all_keys: bool,
+    skip_hostname: bool,
     nodes: &[Arc<NodeInfo>],
 ) -> Vec<HashMap<String, i64>> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("");
     let mut counts = vec![HashMap::new(); constraints.len()];
+    if skip_hostname && constraints.iter().all(Constraint::is_hostname) {
+        return counts;
+    }
     for info in nodes {
         let Some(node) = info.node() else { continue };
-        if !eligible(pod, node, constraints) {
+        if !eligible(pod, node, constraints, require_all_keys) {
             continue;
         }
         for (c, map) in constraints.iter().zip(counts.iter_mut()) {
-            let value = c.value(node).expect("eligible nodes have every key");
-            *map.entry(value.clone()).or_insert(0) += c.count(ns, info);
+            if skip_hostname && c.is_hostname() {
+                continue;
+            }
+            if let Some(value) = c.value(node) {
+                *map.entry(value.clone()).or_insert(0) += c.count(ns, info);
+            }
         }
     }
     counts
@@ -181,6 +374,10 @@ struct FilterState {
 
 struct ScoreState {
     constraints: Vec<Constraint>,
+    /// Whether a node lacking a topology key is ranked last (false under system defaults:
+    /// it is scored by the keys it has).
+    require_all_keys: bool,
+    /// Matching pods per domain, per constraint (empty for hostname ones: Score counts those).
     counts: Vec<HashMap<String, i64>>,
     /// `log(domains + 2)` per constraint, over the feasible nodes.
     weights: Vec<f64>,
@@ -194,13 +391,14 @@ impl PreFilterPlugin for PodTopologySpread {
         nodes: &[Arc<NodeInfo>],
     ) -> (PreFilterResult, Status) {
         // Soft constraints are counted here too: Score sees only the feasible nodes.
-        match constraints(pod, "ScheduleAnyway") {
-            Ok(soft) if !soft.is_empty() => {
-                let counts = count_domains(pod, &soft, nodes);
+        match self.constraints(pod, "ScheduleAnyway") {
+            Ok((soft, require_all_keys)) if !soft.is_empty() => {
+                let counts = count_domains(pod, &soft, require_all_keys, true, nodes);
                 state.write(
                     PRE_SCORE_KEY,
                     ScoreState {
                         constraints: soft,
+                        require_all_keys,
                         counts,
                         weights: Vec::new(),
                     },
@@ -209,12 +407,13 @@ impl PreFilterPlugin for PodTopologySpread {
             Ok(_) => {}
             Err(s) => return (PreFilterResult::all_nodes(), s),
         }
-        let hard = match constraints(pod, "DoNotSchedule") {
-            Ok(c) if c.is_empty() => return (PreFilterResult::all_nodes(), Status::skip()),
-            Ok(c) => c,
+        // A hard constraint needs its key on every node that counts, defaults included.
+        let hard = match self.constraints(pod, "DoNotSchedule") {
+            Ok((c, _)) if c.is_empty() => return (PreFilterResult::all_nodes(), Status::skip()),
+            Ok((c, _)) => c,
             Err(s) => return (PreFilterResult::all_nodes(), s),
         };
-        let counts = count_domains(pod, &hard, nodes);
+        let counts = count_domains(pod, &hard, true, false, nodes);
         let min = hard
             .iter()
             .zip(&counts)
@@ -287,7 +486,7 @@ impl PreScorePlugin for PodTopologySpread {
 const IGNORED: i64 = -1;
 
 impl ScorePlugin for PodTopologySpread {
-    fn score(&self, state: &CycleState, _: &Pod, info: &NodeInfo) -> Result<i64, Status> {
+    fn score(&self, state: &CycleState, pod: &Pod, info: &NodeInfo) -> Result<i64, Status> {
         let Some(s) = state.read::<ScoreState>(PRE_SCORE_KEY) else {
             return Ok(0);
         };
@@ -297,9 +496,16 @@ impl ScorePlugin for PodTopologySpread {
         let mut score = 0.0;
         for (i, c) in s.constraints.iter().enumerate() {
             let Some(value) = c.value(node) else {
-                return Ok(IGNORED);
+                if s.require_all_keys {
+                    return Ok(IGNORED);
+                }
+                continue;
             };
-            let here = s.counts[i].get(value).copied().unwrap_or(0);
+            let here = if c.is_hostname() {
+                c.count(pod.metadata.namespace.as_deref().unwrap_or(""), info)
+            } else {
+                s.counts[i].get(value).copied().unwrap_or(0)
+            };
             score += here as f64 * s.weights[i] + (c.max_skew - 1) as f64;
         }
         Ok(score.round() as i64)
