@@ -11,7 +11,8 @@
 //!
 //! One cold cluster per run. Prints the median and the range of "all bound" and "all
 //! Running", and writes the Pods Running over time of the median 10,000-replica run to
-//! `target/deployment_http.csv` (`seconds,running`), which `examples/bench_charts.rs` draws.
+//! `deployment_http.csv` (`seconds,running`) in the target directory (`CARGO_TARGET_DIR` or
+//! `target/`), which `examples/bench_charts.rs` draws.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,9 +182,14 @@ fn main() {
             let csv: String = std::iter::once("seconds,running\n".to_string())
                 .chain(median.timeline.iter().map(|(t, n)| format!("{t:.2},{n}\n")))
                 .collect();
-            let path =
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/deployment_http.csv");
-            std::fs::write(&path, csv).expect("write the timeline");
+            let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+                || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+                std::path::PathBuf::from,
+            );
+            let path = dir.join("deployment_http.csv");
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, csv))
+                .unwrap_or_else(|e| panic!("write the timeline to {}: {e}", path.display()));
             println!("timeline of the median run: {}", path.display());
         }
     }

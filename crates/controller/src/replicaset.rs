@@ -74,8 +74,8 @@ use tokio::time::Instant;
 
 use crate::events::EventRecorder;
 use crate::runtime::{
-    controller_owner_key, controller_reference, Action, Context, Controller, ControllerError,
-    Reconciler,
+    add_controller_index, controlled_or_orphans, controller_owner_key, controller_reference,
+    Action, Context, Controller, ControllerError, Reconciler,
 };
 
 /// The most Pods one sync creates or deletes (Kubernetes' `BurstReplicas`).
@@ -501,13 +501,15 @@ where
 }
 
 impl ReplicaSetReconciler {
-    /// A reconciler reading Pods from `pods` and writing through `client`.
+    /// A reconciler reading Pods from `pods` (to which it adds the controller-uid index) and
+    /// writing through `client`.
     pub fn new(
         client: Arc<dyn Client>,
         pods: Cache<Pod>,
         recorder: EventRecorder,
         expectations: Arc<Expectations>,
     ) -> Self {
+        add_controller_index(&pods);
         ReplicaSetReconciler {
             client,
             pods,
@@ -890,9 +892,10 @@ impl Reconciler<ReplicaSet> for ReplicaSetReconciler {
         // Read the expectations before the cache, as Kubernetes does: if they are satisfied
         // now, the cache read next already holds every observed change.
         let needs_sync = self.expectations.satisfied(&key);
-        let active: Vec<Arc<Pod>> = self
-            .pods
-            .by_index(NAMESPACE_INDEX, &namespace)
+        // Its own Pods and the namespace's orphans, from the controller-uid index: Pods of
+        // other controllers are neither kept nor adopted, so they are not even looked at.
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let active: Vec<Arc<Pod>> = controlled_or_orphans(&self.pods, &namespace, uid, true)
             .into_iter()
             .filter(|pod| is_pod_active(pod))
             .collect();

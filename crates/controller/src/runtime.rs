@@ -98,7 +98,8 @@ mod reconciler;
 pub use capstan_watch::queue::{DurationStats, QueueMetrics};
 pub use capstan_watch::ObjectKey;
 pub use controller::{
-    controller_owner_key, controller_reference, Controller, ShutdownHandle, DEFAULT_CONCURRENCY,
+    add_controller_index, controlled_or_orphans, controller_owner_key, controller_reference,
+    Controller, ShutdownHandle, CONTROLLER_UID_INDEX, DEFAULT_CONCURRENCY,
 };
 pub use metrics::{ControllerMetrics, MetricsSnapshot};
 pub use reconciler::{

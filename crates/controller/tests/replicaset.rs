@@ -16,7 +16,9 @@ use capstan_api::k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 use capstan_api::k8s_openapi::api::core::v1::{
     Container, Event, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
 };
-use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, OwnerReference, Time,
+};
 use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams,
@@ -556,6 +558,21 @@ async fn matching_orphans_are_adopted_and_owned_pods_that_stop_matching_are_rele
             .create(&PostParams::default(), &other)
             .await
             .unwrap();
+        // Matching, but another controller's: neither adopted nor counted.
+        let mut taken = orphan.clone();
+        taken.metadata.name = Some("taken".into());
+        taken.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "someone-else".into(),
+            uid: "someone-else-uid".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        pods(&client)
+            .create(&PostParams::default(), &taken)
+            .await
+            .unwrap();
 
         let history = ObjectHistory::<Pod>::record(client.clone());
         let controller = Running::start(client.clone());
@@ -571,6 +588,11 @@ async fn matching_orphans_are_adopted_and_owned_pods_that_stop_matching_are_rele
         assert_eq!(owner.block_owner_deletion, Some(true));
         let unrelated = pods(&client).get("unrelated").await.unwrap();
         assert!(unrelated.metadata.owner_references.is_none());
+        let taken = pods(&client).get("taken").await.unwrap();
+        assert_eq!(
+            taken.metadata.owner_references.unwrap()[0].uid,
+            "someone-else-uid"
+        );
         assert_eq!(
             controller.events("SuccessfulCreate").await.len(),
             1,

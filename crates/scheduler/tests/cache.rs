@@ -9,6 +9,7 @@ use capstan_scheduler::k8s_openapi::api::core::v1::{
     Container, ContainerPort, Node, NodeStatus, Pod, PodSpec, ResourceRequirements,
 };
 use capstan_scheduler::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use capstan_scheduler::k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
 fn node(name: &str, cpu: &str, mem: &str, pods: &str) -> Arc<Node> {
     let mut n = Node::default();
@@ -74,6 +75,43 @@ fn node_info_counts_requests_defaults_and_host_ports() {
     assert_eq!(info.requested().milli_cpu, 0);
     assert!(info.used_ports().is_empty());
     assert_eq!(info.pods().len(), 1);
+}
+
+#[test]
+fn node_info_counts_live_pods_per_controller() {
+    let controlled = |name: &str, uid: &str, terminating: bool| {
+        let mut p = Arc::unwrap_or_clone(pod(name, Some("n1"), None, None));
+        p.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "rs".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        if terminating {
+            p.metadata.deletion_timestamp = Some(Time(Default::default()));
+        }
+        Arc::new(p)
+    };
+    let mut info = NodeInfo::new(node("n1", "4", "8Gi", "110"));
+    info.add_pod(controlled("a", "rs-1", false));
+    info.add_pod(controlled("b", "rs-1", false));
+    info.add_pod(controlled("c", "rs-2", false));
+    info.add_pod(controlled("d", "rs-1", true));
+    info.add_pod(pod("bare", Some("n1"), None, None));
+    assert_eq!(
+        info.pods_controlled_by("rs-1"),
+        2,
+        "the terminating one is left out"
+    );
+    assert_eq!(info.pods_controlled_by("rs-2"), 1);
+    assert_eq!(info.pods_controlled_by("rs-3"), 0);
+    assert!(info.remove_pod("default/a"));
+    assert!(info.remove_pod("default/d"));
+    assert_eq!(info.pods_controlled_by("rs-1"), 1);
+    assert!(info.remove_pod("default/c"));
+    assert_eq!(info.pods_controlled_by("rs-2"), 0);
 }
 
 #[test]

@@ -157,6 +157,54 @@ pub fn controller_owner_key<K: Resource, C: Resource>(child: &C) -> Option<Objec
     }
 }
 
+/// The index [`add_controller_index`] adds: objects by the uid of their controller.
+pub const CONTROLLER_UID_INDEX: &str = "controllerUID";
+
+/// The index value of a namespace's objects without a controller (uids never hold a NUL).
+fn orphans_of(namespace: &str) -> String {
+    format!("\0orphans/{namespace}")
+}
+
+/// Indexes `cache` by the uid of each object's controller (its owner reference with
+/// `controller: true`), and each object without one as an orphan of its namespace, as
+/// Kubernetes' `podControllerUID` index does. [`controlled_or_orphans`] reads it. Idempotent:
+/// every controller sharing an informer may add it.
+pub fn add_controller_index<K: Resource>(cache: &Cache<K>) {
+    cache.add_index(CONTROLLER_UID_INDEX, |object: &K| {
+        let meta = object.meta();
+        let controller = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true));
+        vec![match controller {
+            Some(owner) => owner.uid.clone(),
+            None => orphans_of(meta.namespace.as_deref().unwrap_or_default()),
+        }]
+    });
+}
+
+/// The objects of `namespace` the owner with `uid` controls, and with `include_orphans` those
+/// without a controller: what a controller may keep or adopt (Kubernetes'
+/// `FilterPodsByOwner`), without scanning the namespace. Needs [`add_controller_index`] on
+/// `cache`; without it the answer is empty.
+pub fn controlled_or_orphans<K: Resource>(
+    cache: &Cache<K>,
+    namespace: &str,
+    uid: &str,
+    include_orphans: bool,
+) -> Vec<Arc<K>> {
+    let mut objects: Vec<Arc<K>> = cache
+        .by_index(CONTROLLER_UID_INDEX, uid)
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref().unwrap_or_default() == namespace)
+        .collect();
+    if include_orphans {
+        objects.extend(cache.by_index(CONTROLLER_UID_INDEX, &orphans_of(namespace)));
+    }
+    objects
+}
+
 /// Aborts the tasks it holds when dropped, so no feed outlives its controller.
 struct AbortOnDrop(Vec<JoinHandle<()>>);
 

@@ -23,6 +23,9 @@ pub struct PodInfo {
     pub has_affinity: bool,
     /// Whether it has a required pod anti-affinity term.
     pub has_required_anti_affinity: bool,
+    /// The uid of its controlling owner, unless it is terminating: what
+    /// [`NodeInfo::pods_controlled_by`] counts.
+    pub live_controller_uid: Option<String>,
 }
 
 impl PodInfo {
@@ -53,12 +56,21 @@ impl PodInfo {
                     .as_ref()
                     .is_some_and(|t| !t.is_empty())
             });
+        let live_controller_uid = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .filter(|_| pod.metadata.deletion_timestamp.is_none())
+            .map(|r| r.uid.clone());
         PodInfo {
             pod,
             requests,
             non_zero_requests,
             has_affinity,
             has_required_anti_affinity,
+            live_controller_uid,
         }
     }
 }
@@ -87,6 +99,8 @@ pub struct NodeInfo {
     image_sizes: HashMap<String, i64>,
     pods_with_affinity: usize,
     pods_with_required_anti_affinity: usize,
+    /// Pods that are not terminating, per controlling owner's uid.
+    controlled: HashMap<String, usize>,
     // Read per node by the first filters: kept here, next to the rest, rather than behind
     // the Node's pointers.
     unschedulable: bool,
@@ -118,6 +132,12 @@ impl NodeInfo {
     /// The pods on the node, bound or assumed.
     pub fn pods(&self) -> &[PodInfo] {
         &self.pods
+    }
+
+    /// How many pods on the node, not terminating, the owner with `uid` controls: a map
+    /// lookup, not a scan of the pods.
+    pub fn pods_controlled_by(&self, uid: &str) -> usize {
+        self.controlled.get(uid).copied().unwrap_or(0)
     }
 
     /// The sum of the pods' requests.
@@ -213,16 +233,31 @@ impl NodeInfo {
         }
         self.pods_with_affinity += usize::from(info.has_affinity);
         self.pods_with_required_anti_affinity += usize::from(info.has_required_anti_affinity);
+        if let Some(uid) = &info.live_controller_uid {
+            *self.controlled.entry(uid.clone()).or_default() += 1;
+        }
         self.pods.push(info);
         self.generation += 1;
     }
 
     /// Removes the pod with `key` (`namespace/name`); `false` when it was not here.
     pub fn remove_pod(&mut self, key: &str) -> bool {
-        let Some(i) = self.pods.iter().position(|p| pod_key(&p.pod) == key) else {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let Some(i) = self.pods.iter().position(|p| {
+            p.pod.metadata.name.as_deref().unwrap_or("") == name
+                && p.pod.metadata.namespace.as_deref().unwrap_or("") == namespace
+        }) else {
             return false;
         };
         let info = self.pods.swap_remove(i);
+        if let Some(uid) = &info.live_controller_uid {
+            if let Some(count) = self.controlled.get_mut(uid.as_str()) {
+                *count -= 1;
+                if *count == 0 {
+                    self.controlled.remove(uid.as_str());
+                }
+            }
+        }
         self.pods_with_affinity -= usize::from(info.has_affinity);
         self.pods_with_required_anti_affinity -= usize::from(info.has_required_anti_affinity);
         self.requested.sub(&info.requests);

@@ -286,8 +286,11 @@ impl Constraint {
 
     /// Matching pods on `info`.
     fn count(&self, namespace: &str, info: &NodeInfo) -> i64 {
-        if matches!(self.matcher, Matcher::Nothing) {
-            return 0;
+        match &self.matcher {
+            Matcher::Nothing => return 0,
+            // A controller's pods share its namespace.
+            Matcher::Controller(uid) => return info.pods_controlled_by(uid) as i64,
+            Matcher::Labels(_) => {}
         }
         info.pods()
             .iter()
@@ -348,6 +351,15 @@ fn count_domains(
     }
     for info in nodes {
         let Some(node) = info.node() else { continue };
+        // Labels first: under the system defaults most nodes may lack the zone key, and
+        // then there is nothing to count on them.
+        if !require_all_keys
+            && constraints
+                .iter()
+                .all(|c| (skip_hostname && c.is_hostname()) || c.value(node).is_none())
+        {
+            continue;
+        }
         if !eligible(pod, node, constraints, require_all_keys) {
             continue;
         }
@@ -469,13 +481,19 @@ impl PreScorePlugin for PodTopologySpread {
             .constraints
             .iter()
             .map(|c| {
-                let mut domains: Vec<&String> = nodes
+                let with_key = nodes
                     .iter()
-                    .filter_map(|n| n.node().and_then(|node| c.value(node)))
-                    .collect();
-                domains.sort_unstable();
-                domains.dedup();
-                ((domains.len() + 2) as f64).ln()
+                    .filter_map(|n| n.node().and_then(|node| c.value(node)));
+                // Every node is its own hostname domain: count, do not sort.
+                let domains = if c.is_hostname() {
+                    with_key.count()
+                } else {
+                    let mut values: Vec<&String> = with_key.collect();
+                    values.sort_unstable();
+                    values.dedup();
+                    values.len()
+                };
+                ((domains + 2) as f64).ln()
             })
             .collect();
         Status::success()
