@@ -85,14 +85,15 @@ use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{DeleteParams, PostParams, Preconditions};
 use capstan_api::kube_core::ObjectMeta;
 use capstan_api::{Api, Client, Error};
-use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer, NAMESPACE_INDEX};
+use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::events::{Clock, EventRecorder};
 use crate::replicaset::{is_pod_available, is_pod_ready, pod_for, Expectations};
 use crate::runtime::{
-    controller_owner_key, Action, Context, Controller, ControllerError, Reconciler,
+    add_controller_index, controlled_or_orphans, controller_owner_key, Action, Context, Controller,
+    ControllerError, Reconciler,
 };
 
 /// The most Pods one sync creates or deletes (Kubernetes' DaemonSet `BurstReplicas`).
@@ -530,7 +531,8 @@ struct Plan {
 }
 
 impl DaemonSetReconciler {
-    /// A reconciler reading Pods and Nodes from the caches and writing through `client`.
+    /// A reconciler reading Pods (to which it adds the controller-uid index) and Nodes from
+    /// the caches and writing through `client`.
     pub fn new(
         client: Arc<dyn Client>,
         pods: Cache<Pod>,
@@ -538,6 +540,7 @@ impl DaemonSetReconciler {
         recorder: EventRecorder,
         expectations: Arc<Expectations>,
     ) -> Self {
+        add_controller_index(&pods);
         DaemonSetReconciler {
             client,
             pods,
@@ -911,7 +914,8 @@ impl Reconciler<DaemonSet> for DaemonSetReconciler {
         let mut nodes = self.nodes.list();
         nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let mut node_to_pods: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
-        for pod in self.pods.by_index(NAMESPACE_INDEX, &namespace) {
+        // Only its own Pods (DaemonSets adopt none), from the controller-uid index.
+        for pod in controlled_or_orphans(&self.pods, &namespace, &uid, false) {
             if !controlled_by(&pod, &uid) {
                 continue;
             }

@@ -81,7 +81,7 @@ use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use capstan_api::kube_core::ObjectMeta;
 use capstan_api::{Api, Client, Error};
-use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer, NAMESPACE_INDEX};
+use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -89,7 +89,8 @@ use crate::daemonset::controlled_by;
 use crate::events::{Clock, EventRecorder};
 use crate::replicaset::{is_pod_active, is_pod_ready, pod_for, pods_to_delete, Expectations};
 use crate::runtime::{
-    controller_owner_key, Action, Context, Controller, ControllerError, Reconciler,
+    add_controller_index, controlled_or_orphans, controller_owner_key, Action, Context, Controller,
+    ControllerError, Reconciler,
 };
 
 /// The finalizer that keeps a Job's Pod until the controller has counted it.
@@ -362,6 +363,7 @@ impl JobReconciler {
         expectations: Arc<Expectations>,
         removals: Arc<PendingRemovals>,
     ) -> Self {
+        add_controller_index(&pods);
         JobReconciler {
             client,
             pods,
@@ -646,9 +648,8 @@ impl Reconciler<Job> for JobReconciler {
         let now = (self.clock)();
         // Expectations before the cache, as Kubernetes reads them.
         let satisfied = self.expectations.satisfied(&key);
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .by_index(NAMESPACE_INDEX, &namespace)
+        // Only its own Pods (Jobs adopt none), from the controller-uid index.
+        let pods: Vec<Arc<Pod>> = controlled_or_orphans(&self.pods, &namespace, &uid, false)
             .into_iter()
             .filter(|pod| controlled_by(pod, &uid))
             .collect();
