@@ -100,17 +100,13 @@ impl Kubectl {
     }
 }
 
-/// Sends one HTTP/1.1 POST and returns the whole response as text.
-async fn raw_post(
-    address: std::net::SocketAddr,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-) -> String {
+/// Sends one HTTP/1.1 request (`head` holds the request line and headers, without the
+/// blank line) with `body`, and returns the whole response as text.
+async fn raw_request(address: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{head}\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -120,17 +116,25 @@ async fn raw_post(
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// Sends one HTTP/1.1 POST and returns the whole response as text.
+async fn raw_post(
+    address: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> String {
+    let head = format!("POST {path} HTTP/1.1\r\nContent-Type: {content_type}");
+    raw_request(address, &head, body).await
+}
+
 /// Sends one HTTP/1.1 GET with an `Accept` header and returns the whole response as text.
 async fn raw_get(address: std::net::SocketAddr, path: &str, accept: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    String::from_utf8_lossy(&response).into_owned()
+    raw_request(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nAccept: {accept}"),
+        &[],
+    )
+    .await
 }
 
 fn manifests() -> PathBuf {

@@ -384,6 +384,7 @@ fn pod_hash(pod: &Pod) -> Option<&str> {
 // ---------------------------------------------------------------------------------------
 
 /// Whether `pod`'s controlling ownerReference has `uid`.
+#[cfg(test)]
 pub(crate) fn controlled_by(pod: &Pod, uid: &str) -> bool {
     pod.metadata
         .owner_references
@@ -916,9 +917,6 @@ impl Reconciler<DaemonSet> for DaemonSetReconciler {
         let mut node_to_pods: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         // Only its own Pods (DaemonSets adopt none), from the controller-uid index.
         for pod in controlled_or_orphans(&self.pods, &namespace, &uid, false) {
-            if !controlled_by(&pod, &uid) {
-                continue;
-            }
             // A deleted Pod that has also finished no longer occupies its Node.
             let finished = matches!(
                 pod.status.as_ref().and_then(|s| s.phase.as_deref()),

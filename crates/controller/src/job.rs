@@ -85,6 +85,7 @@ use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+#[cfg(test)]
 use crate::daemonset::controlled_by;
 use crate::events::{Clock, EventRecorder};
 use crate::replicaset::{is_pod_active, is_pod_ready, pod_for, pods_to_delete, Expectations};
@@ -649,10 +650,7 @@ impl Reconciler<Job> for JobReconciler {
         // Expectations before the cache, as Kubernetes reads them.
         let satisfied = self.expectations.satisfied(&key);
         // Only its own Pods (Jobs adopt none), from the controller-uid index.
-        let pods: Vec<Arc<Pod>> = controlled_or_orphans(&self.pods, &namespace, &uid, false)
-            .into_iter()
-            .filter(|pod| controlled_by(pod, &uid))
-            .collect();
+        let pods: Vec<Arc<Pod>> = controlled_or_orphans(&self.pods, &namespace, &uid, false);
 
         if finished_condition(&job).is_some() {
             // A finished Job keeps no tracking finalizers.

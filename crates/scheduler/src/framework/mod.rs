@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 pub use cycle_state::CycleState;
 pub use interface::*;
+pub(crate) use node_info::controller_of;
 pub use node_info::{host_ports, pod_key, HostPort, NodeInfo, PodInfo};
 pub use registry::{
     Framework, Plugin, PluginBuilder, PluginConfig, PluginFactory, Profile, Registry,

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
+use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::resources::Resources;
 
@@ -56,12 +57,7 @@ impl PodInfo {
                     .as_ref()
                     .is_some_and(|t| !t.is_empty())
             });
-        let live_controller_uid = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.controller == Some(true))
+        let live_controller_uid = controller_of(&pod)
             .filter(|_| pod.metadata.deletion_timestamp.is_none())
             .map(|r| r.uid.clone());
         PodInfo {
@@ -73,6 +69,15 @@ impl PodInfo {
             live_controller_uid,
         }
     }
+}
+
+/// The owner reference of `pod` with `controller: true`.
+pub(crate) fn controller_of(pod: &Pod) -> Option<&OwnerReference> {
+    pod.metadata
+        .owner_references
+        .as_deref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
 }
 
 /// `namespace/name` of a pod.

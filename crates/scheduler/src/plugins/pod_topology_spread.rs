@@ -26,6 +26,7 @@ use capstan_api::selector::{label_selector_from, matches};
 
 use super::helpers::tolerated;
 use super::node_affinity::required_matches;
+use crate::framework::controller_of;
 use crate::framework::{
     CycleState, FilterPlugin, NodeInfo, NodeScore, PreFilterPlugin, PreFilterResult,
     PreScorePlugin, SchedulerPlugin, ScorePlugin, Status, MAX_NODE_SCORE,
@@ -199,11 +200,7 @@ impl PodTopologySpread {
 
 /// The uid of the pod's controlling owner, when that owner's pods get default constraints.
 fn spread_owner(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .owner_references
-        .as_deref()?
-        .iter()
-        .find(|r| r.controller == Some(true))
+    controller_of(pod)
         .filter(|r| SPREAD_OWNER_KINDS.contains(&r.kind.as_str()))
         .map(|r| r.uid.as_str())
 }
@@ -274,13 +271,7 @@ impl Constraint {
         match &self.matcher {
             Matcher::Nothing => false,
             Matcher::Labels(selector) => matches(selector, pod.metadata.labels.as_ref()),
-            Matcher::Controller(uid) => pod
-                .metadata
-                .owner_references
-                .as_deref()
-                .unwrap_or(&[])
-                .iter()
-                .any(|r| r.controller == Some(true) && r.uid == *uid),
+            Matcher::Controller(uid) => controller_of(pod).is_some_and(|r| r.uid == *uid),
         }
     }
 
