@@ -14,6 +14,7 @@
 //! `deployment_http.csv` (`seconds,running`) in the target directory (`CARGO_TARGET_DIR` or
 //! `target/`), which `examples/bench_charts.rs` draws.
 
+use capstan_api::compat::Maybe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,7 +91,7 @@ async fn run(replicas: i32) -> Run {
         "../examples/manifests/newkubia-deployment.yaml"
     ))
     .expect("the newkubia manifest");
-    deployment.spec.as_mut().unwrap().replicas = Some(replicas);
+    deployment.spec.opt_mut().unwrap().replicas = Some(replicas);
     let start = Instant::now();
     Api::<Deployment>::namespaced(client.clone(), "default")
         .create(&PostParams::default(), &deployment)

@@ -19,17 +19,31 @@ fn charts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/charts")
 }
 
-/// The CSV's rows (comments and the header skipped), split on commas.
+/// The CSV's data rows, split on commas: `#` comments are skipped, and so is a header row,
+/// which is the first row whose last field is not a number (a header may also be a comment).
 fn rows(name: &str) -> anyhow::Result<Vec<Vec<String>>> {
     let path = charts().join(name);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
+    Ok(data_rows(&text))
+}
+
+fn data_rows(text: &str) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = text
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .skip(1)
         .map(|l| l.split(',').map(|f| f.trim().to_string()).collect())
-        .collect())
+        .collect();
+    let is_header = |row: &Vec<String>| row.last().is_some_and(|f| f.parse::<f64>().is_err());
+    if rows.first().is_some_and(is_header) {
+        rows.remove(0);
+    }
+    rows
+}
+
+/// An axis number as a person writes it: `10000`, not `10000.0`.
+fn whole(value: &f64) -> String {
+    format!("{value:.0}")
 }
 
 fn number(field: &str) -> anyhow::Result<f64> {
@@ -60,6 +74,8 @@ fn scheduler_throughput() -> anyhow::Result<()> {
         .configure_mesh()
         .x_desc("nodes")
         .y_desc("pods scheduled per second")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
         .draw()?;
     for (i, (workload, nodes, rate)) in points.iter().enumerate() {
         let colour = Palette99::pick(i).to_rgba();
@@ -105,6 +121,7 @@ fn pods_running() -> anyhow::Result<()> {
         .configure_mesh()
         .x_desc("seconds since the Deployment was created")
         .y_desc("Pods Running")
+        .y_label_formatter(&whole)
         .draw()?;
     chart.draw_series(LineSeries::new(points, BLUE.stroke_width(2)))?;
     root.present()?;
@@ -115,4 +132,29 @@ fn pods_running() -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     scheduler_throughput()?;
     pods_running()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_in_a_comment_does_not_cost_the_first_data_row() {
+        let text = "# a note\n# workload,nodes,pods_per_second\n1000 pods,500,5547\n10000 pods,5000,4533\n";
+        let rows = data_rows(text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], ["1000 pods", "500", "5547"]);
+    }
+
+    #[test]
+    fn a_plain_header_row_is_skipped() {
+        let rows = data_rows("seconds,running\n0.00,0\n0.10,22\n");
+        assert_eq!(rows, [["0.00", "0"], ["0.10", "22"]]);
+    }
+
+    #[test]
+    fn axis_numbers_are_whole() {
+        assert_eq!(whole(&10000.0), "10000");
+        assert_eq!(whole(&2.5), "2");
+    }
 }

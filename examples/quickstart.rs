@@ -13,6 +13,7 @@
 //! Built with `--features etcd` and run with `CAPSTAN_ETCD_ENDPOINTS` set, the same tour
 //! runs against that etcd instead.
 
+use capstan_api::compat::Maybe;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .context("the deployment exists")?;
     let mut scaled: Deployment = serde_json::from_slice(&current.value)?;
-    scaled.spec.get_or_insert_with(Default::default).replicas = Some(3);
+    scaled.spec.or_default_mut().replicas = Some(3);
     let updated = store
         .update(
             key.clone(),
@@ -182,5 +183,9 @@ fn pod(name: &str, node: Option<&str>) -> Pod {
 
 fn replicas(value: &[u8]) -> anyhow::Result<i32> {
     let deployment: Deployment = serde_json::from_slice(value)?;
-    Ok(deployment.spec.and_then(|spec| spec.replicas).unwrap_or(1))
+    Ok(deployment
+        .spec
+        .into_opt()
+        .and_then(|spec| spec.replicas)
+        .unwrap_or(1))
 }

@@ -18,7 +18,7 @@
 # capstan_cluster_build: builds the `capstan` binary with the real backends; sets CAPSTAN_BIN.
 capstan_cluster_build() {
   if [ -z "${CAPSTAN_BIN:-}" ]; then
-    cargo build --quiet -p capstan-cluster --features etcd,containerd
+    cargo build --quiet -p capstan-cli --features etcd,containerd
     CAPSTAN_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/capstan"
   fi
   export CAPSTAN_BIN

@@ -2,11 +2,22 @@
 # Helpers shared by the project's scripts: install Debian packages that are missing, find free
 # loopback ports, and start or stop a throwaway etcd. Source it; it changes nothing by itself.
 
-# capstan_require PACKAGE:COMMAND ... — installs each Debian PACKAGE whose COMMAND is missing.
+# capstan_require PACKAGE:NEED ... — installs each Debian PACKAGE whose NEED is missing. NEED
+# is a command on the PATH, or an absolute path to a file the package ships (for example
+# libprotobuf-dev:/usr/include/google/protobuf/descriptor.proto). Every pair is remembered,
+# so capstan_verify_requirements can check them all once the installs are done.
+CAPSTAN_REQUIREMENTS=()
+capstan_has() {
+  case $1 in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
 capstan_require() {
   local missing=() pair
   for pair in "$@"; do
-    command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+    CAPSTAN_REQUIREMENTS+=("$pair")
+    capstan_has "${pair#*:}" || missing+=("${pair%%:*}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
@@ -15,6 +26,31 @@ capstan_require() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# capstan_verify_requirements — fails with one line per missing tool or file (and the Debian
+# package that provides it) if anything capstan_require was asked for is still missing, so a
+# broken install stops the script before any build instead of failing deep inside one.
+capstan_verify_requirements() {
+  local pair missing=0
+  for pair in "${CAPSTAN_REQUIREMENTS[@]}"; do
+    if ! capstan_has "${pair#*:}"; then
+      echo "missing after the install step: ${pair#*:} (Debian package ${pair%%:*})" >&2
+      missing=1
+    fi
+  done
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "missing: cargo (install the Rust toolchain with rustup)" >&2
+    missing=1
+  fi
+  if [ "$missing" -ne 0 ]; then
+    echo "the tests need the tools above; install them (apt-get install <package>) and rerun" >&2
+    return 1
+  fi
+}
+
+# The protobuf compiler and its well-known types (google/protobuf/*.proto), which the build
+# scripts of etcd-client and containerd-client need.
+CAPSTAN_PROTOC=(protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/descriptor.proto)
 
 # capstan_free_port — prints a loopback TCP port that nothing listens on.
 capstan_free_port() {

@@ -24,8 +24,11 @@
 //! `docs/getting-started.md` walks through the crates, and `docs/spi/` has one page per
 //! extension point; their code samples are this crate's doctests.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub use capstan_api as api;
 pub use capstan_apiserver as apiserver;
+#[cfg(feature = "cluster")]
 pub use capstan_cluster as cluster;
 pub use capstan_controller as controller;
 pub use capstan_kubelet as kubelet;

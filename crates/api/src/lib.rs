@@ -14,6 +14,8 @@
 //!   Implementations (the in-process registry, the remote HTTP client) live in other crates.
 //! - **Errors**: one [`Error`] enum, one variant per Kubernetes `Status` reason, convertible to
 //!   and from [`kube_core::Status`].
+//! - **Health**: [`health`], the named checks every component serves on `/healthz`, `/livez`
+//!   and `/readyz`, reported in kube-apiserver's format.
 //!
 //! Wire types (params, lists, watch events, `Status`) are kube-core's, re-exported as
 //! [`kube_core`] together with the matching [`k8s_openapi`].
@@ -54,8 +56,10 @@
 //! ```
 
 pub mod client;
+pub mod compat;
 pub mod error;
 pub mod field;
+pub mod health;
 pub mod resource;
 pub mod selector;
 

@@ -1,9 +1,9 @@
 //! Capstan's API server: the hub every component talks to.
 //!
-//! - [`http`]: the Kubernetes REST API over HTTP (discovery, resource paths, chunked watches),
-//!   which `kubectl` drives.
-//! - [`remote`]: the `Client` over HTTP, so any component can run in its own process against a
-//!   remote API server.
+//! - `http` (feature `server`, on by default): the Kubernetes REST API over HTTP (discovery,
+//!   resource paths, chunked watches), which `kubectl` drives.
+//! - `remote` (feature `client`, on by default): the `Client` over HTTP, so any component can
+//!   run in its own process against a remote API server.
 //! - [`codec`]: how objects sit in the store (JSON, resourceVersion from the mod revision).
 //! - [`registry`]: typed Kubernetes objects over any `Store`, serving the `Client` trait with
 //!   kube-apiserver's semantics (resourceVersion, generation, status subresource, finalizers,
@@ -33,10 +33,16 @@
 //! # }).unwrap();
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod cached_watch;
 pub mod codec;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "tls")]
+mod pem;
 pub mod registry;
+#[cfg(feature = "client")]
 pub mod remote;
 pub mod schema;
 pub mod watch_cache;

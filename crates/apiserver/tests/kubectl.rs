@@ -1,7 +1,7 @@
 //! The real `kubectl` against the API server on the in-memory store.
 //!
 //! Needs `kubectl` on the PATH (Debian's `kubernetes-client` works; `scripts/test` installs it
-//! when missing) and the seed manifests in `../shared/manifests` beside the repository.
+//! when missing) and the seed manifests in the repository's `examples/manifests`.
 //! kubectl validates as it does against Kubernetes: it finds `fieldValidation` in the server's
 //! OpenAPI v3 documents and leaves unknown fields to the server (strict by default). Objects
 //! are created from manifests because recent kubectl's typed `create <kind>` commands send
@@ -138,10 +138,10 @@ async fn raw_get(address: std::net::SocketAddr, path: &str, accept: &str) -> Str
 }
 
 fn manifests() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/manifests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests");
     assert!(
         dir.is_dir(),
-        "the seed manifests are expected at {}: check out the repository with shared/ beside it",
+        "the seed manifests are expected at {} (the repository's examples/manifests)",
         dir.display()
     );
     dir

@@ -141,6 +141,7 @@ mod etcd {
 }
 
 mod cases {
+    use capstan_api::compat::Maybe;
     use std::{
         collections::BTreeSet,
         net::Ipv4Addr,
@@ -415,12 +416,12 @@ mod cases {
         let created = api.create(&post(), &web_deployment("web")).await.unwrap();
         let mut change = created.clone();
         change.metadata.labels = Some([("sneaky".to_string(), "yes".to_string())].into());
-        change.spec.as_mut().unwrap().replicas = Some(9);
+        change.spec.opt_mut().unwrap().replicas = Some(9);
         change.status = Some(typed(json!({"replicas": 3, "readyReplicas": 2})));
         let updated = api.update_status(&post(), &change).await.unwrap();
         assert_eq!(updated.status.as_ref().unwrap().replicas, Some(3));
         assert_eq!(updated.status.as_ref().unwrap().ready_replicas, Some(2));
-        assert_eq!(updated.spec.as_ref().unwrap().replicas, Some(1));
+        assert_eq!(updated.spec.opt().unwrap().replicas, Some(1));
         assert_eq!(updated.metadata.labels, None);
         assert_eq!(updated.metadata.generation, Some(1));
         assert!(rv(&updated.metadata) > rv(&created.metadata));
@@ -448,10 +449,10 @@ mod cases {
         );
         let mut change = created;
         change.status = Some(typed(json!({"replicas": 1})));
-        change.spec.as_mut().unwrap().replicas = Some(4);
+        change.spec.opt_mut().unwrap().replicas = Some(4);
         let updated = api.update(&post(), &change).await.unwrap();
         assert_eq!(updated.status.unwrap().replicas, Some(7));
-        assert_eq!(updated.spec.unwrap().replicas, Some(4));
+        assert_eq!(updated.spec.into_opt().unwrap().replicas, Some(4));
     }
 
     pub(crate) async fn update_status_of_a_kind_without_the_subresource_is_not_found(
@@ -1229,7 +1230,7 @@ mod cases {
     pub(crate) async fn negative_replicas_are_invalid(store: Arc<dyn Store>) {
         let api: Api<Deployment> = Api::namespaced(client(&store), "default");
         let mut object = web_deployment("web");
-        object.spec.as_mut().unwrap().replicas = Some(-1);
+        object.spec.opt_mut().unwrap().replicas = Some(-1);
         let error = api.create(&post(), &object).await.unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -1240,7 +1241,7 @@ mod cases {
     pub(crate) async fn workloads_need_a_selector(store: Arc<dyn Store>) {
         let api: Api<Deployment> = Api::namespaced(client(&store), "default");
         let mut object = web_deployment("web");
-        object.spec.as_mut().unwrap().selector = Default::default();
+        object.spec.opt_mut().unwrap().selector = Default::default();
         let fields = create_invalid(&api, object).await;
         assert_eq!(fields, ["spec.selector"]);
         let no_selector = serde_json::json!({
@@ -1265,7 +1266,7 @@ mod cases {
     pub(crate) async fn the_selector_must_match_the_template_labels(store: Arc<dyn Store>) {
         let api: Api<Deployment> = Api::namespaced(client(&store), "default");
         let mut object = web_deployment("web");
-        object.spec.as_mut().unwrap().selector = typed(json!({"matchLabels": {"app": "other"}}));
+        object.spec.opt_mut().unwrap().selector = typed(json!({"matchLabels": {"app": "other"}}));
         let causes = invalid_causes(api.create(&post(), &object).await.unwrap_err());
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec.template.metadata.labels");
@@ -1278,7 +1279,7 @@ mod cases {
     pub(crate) async fn the_selector_is_immutable(store: Arc<dyn Store>) {
         let api: Api<Deployment> = Api::namespaced(client(&store), "default");
         let mut created = api.create(&post(), &web_deployment("web")).await.unwrap();
-        let spec = created.spec.as_mut().unwrap();
+        let spec = created.spec.opt_mut().unwrap();
         spec.selector = typed(json!({"matchLabels": {"app": "web", "v": "2"}}));
         spec.template.metadata.as_mut().unwrap().labels =
             Some([("app".into(), "web".into()), ("v".into(), "2".into())].into());
@@ -1296,7 +1297,7 @@ mod cases {
     pub(crate) async fn container_names_must_be_unique_labels(store: Arc<dyn Store>) {
         let api: Api<Deployment> = Api::namespaced(client(&store), "default");
         let mut object = web_deployment("web");
-        object.spec.as_mut().unwrap().template.spec = Some(typed(json!({"containers": [
+        object.spec.opt_mut().unwrap().template.spec = Some(typed(json!({"containers": [
             {"name": "app", "image": "a"},
             {"name": "app", "image": "b"},
             {"name": "Bad_Name", "image": "c"},
@@ -1360,7 +1361,7 @@ mod cases {
     pub(crate) async fn max_surge_and_max_unavailable_may_not_both_be_zero(store: Arc<dyn Store>) {
         let api: Api<Deployment> = Api::namespaced(client(&store), "default");
         let mut object = web_deployment("web");
-        object.spec.as_mut().unwrap().strategy = Some(typed(json!({
+        object.spec.opt_mut().unwrap().strategy = Some(typed(json!({
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"},
         })));
@@ -1505,7 +1506,7 @@ mod cases {
         let mut latest = web_deployment("web");
         latest
             .spec
-            .as_mut()
+            .opt_mut()
             .unwrap()
             .template
             .spec
@@ -1557,14 +1558,14 @@ mod cases {
         let mut denied = web_deployment("denied");
         denied.metadata.labels = Some([("deny".to_string(), "x".to_string())].into());
         let mut negative = web_deployment("negative");
-        negative.spec.as_mut().unwrap().replicas = Some(-3);
+        negative.spec.opt_mut().unwrap().replicas = Some(-3);
         let mut bad_service = http_service("bad-service");
         bad_service.spec.as_mut().unwrap().ports = Some(vec![typed(json!({"port": 0}))]);
         let mut denied_service = http_service("denied-service");
         denied_service.metadata.labels = Some([("deny".to_string(), "x".to_string())].into());
         let mut stale = existing.clone();
         stale.metadata.resource_version = Some("1".into());
-        stale.spec.as_mut().unwrap().replicas = Some(7);
+        stale.spec.opt_mut().unwrap().replicas = Some(7);
         let mut deny_update = existing.clone();
         deny_update.metadata.labels = Some([("deny".to_string(), "x".to_string())].into());
 
@@ -1682,7 +1683,7 @@ mod cases {
         };
         let before = store.current_revision().await.unwrap();
         let would_be = api.create(&dry, &web_deployment("web")).await.unwrap();
-        assert_eq!(would_be.spec.unwrap().replicas, Some(1));
+        assert_eq!(would_be.spec.into_opt().unwrap().replicas, Some(1));
         assert!(would_be.metadata.uid.is_some());
         assert_eq!(store.current_revision().await.unwrap(), before);
         assert!(api.get_opt("web").await.unwrap().is_none());
@@ -1939,7 +1940,7 @@ mod cases {
             )
             .await
             .unwrap();
-        assert_eq!(scaled.spec.as_ref().unwrap().replicas, Some(3));
+        assert_eq!(scaled.spec.opt().unwrap().replicas, Some(3));
         assert_eq!(scaled.metadata.generation, Some(2));
         assert_eq!(scaled.metadata.uid, created.metadata.uid);
         // A merge patch replaces lists whole.
@@ -1951,7 +1952,14 @@ mod cases {
             )
             .await
             .unwrap();
-        let containers = replaced.spec.unwrap().template.spec.unwrap().containers;
+        let containers = replaced
+            .spec
+            .into_opt()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers;
         assert_eq!(containers.len(), 1);
         assert_eq!(containers[0].name, "other");
         assert_eq!(
@@ -2071,7 +2079,7 @@ mod cases {
     pub(crate) async fn strategic_merge_patch_of_a_deployment(store: Arc<dyn Store>) {
         let api: Api<Deployment> = Api::namespaced(client(&store), "default");
         let mut object = web_deployment("web");
-        object.spec.as_mut().unwrap().template.spec = Some(typed(json!({"containers": [
+        object.spec.opt_mut().unwrap().template.spec = Some(typed(json!({"containers": [
             {"name": "app", "image": "nginx:1.27", "env": [{"name": "MODE", "value": "a"}]},
             {"name": "sidecar", "image": "envoy:1"},
         ]})));
@@ -2084,7 +2092,7 @@ mod cases {
             )
             .await
             .unwrap();
-        assert_eq!(scaled.spec.unwrap().replicas, Some(3));
+        assert_eq!(scaled.spec.into_opt().unwrap().replicas, Some(3));
 
         let image = api
             .patch(
@@ -2096,7 +2104,14 @@ mod cases {
             )
             .await
             .unwrap();
-        let containers = image.spec.unwrap().template.spec.unwrap().containers;
+        let containers = image
+            .spec
+            .into_opt()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers;
         assert_eq!(containers.len(), 2, "merged by name, not replaced");
         assert_eq!(containers[0].image.as_deref(), Some("nginx:1.28"));
         assert_eq!(containers[0].env.as_ref().unwrap()[0].name, "MODE");
@@ -2112,7 +2127,14 @@ mod cases {
             )
             .await
             .unwrap();
-        let containers = removed.spec.unwrap().template.spec.unwrap().containers;
+        let containers = removed
+            .spec
+            .into_opt()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers;
         let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["app"]);
         assert_eq!(removed.metadata.generation, Some(4));
@@ -2136,7 +2158,13 @@ mod cases {
             .unwrap_err();
         assert!(error.is_conflict(), "{error:?}");
         assert_eq!(
-            api.get("web").await.unwrap().spec.unwrap().replicas,
+            api.get("web")
+                .await
+                .unwrap()
+                .spec
+                .into_opt()
+                .unwrap()
+                .replicas,
             Some(2)
         );
         assert!(api
@@ -2165,7 +2193,7 @@ mod cases {
             )
             .await
             .unwrap();
-        let spec = patched.spec.clone().unwrap();
+        let spec = patched.spec.clone().into_opt().unwrap();
         assert_eq!(spec.replicas, Some(4));
         assert_eq!(
             spec.template.spec.unwrap().containers[0].image.as_deref(),
@@ -2197,7 +2225,7 @@ mod cases {
             .unwrap_err();
         assert_eq!(missing.code(), 422, "{missing:?}");
         let unchanged = api.get("web").await.unwrap();
-        assert_eq!(unchanged.spec.unwrap().replicas, Some(4));
+        assert_eq!(unchanged.spec.into_opt().unwrap().replicas, Some(4));
         assert_eq!(
             unchanged.metadata.resource_version,
             patched.metadata.resource_version

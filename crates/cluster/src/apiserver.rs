@@ -1,14 +1,21 @@
 //! The API server as a cluster runs it: the registry on the chosen store, served over HTTP
 //! (or HTTPS), with an optional bearer token for everyone who must authenticate, and a
 //! kubeconfig written for kubectl and the other components.
+//!
+//! HTTPS (feature `tls`) serves the certificate files given, or, with only a certificate
+//! directory, a CA and a serving certificate generated (or reused) there as kube-apiserver
+//! does in its `--cert-dir` (see `capstan_apiserver::http::tls::selfsigned`). Over HTTPS
+//! without a token, a random admin token is generated (kept in the certificate directory when
+//! there is one). The kubeconfig then carries the CA and the token, so every client verifies
+//! the server and authenticates.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use capstan_api::Client;
 use capstan_apiserver::http::layers::{StaticTokens, UserInfo, SUPERUSER_GROUP};
-use capstan_apiserver::http::{ApiServer, ApiServerOptions};
+use capstan_apiserver::http::{ApiServer, ApiServerOptions, Kubeconfig};
 use capstan_apiserver::registry::Registry;
 use capstan_apiserver::remote::RemoteClient;
 use capstan_store::Store;
@@ -53,6 +60,11 @@ pub enum ApiServerError {
     /// A backend or option this build leaves out.
     #[error(transparent)]
     Option(#[from] crate::options::OptionError),
+    /// The self-signed certificates or the admin token could not be read, generated or
+    /// written (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    SelfSigned(#[from] capstan_apiserver::http::tls::selfsigned::SelfSignedError),
 }
 
 /// The API server's settings.
@@ -63,13 +75,21 @@ pub struct ApiServerConfig {
     /// Where to listen (`--listen`); port 0 picks a free one.
     pub listen: SocketAddr,
     /// A bearer token every client must present (`--token`), which authenticates as
-    /// `admin` in `system:masters`; anonymous requests are refused then. `None`: everyone is
-    /// anonymous and allowed (loopback development).
+    /// `admin` in `system:masters`; anonymous requests are refused then. `None`: over plain
+    /// HTTP everyone is anonymous and allowed (loopback development); over HTTPS a random
+    /// token is generated, kept in [`cert_dir`](Self::cert_dir) when set.
     pub token: Option<String>,
     /// HTTPS: the serving certificate chain and key (PEM files) (`--tls-cert-file`,
-    /// `--tls-private-key-file`; feature `tls`). The kubeconfig trusts the chain's first
-    /// certificate as its CA, which suits a self-signed certificate.
+    /// `--tls-private-key-file`; feature `tls`). The kubeconfig trusts the certificates of
+    /// the chain file as CAs, which suits a self-signed certificate or a chain ending in its
+    /// CA.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// HTTPS with a CA and a serving certificate generated in (or reused from) this directory
+    /// when [`tls`](Self::tls) names no files (`--tls`, `--cert-dir`; feature `tls`), as
+    /// kube-apiserver's `--cert-dir`. The serving certificate covers the listen address,
+    /// `127.0.0.1`, `::1`, `localhost`, the `kubernetes` Service's names and its ClusterIP;
+    /// the kubeconfig trusts the CA. A generated admin token is kept here too.
+    pub cert_dir: Option<PathBuf>,
 }
 
 impl ApiServerConfig {
@@ -80,6 +100,7 @@ impl ApiServerConfig {
             listen,
             token: None,
             tls: None,
+            cert_dir: None,
         }
     }
 }
@@ -108,11 +129,41 @@ impl RunningApiServer {
         self.server.url()
     }
 
-    /// Writes a kubeconfig for this server at `path` (with the token and CA it needs).
+    /// The URL clients on this machine reach the server at: [`url`](Self::url), with an
+    /// unspecified listen address (`0.0.0.0`, `::`) replaced by loopback, which the
+    /// self-signed serving certificate covers.
+    pub fn client_url(&self) -> String {
+        let mut address = self.server.address();
+        if address.ip().is_unspecified() {
+            address.set_ip(match address.ip() {
+                IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let scheme = if self.url().starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{address}")
+    }
+
+    /// The bearer token clients present: the one configured, or the one generated for HTTPS.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The CA certificates (PEM) clients verify the server with, over HTTPS.
+    pub fn certificate_authority(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Writes a kubeconfig for this server at `path` (with the token and CA it needs), naming
+    /// the server by its [`client_url`](Self::client_url).
     ///
     /// Errors: [`ApiServerError::Kubeconfig`].
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), ApiServerError> {
-        let mut kubeconfig = self.server.kubeconfig();
+        let mut kubeconfig = Kubeconfig::new(self.client_url());
         if let Some(token) = &self.token {
             kubeconfig = kubeconfig.token(token.clone());
         }
@@ -130,42 +181,49 @@ impl RunningApiServer {
 
 /// Opens the store, builds the registry and serves it.
 ///
-/// Errors: the store cannot be opened, the address bound or the TLS material read; a
+/// Errors: the store cannot be opened, the address bound, or the TLS material read or
+/// generated ([`ApiServerError::SelfSigned`]); a
 /// backend this build leaves out ([`OptionError::NotBuilt`](crate::options::OptionError)).
 pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let store = open_store(&config.store).await?;
     let registry = Arc::new(Registry::new(store));
     let mut options = ApiServerOptions::default();
-    if let Some(token) = &config.token {
-        options = options
-            .authenticator(
-                StaticTokens::new().with(token.clone(), UserInfo::new("admin", [SUPERUSER_GROUP])),
-            )
-            .anonymous(false);
-    }
-    let ca_pem = match &config.tls {
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut token = config.token.clone();
+    #[cfg(feature = "tls")]
+    let ca_pem = match tls_material(config, &registry)? {
         None => None,
-        #[cfg(feature = "tls")]
-        Some((cert, key)) => {
-            let serve_error = |source| ApiServerError::Serve {
-                address: config.listen,
-                source,
-            };
-            let tls = capstan_apiserver::http::tls::TlsConfig::from_pem_files(cert, key)
-                .map_err(serve_error)?;
+        Some((tls, ca_pem)) => {
             options = options.tls(tls);
-            Some(std::fs::read(cert).map_err(serve_error)?)
+            if token.is_none() {
+                token = Some(admin_token(config.cert_dir.as_deref())?);
+            }
+            Some(ca_pem)
         }
-        #[cfg(not(feature = "tls"))]
-        Some(_) => {
+    };
+    #[cfg(not(feature = "tls"))]
+    let ca_pem: Option<Vec<u8>> = match (&config.tls, &config.cert_dir) {
+        (None, None) => None,
+        (files, _) => {
             return Err(crate::options::OptionError::NotBuilt {
-                flag: "--tls-cert-file",
+                flag: if files.is_some() {
+                    "--tls-cert-file"
+                } else {
+                    "--tls"
+                },
                 backend: "tls",
                 feature: "tls",
             }
             .into())
         }
     };
+    if let Some(token) = &token {
+        options = options
+            .authenticator(
+                StaticTokens::new().with(token.clone(), UserInfo::new("admin", [SUPERUSER_GROUP])),
+            )
+            .anonymous(false);
+    }
     let server = ApiServer::bind_with(registry.clone(), config.listen, options)
         .await
         .map_err(|source| ApiServerError::Serve {
@@ -175,8 +233,54 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
     Ok(RunningApiServer {
         registry,
         server,
-        token: config.token.clone(),
+        token,
         ca_pem,
+    })
+}
+
+/// The serving TLS configuration and the CA PEM the kubeconfig trusts: from the certificate
+/// files, else self-signed in the certificate directory; `None` for plain HTTP.
+#[cfg(feature = "tls")]
+fn tls_material(
+    config: &ApiServerConfig,
+    registry: &Registry,
+) -> Result<Option<(capstan_apiserver::http::tls::TlsConfig, Vec<u8>)>, ApiServerError> {
+    use capstan_apiserver::http::tls::selfsigned::{CertDir, ServingNames};
+    use capstan_apiserver::http::tls::TlsConfig;
+    let serve_error = |source| ApiServerError::Serve {
+        address: config.listen,
+        source,
+    };
+    match (&config.tls, &config.cert_dir) {
+        (Some((cert, key)), _) => {
+            let tls = TlsConfig::from_pem_files(cert, key).map_err(serve_error)?;
+            Ok(Some((tls, std::fs::read(cert).map_err(serve_error)?)))
+        }
+        (None, None) => Ok(None),
+        (None, Some(dir)) => {
+            let dir = CertDir::new(dir);
+            let names = ServingNames::kubernetes(config.listen.ip())
+                .ip(registry.service_cidr().kubernetes_service_ip().into());
+            let certificates = dir.load_or_generate(&names)?;
+            tracing::info!(
+                cert_dir = %dir.path().display(),
+                origin = ?certificates.origin(),
+                "self-signed serving certificate"
+            );
+            let tls = certificates.tls_config().map_err(serve_error)?;
+            Ok(Some((tls, certificates.ca_pem().as_bytes().to_vec())))
+        }
+    }
+}
+
+/// The admin token for HTTPS without a configured one: kept in the certificate directory, or
+/// random for this run only.
+#[cfg(feature = "tls")]
+fn admin_token(cert_dir: Option<&Path>) -> Result<String, ApiServerError> {
+    use capstan_apiserver::http::tls::selfsigned::{random_token, CertDir};
+    Ok(match cert_dir {
+        Some(dir) => CertDir::new(dir).load_or_generate_token()?,
+        None => random_token()?,
     })
 }
 

@@ -22,7 +22,7 @@ use crate::node::{start_kubelet, start_proxy, start_routes, NodeOptions};
 use crate::options::{NetworkOption, ProxyMode, RuntimeOption, StoreOption};
 
 /// The seeds' `newkubia` Deployment (5 replicas of `luksa/kubia:v2`).
-pub const NEWKUBIA: &str = include_str!("../../../examples/manifests/newkubia-deployment.yaml");
+pub const NEWKUBIA: &str = include_str!("../manifests/newkubia-deployment.yaml");
 
 /// `capstan`: run one Capstan component.
 #[derive(Debug, Parser)]
@@ -106,6 +106,16 @@ pub struct ServeArgs {
     /// A bearer token clients must present (authenticates as `admin`, `system:masters`).
     #[arg(long)]
     pub token: Option<String>,
+    /// Serve HTTPS (feature `tls`). Without --tls-cert-file, a CA and a serving certificate
+    /// signed by it are generated in --cert-dir, or reused from there; without --token, a
+    /// random admin token too. The kubeconfig carries the CA and the token.
+    #[arg(long)]
+    pub tls: bool,
+    /// Where the generated CA (ca.crt, ca.key), serving certificate (apiserver.crt,
+    /// apiserver.key) and admin token (admin.token) are kept, as kube-apiserver's --cert-dir.
+    /// Implies --tls [default: capstan-certs].
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
     /// Serve HTTPS with this certificate chain (PEM; feature `tls`).
     #[arg(long, requires = "tls_private_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -117,8 +127,13 @@ pub struct ServeArgs {
     pub kubeconfig: PathBuf,
 }
 
+/// Where `--tls` keeps what it generates when `--cert-dir` is not given.
+pub const DEFAULT_CERT_DIR: &str = "capstan-certs";
+
 impl ServeArgs {
-    fn config(&self) -> ApiServerConfig {
+    /// The API server's settings these flags ask for.
+    pub fn config(&self) -> ApiServerConfig {
+        let https = self.tls || self.cert_dir.is_some() || self.tls_cert_file.is_some();
         ApiServerConfig {
             store: self.store.clone(),
             listen: self.listen,
@@ -127,6 +142,11 @@ impl ServeArgs {
                 .tls_cert_file
                 .clone()
                 .zip(self.tls_private_key_file.clone()),
+            cert_dir: https.then(|| {
+                self.cert_dir
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CERT_DIR.into())
+            }),
         }
     }
 }
@@ -160,6 +180,11 @@ pub struct ControlPlaneArgs {
     /// The cluster's pod CIDR, cut into node CIDRs (controller manager only).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: IpNet,
+    /// A kube-scheduler configuration file, YAML or JSON (`KubeSchedulerConfiguration`
+    /// v1; scheduler only): its profiles, backoff and leader election, which replaces the
+    /// `--leader-elect-*` flags. A file that does not decode or validate stops the command.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl ControlPlaneArgs {
@@ -277,6 +302,23 @@ pub struct ClusterArgs {
     /// Exit after the scenario instead of serving until Ctrl-C.
     #[arg(long)]
     pub exit: bool,
+    /// The schedulers' kube-scheduler configuration file (as `capstan scheduler --config`).
+    #[arg(long, value_name = "FILE")]
+    pub scheduler_config: Option<PathBuf>,
+}
+
+/// Loads and validates a scheduler configuration file, if one is named.
+///
+/// Errors: the file cannot be read, decoded or validated (every field error is listed).
+pub fn load_scheduler_config(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<capstan_scheduler::config::KubeSchedulerConfiguration>>> {
+    path.map(|path| {
+        capstan_scheduler::config::KubeSchedulerConfiguration::load(path)
+            .map(Arc::new)
+            .with_context(|| format!("scheduler configuration {}", path.display()))
+    })
+    .transpose()
 }
 
 /// Runs `capstan` with the process's arguments.
@@ -298,8 +340,10 @@ pub async fn main() -> anyhow::Result<()> {
             run_until_ctrl_c(component).await
         }
         Command::Scheduler(args) => {
+            let mut options = args.options();
+            options.scheduler_config = load_scheduler_config(args.config.as_deref())?;
             let client = connect(&args.kubeconfig)?;
-            let component = start_scheduler(client, &args.options())?;
+            let component = start_scheduler(client, &options)?;
             run_until_ctrl_c(component).await
         }
         Command::Kubelet(args) => {
@@ -390,6 +434,7 @@ pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     config.network = args.network.clone();
     config.proxy = args.proxy;
     config.control_plane_replicas = args.control_plane_replicas;
+    config.scheduler_config = load_scheduler_config(args.scheduler_config.as_deref())?;
     let started = Instant::now();
     let cluster = EmbeddedCluster::start(config)
         .await

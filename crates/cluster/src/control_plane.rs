@@ -15,7 +15,9 @@ use capstan_controller::leader::{LeaderElectionConfig, LeaderElector, RunOutcome
 use capstan_controller::manager::ControllerManager;
 use capstan_net::ipam::controller::{NodeIpamController, COMPONENT as NODE_IPAM};
 use capstan_net::ipam::ClusterCidr;
-use capstan_scheduler::{default_framework, Scheduler};
+use capstan_scheduler::config::{ConfigError, KubeSchedulerConfiguration};
+use capstan_scheduler::{default_framework, in_tree_registry, Scheduler};
+use capstan_watch::{InformerFactory, ReflectorOptions};
 use ipnet::IpNet;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -46,6 +48,9 @@ pub enum ControlPlaneError {
     /// The scheduler's default profile did not build.
     #[error("scheduler profile: {0}")]
     Scheduler(String),
+    /// The scheduler's configuration file (`--config`) does not build its profiles.
+    #[error("scheduler configuration: {0}")]
+    SchedulerConfig(#[from] ConfigError),
 }
 
 /// A running component: a task that stops cleanly when asked.
@@ -138,6 +143,11 @@ pub struct ControlPlaneOptions {
     pub cluster_cidr: Option<IpNet>,
     /// The size of each Node's pod CIDR (`--node-cidr-mask-size`, 24).
     pub node_cidr_mask: u8,
+    /// The scheduler's `KubeSchedulerConfiguration` (`--config`), loaded and validated: its
+    /// profiles, backoff, parallelism and leader election (which then replaces
+    /// [`leader_election`](Self::leader_election)'s timing and the Lease's name). `None`:
+    /// the default profile under [`SCHEDULER_LEASE`].
+    pub scheduler_config: Option<Arc<KubeSchedulerConfiguration>>,
 }
 
 impl ControlPlaneOptions {
@@ -148,6 +158,7 @@ impl ControlPlaneOptions {
             leader_election: LeaderElectionConfig::default().release_on_cancel(true),
             cluster_cidr: Some("10.244.0.0/16".parse().expect("a valid CIDR")),
             node_cidr_mask: 24,
+            scheduler_config: None,
         }
     }
 
@@ -222,13 +233,20 @@ pub fn start_controller_manager(
 }
 
 /// Starts a scheduler replica with the default profile, scheduling only while it holds
-/// [`SCHEDULER_LEASE`]; each term gets a fresh scheduler (queue, cache and informers).
+/// [`SCHEDULER_LEASE`]; each term gets a fresh scheduler (queue, cache and informers). With
+/// [`ControlPlaneOptions::scheduler_config`], the configuration's profiles (built from the
+/// in-tree plugins), backoff and leader election instead (without leader election when it
+/// says `leaderElect: false`).
 ///
-/// Errors: invalid leader-election settings, or the default profile fails to build.
+/// Errors: invalid leader-election settings, or the profiles fail to build (for a
+/// configuration: [`ControlPlaneError::SchedulerConfig`] with every field error).
 pub fn start_scheduler(
     client: Arc<dyn Client>,
     options: &ControlPlaneOptions,
 ) -> Result<Component, ControlPlaneError> {
+    if let Some(config) = options.scheduler_config.clone() {
+        return start_configured_scheduler(client, options, config);
+    }
     let elector = options.elector(&client, SCHEDULER_LEASE)?;
     let events = EventBroadcaster::new(client.clone(), EventOptions::default());
     let recorder = events.recorder(SCHEDULER_NAME);
@@ -247,6 +265,55 @@ pub fn start_scheduler(
                     Scheduler::new(client, framework, recorder)
                 })
                 .await;
+            if outcome != RunOutcome::Lost || stop.is_stopped() {
+                return;
+            }
+            tracing::info!(identity = %elector.identity(), "scheduler lost its lease");
+        }
+    }))
+}
+
+/// [`start_scheduler`] with a `KubeSchedulerConfiguration`.
+fn start_configured_scheduler(
+    client: Arc<dyn Client>,
+    options: &ControlPlaneOptions,
+    config: Arc<KubeSchedulerConfiguration>,
+) -> Result<Component, ControlPlaneError> {
+    let events = EventBroadcaster::new(client.clone(), EventOptions::default());
+    let recorder = events.recorder(SCHEDULER_NAME);
+    let registry = in_tree_registry(client.clone(), recorder.clone());
+    // Fail now, not in the first term, if a profile cannot build.
+    config.frameworks(&registry)?;
+    let (lease, elector) = match config.leader_election() {
+        Some(lease) => {
+            let leases: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
+            let timing = lease
+                .config
+                .release_on_cancel(options.leader_election.release_on_cancel);
+            let elector =
+                LeaderElector::new(leases, lease.name.clone(), options.identity.clone(), timing)?;
+            (lease.name, Some(elector))
+        }
+        None => (SCHEDULER_LEASE.to_owned(), None),
+    };
+    let name = format!("{lease}/{}", options.identity);
+    Ok(Component::spawn(name, move |stop| async move {
+        let _events = events;
+        let build = || {
+            Scheduler::from_config(client.clone(), &config, &registry, recorder.clone())
+                .expect("the configuration built at start")
+        };
+        let Some(elector) = elector else {
+            let informers = InformerFactory::new(client.clone(), ReflectorOptions::default());
+            tokio::select! {
+                () = build().run(&informers) => {}
+                () = stop.wait() => {}
+            }
+            return;
+        };
+        loop {
+            let outcome =
+                Scheduler::run_leading(&elector, client.clone(), stop.clone().wait(), build).await;
             if outcome != RunOutcome::Lost || stop.is_stopped() {
                 return;
             }

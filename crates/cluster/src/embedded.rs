@@ -72,6 +72,9 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// Where nodes keep state.
     pub state_dir: PathBuf,
+    /// The schedulers' `KubeSchedulerConfiguration` (`--scheduler-config`); `None` is the
+    /// default profile.
+    pub scheduler_config: Option<Arc<capstan_scheduler::config::KubeSchedulerConfiguration>>,
 }
 
 impl ClusterConfig {
@@ -89,6 +92,7 @@ impl ClusterConfig {
             leader_election: LeaderElectionConfig::default().release_on_cancel(true),
             heartbeat_interval: Duration::from_secs(2),
             state_dir: std::env::temp_dir().join(format!("capstan-cluster-{}", std::process::id())),
+            scheduler_config: None,
         }
     }
 
@@ -132,6 +136,7 @@ impl EmbeddedCluster {
         for replica in 0..config.control_plane_replicas.max(1) {
             let mut options = ControlPlaneOptions::new(format!("replica-{replica}"));
             options.leader_election = config.leader_election.clone();
+            options.scheduler_config = config.scheduler_config.clone();
             controller_managers.push(Some(start_controller_manager(
                 connect(&config.kubeconfig)?,
                 &options,

@@ -4,7 +4,7 @@
 //!
 //! The scenarios themselves (`common/mod.rs`) assert on objects and Events read through the
 //! API as kubectl would; `real_cluster.rs` runs the same ones on real parts. Needs the seed
-//! manifests in `../shared/manifests` beside the repository.
+//! manifests in the repository's `examples/manifests`.
 
 mod common;
 

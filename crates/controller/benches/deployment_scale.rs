@@ -10,6 +10,7 @@
 //! A bench binary of its own (no criterion): one cold cluster per run, three runs per size,
 //! the median and the spread printed.
 
+use capstan_api::compat::Maybe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,7 @@ async fn run(replicas: i32) -> Run {
         "../../../examples/manifests/newkubia-deployment.yaml"
     ))
     .expect("the newkubia manifest");
-    deployment.spec.as_mut().unwrap().replicas = Some(replicas);
+    deployment.spec.opt_mut().unwrap().replicas = Some(replicas);
     let start = Instant::now();
     Api::<Deployment>::namespaced(client.clone(), "default")
         .create(&PostParams::default(), &deployment)

@@ -69,6 +69,7 @@
 //! }
 //! ```
 
+use capstan_api::compat::Maybe;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -306,7 +307,7 @@ pub struct Placement {
 
 /// Where the DaemonSet `ds` may run; see [`Placement`] and the [module docs](self).
 pub fn node_should_run_daemon_pod(node: &Node, ds: &DaemonSet) -> Placement {
-    let Some(spec) = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+    let Some(spec) = ds.spec.opt().and_then(|s| s.template.spec.as_ref()) else {
         return Placement::default();
     };
     let node_name = node.metadata.name.as_deref().unwrap_or_default();
@@ -431,7 +432,7 @@ fn is_failed(pod: &Pod) -> bool {
 pub fn daemon_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
     let mut template = ds
         .spec
-        .as_ref()
+        .opt()
         .map(|s| s.template.clone())
         .unwrap_or_default();
     template
@@ -468,7 +469,7 @@ pub fn daemon_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
 }
 
 fn max_unavailable(ds: &DaemonSet, desired: usize) -> usize {
-    let strategy = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+    let strategy = ds.spec.opt().and_then(|s| s.update_strategy.as_ref());
     let value = strategy
         .and_then(|s| s.rolling_update.as_ref())
         .and_then(|r| r.max_unavailable.clone())
@@ -490,7 +491,7 @@ fn max_unavailable(ds: &DaemonSet, desired: usize) -> usize {
 
 fn is_rolling_update(ds: &DaemonSet) -> bool {
     ds.spec
-        .as_ref()
+        .opt()
         .and_then(|s| s.update_strategy.as_ref())
         .and_then(|s| s.type_.as_deref())
         .is_none_or(|t| t == "RollingUpdate")
@@ -666,11 +667,7 @@ impl DaemonSetReconciler {
         node_to_pods: &BTreeMap<String, Vec<Arc<Pod>>>,
     ) -> Vec<Arc<Pod>> {
         let max_unavailable = max_unavailable(ds, desired);
-        let min_ready = ds
-            .spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0);
+        let min_ready = ds.spec.opt().and_then(|s| s.min_ready_seconds).unwrap_or(0);
         let now = (self.clock)();
         let mut unavailable = 0usize;
         let mut replace_now: Vec<Arc<Pod>> = Vec::new();
@@ -828,11 +825,7 @@ impl DaemonSetReconciler {
         nodes: &[Arc<Node>],
         node_to_pods: &BTreeMap<String, Vec<Arc<Pod>>>,
     ) -> DaemonSetStatus {
-        let min_ready = ds
-            .spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0);
+        let min_ready = ds.spec.opt().and_then(|s| s.min_ready_seconds).unwrap_or(0);
         let now = (self.clock)();
         let mut status = DaemonSetStatus {
             observed_generation: ds.metadata.generation,
@@ -906,7 +899,7 @@ impl Reconciler<DaemonSet> for DaemonSetReconciler {
         let uid = ds.metadata.uid.clone().unwrap_or_default();
         let template = ds
             .spec
-            .as_ref()
+            .opt()
             .map(|s| s.template.clone())
             .unwrap_or_default();
         let hash = template_hash(&template);
@@ -957,11 +950,7 @@ impl Reconciler<DaemonSet> for DaemonSetReconciler {
         if let Some(error) = sync_error {
             return Err(error);
         }
-        let min_ready = ds
-            .spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0);
+        let min_ready = ds.spec.opt().and_then(|s| s.min_ready_seconds).unwrap_or(0);
         if min_ready > 0 && waiting_for_availability {
             return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
         }
@@ -1122,13 +1111,14 @@ mod tests {
                 uid: Some("uid-agent".into()),
                 ..ObjectMeta::default()
             },
-            spec: Some(DaemonSetSpec {
+            spec: (DaemonSetSpec {
                 template: PodTemplateSpec {
                     metadata: None,
                     spec: Some(spec),
                 },
                 ..DaemonSetSpec::default()
-            }),
+            })
+            .into(),
             status: None,
         }
     }
@@ -1249,7 +1239,7 @@ mod tests {
     #[test]
     fn daemon_pods_are_bound_and_pinned_to_their_node_with_the_revision_hash() {
         let ds = daemon_set(PodSpec::default());
-        let hash = template_hash(&ds.spec.as_ref().unwrap().template);
+        let hash = template_hash(&ds.spec.opt().unwrap().template);
         let pod = daemon_pod(&ds, "n7", &hash);
         assert_eq!(target_node(&pod).as_deref(), Some("n7"));
         assert_eq!(pod_hash(&pod), Some(hash.as_str()));
@@ -1261,19 +1251,19 @@ mod tests {
         unbound.spec.as_mut().unwrap().node_name = None;
         assert_eq!(target_node(&unbound).as_deref(), Some("n7"));
         // The hash is stable and follows the template.
-        assert_eq!(hash, template_hash(&ds.spec.as_ref().unwrap().template));
+        assert_eq!(hash, template_hash(&ds.spec.opt().unwrap().template));
         let other = daemon_set(PodSpec {
             host_network: Some(true),
             ..PodSpec::default()
         });
-        assert_ne!(hash, template_hash(&other.spec.as_ref().unwrap().template));
+        assert_ne!(hash, template_hash(&other.spec.opt().unwrap().template));
     }
 
     #[test]
     fn max_unavailable_scales_percentages_up_and_is_never_zero() {
         let mut ds = daemon_set(PodSpec::default());
         assert_eq!(max_unavailable(&ds, 10), 1);
-        ds.spec.as_mut().unwrap().update_strategy = Some(
+        ds.spec.opt_mut().unwrap().update_strategy = Some(
             capstan_api::k8s_openapi::api::apps::v1::DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(

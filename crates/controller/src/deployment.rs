@@ -72,6 +72,7 @@
 //! }
 //! ```
 
+use capstan_api::compat::{self, Maybe};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -433,9 +434,7 @@ impl DeploymentReconciler {
         if !size_changed && !annotations_changed {
             return Ok((false, copy));
         }
-        copy.spec
-            .get_or_insert_with(ReplicaSetSpec::default)
-            .replicas = Some(new_scale);
+        copy.spec.or_default_mut().replicas = Some(new_scale);
         let updated = self
             .rs_api(rs.metadata.namespace.as_deref().unwrap_or_default())
             .update(&PostParams::default(), &copy)
@@ -494,12 +493,10 @@ impl DeploymentReconciler {
             let mut copy = rs_list[index].clone();
             let annotations_changed =
                 set_new_replica_set_annotations(d, &mut copy, new_revision, true);
-            let min_ready = d.spec.as_ref().and_then(|s| s.min_ready_seconds);
-            let rs_min_ready = copy.spec.as_ref().and_then(|s| s.min_ready_seconds);
+            let min_ready = d.spec.opt().and_then(|s| s.min_ready_seconds);
+            let rs_min_ready = copy.spec.opt().and_then(|s| s.min_ready_seconds);
             if annotations_changed || min_ready.unwrap_or(0) != rs_min_ready.unwrap_or(0) {
-                copy.spec
-                    .get_or_insert_with(ReplicaSetSpec::default)
-                    .min_ready_seconds = min_ready;
+                copy.spec.or_default_mut().min_ready_seconds = min_ready;
                 let updated = self
                     .rs_api(copy.metadata.namespace.as_deref().unwrap_or_default())
                     .update(&PostParams::default(), &copy)
@@ -547,7 +544,7 @@ impl DeploymentReconciler {
         }
 
         // Create the new ReplicaSet.
-        let spec = d.spec.clone().unwrap_or_default();
+        let spec = d.spec.clone().into_opt().unwrap_or_default();
         let collision_count = d.status.as_ref().and_then(|s| s.collision_count);
         let hash = util::pod_template_hash(&spec.template, collision_count);
         let mut template = spec.template.clone();
@@ -572,17 +569,18 @@ impl DeploymentReconciler {
                 labels,
                 ..ObjectMeta::default()
             },
-            spec: Some(ReplicaSetSpec {
+            spec: (ReplicaSetSpec {
                 replicas: Some(0),
                 min_ready_seconds: spec.min_ready_seconds,
                 selector,
                 template: Some(template),
-            }),
+            })
+            .into(),
             status: None,
         };
         let all: Vec<&ReplicaSet> = old.iter().chain(Some(&new_rs)).collect();
         let new_replicas = new_rs_new_replicas(d, &all, &new_rs);
-        if let Some(spec) = new_rs.spec.as_mut() {
+        if let Some(spec) = new_rs.spec.opt_mut() {
             spec.replicas = Some(new_replicas);
         }
         set_new_replica_set_annotations(d, &mut new_rs, new_revision, false);
@@ -606,7 +604,7 @@ impl DeploymentReconciler {
                     .is_some_and(|r| Some(&r.uid) == d.metadata.uid.as_ref());
                 let same = existing
                     .spec
-                    .as_ref()
+                    .opt()
                     .and_then(|s| s.template.as_ref())
                     .is_some_and(|t| util::equal_ignore_hash(t, &spec.template));
                 if ours && same {
@@ -981,7 +979,7 @@ impl DeploymentReconciler {
     /// Kubernetes' `cleanupDeployment`: deletes the oldest ReplicaSets beyond
     /// `revisionHistoryLimit`, if they are down to 0 replicas and settled.
     async fn cleanup(&self, d: &Deployment, old: &[ReplicaSet]) -> Result<(), Error> {
-        let Some(limit) = d.spec.as_ref().and_then(|s| s.revision_history_limit) else {
+        let Some(limit) = d.spec.opt().and_then(|s| s.revision_history_limit) else {
             return Ok(());
         };
         let mut cleanable: Vec<&ReplicaSet> = old
@@ -1076,7 +1074,7 @@ impl DeploymentReconciler {
                     now,
                 );
                 if let Some(current) = &current {
-                    if current.status == "True" {
+                    if compat::is_true(&current.status) {
                         condition.last_transition_time = current.last_transition_time.clone();
                     }
                     remove_condition(&mut status, "Progressing");
@@ -1184,7 +1182,7 @@ fn replica_failure(
             .conditions
             .as_ref()?
             .iter()
-            .find(|c| c.type_ == "ReplicaFailure")
+            .find(|c| compat::text(&c.type_) == "ReplicaFailure")
             .map(|c| DeploymentCondition {
                 type_: c.type_.clone(),
                 status: c.status.clone(),
@@ -1205,7 +1203,7 @@ impl Reconciler<Deployment> for DeploymentReconciler {
 
     async fn reconcile(&self, d: Arc<Deployment>, ctx: &Context) -> Result<Action, Error> {
         let mut d = (*d).clone();
-        let Some(spec) = d.spec.clone() else {
+        let Some(spec) = d.spec.clone().into_opt() else {
             return Ok(Action::await_change());
         };
         if is_empty_selector(&spec.selector) {
@@ -1295,7 +1293,7 @@ fn matching_deployments(
         .by_index(NAMESPACE_INDEX, namespace)
         .iter()
         .filter(|d| {
-            d.spec.as_ref().is_some_and(|s| {
+            d.spec.opt().is_some_and(|s| {
                 !is_empty_selector(&s.selector)
                     && label_selector_from(&s.selector)
                         .is_ok_and(|sel| selector::matches(&sel, labels))

@@ -189,6 +189,19 @@ impl GarbageCollector {
         self
     }
 
+    /// Reports the two work queues in `metrics` as Kubernetes names them:
+    /// `garbage_collector_attempt_to_delete` and `garbage_collector_attempt_to_orphan`.
+    #[must_use]
+    pub fn queue_metrics(self, metrics: &capstan_watch::WorkQueueMetrics) -> Self {
+        self.shared
+            .attempt_to_delete
+            .register_metrics("garbage_collector_attempt_to_delete", metrics);
+        self.shared
+            .attempt_to_orphan
+            .register_metrics("garbage_collector_attempt_to_orphan", metrics);
+        self
+    }
+
     /// A handle to observe the collector (sync, graph, metrics), valid before, during and
     /// after [`run`](Self::run).
     pub fn handle(&self) -> GarbageCollectorHandle {

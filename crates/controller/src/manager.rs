@@ -33,7 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use capstan_api::{Client, ResourceInfo};
-use capstan_watch::{InformerFactory, ReflectorOptions};
+use capstan_watch::{InformerFactory, InformerSyncCheck, ReflectorOptions, WorkQueueMetrics};
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -98,6 +98,8 @@ pub struct ControllerManager {
     elector: Option<LeaderElector>,
     events: EventOptions,
     reflector: ReflectorOptions,
+    queue_metrics: Option<WorkQueueMetrics>,
+    sync_check: Option<InformerSyncCheck>,
 }
 
 impl std::fmt::Debug for ControllerManager {
@@ -131,6 +133,8 @@ impl ControllerManager {
             elector: None,
             events: EventOptions::default(),
             reflector: ReflectorOptions::default(),
+            queue_metrics: None,
+            sync_check: None,
         }
     }
 
@@ -158,9 +162,11 @@ impl ControllerManager {
         })
         .add(BUILTIN_CONTROLLERS[6], |ctx| async move {
             // Every built-in kind can own or be owned.
-            GarbageCollector::new(ctx.client, ResourceInfo::builtins())
-                .run(ctx.shutdown)
-                .await;
+            let mut collector = GarbageCollector::new(ctx.client, ResourceInfo::builtins());
+            if let Some(metrics) = ctx.factory.queue_metrics() {
+                collector = collector.queue_metrics(metrics);
+            }
+            collector.run(ctx.shutdown).await;
             Ok(())
         })
         .add(BUILTIN_CONTROLLERS[7], |ctx| {
@@ -198,6 +204,22 @@ impl ControllerManager {
     /// Sets how the informers list and watch.
     pub fn reflector_options(mut self, options: ReflectorOptions) -> Self {
         self.reflector = options;
+        self
+    }
+
+    /// Reports every controller's work queue in `metrics` (Kubernetes' `workqueue_*`
+    /// series, by controller name), term after term: each term's [`InformerFactory`]
+    /// carries it (see [`InformerFactory::with_queue_metrics`]).
+    pub fn queue_metrics(mut self, metrics: WorkQueueMetrics) -> Self {
+        self.queue_metrics = Some(metrics);
+        self
+    }
+
+    /// Makes `check` track each term's informers: the component's `informer-sync`
+    /// readiness fails from the start of a term until every informer started has synced, and
+    /// passes while this replica stands by.
+    pub fn informer_sync_check(mut self, check: InformerSyncCheck) -> Self {
+        self.sync_check = Some(check);
         self
     }
 
@@ -246,10 +268,12 @@ impl ControllerManager {
     /// One term: fresh informers and recorders, every controller started, until `stop`
     /// resolves or one of them fails. Dropping this future aborts every controller.
     async fn run_term(&self, stop: StopSignal) -> Result<(), ManagerError> {
-        let factory = Arc::new(InformerFactory::new(
-            self.client.clone(),
-            self.reflector.clone(),
-        ));
+        let mut factory = InformerFactory::new(self.client.clone(), self.reflector.clone());
+        if let Some(metrics) = &self.queue_metrics {
+            factory = factory.with_queue_metrics(metrics.clone());
+        }
+        let factory = Arc::new(factory);
+        let _tracking = self.sync_check.as_ref().map(|check| check.track(&factory));
         let events = EventBroadcaster::new(self.client.clone(), self.events.clone());
         // A failing controller stops the others through this.
         let (fail, failed) = watch::channel(false);

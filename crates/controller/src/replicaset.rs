@@ -53,6 +53,7 @@
 //! }
 //! ```
 
+use capstan_api::compat::{self, Maybe};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -440,7 +441,7 @@ fn controller_ref(pod: &Pod) -> Option<&OwnerReference> {
 pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
     let template = rs
         .spec
-        .as_ref()
+        .opt()
         .and_then(|s| s.template.clone())
         .unwrap_or_default();
     pod_for(rs, template)
@@ -636,12 +637,7 @@ impl ReplicaSetReconciler {
         rs: &ReplicaSet,
         pods: &[Arc<Pod>],
     ) -> Result<(), Error> {
-        let wanted = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(0) as usize;
+        let wanted = rs.spec.opt().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
         let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
         if pods.len() < wanted {
             let diff = (wanted - pods.len()).min(BURST_REPLICAS);
@@ -750,16 +746,12 @@ impl ReplicaSetReconciler {
     ) -> ReplicaSetStatus {
         let template_labels: BTreeMap<String, String> = rs
             .spec
-            .as_ref()
+            .opt()
             .and_then(|s| s.template.as_ref())
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
-        let min_ready = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0);
+        let min_ready = rs.spec.opt().and_then(|s| s.min_ready_seconds).unwrap_or(0);
         let now = Timestamp::now();
         let fully_labeled = pods
             .iter()
@@ -781,21 +773,16 @@ impl ReplicaSetReconciler {
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .filter(|c| c.type_ != "ReplicaFailure")
+            .filter(|c| compat::text(&c.type_) != "ReplicaFailure")
             .collect();
         let old_failure = old
             .conditions
             .iter()
             .flatten()
-            .find(|c| c.type_ == "ReplicaFailure")
+            .find(|c| compat::text(&c.type_) == "ReplicaFailure")
             .cloned();
         if let Some(error) = manage_error {
-            let wanted = rs
-                .spec
-                .as_ref()
-                .and_then(|s| s.replicas)
-                .unwrap_or(1)
-                .max(0) as usize;
+            let wanted = rs.spec.opt().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
             let reason = if pods.len() < wanted {
                 reasons::FAILED_CREATE
             } else {
@@ -809,8 +796,8 @@ impl ReplicaSetReconciler {
                 })
                 .and_then(|c| c.last_transition_time.clone());
             conditions.push(ReplicaSetCondition {
-                type_: "ReplicaFailure".into(),
-                status: "True".into(),
+                type_: String::from("ReplicaFailure").into(),
+                status: String::from("True").into(),
                 reason: Some(reason.into()),
                 message: Some(message),
                 last_transition_time: keep_time.or(Some(Time(now))),
@@ -880,7 +867,7 @@ impl Reconciler<ReplicaSet> for ReplicaSetReconciler {
     async fn reconcile(&self, rs: Arc<ReplicaSet>, ctx: &Context) -> Result<Action, Error> {
         let key = ctx.key().clone();
         let namespace = rs.metadata.namespace.clone().unwrap_or_default();
-        let selector = match rs.spec.as_ref().map(|s| label_selector_from(&s.selector)) {
+        let selector = match rs.spec.opt().map(|s| label_selector_from(&s.selector)) {
             Some(Ok(selector)) => selector,
             Some(Err(error)) => {
                 // Validation refuses these; nothing to retry until the object changes.
@@ -914,12 +901,8 @@ impl Reconciler<ReplicaSet> for ReplicaSetReconciler {
         if let Some(error) = manage_error {
             return Err(error);
         }
-        let min_ready = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0);
-        let wanted = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let min_ready = rs.spec.opt().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+        let wanted = rs.spec.opt().and_then(|s| s.replicas).unwrap_or(1);
         if min_ready > 0 && ready == wanted && available != wanted {
             return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
         }
@@ -993,7 +976,7 @@ impl ReplicaSetController {
                 .iter()
                 .filter(|rs| {
                     rs.spec
-                        .as_ref()
+                        .opt()
                         .and_then(|s| label_selector_from(&s.selector).ok())
                         .is_some_and(|sel| selector::matches(&sel, pod.metadata.labels.as_ref()))
                 })

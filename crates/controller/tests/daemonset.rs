@@ -5,6 +5,7 @@
 //! Every case runs on tokio's paused clock and asserts on the recorded Events and on the Pod
 //! history at every revision, not only on the end state.
 
+use capstan_api::compat::Maybe;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ fn daemon_set(
             name: Some(name.into()),
             ..ObjectMeta::default()
         },
-        spec: Some(DaemonSetSpec {
+        spec: (DaemonSetSpec {
             selector: LabelSelector {
                 match_labels: Some(labels(&[("app", name)])),
                 ..LabelSelector::default()
@@ -82,7 +83,8 @@ fn daemon_set(
                 }),
             },
             ..DaemonSetSpec::default()
-        }),
+        })
+        .into(),
         status: None,
     }
 }
@@ -533,7 +535,7 @@ async fn roll(nodes: usize, max_unavailable: Option<IntOrString>) -> usize {
     let controller = Running::start(client.clone());
     let mut spec = daemon_set("agent", &[], vec![]);
     if let Some(max_unavailable) = max_unavailable.clone() {
-        spec.spec.as_mut().unwrap().update_strategy = Some(DaemonSetUpdateStrategy {
+        spec.spec.opt_mut().unwrap().update_strategy = Some(DaemonSetUpdateStrategy {
             type_: Some("RollingUpdate".into()),
             rolling_update: Some(RollingUpdateDaemonSet {
                 max_unavailable: Some(max_unavailable),

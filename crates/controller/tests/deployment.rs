@@ -6,6 +6,7 @@
 //! Deployment controller's clock follows it), and asserts on the recorded Events and on the
 //! Pod, ReplicaSet and Deployment histories at every revision, not only on the end state.
 
+use capstan_api::compat::{self, Maybe};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -194,7 +195,7 @@ impl Cluster {
 
     async fn set_image(&self, name: &str, image: &str) {
         let d = self.api().get(name).await.unwrap();
-        let mut template = d.spec.unwrap().template;
+        let mut template = d.spec.into_opt().unwrap().template;
         template.spec.as_mut().unwrap().containers[0].image = Some(image.into());
         self.patch(name, serde_json::json!({"spec": {"template": template}}))
             .await;
@@ -215,7 +216,7 @@ impl Cluster {
             let d = found.unwrap();
             let ok = d
                 .spec
-                .as_ref()
+                .opt()
                 .unwrap()
                 .template
                 .spec
@@ -226,7 +227,7 @@ impl Cluster {
                 .as_deref()
                 == Some(image);
             if ok {
-                break d.spec.as_ref().unwrap().replicas.unwrap();
+                break d.spec.opt().unwrap().replicas.unwrap();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -283,7 +284,7 @@ impl Cluster {
 }
 
 fn complete(d: &Deployment) -> bool {
-    let spec = d.spec.as_ref().unwrap();
+    let spec = d.spec.opt().unwrap();
     let status = d.status.clone().unwrap_or_default();
     let replicas = spec.replicas.unwrap();
     status.observed_generation == d.metadata.generation
@@ -325,10 +326,10 @@ fn condition(d: &Deployment, type_: &str) -> Option<(String, String, String)> {
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == type_)
+        .find(|c| compat::text(&c.type_) == type_)
         .map(|c| {
             (
-                c.status.clone(),
+                compat::text(&c.status).to_string(),
                 c.reason.clone().unwrap_or_default(),
                 c.message.clone().unwrap_or_default(),
             )
@@ -388,12 +389,12 @@ async fn creating_newkubia_makes_one_hashed_replica_set_and_scaling_five_to_thre
         let rs_list = cluster.replica_sets_of("newkubia").await;
         assert_eq!(rs_list.len(), 1);
         let rs = &rs_list[0];
-        let hash = util::pod_template_hash(&created.spec.as_ref().unwrap().template, None);
+        let hash = util::pod_template_hash(&created.spec.opt().unwrap().template, None);
         assert_eq!(
             rs.metadata.name.as_deref(),
             Some(format!("newkubia-{hash}").as_str())
         );
-        let rs_spec = rs.spec.as_ref().unwrap();
+        let rs_spec = rs.spec.opt().unwrap();
         assert_eq!(hash_of(rs.metadata.labels.as_ref()), hash);
         assert_eq!(hash_of(rs_spec.selector.match_labels.as_ref()), hash);
         let template_labels = rs_spec
@@ -520,7 +521,7 @@ async fn creating_newkubia_makes_one_hashed_replica_set_and_scaling_five_to_thre
             .collect();
         assert_eq!(deleted, killed);
         let rs = &cluster.replica_sets_of("newkubia").await[0];
-        assert_eq!(rs.spec.as_ref().unwrap().replicas, Some(3));
+        assert_eq!(rs.spec.opt().unwrap().replicas, Some(3));
         assert_eq!(
             annotation(rs, annotations::DESIRED_REPLICAS).as_deref(),
             Some("3")
@@ -564,8 +565,8 @@ async fn a_rolling_update_never_has_fewer_than_two_available_or_more_than_four_p
         assert_eq!(rs_list.len(), 2);
         let new = &rs_list[1];
         assert_eq!(old.metadata.uid, rs_list[0].metadata.uid);
-        assert_eq!(rs_list[0].spec.as_ref().unwrap().replicas, Some(0));
-        assert_eq!(new.spec.as_ref().unwrap().replicas, Some(3));
+        assert_eq!(rs_list[0].spec.opt().unwrap().replicas, Some(0));
+        assert_eq!(new.spec.opt().unwrap().replicas, Some(3));
         assert_eq!(annotation(new, annotations::REVISION).as_deref(), Some("2"));
         let d = cluster.deployment("web").await;
         assert_eq!(d.metadata.annotations.unwrap()[annotations::REVISION], "2");
@@ -622,7 +623,7 @@ async fn rolling_back_reuses_the_old_replica_set_under_a_new_revision() {
         let from = cluster.pods.states().len();
 
         // `kubectl rollout undo`: the template of revision 1, without its hash label.
-        let mut template = v1.spec.clone().unwrap().template.unwrap();
+        let mut template = v1.spec.clone().into_opt().unwrap().template.unwrap();
         template
             .metadata
             .as_mut()
@@ -657,8 +658,8 @@ async fn rolling_back_reuses_the_old_replica_set_under_a_new_revision() {
             annotation(&after[1], annotations::REVISION_HISTORY).as_deref(),
             Some("1")
         );
-        assert_eq!(after[1].spec.as_ref().unwrap().replicas, Some(3));
-        assert_eq!(after[0].spec.as_ref().unwrap().replicas, Some(0));
+        assert_eq!(after[1].spec.opt().unwrap().replicas, Some(3));
+        assert_eq!(after[0].spec.opt().unwrap().replicas, Some(0));
         let d = cluster.deployment("web").await;
         assert_eq!(
             d.metadata.annotations.clone().unwrap()[annotations::REVISION],
@@ -681,7 +682,7 @@ async fn recreate_never_runs_old_and_new_pods_at_the_same_time() {
     within(async {
         let cluster = Cluster::start(true);
         let mut web = manifest(WEB);
-        web.spec.as_mut().unwrap().strategy =
+        web.spec.opt_mut().unwrap().strategy =
             Some(serde_json::from_value(serde_json::json!({"type": "Recreate"})).unwrap());
         cluster.create(&web).await;
         cluster.wait_rolled_out("web", "web:v1").await;
@@ -778,7 +779,7 @@ async fn a_paused_deployment_scales_but_does_not_roll_out_until_resumed() {
             .await;
         let rs_list = cluster.replica_sets_of("web").await;
         assert_eq!(rs_list.len(), 1);
-        assert_eq!(rs_list[0].spec.as_ref().unwrap().replicas, Some(5));
+        assert_eq!(rs_list[0].spec.opt().unwrap().replicas, Some(5));
 
         // Resumed, the rollout goes on.
         cluster
@@ -806,8 +807,8 @@ async fn revision_history_limit_keeps_only_the_newest_old_replica_sets() {
     within(async {
         let cluster = Cluster::start(true);
         let mut web = manifest(WEB);
-        web.spec.as_mut().unwrap().replicas = Some(1);
-        web.spec.as_mut().unwrap().revision_history_limit = Some(2);
+        web.spec.opt_mut().unwrap().replicas = Some(1);
+        web.spec.opt_mut().unwrap().revision_history_limit = Some(2);
         cluster.create(&web).await;
         cluster.wait_rolled_out("web", "web:v1").await;
         let mut names = vec![cluster.replica_sets_of("web").await[0]
@@ -846,7 +847,7 @@ async fn pods_that_never_become_ready_exceed_the_progress_deadline() {
     within(async {
         let cluster = Cluster::start(false);
         let mut web = manifest(WEB);
-        web.spec.as_mut().unwrap().progress_deadline_seconds = Some(30);
+        web.spec.opt_mut().unwrap().progress_deadline_seconds = Some(30);
         let started = Instant::now();
         cluster.create(&web).await;
         let key = ObjectKey::namespaced(NS, "web");
@@ -918,7 +919,7 @@ async fn scaling_mid_rollout_shares_the_new_replicas_in_proportion_to_each_repli
         // stuck with 8 old and 5 new Pods, then scaled to 15: 3 more old, 2 more new.
         let mut cluster = Cluster::start(true);
         let mut web = manifest(WEB);
-        let spec = web.spec.as_mut().unwrap();
+        let spec = web.spec.opt_mut().unwrap();
         spec.replicas = Some(10);
         spec.strategy = Some(
             serde_json::from_value(serde_json::json!({
@@ -957,8 +958,8 @@ async fn scaling_mid_rollout_shares_the_new_replicas_in_proportion_to_each_repli
             })
             .await;
         let rs_list = cluster.replica_sets_of("web").await;
-        assert_eq!(rs_list[0].spec.as_ref().unwrap().replicas, Some(11));
-        assert_eq!(rs_list[1].spec.as_ref().unwrap().replicas, Some(7));
+        assert_eq!(rs_list[0].spec.opt().unwrap().replicas, Some(11));
+        assert_eq!(rs_list[1].spec.opt().unwrap().replicas, Some(7));
         for rs in &rs_list {
             assert_eq!(
                 annotation(rs, annotations::DESIRED_REPLICAS).as_deref(),

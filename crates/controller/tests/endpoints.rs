@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::compat::MaybeList;
 use capstan_api::k8s_openapi::api::core::v1::{
     Container, ContainerPort, EndpointAddress, EndpointSubset, Endpoints, Pod, PodCondition,
     PodSpec, PodStatus, Service, ServicePort, ServiceSpec,
@@ -565,7 +566,7 @@ async fn deleting_the_service_deletes_its_endpoints_and_its_slices() {
             .wait_until(|_| {
                 slices_of(&slices, "web")
                     .iter()
-                    .map(|s| s.endpoints.len())
+                    .map(|s| s.endpoints.items().len())
                     .sum::<usize>()
                     == 2
             })
@@ -603,7 +604,7 @@ async fn endpoint_slices_mirror_the_endpoints_with_the_right_labels_owner_and_co
             .wait_until(|_| {
                 slices_of(&slices, "web")
                     .iter()
-                    .map(|s| s.endpoints.len())
+                    .map(|s| s.endpoints.items().len())
                     .sum::<usize>()
                     == 3
             })
@@ -648,6 +649,7 @@ async fn endpoint_slices_mirror_the_endpoints_with_the_right_labels_owner_and_co
         );
         let mut endpoints: Vec<(String, bool, bool, bool)> = slice
             .endpoints
+            .items()
             .iter()
             .map(|e| {
                 let c = e.conditions.as_ref().unwrap();
@@ -671,6 +673,7 @@ async fn endpoint_slices_mirror_the_endpoints_with_the_right_labels_owner_and_co
         );
         let target = slice
             .endpoints
+            .items()
             .iter()
             .find(|e| e.addresses == ["10.244.0.3"])
             .and_then(|e| e.target_ref.clone())
@@ -684,6 +687,7 @@ async fn endpoint_slices_mirror_the_endpoints_with_the_right_labels_owner_and_co
             .wait_until(|_| {
                 slices_of(&slices, "web").iter().all(|s| {
                     s.endpoints
+                        .items()
                         .iter()
                         .all(|e| e.conditions.as_ref().unwrap().ready == Some(true))
                 })
@@ -701,7 +705,7 @@ async fn endpoint_slices_mirror_the_endpoints_with_the_right_labels_owner_and_co
         let terminating = |slices: &ObjectHistory<EndpointSlice>| {
             slices_of(slices, "web")
                 .iter()
-                .flat_map(|s| s.endpoints.clone())
+                .flat_map(|s| s.endpoints.items().to_vec())
                 .find(|e| e.addresses == ["10.244.0.2"])
                 .and_then(|e| e.conditions)
                 .map(|c| (c.ready, c.serving, c.terminating))
@@ -740,17 +744,17 @@ async fn more_than_a_hundred_pods_split_across_slices_and_shrink_in_place() {
         let total = |slices: &ObjectHistory<EndpointSlice>| -> usize {
             slices_of(slices, "web")
                 .iter()
-                .map(|s| s.endpoints.len())
+                .map(|s| s.endpoints.items().len())
                 .sum()
         };
         slices.wait_until(|_| total(&slices) == 205).await;
         let found = slices_of(&slices, "web");
-        let mut sizes: Vec<usize> = found.iter().map(|s| s.endpoints.len()).collect();
+        let mut sizes: Vec<usize> = found.iter().map(|s| s.endpoints.items().len()).collect();
         sizes.sort();
         assert_eq!(sizes, [5, 100, 100]);
         let addresses: BTreeSet<String> = found
             .iter()
-            .flat_map(|s| s.endpoints.iter().map(|e| e.addresses.join(",")))
+            .flat_map(|s| s.endpoints.items().iter().map(|e| e.addresses.join(",")))
             .collect();
         assert_eq!(addresses.len(), 205, "every Pod once");
         endpoints

@@ -3,8 +3,9 @@
 //! `rollout history`, `rollout undo`, `scale`, and the endpoints of a Service.
 //!
 //! Needs `kubectl` on the PATH (`scripts/test` installs one when missing) and the seed
-//! manifests in `../shared/manifests` beside the repository.
+//! manifests in the repository's `examples/manifests`.
 
+use capstan_api::compat::Maybe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +112,7 @@ impl Cluster {
                 "deployment {} generation {:?} spec.replicas {:?} status {:?}",
                 d.metadata.name.unwrap_or_default(),
                 d.metadata.generation,
-                d.spec.and_then(|s| s.replicas),
+                d.spec.into_opt().and_then(|s| s.replicas),
                 d.status
             ));
         }
@@ -121,7 +122,7 @@ impl Cluster {
                 "replicaset {} annotations {:?} spec.replicas {:?} status {:?}",
                 rs.metadata.name.unwrap_or_default(),
                 rs.metadata.annotations,
-                rs.spec.and_then(|s| s.replicas),
+                rs.spec.into_opt().and_then(|s| s.replicas),
                 rs.status
             ));
         }
@@ -205,11 +206,11 @@ impl Cluster {
 
 fn manifest(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/manifests")
+        .join("../../examples/manifests")
         .join(name);
     assert!(
         path.is_file(),
-        "the seed manifest is expected at {}: check out the repository with shared/ beside it",
+        "the seed manifest is expected at {}, in the repository's examples/manifests",
         path.display()
     );
     path

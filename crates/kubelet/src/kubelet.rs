@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::health::HealthEndpoints;
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::{Api, Client};
 use capstan_controller::events::EventRecorder;
@@ -17,6 +18,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::KubeletConfig;
 use crate::error::{KubeletError, Result};
+use crate::metrics::{KubeletCheck, KubeletCollector, Stats, RELIST_PERIOD};
 use crate::node::NodeAgent;
 use crate::pod_worker::{
     wait_until, Context, PodWorker, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
@@ -146,6 +148,7 @@ pub struct RunningKubelet {
     shared: Arc<Mutex<Shared>>,
     syncs: Arc<AtomicU64>,
     node_name: String,
+    stats: Arc<Stats>,
 }
 
 impl RunningKubelet {
@@ -165,6 +168,32 @@ impl RunningKubelet {
     /// Whether the Node is registered, the Pod cache synced and leftovers cleaned up.
     pub fn is_ready(&self) -> bool {
         self.shared.lock().synced
+    }
+
+    /// Registers the kubelet's Prometheus series (`kubelet_running_pods`,
+    /// `kubelet_running_containers`, `kubelet_pod_start_duration_seconds`, ...; see
+    /// [`metrics`](crate::metrics)) into `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(KubeletCollector(self.stats.clone())));
+    }
+
+    /// Pods with a ready sandbox at the runtime's last relist (`kubelet_running_pods`).
+    pub fn running_pods(&self) -> u64 {
+        self.stats.running_pods()
+    }
+
+    /// The kubelet's health checks: `syncloop` on `/livez` (its main loop runs) and
+    /// `registered` on `/readyz` (its Node is registered and its Pods listed), after `ping`.
+    pub fn health(&self) -> HealthEndpoints {
+        HealthEndpoints::new()
+            .livez(KubeletCheck {
+                name: "syncloop",
+                stats: self.stats.clone(),
+            })
+            .readyz(KubeletCheck {
+                name: "registered",
+                stats: self.stats.clone(),
+            })
     }
 
     /// Stops the agent (its tasks end; the runtime is left as it is).
@@ -202,16 +231,26 @@ impl Kubelet {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let syncs = Arc::new(AtomicU64::new(0));
         let node_name = self.config.node_name.clone();
-        let task = tokio::spawn(self.run(shared.clone(), syncs.clone()));
+        let stats = Arc::new(Stats::new(node_name.clone()));
+        let task = tokio::spawn(self.run(shared.clone(), syncs.clone(), stats.clone()));
         RunningKubelet {
             task,
             shared,
             syncs,
             node_name,
+            stats,
         }
     }
 
-    async fn run(self, shared: Arc<Mutex<Shared>>, syncs: Arc<AtomicU64>) {
+    async fn run(self, shared: Arc<Mutex<Shared>>, syncs: Arc<AtomicU64>, stats: Arc<Stats>) {
+        // `syncloop` fails once this loop ends, however it ends.
+        struct Alive(Arc<Stats>);
+        impl Drop for Alive {
+            fn drop(&mut self) {
+                self.0.alive.store(false, Ordering::Relaxed);
+            }
+        }
+        let _alive = Alive(stats.clone());
         let retry = Duration::from_millis(500);
         let mut agent = NodeAgent::new(
             self.config.clone(),
@@ -259,7 +298,22 @@ impl Kubelet {
             sync_period: self.config.sync_period,
             runtime_name,
             syncs,
+            stats: stats.clone(),
         });
+        // The PLEG's relist, for the running pods and containers gauges.
+        {
+            let (runtime, clock, stats) = (self.runtime.clone(), self.clock.clone(), stats.clone());
+            tasks.spawn(async move {
+                let (_keep, mut never) = watch::channel(());
+                loop {
+                    let next = clock.now() + RELIST_PERIOD;
+                    if let Err(error) = stats.relist(runtime.as_ref()).await {
+                        tracing::debug!(%error, "kubelet: relisting the runtime failed");
+                    }
+                    wait_until(clock.as_ref(), next, &mut never).await;
+                }
+            });
+        }
         let source: Arc<dyn Watch<Pod>> = Arc::new(Api::<Pod>::all(self.client.clone()));
         let informer = SharedInformer::spawn(
             source,
@@ -280,6 +334,7 @@ impl Kubelet {
             tokio::time::sleep(retry).await;
         }
         shared.lock().synced = true;
+        stats.ready.store(true, Ordering::Relaxed);
 
         let mut deltas = informer.subscribe();
         let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();

@@ -102,6 +102,7 @@ pub mod backoff;
 pub mod config;
 pub mod error;
 mod kubelet;
+pub mod metrics;
 mod node;
 mod pod_worker;
 pub mod prober;

@@ -62,6 +62,8 @@ pub(crate) struct Context {
     pub(crate) runtime_name: String,
     /// Pod syncs done so far (for metrics).
     pub(crate) syncs: Arc<AtomicU64>,
+    /// The kubelet's metrics.
+    pub(crate) stats: Arc<crate::metrics::Stats>,
 }
 
 impl Context {
@@ -144,6 +146,9 @@ pub(crate) struct PodWorker {
     last_status: Option<PodStatus>,
     start_time: Option<SystemTime>,
     finished: bool,
+    /// When this worker first saw the Pod, until it is reported running
+    /// (`kubelet_pod_start_duration_seconds`).
+    seen_at: Option<SystemTime>,
 }
 
 fn pod_label(pod: &Pod) -> String {
@@ -175,10 +180,10 @@ impl PodWorker {
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
             .map(system_time);
-        let finished = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let finished = matches!(phase, Some("Succeeded" | "Failed"));
+        // A pod that already ran (adopted after a restart) is not timed.
+        let seen_at = matches!(phase, None | Some("Pending")).then(|| ctx.clock.now());
         PodWorker {
             last_status: pod.status.clone(),
             ctx,
@@ -191,6 +196,7 @@ impl PodWorker {
             kill_restarts: HashSet::new(),
             start_time,
             finished,
+            seen_at,
         }
     }
 
@@ -995,6 +1001,12 @@ impl PodWorker {
         let phase = self
             .write_status(&spec, policy, &observed, initialized, now)
             .await?;
+        if phase == "Running" {
+            if let Some(seen) = self.seen_at.take() {
+                let took = now.duration_since(seen).unwrap_or_default();
+                self.ctx.stats.pod_started(took);
+            }
+        }
         if matches!(phase, "Succeeded" | "Failed") {
             // Nothing will run again: free the network and the sandbox's resources.
             if !self.host_network() {

@@ -4,7 +4,7 @@
 //! alone. Feature `real-node`; needs root, a containerd (`CAPSTAN_CONTAINERD_SOCKET`), the
 //! CNI plugins (`CAPSTAN_CNI_PATH`) and busybox-static, all of which `scripts/test` provides.
 
-#![cfg(feature = "real-node")]
+#![cfg(feature = "test-real-node")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -121,7 +121,8 @@ async fn dns() {
                 addresses: vec![format!("10.244.0.{}", i + 1)],
                 ..Endpoint::default()
             })
-            .collect(),
+            .collect::<Vec<_>>()
+            .into(),
         ports: None,
     };
     Api::<EndpointSlice>::namespaced(client.clone(), "default")

@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+use capstan_api::compat::MaybeList;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 pub mod hickory;
+pub mod metrics;
 
 /// The cluster domain Kubernetes uses by default.
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
@@ -205,6 +207,15 @@ impl ClusterDns {
         &self.zone.domain
     }
 
+    /// The readiness check (`informer-sync`): passes once the Service and EndpointSlice
+    /// caches have listed.
+    pub fn readiness(&self) -> metrics::DnsReadiness {
+        metrics::DnsReadiness {
+            services: self.informers.services.cache().clone(),
+            slices: self.informers.slices.cache().clone(),
+        }
+    }
+
     /// Waits until the Service and EndpointSlice caches have listed once; until then names
     /// are answered from what is cached (likely NXDOMAIN).
     pub async fn wait_for_sync(&self) {
@@ -215,6 +226,11 @@ impl ClusterDns {
     /// Answers the question `name`, `qtype` (class IN).
     pub fn resolve(&self, name: &Name, qtype: RecordType) -> Resolution {
         self.zone.resolve(&self.informers, name, qtype)
+    }
+
+    /// Whether `name` is in the cluster domain (answered, not refused).
+    pub(crate) fn in_zone(&self, name: &Name) -> bool {
+        self.zone.relative(name).is_some()
     }
 }
 
@@ -542,7 +558,7 @@ fn ready_endpoints(slices: &[Arc<EndpointSlice>]) -> Vec<ReadyEndpoint> {
                 ))
             })
             .collect();
-        for endpoint in &slice.endpoints {
+        for endpoint in slice.endpoints.items() {
             // An unset `ready` means ready (the API's documented meaning).
             if endpoint
                 .conditions
@@ -663,7 +679,8 @@ mod tests {
                     hostname: hostname.map(str::to_owned),
                     ..Endpoint::default()
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             ports: Some(vec![EndpointPort {
                 name: Some("http".into()),
                 port: Some(8080),

@@ -25,12 +25,12 @@
 //!   a [`ipam::ClusterCidr`], keeps existing assignments across restarts, frees a subnet
 //!   when its Node is deleted and records `CIDRNotAvailable` when the range is exhausted.
 //!   Add it to a `ControllerManager` with `.add(...)`.
-//! - [`dns`]: cluster DNS. [`dns::ClusterDns`] answers `A`, `AAAA` and `SRV` records of
+//! - `dns` (feature `dns`, on by default): cluster DNS. `dns::ClusterDns` answers `A`, `AAAA` and `SRV` records of
 //!   `<service>.<namespace>.svc.<domain>` from Service and EndpointSlice informers
 //!   (ClusterIPs, or a headless Service's ready endpoints), `NXDOMAIN` for other names of
 //!   the cluster domain and `REFUSED` outside it (no upstream forwarding);
-//!   [`dns::hickory::DnsServer`] serves it over UDP and TCP with `hickory-server`. Its test
-//!   with Debian's `dig` inside a network namespace is behind the `dns` feature.
+//!   `dns::hickory::DnsServer` serves it over UDP and TCP with `hickory-server`. Its test
+//!   with Debian's `dig` inside a network namespace is behind the internal `test-dns` feature.
 //!
 //! # Contract
 //!
@@ -67,6 +67,7 @@ use serde::{Deserialize, Serialize};
 mod addr;
 mod atomic_write;
 pub mod cni;
+#[cfg(feature = "dns")]
 pub mod dns;
 pub mod error;
 pub mod fake;

@@ -5,7 +5,7 @@
 //! `CAPSTAN_CNI_PATH` (default `/usr/lib/cni`); `scripts/test` installs and exports them.
 //! Each test runs its plugins inside its own "node" namespace (`CniNetworkBuilder::node_netns`),
 //! so bridges and host-side veths never touch the host and tests run in parallel.
-#![cfg(feature = "cni")]
+#![cfg(feature = "test-cni")]
 
 mod support;
 

@@ -9,7 +9,7 @@
 //! `iptables` is the `iptables-nft` flavour; the tests use whichever `iptables-restore` is on
 //! the PATH.
 
-#![cfg(feature = "dataplane")]
+#![cfg(feature = "test-dataplane")]
 
 use std::future::Future;
 use std::net::SocketAddr;

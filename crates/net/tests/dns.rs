@@ -1,5 +1,6 @@
 //! The cluster DNS server against the in-process API server (registry over the memory
-//! store), queried with real DNS messages over UDP and TCP sockets.
+//! store), queried with real DNS messages over UDP and TCP sockets (feature `dns`, on by default).
+#![cfg(feature = "dns")]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -133,7 +134,8 @@ fn slice(service: &str, endpoints: &[(&str, bool)]) -> EndpointSlice {
                 }),
                 ..Endpoint::default()
             })
-            .collect(),
+            .collect::<Vec<_>>()
+            .into(),
         ports: Some(vec![EndpointPort {
             name: Some("http".into()),
             port: Some(8080),

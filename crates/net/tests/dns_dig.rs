@@ -3,7 +3,7 @@
 //!
 //! Needs root, `ip` (iproute2) and `dig` (dnsutils); `scripts/test` installs them
 //! (`scripts/lib-net-dns.sh`).
-#![cfg(feature = "dns")]
+#![cfg(feature = "test-dns")]
 
 mod support;
 

@@ -4,7 +4,7 @@
 //!
 //! Needs what `tests/cni.rs` needs (root, `ip`, `ping`, `CAPSTAN_CNI_PATH`; see
 //! `scripts/test`).
-#![cfg(feature = "cni")]
+#![cfg(feature = "test-cni")]
 
 mod support;
 

@@ -28,6 +28,10 @@
 //!   `resourceVersion`, as the API has no `pods/binding` subresource), recording `Scheduled`
 //!   or `FailedScheduling` Events with capstan-controller's recorder.
 //!
+//! - [`config`]: kube-scheduler's configuration file (`KubeSchedulerConfiguration` v1):
+//!   strict decoding, kube-scheduler's defaults and validation messages, and one framework
+//!   per profile built through a [`Registry`](framework::Registry), so
+//!   [`Scheduler::from_config`] serves several profiles with the user's own plugins too.
 //! - [`waiting`]: pods held at Permit, allowed or rejected later by their plugins.
 //! - [`metrics`]: attempt and algorithm latency percentiles.
 //!
@@ -37,6 +41,7 @@
 //! `ARCHITECTURE.md` says what this crate owns and what it must not know.
 
 pub mod cache;
+pub mod config;
 pub mod error;
 pub mod framework;
 pub mod metrics;
@@ -46,7 +51,9 @@ pub mod schedule;
 mod scheduler;
 pub mod waiting;
 
-pub use scheduler::{default_framework, DefaultBinder, Scheduler, DEFAULT_BINDER};
+pub use scheduler::{
+    default_framework, in_tree_registry, DefaultBinder, Scheduler, DEFAULT_BINDER,
+};
 
 pub use capstan_api::k8s_openapi;
 pub use error::{Error, Result};

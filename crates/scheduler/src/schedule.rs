@@ -251,7 +251,8 @@ fn find_feasible(
 ) -> Result<Found, ScheduleError> {
     let n = nodes.len();
     let at = |i: usize| &nodes[(start + i) % n];
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let threads = fw.parallelism().map_or(cores, |p| p.min(cores)).max(1);
     // Filter the first nodes on this thread: starting threads costs more than filtering a
     // few hundred nodes, and usually enough of them fit.
     let prefix = if threads == 1 {

@@ -2,6 +2,7 @@
 //! time, and binding runs on its own task per pod.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
@@ -9,7 +10,7 @@ use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
 use capstan_api::{Api, Client};
 use capstan_controller::events::EventRecorder;
 use capstan_controller::leader::{LeaderElector, RunOutcome};
-use capstan_watch::{Delta, InformerFactory, ObjectKey, ReflectorOptions};
+use capstan_watch::{Delta, InformerFactory, InformerSyncCheck, ObjectKey, ReflectorOptions};
 
 use crate::cache::{Cache, Snapshot};
 use crate::framework::{
@@ -89,11 +90,7 @@ pub fn default_framework(
     client: Arc<dyn Client>,
     recorder: EventRecorder,
 ) -> crate::Result<Framework> {
-    let mut registry = crate::plugins::default_registry();
-    registry.merge(DefaultBinder::registry(client.clone()))?;
-    registry.merge(crate::plugins::DefaultPreemption::registry(
-        client, recorder,
-    ))?;
+    let registry = in_tree_registry(client, recorder);
     let profile = crate::plugins::default_profile()
         .with_plugin(crate::framework::PluginConfig::new(
             crate::plugins::DEFAULT_PREEMPTION,
@@ -102,21 +99,43 @@ pub fn default_framework(
     Framework::new(&registry, &profile)
 }
 
-/// Schedules the pending pods whose `spec.schedulerName` is the framework's profile name.
+/// Every in-tree plugin: [`default_registry`](crate::plugins::default_registry) plus
+/// [`DefaultBinder`] and [`DefaultPreemption`](crate::plugins::DefaultPreemption), both
+/// writing through `client` (kube-scheduler's in-tree registry). Merge your own plugins into
+/// it to enable them from a profile or a
+/// [`KubeSchedulerConfiguration`](crate::config::KubeSchedulerConfiguration).
+pub fn in_tree_registry(client: Arc<dyn Client>, recorder: EventRecorder) -> Registry {
+    let mut registry = crate::plugins::default_registry();
+    registry
+        .merge(DefaultBinder::registry(client.clone()))
+        .expect("DefaultBinder is not a default plugin");
+    registry
+        .merge(crate::plugins::DefaultPreemption::registry(
+            client, recorder,
+        ))
+        .expect("DefaultPreemption is not a default plugin");
+    registry
+}
+
+/// Schedules the pending pods whose `spec.schedulerName` is one of its profiles' names, each
+/// with that profile's framework.
 pub struct Scheduler {
     client: Arc<dyn Client>,
-    framework: Arc<Framework>,
+    /// One framework per profile; all share the queue (and so the first one's QueueSort).
+    frameworks: Vec<Arc<Framework>>,
     cache: Arc<Cache>,
     queue: Arc<SchedulingQueue>,
     waiting: Arc<WaitingPods>,
     metrics: Arc<SchedulerMetrics>,
     recorder: EventRecorder,
+    sync_check: Option<InformerSyncCheck>,
 }
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let profiles: Vec<&str> = self.frameworks.iter().map(|f| f.profile_name()).collect();
         f.debug_struct("Scheduler")
-            .field("profile", &self.framework.profile_name())
+            .field("profiles", &profiles)
             .finish()
     }
 }
@@ -142,18 +161,102 @@ impl Scheduler {
         let queue = SchedulingQueue::new(framework.queue_sort().cloned());
         Scheduler {
             client,
-            framework: Arc::new(framework),
+            frameworks: vec![Arc::new(framework)],
             cache: Arc::new(Cache::new()),
             queue: Arc::new(queue),
             waiting: Arc::new(WaitingPods::new()),
             metrics: Arc::default(),
             recorder,
+            sync_check: None,
         }
+    }
+
+    /// A scheduler serving several profiles (kube-scheduler's `profiles`): a pod is scheduled
+    /// by the framework whose profile name is its `spec.schedulerName`. They share one queue,
+    /// ordered by the first framework's QueueSort plugin (a
+    /// [`KubeSchedulerConfiguration`](crate::config::KubeSchedulerConfiguration) checks that
+    /// every profile has the same), one cache and one binding loop.
+    ///
+    /// Errors: [`Error::InvalidProfile`](crate::Error::InvalidProfile) for no framework, or
+    /// two with the same profile name.
+    pub fn with_profiles(
+        client: Arc<dyn Client>,
+        frameworks: Vec<Framework>,
+        recorder: EventRecorder,
+    ) -> crate::Result<Self> {
+        let mut frameworks = frameworks.into_iter();
+        let first = frameworks
+            .next()
+            .ok_or_else(|| crate::Error::InvalidProfile("no profile".into()))?;
+        let mut scheduler = Scheduler::new(client, first, recorder);
+        for framework in frameworks {
+            if scheduler
+                .frameworks
+                .iter()
+                .any(|f| f.profile_name() == framework.profile_name())
+            {
+                return Err(crate::Error::InvalidProfile(format!(
+                    "duplicate profile with scheduler name {:?}",
+                    framework.profile_name()
+                )));
+            }
+            scheduler.frameworks.push(Arc::new(framework));
+        }
+        Ok(scheduler)
+    }
+
+    /// The scheduler a [`KubeSchedulerConfiguration`](crate::config::KubeSchedulerConfiguration)
+    /// describes: its profiles built from `registry` (see
+    /// [`frameworks`](crate::config::KubeSchedulerConfiguration::frameworks)), with its
+    /// `podInitialBackoffSeconds` and `podMaxBackoffSeconds`. Leader election is the
+    /// caller's: [`Scheduler::run_leading`] with the configuration's
+    /// [`leader_election`](crate::config::KubeSchedulerConfiguration::leader_election).
+    ///
+    /// Errors: the configuration's [`ConfigError`](crate::config::ConfigError) when a profile
+    /// does not build.
+    pub fn from_config(
+        client: Arc<dyn Client>,
+        config: &crate::config::KubeSchedulerConfiguration,
+        registry: &Registry,
+        recorder: EventRecorder,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let frameworks = config.frameworks(registry)?;
+        let (initial, max) = config.pod_backoff();
+        let scheduler = Scheduler::with_profiles(client, frameworks, recorder)
+            .map_err(crate::config::ConfigError::Build)?;
+        Ok(scheduler.with_pod_backoff(initial, max))
+    }
+
+    /// Sets the retry backoff of pods that failed an attempt (1 s doubling up to 10 s by
+    /// default). Call before [`run`](Self::run).
+    pub fn with_pod_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        let sort = self.frameworks[0].queue_sort().cloned();
+        self.queue = Arc::new(SchedulingQueue::new(sort).with_backoff(initial, max));
+        self
+    }
+
+    /// The profiles' frameworks, the first one's QueueSort ordering the queue.
+    pub fn frameworks(&self) -> impl Iterator<Item = &Framework> {
+        self.frameworks.iter().map(|f| f.as_ref())
     }
 
     /// Attempt counters and latencies.
     pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
         &self.metrics
+    }
+
+    /// Records into `metrics` (shared with earlier terms' schedulers, so the series a
+    /// component serves continue) instead of metrics of its own.
+    pub fn with_metrics(mut self, metrics: Arc<SchedulerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Makes `check` (kube-scheduler's `sched-handler-sync`) fail while this scheduler's Pod
+    /// and Node informers have not synced, from [`run`](Self::run) until it ends.
+    pub fn with_sync_check(mut self, check: InformerSyncCheck) -> Self {
+        self.sync_check = Some(check);
+        self
     }
 
     /// Shares `waiting` with Permit plugins that allow or reject waiting pods later.
@@ -198,13 +301,18 @@ impl Scheduler {
             .await
     }
 
-    fn responsible_for(&self, pod: &Pod) -> bool {
+    /// The framework of the profile named by the pod's `spec.schedulerName`.
+    fn framework_for(&self, pod: &Pod) -> Option<&Arc<Framework>> {
         let name = pod
             .spec
             .as_ref()
             .and_then(|s| s.scheduler_name.as_deref())
             .unwrap_or(DEFAULT_SCHEDULER_NAME);
-        name == self.framework.profile_name()
+        self.frameworks.iter().find(|f| f.profile_name() == name)
+    }
+
+    fn responsible_for(&self, pod: &Pod) -> bool {
+        self.framework_for(pod).is_some()
     }
 
     fn on_pod(&self, delta: Delta<Pod>) {
@@ -263,6 +371,18 @@ impl Scheduler {
         let this = Arc::new(self);
         let pods = informers.informer::<Pod>();
         let nodes = informers.informer::<Node>();
+        this.metrics.watch_queue(&this.queue);
+        let _tracking = this.sync_check.as_ref().map(|check| {
+            let (pods, nodes) = (pods.cache().clone(), nodes.cache().clone());
+            check.track_with(move || {
+                let unsynced = [("Pod", pods.is_synced()), ("Node", nodes.is_synced())];
+                unsynced
+                    .iter()
+                    .filter(|(_, synced)| !synced)
+                    .map(|(kind, _)| kind.to_string())
+                    .collect()
+            })
+        });
         let mut pod_rx = pods.subscribe();
         let mut node_rx = nodes.subscribe();
         let feeds = {
@@ -313,9 +433,13 @@ impl Scheduler {
         snapshot: &mut Snapshot,
         next_start: &mut usize,
     ) {
-        let fw = &self.framework;
         let pod = info.pod.clone();
         let key = pod_key(&pod);
+        let Some(fw) = self.framework_for(&pod).cloned() else {
+            self.queue.done(&key);
+            return;
+        };
+        let fw = &fw;
         let started = std::time::Instant::now();
         self.cache.update_snapshot(snapshot);
         let mut state = CycleState::new();
@@ -324,7 +448,8 @@ impl Scheduler {
         let host = match result {
             Ok(r) => r.suggested_host,
             Err(ScheduleError::Unschedulable(fit)) => {
-                self.metrics.unschedulable();
+                self.metrics
+                    .unschedulable(fw.profile_name(), started.elapsed());
                 let mut message = fit.to_string();
                 let mut nominated = None;
                 if fw.has_post_filter() {
@@ -344,7 +469,8 @@ impl Scheduler {
                 return;
             }
             Err(e @ ScheduleError::Error(_)) => {
-                self.metrics.error();
+                self.metrics
+                    .error(fw.profile_name(), Some(started.elapsed()));
                 self.recorder
                     .warning(pod.as_ref(), "FailedScheduling", e.to_string());
                 self.report_unschedulable(&pod, "SchedulerError", e.to_string(), None);
@@ -365,13 +491,13 @@ impl Scheduler {
         }
         let s = fw.run_reserve(&mut state, &pod, &host);
         if !s.is_success() {
-            self.fail(&mut state, info, &host, s);
+            self.fail(fw, &mut state, info, &host, s);
             return;
         }
         let wait = match fw.run_permit_naming_waits(&mut state, &pod, &host) {
             (PermitDecision::Allow, _) => None,
             (PermitDecision::Deny(s), _) => {
-                self.fail(&mut state, info, &host, s);
+                self.fail(fw, &mut state, info, &host, s);
                 return;
             }
             (PermitDecision::Wait(timeout), plugins) => {
@@ -381,8 +507,8 @@ impl Scheduler {
             }
         };
         let this = self.clone();
+        let fw = fw.clone();
         tokio::spawn(async move {
-            let fw = this.framework.clone();
             if let Some((timeout, names, rx)) = wait {
                 let outcome = match tokio::time::timeout(timeout, rx).await {
                     Ok(Ok(s)) => s,
@@ -395,7 +521,7 @@ impl Scheduler {
                     }
                 };
                 if !outcome.is_success() {
-                    this.fail(&mut state, info, &host, outcome);
+                    this.fail(&fw, &mut state, info, &host, outcome);
                     return;
                 }
             }
@@ -404,11 +530,11 @@ impl Scheduler {
                 s = fw.run_bind(&state, &pod, &host).await;
             }
             if !s.is_success() {
-                this.fail(&mut state, info, &host, s);
+                this.fail(&fw, &mut state, info, &host, s);
                 return;
             }
             this.cache.finish_binding(&key);
-            this.metrics.scheduled(started.elapsed());
+            this.metrics.scheduled(fw.profile_name(), started.elapsed());
             this.recorder.normal(
                 pod.as_ref(),
                 "Scheduled",
@@ -422,9 +548,16 @@ impl Scheduler {
 
 impl Scheduler {
     /// Undoes an assumed pod after Reserve, Permit or binding failed, and retries it.
-    fn fail(&self, state: &mut CycleState, info: QueuedPodInfo, host: &str, s: Status) {
-        self.metrics.error();
-        self.framework.run_unreserve(state, &info.pod, host);
+    fn fail(
+        &self,
+        fw: &Framework,
+        state: &mut CycleState,
+        info: QueuedPodInfo,
+        host: &str,
+        s: Status,
+    ) {
+        self.metrics.error(fw.profile_name(), None);
+        fw.run_unreserve(state, &info.pod, host);
         self.cache.forget_pod(&pod_key(&info.pod));
         self.queue
             .move_all_to_active_or_backoff(ClusterEvent::AssumedPodForget);

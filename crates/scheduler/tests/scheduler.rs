@@ -20,7 +20,7 @@ use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use serde_json::json;
 
-const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/manifests");
+const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/manifests");
 
 async fn within<T>(test: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), test)

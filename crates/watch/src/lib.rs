@@ -17,6 +17,9 @@
 //! - [`queue`]: the [`WorkQueue`] between event handlers and workers, with client-go's
 //!   semantics: deduplication, one worker per key, delayed and rate-limited adds, shutdown
 //!   with drain, and metrics.
+//! - [`metrics`]: [`WorkQueueMetrics`], the queues' figures as Kubernetes' `workqueue_*`
+//!   Prometheus series, by queue name; [`InformerSyncCheck`] is the `informer-sync` health
+//!   check of a component's informers.
 //!
 //! An informer feeding a work queue, and a worker draining it:
 //!
@@ -62,12 +65,14 @@ use futures::stream::BoxStream;
 pub mod backoff;
 pub mod cache;
 pub mod informer;
+pub mod metrics;
 pub mod queue;
 pub mod reflector;
 
 pub use backoff::Backoff;
 pub use cache::{Cache, Delta, ObjectKey, NAMESPACE_INDEX};
-pub use informer::{InformerFactory, SharedInformer};
+pub use informer::{InformerFactory, InformerSyncCheck, SharedInformer, SyncTracking};
+pub use metrics::WorkQueueMetrics;
 pub use queue::{Processing, QueueMetrics, RateLimiter, WorkQueue};
 pub use reflector::{Reflector, ReflectorOptions};
 

@@ -263,7 +263,11 @@ impl<K, A: RateLimiter<K>, B: RateLimiter<K>> RateLimiter<K> for MaxOf<A, B> {
 /// most 10 retries per second overall after a burst of 100. Build it with `default()`.
 pub type DefaultRateLimiter<K> = MaxOf<ExponentialBackoff<K>, TokenBucket>;
 
-/// Count, sum and maximum of a series of durations.
+/// The upper bounds, in seconds, of [`DurationStats::buckets`]: client-go's workqueue
+/// histogram buckets, 10 ns to 10 s by factors of ten.
+pub const DURATION_BUCKETS: [f64; 10] = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
+
+/// Count, sum, maximum and histogram of a series of durations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DurationStats {
     /// How many durations were recorded.
@@ -272,6 +276,10 @@ pub struct DurationStats {
     pub sum: Duration,
     /// The longest one.
     pub max: Duration,
+    /// How many fell in each bucket of [`DURATION_BUCKETS`]: `buckets[i]` counts the
+    /// durations above bound `i - 1` and at most bound `i` (not cumulative); longer ones are
+    /// only in `count`.
+    pub buckets: [u64; DURATION_BUCKETS.len()],
 }
 
 impl DurationStats {
@@ -281,10 +289,25 @@ impl DurationStats {
         count.map(|count| self.sum / count)
     }
 
-    fn record(&mut self, duration: Duration) {
+    /// Records one duration.
+    pub fn record(&mut self, duration: Duration) {
         self.count += 1;
         self.sum = self.sum.saturating_add(duration);
         self.max = self.max.max(duration);
+        let seconds = duration.as_secs_f64();
+        if let Some(bucket) = DURATION_BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.buckets[bucket] += 1;
+        }
+    }
+
+    /// Adds `other`'s durations to these.
+    pub fn merge(&mut self, other: &DurationStats) {
+        self.count += other.count;
+        self.sum = self.sum.saturating_add(other.sum);
+        self.max = self.max.max(other.max);
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
     }
 }
 
@@ -365,6 +388,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 idle: Notify::new(),
                 timer_wake: Arc::new(Notify::new()),
                 limiter: Box::new(limiter),
+                registration: Mutex::new(None),
             }),
         }
     }
@@ -480,26 +504,27 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
 
     /// A snapshot of the queue's metrics.
     pub fn metrics(&self) -> QueueMetrics {
-        let now = Instant::now();
-        let state = self.shared.state.lock();
-        let (unfinished_work, longest_running_processor) = state.processing.values().fold(
-            (Duration::ZERO, Duration::ZERO),
-            |(sum, longest), &started| {
-                let running = now.saturating_duration_since(started);
-                (sum.saturating_add(running), longest.max(running))
-            },
-        );
-        QueueMetrics {
-            depth: state.queue.len(),
-            processing: state.processing.len(),
-            waiting: state.waiting.len(),
-            adds: state.adds,
-            retries: state.retries,
-            queue_latency: state.queue_latency,
-            work_duration: state.work_duration,
-            unfinished_work,
-            longest_running_processor,
+        self.shared.state.lock().snapshot(Instant::now())
+    }
+
+    /// Reports this queue's figures as `name` in `metrics` (client-go's named queues), until
+    /// it is dropped; its counts then stay in `metrics`' totals, so a queue rebuilt under the
+    /// same name (a controller's next leadership term) continues its counters. A queue is
+    /// registered once: later calls are ignored.
+    pub fn register_metrics(&self, name: &str, metrics: &crate::metrics::WorkQueueMetrics) {
+        let mut registration = self.shared.registration.lock();
+        if registration.is_some() {
+            return;
         }
+        let probe: Arc<dyn crate::metrics::QueueProbe> = self.shared.clone();
+        metrics.track(name, Arc::downgrade(&probe));
+        *registration = Some((name.into(), metrics.clone()));
+    }
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> crate::metrics::QueueProbe for Shared<K> {
+    fn snapshot(&self) -> QueueMetrics {
+        self.state.lock().snapshot(Instant::now())
     }
 }
 
@@ -553,11 +578,16 @@ struct Shared<K> {
     /// Wakes the timer task: earlier deadline, shutdown, or the queue dropped.
     timer_wake: Arc<Notify>,
     limiter: Box<dyn RateLimiter<K>>,
+    /// The name and metrics this queue reports to, once registered.
+    registration: Mutex<Option<(String, crate::metrics::WorkQueueMetrics)>>,
 }
 
 impl<K> Drop for Shared<K> {
     fn drop(&mut self) {
         self.timer_wake.notify_one();
+        if let Some((name, metrics)) = self.registration.get_mut().take() {
+            metrics.retire(&name, &self.state.get_mut().snapshot(Instant::now()));
+        }
     }
 }
 
@@ -598,6 +628,29 @@ impl<K> Default for State<K> {
             retries: 0,
             queue_latency: DurationStats::default(),
             work_duration: DurationStats::default(),
+        }
+    }
+}
+
+impl<K> State<K> {
+    fn snapshot(&self, now: Instant) -> QueueMetrics {
+        let (unfinished_work, longest_running_processor) = self.processing.values().fold(
+            (Duration::ZERO, Duration::ZERO),
+            |(sum, longest), &started| {
+                let running = now.saturating_duration_since(started);
+                (sum.saturating_add(running), longest.max(running))
+            },
+        );
+        QueueMetrics {
+            depth: self.queue.len(),
+            processing: self.processing.len(),
+            waiting: self.waiting.len(),
+            adds: self.adds,
+            retries: self.retries,
+            queue_latency: self.queue_latency,
+            work_duration: self.work_duration,
+            unfinished_work,
+            longest_running_processor,
         }
     }
 }
@@ -1173,7 +1226,9 @@ mod tests {
                 DurationStats {
                     count: 2,
                     sum: secs(7),
-                    max: secs(4)
+                    max: secs(4),
+                    // Both between 1 s and 10 s.
+                    buckets: [0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
                 }
             );
             assert_eq!(metrics.queue_latency.mean(), Some(ms(3_500)));
@@ -1191,7 +1246,8 @@ mod tests {
                 DurationStats {
                     count: 2,
                     sum: secs(5),
-                    max: secs(3)
+                    max: secs(3),
+                    buckets: [0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
                 }
             );
             assert_eq!(

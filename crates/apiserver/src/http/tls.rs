@@ -18,6 +18,9 @@
 //! - A plain-HTTP request on the TLS port is answered `400 Bad Request` in plain text and the
 //!   connection is closed, as Go's servers do.
 //!
+//! Without certificate files, [`selfsigned`] generates a CA and a serving certificate signed by
+//! it and keeps them in a directory, as kube-apiserver does in its `--cert-dir`.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use capstan_apiserver::http::{tls::TlsConfig, ApiServer, ApiServerOptions};
@@ -43,10 +46,13 @@ use std::time::Duration;
 
 use axum::Router;
 use bytes::{Buf, Bytes};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::pem::{certificates_from_pem, private_key_from_pem, provider};
+
+pub mod selfsigned;
 
 /// The protocols offered in ALPN, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -89,40 +95,6 @@ fn read(path: &Path, what: &str) -> io::Result<Vec<u8>> {
             format!("reading the {what} {}: {e}", path.display()),
         )
     })
-}
-
-/// Every `CERTIFICATE` block of `pem`, in order.
-///
-/// Errors: [`io::ErrorKind::InvalidData`] for malformed PEM or no certificate at all.
-pub(crate) fn certificates_from_pem(
-    pem: &[u8],
-    what: &str,
-) -> io::Result<Vec<CertificateDer<'static>>> {
-    let certificates = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(format!("the {what} is not valid PEM: {e}")))?;
-    if certificates.is_empty() {
-        return Err(invalid(format!("the {what} holds no PEM CERTIFICATE")));
-    }
-    Ok(certificates)
-}
-
-/// The first private key of `pem` (PKCS#8, PKCS#1 RSA or SEC1 EC).
-///
-/// Errors: [`io::ErrorKind::InvalidData`] for malformed PEM or no private key.
-pub(crate) fn private_key_from_pem(pem: &[u8], what: &str) -> io::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => {
-            invalid(format!("the {what} holds no PEM private key"))
-        }
-        e => invalid(format!("the {what} is not valid PEM: {e}")),
-    })
-}
-
-/// The crypto provider every TLS configuration here uses: `ring`, whatever the process
-/// default is.
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl TlsConfig {

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tower::Service;
 
 use super::CONNECT_TIMEOUT;
-use crate::http::tls::{certificates_from_pem, private_key_from_pem, provider};
+use crate::pem::{certificates_from_pem, private_key_from_pem, provider};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

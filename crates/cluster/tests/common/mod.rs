@@ -5,6 +5,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use capstan_api::compat::Maybe;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,11 +26,11 @@ use serde::Deserialize;
 
 fn manifest_text(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/manifests")
+        .join("../../examples/manifests")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "the seed manifest is expected at {} ({e}): check out the repository with shared/ beside it",
+            "the seed manifest is expected at {} ({e}), in the repository's examples/manifests",
             path.display()
         )
     })
@@ -500,7 +501,7 @@ pub async fn rolling_update(
         .iter()
         .find(|rs| revision(rs) == "1")
         .expect("revision 1");
-    let mut template = first.spec.as_ref().unwrap().template.clone().unwrap();
+    let mut template = first.spec.opt().unwrap().template.clone().unwrap();
     template
         .metadata
         .as_mut()
@@ -592,7 +593,7 @@ pub async fn leader_failover(
     let history = ObjectHistory::<Pod>::record(s.client.clone());
     let mut deployment =
         documents::<Deployment>("newkubia-deployment.yaml", "Deployment").remove(0);
-    deployment.spec.as_mut().unwrap().replicas = Some(12);
+    deployment.spec.opt_mut().unwrap().replicas = Some(12);
     s.api::<Deployment>()
         .create(&PostParams::default(), &deployment)
         .await

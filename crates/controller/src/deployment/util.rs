@@ -2,6 +2,7 @@
 //! (hashing, revisions and annotations, fenceposts, proportions, sorting, conditions and
 //! status), free of any I/O so each rule is unit-tested on its own.
 
+use capstan_api::compat::{self, Maybe};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -121,12 +122,12 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
 
 /// `spec.replicas` of a Deployment (1 when unset, the API's default).
 pub fn replicas(d: &Deployment) -> i32 {
-    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    d.spec.opt().and_then(|s| s.replicas).unwrap_or(1)
 }
 
 /// `spec.replicas` of a ReplicaSet (1 when unset, the API's default).
 pub fn rs_replicas(rs: &ReplicaSet) -> i32 {
-    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    rs.spec.opt().and_then(|s| s.replicas).unwrap_or(1)
 }
 
 /// `status.replicas` of a ReplicaSet.
@@ -153,7 +154,7 @@ pub fn rs_ready(rs: &ReplicaSet) -> i32 {
 /// Whether the strategy is `RollingUpdate` (the default).
 pub fn is_rolling_update(d: &Deployment) -> bool {
     d.spec
-        .as_ref()
+        .opt()
         .and_then(|s| s.strategy.as_ref())
         .and_then(|s| s.type_.as_deref())
         .is_none_or(|t| t == "RollingUpdate")
@@ -162,14 +163,14 @@ pub fn is_rolling_update(d: &Deployment) -> bool {
 /// Whether `spec.progressDeadlineSeconds` is set (and not "forever").
 pub fn progress_deadline(d: &Deployment) -> Option<i32> {
     d.spec
-        .as_ref()
+        .opt()
         .and_then(|s| s.progress_deadline_seconds)
         .filter(|s| *s != i32::MAX)
 }
 
 /// `spec.paused`.
 pub fn is_paused(d: &Deployment) -> bool {
-    d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false)
+    d.spec.opt().and_then(|s| s.paused).unwrap_or(false)
 }
 
 fn annotation<'a>(meta: &'a capstan_api::kube_core::ObjectMeta, key: &str) -> Option<&'a str> {
@@ -246,7 +247,7 @@ pub fn resolve_fenceposts(
 fn fenceposts(d: &Deployment) -> (i32, i32) {
     let rolling = d
         .spec
-        .as_ref()
+        .opt()
         .and_then(|s| s.strategy.as_ref())
         .and_then(|s| s.rolling_update.as_ref());
     resolve_fenceposts(
@@ -328,17 +329,13 @@ pub fn actual_count<'a>(rs_list: impl IntoIterator<Item = &'a ReplicaSet>) -> i3
 /// The ReplicaSet whose template equals the Deployment's (ignoring the hash label), the
 /// oldest if several do (Kubernetes' `FindNewReplicaSet`).
 pub fn find_new_replica_set(d: &Deployment, rs_list: &[ReplicaSet]) -> Option<usize> {
-    let template = d
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
+    let template = d.spec.opt().map(|s| s.template.clone()).unwrap_or_default();
     let mut indexes: Vec<usize> = (0..rs_list.len()).collect();
     indexes.sort_by(|a, b| by_creation(&rs_list[*a], &rs_list[*b]));
     indexes.into_iter().find(|i| {
         rs_list[*i]
             .spec
-            .as_ref()
+            .opt()
             .and_then(|s| s.template.as_ref())
             .is_some_and(|t| equal_ignore_hash(t, &template))
     })
@@ -600,8 +597,8 @@ pub fn new_condition(
 ) -> DeploymentCondition {
     let now = Time(truncate(now));
     DeploymentCondition {
-        type_: type_.into(),
-        status: status.into(),
+        type_: type_.to_string().into(),
+        status: status.to_string().into(),
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_update_time: Some(now.clone()),
@@ -618,13 +615,13 @@ pub fn get_condition<'a>(
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == type_)
+        .find(|c| compat::text(&c.type_) == type_)
 }
 
 /// Kubernetes' `SetDeploymentCondition`: no change when status and reason are the same;
 /// the transition time kept when only the reason changes; the condition moved last.
 pub fn set_condition(status: &mut DeploymentStatus, mut condition: DeploymentCondition) {
-    if let Some(current) = get_condition(status, &condition.type_) {
+    if let Some(current) = get_condition(status, compat::text(&condition.type_)) {
         if current.status == condition.status && current.reason == condition.reason {
             return;
         }
@@ -632,7 +629,7 @@ pub fn set_condition(status: &mut DeploymentStatus, mut condition: DeploymentCon
             condition.last_transition_time = current.last_transition_time.clone();
         }
     }
-    remove_condition(status, &condition.type_);
+    remove_condition(status, compat::text(&condition.type_));
     status
         .conditions
         .get_or_insert_with(Vec::new)
@@ -642,7 +639,7 @@ pub fn set_condition(status: &mut DeploymentStatus, mut condition: DeploymentCon
 /// Removes the condition of `type_`.
 pub fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
     if let Some(conditions) = status.conditions.as_mut() {
-        conditions.retain(|c| c.type_ != type_);
+        conditions.retain(|c| compat::text(&c.type_) != type_);
     }
 }
 
@@ -772,7 +769,7 @@ mod tests {
                 name: Some("web".into()),
                 ..ObjectMeta::default()
             },
-            spec: Some(DeploymentSpec {
+            spec: (DeploymentSpec {
                 replicas: Some(replicas),
                 strategy: Some(DeploymentStrategy {
                     type_: Some("RollingUpdate".into()),
@@ -783,7 +780,8 @@ mod tests {
                 }),
                 template: template("web:v1"),
                 ..DeploymentSpec::default()
-            }),
+            })
+            .into(),
             status: None,
         }
     }
@@ -802,10 +800,11 @@ mod tests {
                 annotations: Some(annotations),
                 ..ObjectMeta::default()
             },
-            spec: Some(ReplicaSetSpec {
+            spec: (ReplicaSetSpec {
                 replicas: Some(replicas),
                 ..ReplicaSetSpec::default()
-            }),
+            })
+            .into(),
             status: Some(ReplicaSetStatus {
                 replicas,
                 ..ReplicaSetStatus::default()
@@ -1003,7 +1002,7 @@ mod tests {
     #[test]
     fn progress_times_out_only_after_the_deadline() {
         let mut d = deployment(3, IntOrString::Int(1), IntOrString::Int(1));
-        d.spec.as_mut().unwrap().progress_deadline_seconds = Some(10);
+        d.spec.opt_mut().unwrap().progress_deadline_seconds = Some(10);
         let t0 = Timestamp::from_second(1_700_000_000).unwrap();
         let mut status = DeploymentStatus::default();
         set_condition(

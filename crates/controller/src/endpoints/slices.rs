@@ -45,6 +45,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use capstan_api::compat::MaybeList;
 use capstan_api::k8s_openapi::api::core::v1::{Pod, Service};
 use capstan_api::k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
@@ -302,7 +303,7 @@ fn new_slice(
             ..ObjectMeta::default()
         },
         address_type: address_type.into(),
-        endpoints,
+        endpoints: endpoints.into(),
         ports: Some(ports),
     }
 }
@@ -375,8 +376,9 @@ pub fn plan_slices(
             let mut unchanged: Vec<Arc<EndpointSlice>> = Vec::new();
             for slice in existing_groups.remove(key).unwrap_or_default() {
                 let mut changed = slice.metadata.labels.as_ref() != Some(&labels);
-                let mut kept = Vec::with_capacity(slice.endpoints.len());
-                for endpoint in &slice.endpoints {
+                let current = slice.endpoints.items();
+                let mut kept = Vec::with_capacity(current.len());
+                for endpoint in current {
                     match group.endpoints.remove(&endpoint_key(endpoint)) {
                         Some(wanted) => {
                             changed |= &wanted != endpoint;
@@ -389,7 +391,7 @@ pub fn plan_slices(
                     to_delete.push(slice);
                 } else if changed {
                     let mut slice = (*slice).clone();
-                    slice.endpoints = kept;
+                    slice.endpoints = kept.into();
                     slice.metadata.labels = Some(labels.clone());
                     updated.push(slice);
                 } else {
@@ -399,13 +401,13 @@ pub fn plan_slices(
             let mut remaining: VecDeque<Endpoint> =
                 std::mem::take(&mut group.endpoints).into_values().collect();
             // New endpoints go first into slices written anyway, fullest first.
-            updated.sort_by_key(|s| std::cmp::Reverse(s.endpoints.len()));
+            updated.sort_by_key(|s| std::cmp::Reverse(s.endpoints.items().len()));
             for slice in &mut updated {
-                while slice.endpoints.len() < max {
+                while slice.endpoints.items().len() < max {
                     let Some(endpoint) = remaining.pop_front() else {
                         break;
                     };
-                    slice.endpoints.push(endpoint);
+                    slice.endpoints.items_mut().push(endpoint);
                 }
             }
             // Then into the one unchanged slice that can take them all, the fullest that can.
@@ -413,12 +415,12 @@ pub fn plan_slices(
                 let best = unchanged
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| s.endpoints.len() + remaining.len() <= max)
-                    .max_by_key(|(_, s)| s.endpoints.len())
+                    .filter(|(_, s)| s.endpoints.items().len() + remaining.len() <= max)
+                    .max_by_key(|(_, s)| s.endpoints.items().len())
                     .map(|(i, _)| i);
                 if let Some(i) = best {
                     let mut slice = (*unchanged.remove(i)).clone();
-                    slice.endpoints.extend(remaining.drain(..));
+                    slice.endpoints.items_mut().extend(remaining.drain(..));
                     updated.push(slice);
                 }
             }
@@ -440,7 +442,7 @@ pub fn plan_slices(
         // A Service without endpoints keeps one empty placeholder slice.
         if to_create.is_empty() && to_update.is_empty() && unchanged_total == 0 {
             let placeholder = to_delete.iter().position(|s| {
-                s.endpoints.is_empty() && s.ports.as_deref().unwrap_or_default().is_empty()
+                s.endpoints.items().is_empty() && s.ports.as_deref().unwrap_or_default().is_empty()
             });
             match placeholder {
                 Some(i) if to_delete.len() == 1 => {
@@ -839,7 +841,7 @@ mod tests {
         let pods = pods(250);
         let mut next = 0;
         let slices = apply(Vec::new(), plan_slices(&svc, &pods, &[], 100), &mut next);
-        let sizes: Vec<usize> = slices.iter().map(|s| s.endpoints.len()).collect();
+        let sizes: Vec<usize> = slices.iter().map(|s| s.endpoints.items().len()).collect();
         assert_eq!(sizes, [100, 100, 50]);
         assert!(plan_slices(&svc, &pods, &slices, 100).is_empty());
     }
@@ -862,7 +864,7 @@ mod tests {
             (plan.create.len(), plan.update.len(), plan.delete.len()),
             (0, 1, 0)
         );
-        assert_eq!(plan.update[0].endpoints.len(), 100);
+        assert_eq!(plan.update[0].endpoints.items().len(), 100);
     }
 
     #[test]
@@ -871,7 +873,7 @@ mod tests {
         let mut next = 0;
         let slices = apply(Vec::new(), plan_slices(&svc, &[], &[], 100), &mut next);
         assert_eq!(slices.len(), 1);
-        assert!(slices[0].endpoints.is_empty());
+        assert!(slices[0].endpoints.items().is_empty());
         assert!(plan_slices(&svc, &[], &slices, 100).is_empty());
         // Endpoints arriving reuse the placeholder.
         let plan = plan_slices(&svc, &pods(3), &slices, 100);

@@ -486,7 +486,7 @@ impl<K: Resource> Controller<K> {
         let Controller {
             name,
             primary,
-            factory: _,
+            factory,
             sources,
             unsourced,
             concurrency,
@@ -509,6 +509,10 @@ impl<K: Resource> Controller<K> {
         }
         if shutdown.is_shut_down() {
             return Ok(());
+        }
+        // The factory's component reports its queues as Kubernetes' workqueue metrics.
+        if let Some(metrics) = factory.as_ref().and_then(|f| f.queue_metrics()) {
+            queue.register_metrics(&name, metrics);
         }
 
         let mut tasks = AbortOnDrop(Vec::new());
@@ -622,7 +626,7 @@ impl<K: Resource, R: Reconciler<K>> Worker<K, R> {
             self.queue.num_requeues(&key),
             self.shutdown.clone(),
         );
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "reconcile",
             controller = %self.name,
             key = %ctx.key(),

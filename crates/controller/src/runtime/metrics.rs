@@ -97,10 +97,7 @@ impl ControllerMetrics {
                 self.panics.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let mut durations = self.durations.lock();
-        durations.count += 1;
-        durations.sum = durations.sum.saturating_add(duration);
-        durations.max = durations.max.max(duration);
+        self.durations.lock().record(duration);
     }
 
     pub(crate) fn record_skipped(&self) {

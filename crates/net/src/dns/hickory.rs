@@ -21,7 +21,9 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
+use super::metrics::{DnsMetrics, Served};
 use super::{ClusterDns, DnsError};
+use hickory_server::net::xfer::Protocol;
 
 /// How long a TCP connection may stay idle between requests.
 pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +50,20 @@ impl DnsServer {
     ///
     /// [`DnsError::Bind`] when either socket cannot be bound.
     pub async fn bind(dns: ClusterDns, addr: SocketAddr) -> Result<Self, DnsError> {
+        Self::bind_with_metrics(dns, addr, DnsMetrics::new()).await
+    }
+
+    /// Binds and serves as [`bind`](Self::bind) does, counting every request in `metrics`
+    /// (CoreDNS' `coredns_dns_*` series).
+    ///
+    /// # Errors
+    ///
+    /// [`DnsError::Bind`] when either socket cannot be bound.
+    pub async fn bind_with_metrics(
+        dns: ClusterDns,
+        addr: SocketAddr,
+        metrics: DnsMetrics,
+    ) -> Result<Self, DnsError> {
         let bind_error = |addr, source| DnsError::Bind { addr, source };
         // With port 0, the UDP port picked may be taken for TCP: try a few.
         let mut tries = if addr.port() == 0 { 16 } else { 1 };
@@ -65,7 +81,13 @@ impl DnsServer {
             }
         };
         let addr = udp.local_addr().map_err(|e| bind_error(addr, e))?;
-        let mut server = Server::new(Handler { dns: Arc::new(dns) });
+        let zone = format!("{}.", dns.domain());
+        let mut server = Server::new(Handler {
+            dns: Arc::new(dns),
+            metrics,
+            server: format!("dns://{addr}"),
+            zone,
+        });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_TIMEOUT, 64);
         tracing::info!(%addr, "cluster DNS serving on UDP and TCP");
@@ -104,9 +126,43 @@ impl DnsServer {
 
 struct Handler {
     dns: Arc<ClusterDns>,
+    metrics: DnsMetrics,
+    /// `dns://<address>`, the metrics' `server` label.
+    server: String,
+    /// The cluster domain with its final dot, the metrics' `zone` label.
+    zone: String,
 }
 
 impl Handler {
+    /// Counts one request and its response in the metrics.
+    fn record(&self, request: &Request, info: &ResponseInfo, took: Duration) {
+        let question = request.request_info().ok().map(|info| {
+            (
+                Name::from(info.query.name()),
+                info.query.query_type().to_string(),
+            )
+        });
+        let (in_zone, qtype) = match &question {
+            Some((name, qtype)) => (self.dns.in_zone(name), qtype.as_str()),
+            None => (false, "other"),
+        };
+        let rcode = info.response_code;
+        self.metrics.record(&Served {
+            server: &self.server,
+            zone: if in_zone { &self.zone } else { "." },
+            tcp: request.protocol() != Protocol::Udp,
+            ipv6: request.src().is_ipv6(),
+            qtype,
+            rcode,
+            plugin: if in_zone && rcode != ResponseCode::ServFail {
+                "kubernetes"
+            } else {
+                ""
+            },
+            took,
+        });
+    }
+
     fn failed(metadata: &Metadata) -> ResponseInfo {
         let mut metadata = Metadata::response_from_request(metadata);
         metadata.response_code = ResponseCode::ServFail;
@@ -124,6 +180,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
+        let started = std::time::Instant::now();
         let mut edns = None;
         if let Some(asked) = request.edns.as_ref() {
             let mut ours = Edns::new();
@@ -165,9 +222,11 @@ impl RequestHandler for Handler {
                 }
             }
         };
-        sent.unwrap_or_else(|error| {
+        let info = sent.unwrap_or_else(|error| {
             tracing::warn!(%error, "sending a DNS response failed");
             Handler::failed(&request.metadata)
-        })
+        });
+        self.record(request, &info, started.elapsed());
+        info
     }
 }

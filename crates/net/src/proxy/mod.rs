@@ -42,6 +42,7 @@ pub mod fake;
 pub mod hash;
 pub mod iptables;
 pub mod ipvs;
+pub mod metrics;
 pub mod model;
 pub mod nftables;
 mod proxier;
@@ -49,6 +50,7 @@ mod proxier;
 mod testing;
 
 pub use error::{ProxyError, Result};
+pub use metrics::{ProxierMetrics, ProxyRulesSynced};
 pub use proxier::{EndpointsSource, Proxier, ProxierOptions};
 
 /// A transport protocol a Service port uses.

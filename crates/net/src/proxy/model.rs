@@ -12,6 +12,7 @@
 //! - A port the dataplane cannot express (port outside 1–65535, unknown protocol) is left
 //!   out with a warning rather than failing the whole state.
 
+use capstan_api::compat::MaybeList;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -78,6 +79,7 @@ impl EndpointMap {
         }
         let addresses: Vec<IpAddr> = slice
             .endpoints
+            .items()
             .iter()
             .filter(|endpoint| {
                 endpoint

@@ -10,6 +10,7 @@ use capstan_watch::{InformerFactory, SharedInformer};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
+use super::metrics::ProxierMetrics;
 use super::model::{proxy_state, EndpointMap};
 use super::{Changes, ProxyBackend, ProxyError, ProxyState, Result};
 
@@ -63,6 +64,7 @@ pub struct Proxier {
     factory: Arc<InformerFactory>,
     backend: Arc<dyn ProxyBackend>,
     options: ProxierOptions,
+    metrics: Arc<ProxierMetrics>,
 }
 
 impl std::fmt::Debug for Proxier {
@@ -85,7 +87,21 @@ impl Proxier {
             factory,
             backend,
             options,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Reports into `metrics` (kube-proxy's `kubeproxy_sync_proxy_rules_*` series and the
+    /// `proxy-rules-synced` readiness) instead of metrics of its own.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<ProxierMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Its sync metrics.
+    pub fn metrics(&self) -> &Arc<ProxierMetrics> {
+        &self.metrics
     }
 
     /// Runs until `shutdown` completes, then returns `Ok` and leaves the dataplane as it is
@@ -146,6 +162,7 @@ impl Proxier {
                 change = service_changes.recv() => {
                     change.ok_or_else(|| ProxyError::Stopped("the Service informer ended".into()))?;
                     dirty = true;
+                    self.metrics.queued();
                     continue;
                 }
                 alive = endpoint_changes.recv() => {
@@ -153,6 +170,7 @@ impl Proxier {
                         return Err(ProxyError::Stopped("the endpoints informer ended".into()));
                     }
                     dirty = true;
+                    self.metrics.queued();
                     continue;
                 }
                 _ = tokio::time::sleep_until(wake) => {}
@@ -188,6 +206,7 @@ impl Proxier {
             let started = std::time::Instant::now();
             match self.backend.sync(&state, &changes).await {
                 Ok(()) => {
+                    self.metrics.synced(changes.is_full(), started.elapsed());
                     tracing::debug!(
                         backend = self.backend.name(),
                         full = changes.is_full(),
@@ -203,6 +222,7 @@ impl Proxier {
                     failed = false;
                 }
                 Err(error) => {
+                    self.metrics.failed();
                     tracing::warn!(
                         backend = self.backend.name(),
                         %error,

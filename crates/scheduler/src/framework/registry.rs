@@ -337,6 +337,7 @@ impl Profile {
 pub struct Framework {
     profile_name: String,
     percentage_of_nodes_to_score: Option<u32>,
+    parallelism: Option<usize>,
     pub(crate) plugins: Vec<Plugin>,
     pub(crate) pre_enqueue: Vec<(String, Arc<dyn PreEnqueuePlugin>)>,
     pub(crate) queue_sort: Option<Arc<dyn QueueSortPlugin>>,
@@ -383,23 +384,10 @@ impl Framework {
     /// Errors: an unknown or repeated plugin, refused arguments, a negative weight, or more
     /// than one QueueSort plugin.
     pub fn new(registry: &Registry, profile: &Profile) -> Result<Framework> {
-        let mut fw = Framework {
-            profile_name: profile.scheduler_name.clone(),
-            percentage_of_nodes_to_score: profile.percentage_of_nodes_to_score,
-            plugins: Vec::new(),
-            pre_enqueue: Vec::new(),
-            queue_sort: None,
-            pre_filter: Vec::new(),
-            filter: Vec::new(),
-            post_filter: Vec::new(),
-            pre_score: Vec::new(),
-            score: Vec::new(),
-            reserve: Vec::new(),
-            permit: Vec::new(),
-            pre_bind: Vec::new(),
-            bind: Vec::new(),
-            post_bind: Vec::new(),
-        };
+        let mut fw = Framework::empty(
+            profile.scheduler_name.clone(),
+            profile.percentage_of_nodes_to_score,
+        );
         if let Some(p) = profile.percentage_of_nodes_to_score {
             if p > 100 {
                 return Err(Error::InvalidProfile(format!(
@@ -456,6 +444,112 @@ impl Framework {
         Ok(fw)
     }
 
+    /// A framework without plugins.
+    fn empty(profile_name: String, percentage_of_nodes_to_score: Option<u32>) -> Framework {
+        Framework {
+            profile_name,
+            percentage_of_nodes_to_score,
+            parallelism: None,
+            plugins: Vec::new(),
+            pre_enqueue: Vec::new(),
+            queue_sort: None,
+            pre_filter: Vec::new(),
+            filter: Vec::new(),
+            post_filter: Vec::new(),
+            pre_score: Vec::new(),
+            score: Vec::new(),
+            reserve: Vec::new(),
+            permit: Vec::new(),
+            pre_bind: Vec::new(),
+            bind: Vec::new(),
+            post_bind: Vec::new(),
+        }
+    }
+
+    /// Builds a framework from plugins already built, enabling each one only at the
+    /// extension points `points` lists it under (kube-scheduler's per-point `enabled`
+    /// lists, after `multiPoint` expansion): `points` gives, per point name (as
+    /// [`Plugin::extension_points`] spells it), the plugin names in the order they run.
+    /// `weights` are the Score weights (1 when missing or 0).
+    ///
+    /// Errors: a name not among `plugins`, a plugin listed at a point it does not
+    /// implement, or more than one QueueSort plugin.
+    pub(crate) fn from_points(
+        profile_name: String,
+        percentage_of_nodes_to_score: Option<u32>,
+        plugins: Vec<Plugin>,
+        points: &[(&str, Vec<String>)],
+        weights: &HashMap<String, i64>,
+    ) -> Result<Framework> {
+        let mut fw = Framework::empty(profile_name, percentage_of_nodes_to_score);
+        for (point, names) in points {
+            for name in names {
+                let p = plugins
+                    .iter()
+                    .find(|p| p.name() == name)
+                    .ok_or_else(|| Error::UnknownPlugin(name.clone()))?;
+                let missing = || {
+                    Error::InvalidProfile(format!("plugin {name:?} does not extend {point}Plugin"))
+                };
+                macro_rules! push {
+                    ($f:ident) => {
+                        fw.$f
+                            .push((name.clone(), p.$f.clone().ok_or_else(missing)?))
+                    };
+                }
+                match *point {
+                    "PreEnqueue" => push!(pre_enqueue),
+                    "QueueSort" => {
+                        if fw.queue_sort.is_some() {
+                            return Err(Error::InvalidProfile(
+                                "more than one QueueSort plugin is enabled".into(),
+                            ));
+                        }
+                        fw.queue_sort = Some(p.queue_sort.clone().ok_or_else(missing)?);
+                    }
+                    "PreFilter" => push!(pre_filter),
+                    "Filter" => push!(filter),
+                    "PostFilter" => push!(post_filter),
+                    "PreScore" => push!(pre_score),
+                    "Score" => {
+                        let s = p.score.clone().ok_or_else(missing)?;
+                        let w = weights.get(name.as_str()).copied().unwrap_or(0);
+                        if w < 0 {
+                            return Err(Error::InvalidProfile(format!(
+                                "plugin {name:?} has a negative weight {w}"
+                            )));
+                        }
+                        fw.score.push((name.clone(), s, w.max(1)));
+                    }
+                    "Reserve" => push!(reserve),
+                    "Permit" => push!(permit),
+                    "PreBind" => push!(pre_bind),
+                    "Bind" => push!(bind),
+                    "PostBind" => push!(post_bind),
+                    other => {
+                        return Err(Error::InvalidProfile(format!(
+                            "unknown extension point {other:?}"
+                        )))
+                    }
+                }
+            }
+        }
+        fw.plugins = plugins;
+        Ok(fw)
+    }
+
+    /// Caps the threads that filter nodes in parallel (kube-scheduler's `parallelism`);
+    /// by default, and never more than, one per core.
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = Some(parallelism.max(1));
+        self
+    }
+
+    /// The cap on filtering threads, if one was set.
+    pub fn parallelism(&self) -> Option<usize> {
+        self.parallelism
+    }
+
     /// The profile's scheduler name.
     pub fn profile_name(&self) -> &str {
         &self.profile_name
@@ -471,13 +565,27 @@ impl Framework {
         &self.plugins
     }
 
-    /// The names of the plugins enabled at `point` (`"Filter"`, `"Score"`, ...), in order.
+    /// The names of the plugins enabled at `point` (`"Filter"`, `"Score"`, ...), in the
+    /// order they run there.
     pub fn plugins_at(&self, point: &str) -> Vec<&str> {
-        self.plugins
-            .iter()
-            .filter(|p| p.extension_points().contains(&point))
-            .map(|p| p.name())
-            .collect()
+        fn names<T: ?Sized>(v: &[(String, Arc<T>)]) -> Vec<&str> {
+            v.iter().map(|(n, _)| n.as_str()).collect()
+        }
+        match point {
+            "PreEnqueue" => names(&self.pre_enqueue),
+            "QueueSort" => self.queue_sort.iter().map(|q| q.name()).collect(),
+            "PreFilter" => names(&self.pre_filter),
+            "Filter" => names(&self.filter),
+            "PostFilter" => names(&self.post_filter),
+            "PreScore" => names(&self.pre_score),
+            "Score" => self.score.iter().map(|(n, _, _)| n.as_str()).collect(),
+            "Reserve" => names(&self.reserve),
+            "Permit" => names(&self.permit),
+            "PreBind" => names(&self.pre_bind),
+            "Bind" => names(&self.bind),
+            "PostBind" => names(&self.post_bind),
+            _ => Vec::new(),
+        }
     }
 
     /// The Score weight of `plugin`, if it scores.

@@ -165,6 +165,27 @@ pub fn find_candidates(
     nodes: &[Arc<NodeInfo>],
     filtered: &NodeStatusMap,
 ) -> Vec<Candidate> {
+    find_candidates_among(
+        fw,
+        pod,
+        nodes,
+        filtered,
+        MIN_CANDIDATE_NODES_PERCENTAGE,
+        MIN_CANDIDATE_NODES_ABSOLUTE,
+    )
+}
+
+/// [`find_candidates`], stopping after `max(min_percentage % of nodes, min_absolute)`
+/// candidates (kube-scheduler's `minCandidateNodesPercentage` and
+/// `minCandidateNodesAbsolute`).
+pub fn find_candidates_among(
+    fw: &Framework,
+    pod: &Pod,
+    nodes: &[Arc<NodeInfo>],
+    filtered: &NodeStatusMap,
+    min_percentage: usize,
+    min_absolute: usize,
+) -> Vec<Candidate> {
     let potential: Vec<usize> = nodes
         .iter()
         .enumerate()
@@ -178,8 +199,8 @@ pub fn find_candidates(
     if potential.is_empty() {
         return Vec::new();
     }
-    let wanted = (nodes.len() * MIN_CANDIDATE_NODES_PERCENTAGE / 100)
-        .max(MIN_CANDIDATE_NODES_ABSOLUTE)
+    let wanted = (nodes.len() * min_percentage / 100)
+        .max(min_absolute)
         .min(potential.len());
     let offset = fastrand::usize(0..potential.len());
     let mut scratch = nodes.to_vec();
@@ -232,6 +253,8 @@ pub fn pick_candidate(candidates: &[Candidate]) -> Option<&Candidate> {
 pub struct DefaultPreemption {
     client: Arc<dyn Client>,
     recorder: EventRecorder,
+    min_candidate_nodes_percentage: usize,
+    min_candidate_nodes_absolute: usize,
 }
 
 impl std::fmt::Debug for DefaultPreemption {
@@ -243,15 +266,48 @@ impl std::fmt::Debug for DefaultPreemption {
 impl DefaultPreemption {
     /// Evicts through `client`, recording `Preempted` Events with `recorder`.
     pub fn new(client: Arc<dyn Client>, recorder: EventRecorder) -> Self {
-        DefaultPreemption { client, recorder }
+        DefaultPreemption {
+            client,
+            recorder,
+            min_candidate_nodes_percentage: MIN_CANDIDATE_NODES_PERCENTAGE,
+            min_candidate_nodes_absolute: MIN_CANDIDATE_NODES_ABSOLUTE,
+        }
     }
 
-    /// A registry holding only this plugin, to merge into the default registry.
+    /// Sets how many nodes are looked at for candidates: at least `percentage` % of them
+    /// and at least `absolute` (10 and 100 by default).
+    pub fn min_candidate_nodes(mut self, percentage: usize, absolute: usize) -> Self {
+        self.min_candidate_nodes_percentage = percentage;
+        self.min_candidate_nodes_absolute = absolute;
+        self
+    }
+
+    /// A registry holding only this plugin, to merge into the default registry. Its
+    /// factory reads kube-scheduler's `DefaultPreemptionArgs`
+    /// ([`DefaultPreemptionArgs`](crate::config::DefaultPreemptionArgs):
+    /// `minCandidateNodesPercentage`, `minCandidateNodesAbsolute`; `null` is the defaults)
+    /// and refuses invalid ones with [`Error::InvalidArgs`](crate::Error::InvalidArgs).
     pub fn registry(client: Arc<dyn Client>, recorder: EventRecorder) -> Registry {
-        let plugin = Arc::new(DefaultPreemption::new(client, recorder));
+        let plugin = DefaultPreemption::new(client, recorder);
         let mut r = Registry::new();
-        r.register(super::DEFAULT_PREEMPTION, move |_| {
-            Ok(Plugin::builder(plugin.clone()).post_filter().build())
+        r.register(super::DEFAULT_PREEMPTION, move |args| {
+            let args =
+                crate::config::PluginArgs::decode_for_plugin(super::DEFAULT_PREEMPTION, args)?;
+            let crate::config::PluginArgs::DefaultPreemption(a) = args else {
+                unreachable!("DefaultPreemption's arguments decode as DefaultPreemptionArgs")
+            };
+            // Validated to be in range, and defaulted.
+            let count = |v: Option<i32>, default: usize| {
+                v.and_then(|v| usize::try_from(v).ok()).unwrap_or(default)
+            };
+            let configured = plugin.clone().min_candidate_nodes(
+                count(
+                    a.min_candidate_nodes_percentage,
+                    MIN_CANDIDATE_NODES_PERCENTAGE,
+                ),
+                count(a.min_candidate_nodes_absolute, MIN_CANDIDATE_NODES_ABSOLUTE),
+            );
+            Ok(Plugin::builder(Arc::new(configured)).post_filter().build())
         })
         .expect("empty registry");
         r
@@ -313,7 +369,14 @@ impl PostFilterPlugin for DefaultPreemption {
         if let Err(reason) = eligible(pod, ctx.nodes()) {
             return (PostFilterResult::default(), Status::unschedulable(reason));
         }
-        let candidates = find_candidates(ctx.framework(), pod, ctx.nodes(), filtered);
+        let candidates = find_candidates_among(
+            ctx.framework(),
+            pod,
+            ctx.nodes(),
+            filtered,
+            self.min_candidate_nodes_percentage,
+            self.min_candidate_nodes_absolute,
+        );
         let Some(chosen) = pick_candidate(&candidates) else {
             let helpless = ctx
                 .nodes()

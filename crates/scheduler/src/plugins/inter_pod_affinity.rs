@@ -27,7 +27,7 @@ pub const ERR_REASON_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affini
 /// A pod in the node's domain has required anti-affinity against the pod.
 pub const ERR_REASON_EXISTING_ANTI_AFFINITY: &str =
     "node(s) didn't satisfy existing pods anti-affinity rules";
-/// The weight of an existing pod's required affinity term in scoring
+/// The default weight of an existing pod's required affinity term in scoring
 /// (`hardPodAffinityWeight`).
 pub const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
@@ -35,8 +35,46 @@ const PRE_FILTER_KEY: &str = "PreFilterInterPodAffinity";
 const PRE_SCORE_KEY: &str = "PreScoreInterPodAffinity";
 
 /// Pod affinity and anti-affinity, required and preferred.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct InterPodAffinity;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterPodAffinity {
+    hard_pod_affinity_weight: i64,
+    ignore_preferred_terms_of_existing_pods: bool,
+}
+
+impl Default for InterPodAffinity {
+    /// kube-scheduler's defaults: `hardPodAffinityWeight` 1, existing pods' preferred terms
+    /// scored.
+    fn default() -> Self {
+        InterPodAffinity {
+            hard_pod_affinity_weight: HARD_POD_AFFINITY_WEIGHT,
+            ignore_preferred_terms_of_existing_pods: false,
+        }
+    }
+}
+
+impl InterPodAffinity {
+    /// The plugin as kube-scheduler's `InterPodAffinityArgs` configure it
+    /// ([`InterPodAffinityArgs`](crate::config::InterPodAffinityArgs)):
+    /// `{"hardPodAffinityWeight": 0..=100, "ignorePreferredTermsOfExistingPods": bool}`;
+    /// `null` is the defaults. With `ignorePreferredTermsOfExistingPods`, a pod without
+    /// preferred terms of its own is not scored at all.
+    ///
+    /// Errors: [`Error::InvalidArgs`](crate::Error::InvalidArgs) for an unknown field, a
+    /// value of the wrong type or a weight out of range.
+    pub fn from_args(args: &serde_json::Value) -> crate::Result<Self> {
+        let args = crate::config::PluginArgs::decode_for_plugin(super::INTER_POD_AFFINITY, args)?;
+        let crate::config::PluginArgs::InterPodAffinity(a) = args else {
+            unreachable!("InterPodAffinity's arguments decode as InterPodAffinityArgs")
+        };
+        Ok(InterPodAffinity {
+            hard_pod_affinity_weight: i64::from(
+                a.hard_pod_affinity_weight
+                    .unwrap_or(HARD_POD_AFFINITY_WEIGHT as i32),
+            ),
+            ignore_preferred_terms_of_existing_pods: a.ignore_preferred_terms_of_existing_pods,
+        })
+    }
+}
 
 impl SchedulerPlugin for InterPodAffinity {
     fn name(&self) -> &str {
@@ -200,7 +238,7 @@ impl PreFilterPlugin for InterPodAffinity {
     ) -> (PreFilterResult, Status) {
         let terms = Terms::of(pod);
         // Scoring needs every node's pods, which only PreFilter sees.
-        if let Some(score) = score_state(state, pod, &terms, nodes) {
+        if let Some(score) = score_state(state, pod, &terms, nodes, self) {
             state.write(PRE_SCORE_KEY, score);
         }
         let anti_nodes: Vec<Arc<NodeInfo>> = match state.nodes_with_required_anti_affinity_pods() {
@@ -324,9 +362,13 @@ fn score_state(
     pod: &Pod,
     terms: &Terms,
     nodes: &[Arc<NodeInfo>],
+    args: &InterPodAffinity,
 ) -> Option<ScoreState> {
     let own_preferred =
         !terms.preferred_affinity.is_empty() || !terms.preferred_anti_affinity.is_empty();
+    if args.ignore_preferred_terms_of_existing_pods && !own_preferred {
+        return None;
+    }
     let affinity_nodes: Vec<Arc<NodeInfo>>;
     let scan: &[Arc<NodeInfo>] = if own_preferred {
         nodes
@@ -369,11 +411,15 @@ fn score_state(
             }
             if existing.has_affinity {
                 let theirs = Terms::of(&existing.pod);
-                for t in theirs
-                    .required_affinity
-                    .iter()
-                    .chain(&theirs.preferred_affinity)
-                {
+                // Required terms count with `hardPodAffinityWeight` (their own weight is 1).
+                if args.hard_pod_affinity_weight > 0 {
+                    for t in &theirs.required_affinity {
+                        if t.matches(pod) {
+                            add(t, node, args.hard_pod_affinity_weight);
+                        }
+                    }
+                }
+                for t in &theirs.preferred_affinity {
                     if t.matches(pod) {
                         add(t, node, 1);
                     }

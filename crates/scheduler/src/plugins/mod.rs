@@ -15,8 +15,13 @@
 //! | `InterPodAffinity` | PreFilter, Filter, PreScore, Score | 2 |
 //! | `DefaultPreemption` | PostFilter (needs a `Client`: [`DefaultPreemption::registry`]) | |
 //!
-//! Only `PodTopologySpread` takes arguments: kube-scheduler's `PodTopologySpreadArgs`
-//! (`defaultingType`, `defaultConstraints`), read by [`PodTopologySpread::from_args`].
+//! Three take arguments, kube-scheduler's: `PodTopologySpreadArgs` (`defaultingType`,
+//! `defaultConstraints`, read by [`PodTopologySpread::from_args`]), `InterPodAffinityArgs`
+//! (`hardPodAffinityWeight`, `ignorePreferredTermsOfExistingPods`:
+//! [`InterPodAffinity::from_args`]) and `DefaultPreemptionArgs`
+//! (`minCandidateNodesPercentage`, `minCandidateNodesAbsolute`:
+//! [`DefaultPreemption::registry`]). The others ignore theirs;
+//! [`config`](crate::config) checks them.
 
 use std::sync::Arc;
 
@@ -33,9 +38,9 @@ mod pod_topology_spread;
 mod taint_toleration;
 
 pub use default_preemption::{
-    eligible as eligible_to_preempt, find_candidates, more_important, pick_candidate, priority,
-    select_victims_on_node, Candidate, DefaultPreemption, MIN_CANDIDATE_NODES_ABSOLUTE,
-    MIN_CANDIDATE_NODES_PERCENTAGE,
+    eligible as eligible_to_preempt, find_candidates, find_candidates_among, more_important,
+    pick_candidate, priority, select_victims_on_node, Candidate, DefaultPreemption,
+    MIN_CANDIDATE_NODES_ABSOLUTE, MIN_CANDIDATE_NODES_PERCENTAGE,
 };
 pub use inter_pod_affinity::{
     InterPodAffinity, ERR_REASON_AFFINITY, ERR_REASON_ANTI_AFFINITY,
@@ -86,7 +91,7 @@ pub const DEFAULT_PREEMPTION: &str = "DefaultPreemption";
 pub fn default_registry() -> Registry {
     let mut r = Registry::new();
     type Build = fn() -> Plugin;
-    let entries: [(&str, Build); 10] = [
+    let entries: [(&str, Build); 9] = [
         (PRIORITY_SORT, || {
             Plugin::builder(Arc::new(PrioritySort)).queue_sort().build()
         }),
@@ -132,19 +137,22 @@ pub fn default_registry() -> Registry {
                 .score()
                 .build()
         }),
-        (INTER_POD_AFFINITY, || {
-            Plugin::builder(Arc::new(InterPodAffinity))
-                .pre_filter()
-                .filter()
-                .pre_score()
-                .score()
-                .build()
-        }),
     ];
     for (name, build) in entries {
         r.register(name, move |_| Ok(build()))
             .expect("default plugin names are unique");
     }
+    r.register(INTER_POD_AFFINITY, |args| {
+        Ok(
+            Plugin::builder(Arc::new(InterPodAffinity::from_args(args)?))
+                .pre_filter()
+                .filter()
+                .pre_score()
+                .score()
+                .build(),
+        )
+    })
+    .expect("default plugin names are unique");
     r.register(POD_TOPOLOGY_SPREAD, |args| {
         Ok(
             Plugin::builder(Arc::new(PodTopologySpread::from_args(args)?))

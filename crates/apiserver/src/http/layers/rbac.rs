@@ -593,7 +593,7 @@ mod tests {
 
     fn role_ref(kind: &str, name: &str) -> RoleRef {
         RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
+            api_group: String::from("rbac.authorization.k8s.io").into(),
             kind: kind.into(),
             name: name.into(),
         }

@@ -1,14 +1,16 @@
-//! The seeds' scenarios on the multi-process cluster on real parts (feature `real-cluster`):
+//! The seeds' scenarios on the multi-process cluster on real parts (internal test feature
+//! `test-real-cluster`):
 //! `scripts/cluster up` starts the API server on its own etcd, two controller managers and
 //! two schedulers, and three nodes in network namespaces, each a kubelet on containerd with
 //! the CNI bridge and host-gw routes and a proxy on iptables, every one its own `capstan`
-//! process. The scenarios are the embedded cluster's (`common/mod.rs`), run one after the
+//! process. The scenarios are the embedded cluster's (`crates/cluster/tests/common`), run one after the
 //! other on the one cluster, with the namespace emptied in between.
 //!
 //! Needs root, `CAPSTAN_CONTAINERD_SOCKET` (a running containerd) and `CAPSTAN_CNI_PATH` (the
 //! CNI plugins), plus etcd, iptables, curl and busybox-static: `scripts/test` provides them all.
-#![cfg(feature = "real-cluster")]
+#![cfg(feature = "test-real-cluster")]
 
+#[path = "../../cluster/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
