@@ -121,6 +121,7 @@ fn pods_running() -> anyhow::Result<()> {
         .configure_mesh()
         .x_desc("seconds since the Deployment was created")
         .y_desc("Pods Running")
+        .x_label_formatter(&whole)
         .y_label_formatter(&whole)
         .draw()?;
     chart.draw_series(LineSeries::new(points, BLUE.stroke_width(2)))?;

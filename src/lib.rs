@@ -8,17 +8,23 @@
 //! | [`api`] | `capstan-api` | the object model: kinds, storage keys, selectors, the `Client` trait, `Status` errors |
 //! | [`store`] | `capstan-store` | the `Store` SPI with etcd v3 semantics; `memory` and `etcd` backends |
 //! | [`watch`] | `capstan-watch` | list-watch: the `Watch` SPI, reflectors, informers, work queues |
-//! | [`apiserver`] | `capstan-apiserver` | the API server: storage codec, watch cache, registry |
+//! | [`apiserver`] | `capstan-apiserver` | the API server: storage codec, watch cache, registry, the REST API over HTTP (`http-server`) and the HTTP client (`http-client`) |
 //! | [`controller`] | `capstan-controller` | the reconciler runtime, leader election, events and the built-in controllers |
 //! | [`scheduler`] | `capstan-scheduler` | the scheduling framework, queue, default plugins and preemption |
-//! | [`runtime`] | `capstan-runtime` | the CRI-shaped `ContainerRuntime` SPI and its fake backend |
+//! | [`runtime`] | `capstan-runtime` | the CRI-shaped `ContainerRuntime` SPI, its fake backend and the containerd backend (`containerd`) |
 //! | [`kubelet`] | `capstan-kubelet` | the node agent: Node registration and Lease, Pods run through the runtime and network SPIs |
-//! | [`cluster`] | `capstan-cluster` | the components assembled: the embedded cluster, the `capstan` binary's components |
-//! | [`net`] | `capstan-net` | the CNI-shaped `NetworkPlugin` SPI, its fake and CNI backends, pod CIDRs and host-gw routes |
+//! | `cluster` | `capstan-cluster` | the components assembled: the embedded cluster and the command lines of the `capstan` binary (feature `cluster`, on by default) |
+//! | [`net`] | `capstan-net` | the CNI-shaped `NetworkPlugin` SPI, its fake and CNI backends, pod CIDRs and host-gw routes, the service proxy, cluster DNS (`dns`) |
 //!
-//! Cargo features: `etcd` turns on [`store::etcd`](capstan_store); `tls` turns on HTTPS for
-//! the API server and the remote client; `containerd` turns on
-//! [`runtime::containerd`](capstan_runtime).
+//! Cargo features: `cluster` (default) brings the assembled components with `http-server`
+//! (the REST API on axum), `http-client` (`RemoteClient`) and `dns` (cluster DNS on hickory);
+//! without default features none of axum, hyper's server or hickory is compiled. `etcd` turns
+//! on [`store::etcd`](capstan_store); `tls` turns on HTTPS for the API server and the remote
+//! client; `containerd` turns on [`runtime::containerd`](capstan_runtime).
+//!
+//! The application picks the Kubernetes API version: depend on `k8s-openapi` with a version
+//! feature (`latest`, as kube-rs applications do). Every version k8s-openapi 0.29 offers
+//! (Kubernetes 1.33 to 1.37) is supported.
 //!
 //! `ARCHITECTURE.md` at the repository root has the bird's-eye view and the invariants.
 //! `docs/getting-started.md` walks through the crates, and `docs/spi/` has one page per

@@ -4,6 +4,8 @@
 //!   resource paths, chunked watches), which `kubectl` drives.
 //! - `remote` (feature `client`, on by default): the `Client` over HTTP, so any component can
 //!   run in its own process against a remote API server.
+//! - [`metrics`]: kube-apiserver's `apiserver_*` Prometheus series and the store's `etcd`
+//!   health check, which `http` serves on `/metrics` and `/readyz`.
 //! - [`codec`]: how objects sit in the store (JSON, resourceVersion from the mod revision).
 //! - [`registry`]: typed Kubernetes objects over any `Store`, serving the `Client` trait with
 //!   kube-apiserver's semantics (resourceVersion, generation, status subresource, finalizers,
@@ -39,6 +41,7 @@ pub mod cached_watch;
 pub mod codec;
 #[cfg(feature = "server")]
 pub mod http;
+pub mod metrics;
 #[cfg(feature = "tls")]
 mod pem;
 pub mod registry;

@@ -238,13 +238,17 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
     })
 }
 
+/// The serving TLS configuration and the CA certificates (PEM) the kubeconfig trusts.
+#[cfg(feature = "tls")]
+type TlsMaterial = (capstan_apiserver::http::tls::TlsConfig, Vec<u8>);
+
 /// The serving TLS configuration and the CA PEM the kubeconfig trusts: from the certificate
 /// files, else self-signed in the certificate directory; `None` for plain HTTP.
 #[cfg(feature = "tls")]
 fn tls_material(
     config: &ApiServerConfig,
     registry: &Registry,
-) -> Result<Option<(capstan_apiserver::http::tls::TlsConfig, Vec<u8>)>, ApiServerError> {
+) -> Result<Option<TlsMaterial>, ApiServerError> {
     use capstan_apiserver::http::tls::selfsigned::{CertDir, ServingNames};
     use capstan_apiserver::http::tls::TlsConfig;
     let serve_error = |source| ApiServerError::Serve {

@@ -5,9 +5,11 @@
 //! takes over once the Lease expires (at once, when the leader released it on a clean stop).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::health::HealthEndpoints;
 use capstan_api::k8s_openapi::api::coordination::v1::Lease;
 use capstan_api::{Api, Client};
 use capstan_controller::events::{EventBroadcaster, EventOptions};
@@ -16,11 +18,14 @@ use capstan_controller::manager::ControllerManager;
 use capstan_net::ipam::controller::{NodeIpamController, COMPONENT as NODE_IPAM};
 use capstan_net::ipam::ClusterCidr;
 use capstan_scheduler::config::{ConfigError, KubeSchedulerConfiguration};
+use capstan_scheduler::metrics::SchedulerMetrics;
 use capstan_scheduler::{default_framework, in_tree_registry, Scheduler};
-use capstan_watch::{InformerFactory, ReflectorOptions};
+use capstan_watch::{InformerFactory, InformerSyncCheck, ReflectorOptions, WorkQueueMetrics};
 use ipnet::IpNet;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::observability::{bind_optional, ComponentEndpoint};
 
 /// The Lease kube-controller-manager's replicas stand for.
 pub const CONTROLLER_MANAGER_LEASE: &str = "kube-controller-manager";
@@ -51,6 +56,14 @@ pub enum ControlPlaneError {
     /// The scheduler's configuration file (`--config`) does not build its profiles.
     #[error("scheduler configuration: {0}")]
     SchedulerConfig(#[from] ConfigError),
+    /// The metrics and health listener (`--metrics-listen`) could not be bound.
+    #[error("serving metrics on {address}: {source}")]
+    Metrics {
+        /// The address.
+        address: SocketAddr,
+        /// Why not.
+        source: std::io::Error,
+    },
 }
 
 /// A running component: a task that stops cleanly when asked.
@@ -62,6 +75,7 @@ pub struct Component {
     name: String,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    endpoint: Option<ComponentEndpoint>,
 }
 
 impl Component {
@@ -77,7 +91,19 @@ impl Component {
             name: name.into(),
             stop,
             task: Some(task),
+            endpoint: None,
         }
+    }
+
+    /// Keeps `endpoint` (its `/metrics` and health listener) serving as long as the component.
+    pub fn with_endpoint(mut self, endpoint: Option<ComponentEndpoint>) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// Its `/metrics` and health listener, when it has one.
+    pub fn endpoint(&self) -> Option<&ComponentEndpoint> {
+        self.endpoint.as_ref()
     }
 
     /// The component's name, e.g. `kube-scheduler/node01`.
@@ -148,6 +174,9 @@ pub struct ControlPlaneOptions {
     /// [`leader_election`](Self::leader_election)'s timing and the Lease's name). `None`:
     /// the default profile under [`SCHEDULER_LEASE`].
     pub scheduler_config: Option<Arc<KubeSchedulerConfiguration>>,
+    /// Where the component serves `/metrics`, `/healthz`, `/livez` and `/readyz`
+    /// (`--metrics-listen`; port 0 picks a free one); `None` serves nothing.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ControlPlaneOptions {
@@ -159,7 +188,25 @@ impl ControlPlaneOptions {
             cluster_cidr: Some("10.244.0.0/16".parse().expect("a valid CIDR")),
             node_cidr_mask: 24,
             scheduler_config: None,
+            metrics_listen: None,
         }
+    }
+
+    /// Binds `component`'s metrics and health listener, if [`metrics_listen`](Self::metrics_listen)
+    /// is set.
+    fn endpoint(
+        &self,
+        component: &str,
+        health: &HealthEndpoints,
+        register: impl FnOnce(&mut prometheus_client::registry::Registry),
+    ) -> Result<Option<ComponentEndpoint>, ControlPlaneError> {
+        bind_optional(
+            component,
+            self.metrics_listen,
+            health,
+            register,
+            |address, source| ControlPlaneError::Metrics { address, source },
+        )
     }
 
     fn elector(
@@ -203,10 +250,20 @@ pub fn start_controller_manager(
     let elector = options.elector(&client, CONTROLLER_MANAGER_LEASE)?;
     let cidrs = options.cluster_cidr()?;
     let name = format!("{CONTROLLER_MANAGER_LEASE}/{}", options.identity);
+    // Every controller's work queue, term after term, and this term's informers' sync.
+    let queues = WorkQueueMetrics::new();
+    let synced = InformerSyncCheck::new("informer-sync");
+    let endpoint = options.endpoint(
+        &name,
+        &HealthEndpoints::new().readyz(synced.clone()),
+        |registry| queues.register(registry),
+    )?;
     Ok(Component::spawn(name, move |stop| async move {
         loop {
             let mut manager = ControllerManager::new(client.clone())
                 .with_builtins()
+                .queue_metrics(queues.clone())
+                .informer_sync_check(synced.clone())
                 .leader_election(elector.clone());
             if let Some(cidrs) = cidrs.clone() {
                 manager = manager.add(NODE_IPAM, move |ctx| {
@@ -229,7 +286,31 @@ pub fn start_controller_manager(
                 return;
             }
         }
-    }))
+    })
+    .with_endpoint(endpoint))
+}
+
+/// The scheduler's metrics, shared by every term's scheduler, its `sched-handler-sync`
+/// check, and its metrics and health listener.
+fn scheduler_observability(
+    options: &ControlPlaneOptions,
+    name: &str,
+) -> Result<
+    (
+        Arc<SchedulerMetrics>,
+        InformerSyncCheck,
+        Option<ComponentEndpoint>,
+    ),
+    ControlPlaneError,
+> {
+    let metrics = Arc::new(SchedulerMetrics::default());
+    let synced = InformerSyncCheck::new("sched-handler-sync");
+    let endpoint = options.endpoint(
+        name,
+        &HealthEndpoints::new().readyz(synced.clone()),
+        |registry| metrics.register(registry),
+    )?;
+    Ok((metrics, synced, endpoint))
 }
 
 /// Starts a scheduler replica with the default profile, scheduling only while it holds
@@ -254,15 +335,19 @@ pub fn start_scheduler(
     default_framework(client.clone(), recorder.clone())
         .map_err(|e| ControlPlaneError::Scheduler(e.to_string()))?;
     let name = format!("{SCHEDULER_LEASE}/{}", options.identity);
+    let (metrics, synced, endpoint) = scheduler_observability(options, &name)?;
     Ok(Component::spawn(name, move |stop| async move {
         let _events = events;
         loop {
             let (client, recorder) = (client.clone(), recorder.clone());
+            let (metrics, synced) = (metrics.clone(), synced.clone());
             let outcome =
                 Scheduler::run_leading(&elector, client.clone(), stop.clone().wait(), || {
                     let framework = default_framework(client.clone(), recorder.clone())
                         .expect("the default profile built at start");
                     Scheduler::new(client, framework, recorder)
+                        .with_metrics(metrics)
+                        .with_sync_check(synced)
                 })
                 .await;
             if outcome != RunOutcome::Lost || stop.is_stopped() {
@@ -270,7 +355,8 @@ pub fn start_scheduler(
             }
             tracing::info!(identity = %elector.identity(), "scheduler lost its lease");
         }
-    }))
+    })
+    .with_endpoint(endpoint))
 }
 
 /// [`start_scheduler`] with a `KubeSchedulerConfiguration`.
@@ -297,11 +383,14 @@ fn start_configured_scheduler(
         None => (SCHEDULER_LEASE.to_owned(), None),
     };
     let name = format!("{lease}/{}", options.identity);
+    let (metrics, synced, endpoint) = scheduler_observability(options, &name)?;
     Ok(Component::spawn(name, move |stop| async move {
         let _events = events;
         let build = || {
             Scheduler::from_config(client.clone(), &config, &registry, recorder.clone())
                 .expect("the configuration built at start")
+                .with_metrics(metrics.clone())
+                .with_sync_check(synced.clone())
         };
         let Some(elector) = elector else {
             let informers = InformerFactory::new(client.clone(), ReflectorOptions::default());
@@ -319,5 +408,6 @@ fn start_configured_scheduler(
             }
             tracing::info!(identity = %elector.identity(), "scheduler lost its lease");
         }
-    }))
+    })
+    .with_endpoint(endpoint))
 }

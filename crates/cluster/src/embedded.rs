@@ -4,7 +4,7 @@
 //! separate processes of `capstan` do; only the wiring is in-process.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use crate::apiserver::{connect, serve, ApiServerConfig, ApiServerError, RunningA
 use crate::control_plane::{
     start_controller_manager, start_scheduler, Component, ControlPlaneError, ControlPlaneOptions,
 };
+use crate::dns::{start_cluster_dns, ClusterDnsError, ClusterDnsOptions, RunningClusterDns};
 use crate::node::{start_node, NodeError, NodeOptions, RunningNode};
 use crate::options::{NetworkOption, ProxyMode, RuntimeOption};
 
@@ -31,6 +32,9 @@ pub enum ClusterError {
     /// The controller manager or the scheduler.
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
+    /// Cluster DNS.
+    #[error(transparent)]
+    Dns(#[from] ClusterDnsError),
     /// A node.
     #[error("node {node}: {source}")]
     Node {
@@ -75,6 +79,12 @@ pub struct ClusterConfig {
     /// The schedulers' `KubeSchedulerConfiguration` (`--scheduler-config`); `None` is the
     /// default profile.
     pub scheduler_config: Option<Arc<capstan_scheduler::config::KubeSchedulerConfiguration>>,
+    /// The address every component but the API server serves its `/metrics` and health on,
+    /// each on a free port; `None` serves nothing. Default: loopback.
+    pub metrics_listen: Option<IpAddr>,
+    /// Where cluster DNS answers (UDP and TCP); `None` runs no DNS. Default: loopback, a free
+    /// port.
+    pub dns_listen: Option<SocketAddr>,
 }
 
 impl ClusterConfig {
@@ -93,6 +103,8 @@ impl ClusterConfig {
             heartbeat_interval: Duration::from_secs(2),
             state_dir: std::env::temp_dir().join(format!("capstan-cluster-{}", std::process::id())),
             scheduler_config: None,
+            metrics_listen: Some(IpAddr::from([127, 0, 0, 1])),
+            dns_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         }
     }
 
@@ -111,6 +123,7 @@ pub struct EmbeddedCluster {
     controller_managers: Vec<Option<Component>>,
     schedulers: Vec<Option<Component>>,
     nodes: BTreeMap<String, RunningNode>,
+    dns: Option<RunningClusterDns>,
 }
 
 impl std::fmt::Debug for EmbeddedCluster {
@@ -131,11 +144,13 @@ impl EmbeddedCluster {
         let apiserver = serve(&config.apiserver).await?;
         apiserver.write_kubeconfig(&config.kubeconfig)?;
         let client = connect(&config.kubeconfig)?;
+        let metrics_listen = config.metrics_listen.map(|ip| SocketAddr::new(ip, 0));
         let mut controller_managers = Vec::new();
         let mut schedulers = Vec::new();
         for replica in 0..config.control_plane_replicas.max(1) {
             let mut options = ControlPlaneOptions::new(format!("replica-{replica}"));
             options.leader_election = config.leader_election.clone();
+            options.metrics_listen = metrics_listen;
             options.scheduler_config = config.scheduler_config.clone();
             controller_managers.push(Some(start_controller_manager(
                 connect(&config.kubeconfig)?,
@@ -155,6 +170,8 @@ impl EmbeddedCluster {
             options.proxy = config.proxy;
             options.heartbeat_interval = config.heartbeat_interval;
             options.state_dir = config.state_dir.join(&name);
+            options.kubelet_metrics_listen = metrics_listen;
+            options.proxy_metrics_listen = metrics_listen;
             let node = start_node(
                 connect(&config.kubeconfig)?,
                 connect(&config.kubeconfig)?,
@@ -167,6 +184,14 @@ impl EmbeddedCluster {
             })?;
             nodes.insert(name, node);
         }
+        let dns = match config.dns_listen {
+            Some(listen) => {
+                let mut options = ClusterDnsOptions::new(listen);
+                options.metrics_listen = metrics_listen;
+                Some(start_cluster_dns(connect(&config.kubeconfig)?, &options).await?)
+            }
+            None => None,
+        };
         Ok(EmbeddedCluster {
             apiserver,
             client,
@@ -174,7 +199,40 @@ impl EmbeddedCluster {
             controller_managers,
             schedulers,
             nodes,
+            dns,
         })
+    }
+
+    /// Cluster DNS, when it runs.
+    pub fn dns(&self) -> Option<&RunningClusterDns> {
+        self.dns.as_ref()
+    }
+
+    /// Where every running component serves `/metrics`, as `(component, URL)`: the API server
+    /// (`kube-apiserver`, on its own port, behind authorization), then each controller
+    /// manager, scheduler, kubelet and proxy, and cluster DNS (`coredns`), on their own
+    /// listeners.
+    pub fn metrics_endpoints(&self) -> Vec<(String, String)> {
+        let mut endpoints = vec![(
+            "kube-apiserver".to_string(),
+            format!("{}/metrics", self.url()),
+        )];
+        let components = self
+            .controller_managers
+            .iter()
+            .chain(&self.schedulers)
+            .flatten()
+            .filter_map(Component::endpoint);
+        let nodes = self.nodes.values().flat_map(|node| {
+            [node.kubelet().endpoint(), node.proxy().endpoint()]
+                .into_iter()
+                .flatten()
+        });
+        let dns = self.dns.iter().filter_map(RunningClusterDns::endpoint);
+        for endpoint in components.chain(nodes).chain(dns) {
+            endpoints.push((endpoint.component().to_string(), endpoint.metrics_url()));
+        }
+        endpoints
     }
 
     /// A client of the API server (over HTTP, as kubectl).
@@ -282,6 +340,9 @@ impl EmbeddedCluster {
     /// Leases), then the API server.
     pub async fn shutdown(mut self) {
         let grace = Duration::from_secs(5);
+        if let Some(dns) = self.dns.take() {
+            dns.stop().await;
+        }
         for (_, node) in std::mem::take(&mut self.nodes) {
             node.stop().await;
         }

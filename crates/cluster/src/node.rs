@@ -7,11 +7,13 @@
 //! the CIDR is there, then builds the real plugin over it, as a CNI config written by a
 //! network daemon would appear on a Kubernetes node.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use capstan_api::health::HealthEndpoints;
 use capstan_api::k8s_openapi::api::core::v1::Node;
 use capstan_api::{Api, Client};
 use capstan_controller::events::{EventBroadcaster, EventOptions};
@@ -20,7 +22,7 @@ use capstan_net::proxy::fake::FakeProxyBackend;
 use capstan_net::proxy::iptables::{IptablesBackend, IptablesConfig, Masquerade};
 use capstan_net::proxy::ipvs::{IpvsBackend, IpvsConfig};
 use capstan_net::proxy::nftables::{NftablesBackend, NftablesConfig};
-use capstan_net::proxy::{Proxier, ProxierOptions, ProxyBackend};
+use capstan_net::proxy::{Proxier, ProxierMetrics, ProxierOptions, ProxyBackend, ProxyRulesSynced};
 use capstan_net::routes::{host_gw_routes, NodeAddressing, RouteSync};
 use capstan_net::{AttachResult, Attachment, NetError, NetworkPlugin};
 use capstan_runtime::ContainerRuntime;
@@ -30,6 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
 use crate::control_plane::Component;
+use crate::observability::{bind_optional, ComponentEndpoint};
 use crate::options::{NetworkOption, ProxyMode, RuntimeOption};
 
 /// Why a node could not start.
@@ -52,6 +55,14 @@ pub enum NodeError {
     Image {
         /// The tarball.
         path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The metrics and health listener (`--metrics-listen`) could not be bound.
+    #[error("serving metrics on {address}: {source}")]
+    Metrics {
+        /// The address.
+        address: SocketAddr,
         /// Why not.
         source: std::io::Error,
     },
@@ -89,6 +100,11 @@ pub struct NodeOptions {
     /// OCI image tarballs the kubelet imports into its runtime before it starts (no registry
     /// is reachable here).
     pub preload_images: Vec<PathBuf>,
+    /// Where the kubelet serves `/metrics` and its health (`--metrics-listen`); `None`
+    /// serves nothing.
+    pub kubelet_metrics_listen: Option<SocketAddr>,
+    /// Where the proxy serves `/metrics` and its health; `None` serves nothing.
+    pub proxy_metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeOptions {
@@ -112,6 +128,8 @@ impl NodeOptions {
             },
             masquerade_all: false,
             preload_images: Vec::new(),
+            kubelet_metrics_listen: None,
+            proxy_metrics_listen: None,
         }
     }
 }
@@ -121,6 +139,7 @@ pub struct NodeKubelet {
     name: String,
     kubelet: RunningKubelet,
     network: Arc<PodCidrNetwork>,
+    endpoint: Option<ComponentEndpoint>,
     _events: EventBroadcaster,
 }
 
@@ -146,6 +165,11 @@ impl NodeKubelet {
     /// Whether the kubelet's last heartbeat found the runtime and the network healthy.
     pub fn is_ready(&self) -> bool {
         self.kubelet.is_ready()
+    }
+
+    /// The kubelet's `/metrics` and health listener, when it has one.
+    pub fn endpoint(&self) -> Option<&ComponentEndpoint> {
+        self.endpoint.as_ref()
     }
 
     /// Stops the kubelet at once; containers keep running, as when a kubelet dies, and a
@@ -190,10 +214,18 @@ pub async fn start_kubelet(
     .events(events.recorder("kubelet").with_host(options.name.clone()))
     .build()?
     .start();
+    let endpoint = bind_optional(
+        &format!("kubelet/{}", options.name),
+        options.kubelet_metrics_listen,
+        &kubelet.health(),
+        |registry| kubelet.register_metrics(registry),
+        |address, source| NodeError::Metrics { address, source },
+    )?;
     Ok(NodeKubelet {
         name: options.name.clone(),
         kubelet,
         network,
+        endpoint,
         _events: events,
     })
 }
@@ -225,6 +257,11 @@ impl NodeProxy {
         self.component.is_finished()
     }
 
+    /// The proxy's `/metrics` and health listener, when it has one.
+    pub fn endpoint(&self) -> Option<&ComponentEndpoint> {
+        self.component.endpoint()
+    }
+
     /// Stops syncing; the dataplane stays as it is, so traffic keeps flowing (kube-proxy's
     /// behaviour on restart). With `clean_up`, the backend's rules are removed too.
     pub async fn stop(self, clean_up: bool) {
@@ -242,16 +279,27 @@ impl NodeProxy {
 /// Errors: the backend cannot run here (IPVS without the kernel module).
 pub fn start_proxy(client: Arc<dyn Client>, options: &NodeOptions) -> Result<NodeProxy, NodeError> {
     let (backend, fake) = proxy_backend(options)?;
+    let metrics = Arc::new(ProxierMetrics::default());
     let proxier = Proxier::new(
         Arc::new(InformerFactory::new(client, ReflectorOptions::default())),
         backend.clone(),
         options.proxier.clone(),
-    );
-    let component = Component::spawn(format!("kube-proxy/{}", options.name), |stop| async move {
+    )
+    .with_metrics(metrics.clone());
+    let name = format!("kube-proxy/{}", options.name);
+    let endpoint = bind_optional(
+        &name,
+        options.proxy_metrics_listen,
+        &HealthEndpoints::new().readyz(ProxyRulesSynced(metrics.clone())),
+        |registry| metrics.register(registry),
+        |address, source| NodeError::Metrics { address, source },
+    )?;
+    let component = Component::spawn(name, |stop| async move {
         if let Err(error) = proxier.run(stop.wait()).await {
             tracing::error!(%error, "the service proxy stopped");
         }
-    });
+    })
+    .with_endpoint(endpoint);
     Ok(NodeProxy {
         component,
         backend,

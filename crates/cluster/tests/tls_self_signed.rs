@@ -27,6 +27,14 @@ use clap::Parser;
 
 const TIMEOUT: Duration = Duration::from_secs(150);
 
+/// The certificate and key files generated in the cert dir.
+const PAIRS: [&str; 4] = [
+    CA_CERT_FILE,
+    CA_KEY_FILE,
+    SERVING_CERT_FILE,
+    SERVING_KEY_FILE,
+];
+
 /// A temporary directory removed on drop.
 struct TempDir(PathBuf);
 
@@ -141,7 +149,11 @@ async fn a_cluster_with_tls_and_no_files_is_verified_through_its_kubeconfig_and_
         let cluster = EmbeddedCluster::start(config.clone())
             .await
             .expect("the cluster starts over HTTPS with generated certificates");
-        assert!(cluster.url().starts_with("https://127.0.0.1:"), "{}", cluster.url());
+        assert!(
+            cluster.url().starts_with("https://127.0.0.1:"),
+            "{}",
+            cluster.url()
+        );
         // The kubelet, the proxy, the controller manager and the scheduler all reach the API
         // server through the kubeconfig: the node becoming Ready (and untainted by the node
         // lifecycle controller) shows they verified it and authenticated.
@@ -150,7 +162,7 @@ async fn a_cluster_with_tls_and_no_files_is_verified_through_its_kubeconfig_and_
             .await
             .expect("the node becomes Ready");
 
-        for file in [CA_CERT_FILE, CA_KEY_FILE, SERVING_CERT_FILE, SERVING_KEY_FILE, TOKEN_FILE] {
+        for file in PAIRS.iter().chain([&TOKEN_FILE]) {
             assert!(certs.join(file).is_file(), "{file} is in the cert dir");
         }
         let ca = read(&certs.join(CA_CERT_FILE));
@@ -161,7 +173,10 @@ async fn a_cluster_with_tls_and_no_files_is_verified_through_its_kubeconfig_and_
         let written = kubeconfig(&kubeconfig_path);
         let cluster_entry = &written["clusters"][0]["cluster"];
         assert_eq!(cluster_entry["server"], cluster.url().as_str());
-        assert_eq!(cluster_entry["certificate-authority-data"], base64(&ca).as_str());
+        assert_eq!(
+            cluster_entry["certificate-authority-data"],
+            base64(&ca).as_str()
+        );
         assert!(cluster_entry.get("insecure-skip-tls-verify").is_none());
         assert_eq!(written["users"][0]["user"]["token"], token.as_str());
 
@@ -204,7 +219,10 @@ async fn a_cluster_with_tls_and_no_files_is_verified_through_its_kubeconfig_and_
             .output()
             .await
             .unwrap_or_else(|e| {
-                panic!("cannot run kubectl ({e}): install it (Debian's kubernetes-client) or run scripts/test")
+                panic!(
+                    "cannot run kubectl ({e}): install it (Debian's kubernetes-client) or run \
+                     scripts/test"
+                )
             });
         assert!(
             output.status.success(),
@@ -223,24 +241,27 @@ async fn a_cluster_with_tls_and_no_files_is_verified_through_its_kubeconfig_and_
             "kubectl get nodes failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "node/node01");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "node/node01"
+        );
 
-        let files: Vec<Vec<u8>> = [CA_CERT_FILE, CA_KEY_FILE, SERVING_CERT_FILE, SERVING_KEY_FILE]
-            .iter()
-            .map(|file| read(&certs.join(file)))
-            .collect();
+        let files: Vec<Vec<u8>> = PAIRS.iter().map(|file| read(&certs.join(file))).collect();
         cluster.shutdown().await;
 
         // A second start on the same directory reuses the CA, the serving certificate and the
         // token: a client holding the first kubeconfig's CA and token still gets in.
-        let restarted = serve(&config.apiserver).await.expect("the API server restarts");
+        let restarted = serve(&config.apiserver)
+            .await
+            .expect("the API server restarts");
         assert_eq!(restarted.token(), Some(token.as_str()));
         assert_eq!(restarted.certificate_authority(), Some(ca.as_slice()));
-        for (file, before) in [CA_CERT_FILE, CA_KEY_FILE, SERVING_CERT_FILE, SERVING_KEY_FILE]
-            .iter()
-            .zip(&files)
-        {
-            assert_eq!(&read(&certs.join(file)), before, "{file} is reused as it was");
+        for (file, before) in PAIRS.iter().zip(&files) {
+            assert_eq!(
+                &read(&certs.join(file)),
+                before,
+                "{file} is reused as it was"
+            );
         }
         let again = RemoteClient::new(&restarted.url())
             .unwrap()

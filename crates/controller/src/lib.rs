@@ -29,6 +29,8 @@
 //! Everything runs against the `Client` and `Watch` traits, so the same controller works in
 //! process (over the registry) or in its own process (over the HTTP client).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;

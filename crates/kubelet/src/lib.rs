@@ -98,6 +98,8 @@
 //! bound to its node; it depends on the API, the watch machinery, the event recorder, the
 //! runtime and the network SPIs, never on the scheduler.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod backoff;
 pub mod config;
 pub mod error;

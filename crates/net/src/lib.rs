@@ -54,6 +54,7 @@
 //! kubelet translates a Pod into an [`Attachment`]. Only `ipam::controller` and `dns` speak
 //! API objects.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;

@@ -39,6 +39,7 @@
 //! **Architecture Invariant:** this crate knows nothing of the API server or Kubernetes
 //! objects; the kubelet translates Pods into these calls.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 use async_trait::async_trait;

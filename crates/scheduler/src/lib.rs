@@ -40,6 +40,8 @@
 //! [`Scheduler::run_leading`] runs a fresh scheduler per leadership term.
 //! `ARCHITECTURE.md` says what this crate owns and what it must not know.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod cache;
 pub mod config;
 pub mod error;

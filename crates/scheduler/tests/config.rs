@@ -624,6 +624,19 @@ fn text_that_is_not_yaml_is_refused_with_the_parsers_position() {
 }
 
 #[test]
+fn fields_left_empty_are_unset_as_go_reads_them() {
+    let cfg = config(
+        "parallelism:\nprofiles:\n- plugins:\n    score:\n      disabled:\n      enabled:\n  pluginConfig:\n  - name: PodTopologySpread\n    args:\n      defaultConstraints:\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.parallelism, Some(16));
+    assert_eq!(
+        cfg.profiles[0].plugin_config[0].args,
+        json!({"defaultConstraints": [], "defaultingType": "System"})
+    );
+}
+
+#[test]
 fn json_is_read_as_well() {
     let cfg = KubeSchedulerConfiguration::from_yaml(
         r#"{"apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration", "parallelism": 4}"#,

@@ -56,6 +56,8 @@
 //! }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use async_trait::async_trait;
 use capstan_api::kube_core::params::{ListParams, WatchParams};
 use capstan_api::kube_core::{ObjectList, WatchEvent};

@@ -1,7 +1,8 @@
 //! The Kubernetes REST API over HTTP, served from a [`Registry`].
 //!
 //! [`router`] builds an axum router: discovery (`/version`, `/api`, `/apis`, group versions),
-//! health (`/healthz`, `/livez`, `/readyz`), and every resource path of the kinds the registry
+//! health (`/healthz`, `/livez`, `/readyz` with real checks, see [`observe`]), `/metrics`
+//! (kube-apiserver's `apiserver_*` series), and every resource path of the kinds the registry
 //! serves (see [`rest`]). [`ApiServer::bind`] serves it on a TCP address and can write a
 //! kubeconfig for `kubectl`.
 //!
@@ -32,6 +33,7 @@
 
 pub mod discovery;
 pub mod layers;
+pub mod observe;
 pub mod openapi;
 pub mod rest;
 pub mod status;
@@ -86,8 +88,24 @@ impl Served {
 }
 
 /// The API's router over `registry`; `address` is what discovery reports as the server's
-/// address.
+/// address. Health is [`ApiServerOptions::default`]'s (`ping`, and the store's `etcd` on
+/// `/healthz` and `/readyz`); `/metrics` serves a registry of its own, which nothing records
+/// into without [`ApiServerOptions::apply`]'s metrics layer.
 pub fn router(registry: Arc<Registry>, address: String) -> Router {
+    let options = ApiServerOptions::default();
+    let health = options.health(&registry);
+    router_with(registry, address, &health, options.metrics_registry)
+}
+
+/// The API's router over `registry`, serving `health` on `/healthz`, `/livez` and `/readyz`
+/// (and each check's own path) and `metrics` on `/metrics`. [`ApiServerOptions::apply`] keeps
+/// `/metrics` behind authentication and authorization, as in Kubernetes; health is public.
+pub fn router_with(
+    registry: Arc<Registry>,
+    address: String,
+    health: &capstan_api::health::HealthEndpoints,
+    metrics: Arc<prometheus_client::registry::Registry>,
+) -> Router {
     let state = Served {
         registry,
         address,
@@ -95,9 +113,8 @@ pub fn router(registry: Arc<Registry>, address: String) -> Router {
     };
     Router::new()
         .route("/version", get(|| async { Json(discovery::version()) }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .merge(observe::health_router(health))
+        .merge(observe::metrics_router(metrics))
         .route("/api", get(core_versions))
         .route("/api/{version}", get(group_version))
         .route("/apis", get(groups))
@@ -218,7 +235,15 @@ impl ApiServer {
         let transport = Transport::Plain;
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let app = options.apply(router(registry, address.to_string()));
+        let health = options.health(&registry);
+        let kinds = observe::registry_kinds(&registry);
+        let app = router_with(
+            registry,
+            address.to_string(),
+            &health,
+            options.metrics_registry.clone(),
+        );
+        let app = options.apply_with_kinds(app, Some(kinds));
         Ok(Self::serve_with(
             listener,
             app,

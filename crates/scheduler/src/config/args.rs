@@ -217,6 +217,7 @@ impl PluginArgs {
     ) -> Option<Result<PluginArgs, ArgsProblem>> {
         let empty = Self::empty(plugin)?;
         let mut value = value.clone();
+        super::strict::drop_nulls(&mut value, None);
         if let Value::Object(map) = &mut value {
             let expected = format!("{plugin}Args");
             match map.remove("kind") {

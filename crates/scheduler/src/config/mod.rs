@@ -418,8 +418,9 @@ impl KubeSchedulerConfiguration {
     /// Errors: [`ConfigError::Syntax`], [`Kind`](ConfigError::Kind),
     /// [`Decode`](ConfigError::Decode) or [`UnknownFields`](ConfigError::UnknownFields).
     pub fn decode(text: &str) -> Result<Self, ConfigError> {
-        let value: Value =
+        let mut value: Value =
             serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        strict::drop_nulls(&mut value, Some("args"));
         let compact = || value.to_string();
         let Value::Object(object) = &value else {
             return Err(ConfigError::Kind(format!(

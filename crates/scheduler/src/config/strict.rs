@@ -9,6 +9,28 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+/// Drops the object entries whose value is `null`, as Go reads them (unset: an empty list,
+/// no value), except inside the values of keys named `keep` (out-of-tree plugins' arguments
+/// reach their factory as written).
+pub(crate) fn drop_nulls(value: &mut Value, keep: Option<&str>) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            for (key, v) in map.iter_mut() {
+                if Some(key.as_str()) != keep {
+                    drop_nulls(v, keep);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                drop_nulls(v, keep);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// `path.key`, or `key` at the root.
 pub(crate) fn child(path: &str, key: &str) -> String {
     if path.is_empty() {

@@ -42,6 +42,10 @@ use std::sync::Arc;
 
 use axum::http::{Method, Uri};
 use axum::Router;
+use capstan_api::health::{HealthCheck, HealthEndpoints};
+
+use crate::http::observe::MetricsLayer;
+use crate::metrics::{ApiServerMetrics, StoreCheck};
 
 pub use authn::{Authenticator, Authenticators, AuthnLayer, StaticTokens, UserInfo};
 pub use authz::{
@@ -201,10 +205,20 @@ pub struct ApiServerOptions {
     /// certificates. Default: `None`, plain HTTP.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::http::tls::TlsConfig>,
+    /// The request metrics recorded (kube-apiserver's `apiserver_*` series).
+    pub metrics: ApiServerMetrics,
+    /// What `/metrics` serves (behind authorization): by default a registry holding
+    /// `metrics` alone.
+    pub metrics_registry: Arc<prometheus_client::registry::Registry>,
+    /// Checks served on `/readyz` (and `/healthz`) after `ping` and the store's `etcd`.
+    pub readyz_checks: Vec<Arc<dyn HealthCheck>>,
 }
 
 impl Default for ApiServerOptions {
     fn default() -> Self {
+        let metrics = ApiServerMetrics::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
         ApiServerOptions {
             authenticator: None,
             authorizer: Arc::new(AllowAll),
@@ -212,6 +226,9 @@ impl Default for ApiServerOptions {
             limits: Limits::default(),
             #[cfg(feature = "tls")]
             tls: None,
+            metrics: metrics.clone(),
+            metrics_registry: Arc::new(registry),
+            readyz_checks: Vec::new(),
         }
     }
 }
@@ -295,12 +312,57 @@ impl ApiServerOptions {
         self
     }
 
+    /// Records requests into `metrics` and serves `registry` (which should hold them) on
+    /// `/metrics`.
+    pub fn metrics(
+        mut self,
+        metrics: ApiServerMetrics,
+        registry: Arc<prometheus_client::registry::Registry>,
+    ) -> Self {
+        self.metrics = metrics;
+        self.metrics_registry = registry;
+        self
+    }
+
+    /// Adds `check` to `/readyz` (and `/healthz`).
+    pub fn readyz_check(mut self, check: impl HealthCheck) -> Self {
+        self.readyz_checks.push(Arc::new(check));
+        self
+    }
+
+    /// The health endpoints of a server of `registry`: `ping` everywhere; the store's `etcd`
+    /// check ([`StoreCheck`]) on `/healthz` and `/readyz`, so readiness fails while the store
+    /// is unreachable; then [`readyz_checks`](Self::readyz_checks). `/livez` does not depend
+    /// on the store: restarting the server would not bring the store back.
+    pub fn health(&self, registry: &crate::registry::Registry) -> HealthEndpoints {
+        let mut health = HealthEndpoints::new().readyz(StoreCheck::new(registry.store().clone()));
+        for check in &self.readyz_checks {
+            health.readyz.push(check.clone());
+            health.healthz.push(check.clone());
+        }
+        health
+    }
+
     /// Stacks the layers on `router` in Kubernetes' order, outermost first: in-flight limit,
     /// timeout, body limit, authentication, authorization, then the router's handlers.
     ///
     /// The header-read timeout is the HTTP server's, not a layer; `ApiServer::bind_with` and
     /// `ApiServer::serve` apply it.
     pub fn apply(&self, router: Router) -> Router {
+        self.apply_with_kinds(router, None)
+    }
+
+    /// As [`apply`](Self::apply), with the metrics layer outermost (so every refusal is
+    /// counted), labelling watchers with the kinds `kinds` finds.
+    pub fn apply_with_kinds(
+        &self,
+        router: Router,
+        kinds: Option<crate::http::observe::KindResolver>,
+    ) -> Router {
+        let mut metrics = MetricsLayer::new(self.metrics.clone());
+        if let Some(kinds) = kinds {
+            metrics = metrics.kinds(kinds);
+        }
         router
             .layer(AuthzLayer::new(self.authorizer.clone()))
             .layer(AuthnLayer::new(
@@ -310,6 +372,7 @@ impl ApiServerOptions {
             .layer(BodyLimitLayer::new(self.limits.max_body_bytes))
             .layer(TimeoutLayer::new(self.limits.request_timeout))
             .layer(InFlightLimitLayer::new(self.limits.max_in_flight))
+            .layer(metrics)
     }
 }
 

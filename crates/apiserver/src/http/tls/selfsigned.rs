@@ -369,7 +369,10 @@ impl CertDir {
                 if ca.fits() {
                     Some(ca)
                 } else {
-                    tracing::info!(ca = %ca_files.0.display(), "the CA expires soon or has expired; generating a new one");
+                    tracing::info!(
+                        ca = %ca_files.0.display(),
+                        "the CA expires soon or has expired; generating a new one"
+                    );
                     None
                 }
             }
@@ -645,8 +648,11 @@ fn verify(
     Ok(())
 }
 
+/// The bytes of a certificate file and of its key file.
+type Pair = (Vec<u8>, Vec<u8>);
+
 /// Both files of a pair, or `None` when neither exists.
-fn read_pair(cert: &Path, key: &Path) -> Result<Option<(Vec<u8>, Vec<u8>)>, SelfSignedError> {
+fn read_pair(cert: &Path, key: &Path) -> Result<Option<Pair>, SelfSignedError> {
     match (read_if_exists(cert)?, read_if_exists(key)?) {
         (Some(cert), Some(key)) => Ok(Some((cert, key))),
         (None, None) => Ok(None),
@@ -995,7 +1001,8 @@ mod tests {
         std::fs::write(cert_dir.file(CA_KEY_FILE), "not PEM either").unwrap();
         let garbage = cert_dir.load_or_generate(&names()).unwrap_err();
         assert!(
-            matches!(&garbage, SelfSignedError::Invalid { path, .. } if path.ends_with(CA_CERT_FILE)),
+            matches!(&garbage, SelfSignedError::Invalid { path, .. }
+                if path.ends_with(CA_CERT_FILE)),
             "{garbage}"
         );
         assert!(garbage.to_string().contains("remove it"), "{garbage}");
@@ -1011,7 +1018,8 @@ mod tests {
         std::fs::write(cert_dir.file(CA_KEY_FILE), other.key.serialize_pem()).unwrap();
         let mismatched = cert_dir.load_or_generate(&names()).unwrap_err();
         assert!(
-            matches!(&mismatched, SelfSignedError::Invalid { path, .. } if path.ends_with(CA_KEY_FILE)),
+            matches!(&mismatched, SelfSignedError::Invalid { path, .. }
+                if path.ends_with(CA_KEY_FILE)),
             "{mismatched}"
         );
 

@@ -1,0 +1,287 @@
+//! The API server's Prometheus series, named and labelled as kube-apiserver's, and its
+//! store health check.
+//!
+//! | series | labels |
+//! |---|---|
+//! | `apiserver_request_total` | `verb`, `dry_run`, `group`, `version`, `resource`, `subresource`, `scope`, `component`, `code` |
+//! | `apiserver_request_duration_seconds` (histogram) | the same but `code` |
+//! | `apiserver_current_inflight_requests` | `request_kind` (`readOnly`, `mutating`) |
+//! | `apiserver_longrunning_requests` | `verb`, `group`, `version`, `resource`, `subresource`, `scope`, `component` |
+//! | `apiserver_registered_watchers` | `group`, `version`, `kind` |
+//!
+//! Verbs are kube-apiserver's: the HTTP method for non-resource paths (`GET /healthz`), else
+//! `GET`, `LIST`, `WATCH`, `POST`, `PUT`, `PATCH` (`APPLY` for a server-side apply patch),
+//! `DELETE`, `DELETECOLLECTION`. Scopes are `resource` (a named object, or a create),
+//! `namespace`, `cluster`, or empty for non-resource paths, where `subresource` is the path.
+//! Long-running requests (watches) are counted when they end, with their whole duration.
+//!
+//! The `http` layer that records them is `http::observe::MetricsLayer` (feature `server`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capstan_api::health::HealthCheck;
+use capstan_store::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// kube-apiserver's `apiserver_request_duration_seconds` buckets.
+pub const REQUEST_DURATION_BUCKETS: [f64; 23] = [
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
+
+/// What one request was, as the metrics label it.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// kube-apiserver's verb, e.g. `LIST`.
+    pub verb: String,
+    /// `All` for a dry run, else empty.
+    pub dry_run: String,
+    /// The API group (empty for the core group).
+    pub group: String,
+    /// The API version.
+    pub version: String,
+    /// The resource (plural).
+    pub resource: String,
+    /// The subresource; for a non-resource request, its path.
+    pub subresource: String,
+    /// `resource`, `namespace`, `cluster` or empty.
+    pub scope: String,
+    /// `apiserver`.
+    pub component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodedLabels {
+    verb: String,
+    dry_run: String,
+    group: String,
+    version: String,
+    resource: String,
+    subresource: String,
+    scope: String,
+    component: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LongRunningLabels {
+    verb: String,
+    group: String,
+    version: String,
+    resource: String,
+    subresource: String,
+    scope: String,
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InflightLabels {
+    request_kind: String,
+}
+
+/// The labels of `apiserver_registered_watchers`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatcherLabels {
+    /// The API group.
+    pub group: String,
+    /// The API version.
+    pub version: String,
+    /// The kind watched.
+    pub kind: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(REQUEST_DURATION_BUCKETS)
+}
+
+/// The API server's request metrics; cheap to clone (clones share the series).
+/// [`register`](Self::register) them into a registry and give them to the server
+/// (`ApiServerOptions::metrics`).
+#[derive(Clone, Debug)]
+pub struct ApiServerMetrics {
+    requests: Family<CodedLabels, Counter>,
+    durations: Family<RequestLabels, Histogram>,
+    inflight: Family<InflightLabels, Gauge>,
+    longrunning: Family<LongRunningLabels, Gauge>,
+    watchers: Family<WatcherLabels, Gauge>,
+}
+
+impl Default for ApiServerMetrics {
+    fn default() -> Self {
+        let metrics = ApiServerMetrics {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+            inflight: Family::default(),
+            longrunning: Family::default(),
+            watchers: Family::default(),
+        };
+        // Both kinds are always reported, as kube-apiserver does.
+        for kind in ["readOnly", "mutating"] {
+            metrics.inflight(kind).set(0);
+        }
+        metrics
+    }
+}
+
+impl ApiServerMetrics {
+    /// No request seen yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the `apiserver_*` series (see the [module docs](self)) into `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "apiserver_request",
+            "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code",
+            self.requests.clone(),
+        );
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component",
+            self.durations.clone(),
+        );
+        registry.register(
+            "apiserver_current_inflight_requests",
+            "Maximal number of currently used inflight request limit of this apiserver per request kind in last second",
+            self.inflight.clone(),
+        );
+        registry.register(
+            "apiserver_longrunning_requests",
+            "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component. Not all requests are tracked this way",
+            self.longrunning.clone(),
+        );
+        registry.register(
+            "apiserver_registered_watchers",
+            "Number of currently registered watchers for a given resources",
+            self.watchers.clone(),
+        );
+    }
+
+    /// Counts a finished request answered with `code` after `took`.
+    pub fn record(&self, labels: &RequestLabels, code: u16, took: Duration) {
+        let coded = CodedLabels {
+            verb: labels.verb.clone(),
+            dry_run: labels.dry_run.clone(),
+            group: labels.group.clone(),
+            version: labels.version.clone(),
+            resource: labels.resource.clone(),
+            subresource: labels.subresource.clone(),
+            scope: labels.scope.clone(),
+            component: labels.component.clone(),
+            code: code.to_string(),
+        };
+        self.requests.get_or_create(&coded).inc();
+        self.durations
+            .get_or_create(labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// The gauge of requests in flight of `kind` (`readOnly` or `mutating`).
+    pub fn inflight(&self, kind: &str) -> Gauge {
+        self.inflight
+            .get_or_create(&InflightLabels {
+                request_kind: kind.to_string(),
+            })
+            .clone()
+    }
+
+    /// The gauge of long-running requests like `labels`.
+    pub fn longrunning(&self, labels: &RequestLabels) -> Gauge {
+        self.longrunning
+            .get_or_create(&LongRunningLabels {
+                verb: labels.verb.clone(),
+                group: labels.group.clone(),
+                version: labels.version.clone(),
+                resource: labels.resource.clone(),
+                subresource: labels.subresource.clone(),
+                scope: labels.scope.clone(),
+                component: labels.component.clone(),
+            })
+            .clone()
+    }
+
+    /// The gauge of watchers of `labels`' kind.
+    pub fn watchers(&self, labels: &WatcherLabels) -> Gauge {
+        self.watchers.get_or_create(labels).clone()
+    }
+
+    /// How many requests like `labels` were answered with `code` so far.
+    pub fn requests(&self, labels: &RequestLabels, code: u16) -> u64 {
+        let coded = CodedLabels {
+            verb: labels.verb.clone(),
+            dry_run: labels.dry_run.clone(),
+            group: labels.group.clone(),
+            version: labels.version.clone(),
+            resource: labels.resource.clone(),
+            subresource: labels.subresource.clone(),
+            scope: labels.scope.clone(),
+            component: labels.component.clone(),
+            code: code.to_string(),
+        };
+        self.requests.get_or_create(&coded).get()
+    }
+}
+
+/// How long the store check waits for the store: kube-apiserver's etcd health check uses
+/// the same bound by default.
+pub const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The API server's store health check, named `etcd` as kube-apiserver names it (whatever
+/// the backend): it asks the store for its current revision, which on etcd is a round trip,
+/// and fails when that errs or takes longer than its timeout.
+#[derive(Clone)]
+pub struct StoreCheck {
+    store: Arc<dyn Store>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCheck")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreCheck {
+    /// A check of `store`, with [`STORE_CHECK_TIMEOUT`].
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        StoreCheck {
+            store,
+            timeout: STORE_CHECK_TIMEOUT,
+        }
+    }
+
+    /// Sets how long the store may take to answer.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+#[async_trait]
+impl HealthCheck for StoreCheck {
+    fn name(&self) -> &str {
+        "etcd"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        match tokio::time::timeout(self.timeout, self.store.current_revision()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("the store is unreachable: {error}")),
+            Err(_) => Err(format!(
+                "the store did not answer within {:?}",
+                self.timeout
+            )),
+        }
+    }
+}
