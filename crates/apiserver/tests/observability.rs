@@ -2,6 +2,7 @@
 //! follows the store (a store that can be switched off), every request is counted with
 //! kube-apiserver's labels, watches are counted while they run, and `/metrics` needs
 //! credentials where health does not.
+#![cfg(feature = "server")]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -327,6 +328,79 @@ async fn metrics_need_credentials_and_health_does_not() {
             ),
             Some(1.0)
         );
+    })
+    .await
+}
+
+/// A TCP relay to `target` that can be cut: every connection closed and no new one accepted,
+/// as when etcd goes down.
+#[cfg(feature = "etcd")]
+struct Relay {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(feature = "etcd")]
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay { address, task }
+    }
+
+    /// Closes the listener and every relayed connection (the `JoinSet` aborts them).
+    fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_check_fails_while_etcd_is_unreachable() {
+    use capstan_api::health::HealthCheck;
+    use capstan_apiserver::metrics::StoreCheck;
+    use capstan_store::etcd::EtcdStore;
+
+    within(async {
+        let endpoints = std::env::var(capstan_store::etcd::ENDPOINTS_ENV).unwrap_or_else(|_| {
+            panic!(
+                "this test needs a real etcd: run `scripts/test`, which starts one, or set {}",
+                capstan_store::etcd::ENDPOINTS_ENV
+            )
+        });
+        let first = endpoints.split(',').next().unwrap().trim();
+        let target: SocketAddr = tokio::net::lookup_host(
+            first
+                .trim_start_matches("http://")
+                .trim_start_matches("https://"),
+        )
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+        let relay = Relay::start(target).await;
+        let store = EtcdStore::connect(&[format!("http://{}", relay.address)])
+            .await
+            .expect("etcd through the relay");
+        let check = StoreCheck::new(Arc::new(store)).timeout(Duration::from_secs(2));
+        assert_eq!(check.name(), "etcd");
+        assert_eq!(check.check().await, Ok(()));
+        relay.cut();
+        let failed = check.check().await;
+        assert!(failed.is_err(), "etcd is unreachable: {failed:?}");
     })
     .await
 }

@@ -182,8 +182,8 @@ impl RunningApiServer {
 /// Opens the store, builds the registry and serves it.
 ///
 /// Errors: the store cannot be opened, the address bound, or the TLS material read or
-/// generated ([`ApiServerError::SelfSigned`]); a
-/// backend this build leaves out ([`OptionError::NotBuilt`](crate::options::OptionError)).
+/// generated (`ApiServerError::SelfSigned`, feature `tls`); a backend this build leaves out
+/// ([`OptionError::NotBuilt`](crate::options::OptionError)).
 pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let store = open_store(&config.store).await?;
     let registry = Arc::new(Registry::new(store));

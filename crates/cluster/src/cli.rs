@@ -185,6 +185,10 @@ pub struct ControlPlaneArgs {
     /// `--leader-elect-*` flags. A file that does not decode or validate stops the command.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Where to serve `/metrics`, `/healthz`, `/livez` and `/readyz` (plain HTTP, no
+    /// authentication: keep it on loopback); port 0 picks a free one, which is logged.
+    #[arg(long, default_value = crate::observability::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
 }
 
 impl ControlPlaneArgs {
@@ -204,6 +208,7 @@ impl ControlPlaneArgs {
             .renew_deadline(Duration::from_secs(self.leader_elect_renew_deadline))
             .retry_period(Duration::from_secs(self.leader_elect_retry_period));
         options.cluster_cidr = Some(self.cluster_cidr);
+        options.metrics_listen = Some(self.metrics_listen);
         options
     }
 }
@@ -253,6 +258,10 @@ pub struct NodeArgs {
     /// Masquerade all traffic to cluster IPs (proxy only).
     #[arg(long)]
     pub masquerade_all: bool,
+    /// Where to serve `/metrics`, `/healthz`, `/livez` and `/readyz` (plain HTTP, no
+    /// authentication: keep it on loopback); port 0 picks a free one, which is logged.
+    #[arg(long, default_value = crate::observability::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
 }
 
 impl NodeArgs {
@@ -270,6 +279,8 @@ impl NodeArgs {
         options.heartbeat_interval = Duration::from_secs(self.heartbeat_interval);
         options.preload_images = self.preload_image.clone();
         options.masquerade_all = self.masquerade_all;
+        options.kubelet_metrics_listen = Some(self.metrics_listen);
+        options.proxy_metrics_listen = Some(self.metrics_listen);
         options
     }
 }
@@ -449,6 +460,13 @@ pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         args.proxy,
         args.serve.store
     );
+    // One line per component: where its Prometheus metrics are (health beside them).
+    for (component, url) in cluster.metrics_endpoints() {
+        println!("metrics  {component:<40} {url}");
+    }
+    if let Some(dns) = cluster.dns() {
+        println!("cluster DNS at {} (UDP and TCP)", dns.address());
+    }
     let client = cluster.client();
     let mut view = LiveView::new(client.clone());
     view.until(

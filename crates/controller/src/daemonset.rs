@@ -1111,13 +1111,13 @@ mod tests {
                 uid: Some("uid-agent".into()),
                 ..ObjectMeta::default()
             },
-            spec: (DaemonSetSpec {
+            spec: DaemonSetSpec {
                 template: PodTemplateSpec {
                     metadata: None,
                     spec: Some(spec),
                 },
                 ..DaemonSetSpec::default()
-            })
+            }
             .into(),
             status: None,
         }

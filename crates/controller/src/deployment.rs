@@ -569,12 +569,12 @@ impl DeploymentReconciler {
                 labels,
                 ..ObjectMeta::default()
             },
-            spec: (ReplicaSetSpec {
+            spec: ReplicaSetSpec {
                 replicas: Some(0),
                 min_ready_seconds: spec.min_ready_seconds,
                 selector,
                 template: Some(template),
-            })
+            }
             .into(),
             status: None,
         };

@@ -61,7 +61,7 @@ fn daemon_set(
             name: Some(name.into()),
             ..ObjectMeta::default()
         },
-        spec: (DaemonSetSpec {
+        spec: DaemonSetSpec {
             selector: LabelSelector {
                 match_labels: Some(labels(&[("app", name)])),
                 ..LabelSelector::default()
@@ -83,7 +83,7 @@ fn daemon_set(
                 }),
             },
             ..DaemonSetSpec::default()
-        })
+        }
         .into(),
         status: None,
     }

@@ -72,7 +72,7 @@ fn replica_set(name: &str, replicas: i32, min_ready_seconds: Option<i32>) -> Rep
             name: Some(name.into()),
             ..ObjectMeta::default()
         },
-        spec: (ReplicaSetSpec {
+        spec: ReplicaSetSpec {
             replicas: Some(replicas),
             min_ready_seconds,
             selector: LabelSelector {
@@ -86,7 +86,7 @@ fn replica_set(name: &str, replicas: i32, min_ready_seconds: Option<i32>) -> Rep
                 }),
                 spec: Some(pod_spec()),
             }),
-        })
+        }
         .into(),
         ..ReplicaSet::default()
     }

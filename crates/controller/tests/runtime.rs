@@ -423,7 +423,7 @@ async fn a_pod_change_reconciles_the_built_in_replica_set_that_controls_it() {
                 name: Some("web".into()),
                 ..ObjectMeta::default()
             },
-            spec: (ReplicaSetSpec {
+            spec: ReplicaSetSpec {
                 replicas: Some(1),
                 selector: LabelSelector {
                     match_labels: Some(labels.clone()),
@@ -437,7 +437,7 @@ async fn a_pod_change_reconciles_the_built_in_replica_set_that_controls_it() {
                     spec: Some(pod_spec.clone()),
                 }),
                 ..ReplicaSetSpec::default()
-            })
+            }
             .into(),
             ..ReplicaSet::default()
         };

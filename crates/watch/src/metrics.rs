@@ -109,13 +109,14 @@ impl WorkQueueMetrics {
         let queues = self.queues.lock();
         let named = queues.get(name)?;
         let row = row(named);
-        let mut metrics = QueueMetrics::default();
-        metrics.depth = row.depth;
-        metrics.adds = row.totals.adds;
-        metrics.retries = row.totals.retries;
-        metrics.queue_latency = row.totals.queue_latency;
-        metrics.work_duration = row.totals.work_duration;
-        Some(metrics)
+        Some(QueueMetrics {
+            depth: row.depth,
+            adds: row.totals.adds,
+            retries: row.totals.retries,
+            queue_latency: row.totals.queue_latency,
+            work_duration: row.totals.work_duration,
+            ..QueueMetrics::default()
+        })
     }
 
     pub(crate) fn track(&self, name: &str, probe: Weak<dyn QueueProbe>) {

@@ -769,7 +769,7 @@ mod tests {
                 name: Some("web".into()),
                 ..ObjectMeta::default()
             },
-            spec: (DeploymentSpec {
+            spec: DeploymentSpec {
                 replicas: Some(replicas),
                 strategy: Some(DeploymentStrategy {
                     type_: Some("RollingUpdate".into()),
@@ -780,7 +780,7 @@ mod tests {
                 }),
                 template: template("web:v1"),
                 ..DeploymentSpec::default()
-            })
+            }
             .into(),
             status: None,
         }
@@ -800,10 +800,10 @@ mod tests {
                 annotations: Some(annotations),
                 ..ObjectMeta::default()
             },
-            spec: (ReplicaSetSpec {
+            spec: ReplicaSetSpec {
                 replicas: Some(replicas),
                 ..ReplicaSetSpec::default()
-            })
+            }
             .into(),
             status: Some(ReplicaSetStatus {
                 replicas,

@@ -16,16 +16,17 @@
 //! reused, as kube-apiserver reuses its generated pair, so a restart keeps kubeconfigs and
 //! running clients valid:
 //!
-//! - the CA is reused while it is a CA, matches its key and stays valid for at least a day
-//!   ([`RENEW_BEFORE`]); otherwise a new CA and a new serving certificate replace the old ones.
-//!   A CA of one's own, its key in PKCS#8, can be put there to sign the serving certificate.
+//! - the CA is reused while it stays valid for at least a day ([`RENEW_BEFORE`]); once it
+//!   expires, a new CA and a new serving certificate replace the old ones. A CA of one's own,
+//!   its key in PKCS#8, can be put there to sign the serving certificate.
 //! - the serving certificate is reused while it verifies against the CA for every name asked
 //!   for (as clients verify it: chain, validity, `serverAuth`, subject alternative names) and
 //!   stays valid for at least a day; otherwise the kept CA signs a new one, so clients that
 //!   trust the CA keep working after, say, a new listen address.
 //!
-//! A file that cannot be parsed, or half a pair (a certificate without its key), is an error
-//! rather than replaced: the directory may hold something else than what was expected.
+//! A file that cannot be parsed, a CA certificate that is not a CA or whose key does not match,
+//! a serving key that does not match, or half a pair (a certificate without its key) is an
+//! error rather than replaced: the directory may hold something else than what was expected.
 //!
 //! ```no_run
 //! use std::net::Ipv4Addr;
@@ -378,6 +379,8 @@ impl CertDir {
             }
             None => None,
         };
+        // Read before anything is written, so half a serving pair is refused either way.
+        let kept_serving = read_pair(&serving_files.0, &serving_files.1)?;
         let ca_reused = kept_ca.is_some();
         let ca = match kept_ca {
             Some(ca) => ca,
@@ -390,7 +393,7 @@ impl CertDir {
             }
         };
         if ca_reused {
-            if let Some((chain, key)) = read_pair(&serving_files.0, &serving_files.1)? {
+            if let Some((chain, key)) = kept_serving {
                 let chain = utf8(&serving_files.0, chain)?;
                 let key = utf8(&serving_files.1, key)?;
                 TlsConfig::from_pem(chain.as_bytes(), key.as_bytes()).map_err(|e| {
@@ -1022,6 +1025,19 @@ mod tests {
                 if path.ends_with(CA_KEY_FILE)),
             "{mismatched}"
         );
+
+        // Half a serving pair is refused before anything is generated.
+        let fresh = TempDir::new();
+        let fresh_dir = CertDir::new(&fresh.0);
+        std::fs::create_dir_all(&fresh.0).unwrap();
+        std::fs::write(fresh_dir.file(SERVING_KEY_FILE), "a key").unwrap();
+        let half = fresh_dir.load_or_generate(&names()).unwrap_err();
+        assert!(
+            matches!(&half, SelfSignedError::IncompletePair { missing, .. }
+                if missing.ends_with(SERVING_CERT_FILE)),
+            "{half}"
+        );
+        assert!(!fresh_dir.file(CA_CERT_FILE).exists());
 
         // A name that cannot be a DNS name.
         let bad = ServingNames::new().dns_name("not a name");
