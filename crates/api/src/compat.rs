@@ -9,9 +9,9 @@
 //!
 //! [`Maybe`] is that one way: it is implemented for `Option<T>` and for the required form `T`
 //! of every field whose optionality differs between versions, so `deployment.spec.opt()` is an
-//! `Option<&DeploymentSpec>` under every version. To write such a field, convert the value
-//! with `.into()` (`spec: ReplicaSetSpec { .. }.into()`), which is `Some(value)` where the field
-//! is optional and the value itself where it is required.
+//! `Option<&DeploymentSpec>` under every version. To write such a field, wrap the value in
+//! [`value`] (`spec: compat::value(ReplicaSetSpec { .. })`), which is `Some(value)` where the
+//! field is optional and the value itself where it is required.
 //!
 //! ```
 //! use capstan_api::compat::Maybe;
@@ -133,6 +133,15 @@ impl<T> MaybeList<T> for Vec<T> {
     fn items_mut(&mut self) -> &mut Vec<T> {
         self
     }
+}
+
+/// `value` in the form of the field it is written to: `Some(value)` where the field is optional
+/// under the chosen Kubernetes version, `value` itself where it is required.
+///
+/// The same as `value.into()`, without the lint that flags that conversion as useless under
+/// the versions where it is the identity.
+pub fn value<T, F: From<T>>(value: T) -> F {
+    F::from(value)
 }
 
 /// Whether a condition's `status` (a `String`, or an `Option<String>` under newer versions)

@@ -140,27 +140,27 @@ impl ApiServerMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "apiserver_request",
-            "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code",
+            "Requests answered, by verb, dry run, group, version, resource, subresource, scope, component and HTTP status code",
             self.requests.clone(),
         );
         registry.register(
             "apiserver_request_duration_seconds",
-            "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component",
+            "Seconds from a request's arrival to its answer (to its end for long-running requests), by verb, dry run, group, version, resource, subresource, scope and component",
             self.durations.clone(),
         );
         registry.register(
             "apiserver_current_inflight_requests",
-            "Maximal number of currently used inflight request limit of this apiserver per request kind in last second",
+            "Requests being served now, read-only or mutating (long-running requests excluded)",
             self.inflight.clone(),
         );
         registry.register(
             "apiserver_longrunning_requests",
-            "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component. Not all requests are tracked this way",
+            "Long-running requests (watches) open now, by verb, group, version, resource, subresource, scope and component",
             self.longrunning.clone(),
         );
         registry.register(
             "apiserver_registered_watchers",
-            "Number of currently registered watchers for a given resources",
+            "Watches open now, by group, version and kind",
             self.watchers.clone(),
         );
     }

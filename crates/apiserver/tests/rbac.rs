@@ -72,7 +72,7 @@ fn reads_pods(user: &str) -> RoleBinding {
     RoleBinding {
         metadata: meta(Some("team"), &format!("{user}-reads-pods")),
         role_ref: RoleRef {
-            api_group: String::from("rbac.authorization.k8s.io").into(),
+            api_group: capstan_api::compat::value(String::from("rbac.authorization.k8s.io")),
             kind: "Role".into(),
             name: "pod-reader".into(),
         },

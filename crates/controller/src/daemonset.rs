@@ -1111,14 +1111,13 @@ mod tests {
                 uid: Some("uid-agent".into()),
                 ..ObjectMeta::default()
             },
-            spec: DaemonSetSpec {
+            spec: capstan_api::compat::value(DaemonSetSpec {
                 template: PodTemplateSpec {
                     metadata: None,
                     spec: Some(spec),
                 },
                 ..DaemonSetSpec::default()
-            }
-            .into(),
+            }),
             status: None,
         }
     }

@@ -569,13 +569,12 @@ impl DeploymentReconciler {
                 labels,
                 ..ObjectMeta::default()
             },
-            spec: ReplicaSetSpec {
+            spec: compat::value(ReplicaSetSpec {
                 replicas: Some(0),
                 min_ready_seconds: spec.min_ready_seconds,
                 selector,
                 template: Some(template),
-            }
-            .into(),
+            }),
             status: None,
         };
         let all: Vec<&ReplicaSet> = old.iter().chain(Some(&new_rs)).collect();

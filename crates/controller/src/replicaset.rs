@@ -796,8 +796,8 @@ impl ReplicaSetReconciler {
                 })
                 .and_then(|c| c.last_transition_time.clone());
             conditions.push(ReplicaSetCondition {
-                type_: String::from("ReplicaFailure").into(),
-                status: String::from("True").into(),
+                type_: compat::value(String::from("ReplicaFailure")),
+                status: compat::value(String::from("True")),
                 reason: Some(reason.into()),
                 message: Some(message),
                 last_transition_time: keep_time.or(Some(Time(now))),

@@ -5,7 +5,7 @@
 //! Every case runs on tokio's paused clock and asserts on the recorded Events and on the Pod
 //! history at every revision, not only on the end state.
 
-use capstan_api::compat::Maybe;
+use capstan_api::compat::{self, Maybe};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ fn daemon_set(
             name: Some(name.into()),
             ..ObjectMeta::default()
         },
-        spec: DaemonSetSpec {
+        spec: compat::value(DaemonSetSpec {
             selector: LabelSelector {
                 match_labels: Some(labels(&[("app", name)])),
                 ..LabelSelector::default()
@@ -83,8 +83,7 @@ fn daemon_set(
                 }),
             },
             ..DaemonSetSpec::default()
-        }
-        .into(),
+        }),
         status: None,
     }
 }

@@ -5,6 +5,7 @@
 //! asserts on the recorded Events and on the Pod history at every revision, not only on the
 //! end state.
 
+use capstan_api::compat;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -72,7 +73,7 @@ fn replica_set(name: &str, replicas: i32, min_ready_seconds: Option<i32>) -> Rep
             name: Some(name.into()),
             ..ObjectMeta::default()
         },
-        spec: ReplicaSetSpec {
+        spec: compat::value(ReplicaSetSpec {
             replicas: Some(replicas),
             min_ready_seconds,
             selector: LabelSelector {
@@ -86,8 +87,7 @@ fn replica_set(name: &str, replicas: i32, min_ready_seconds: Option<i32>) -> Rep
                 }),
                 spec: Some(pod_spec()),
             }),
-        }
-        .into(),
+        }),
         ..ReplicaSet::default()
     }
 }

@@ -4,6 +4,7 @@
 //! is idle, so delays are exact and nothing depends on the machine's load. The concurrency
 //! case runs on real threads and asserts no timing at all.
 
+use capstan_api::compat;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -423,7 +424,7 @@ async fn a_pod_change_reconciles_the_built_in_replica_set_that_controls_it() {
                 name: Some("web".into()),
                 ..ObjectMeta::default()
             },
-            spec: ReplicaSetSpec {
+            spec: compat::value(ReplicaSetSpec {
                 replicas: Some(1),
                 selector: LabelSelector {
                     match_labels: Some(labels.clone()),
@@ -437,8 +438,7 @@ async fn a_pod_change_reconciles_the_built_in_replica_set_that_controls_it() {
                     spec: Some(pod_spec.clone()),
                 }),
                 ..ReplicaSetSpec::default()
-            }
-            .into(),
+            }),
             ..ReplicaSet::default()
         };
         let created = Api::<ReplicaSet>::namespaced(client.clone(), NS)

@@ -129,7 +129,7 @@ impl Collector for KubeletCollector {
         let relisted = *stats.relisted.lock();
         let mut metric = encoder.encode_descriptor(
             "kubelet_node_name",
-            "The node's name. The count is always 1",
+            "This kubelet's Node, as a label; always 1",
             None,
             MetricType::Gauge,
         )?;
@@ -139,14 +139,14 @@ impl Collector for KubeletCollector {
         encoder
             .encode_descriptor(
                 "kubelet_running_pods",
-                "Number of pods that have a running pod sandbox",
+                "Pods whose sandbox is ready, at the runtime's last relist",
                 None,
                 MetricType::Gauge,
             )?
             .encode_gauge(&relisted.running_pods)?;
         let mut metric = encoder.encode_descriptor(
             "kubelet_running_containers",
-            "Number of containers currently running",
+            "Containers by state, at the runtime's last relist",
             None,
             MetricType::Gauge,
         )?;
@@ -170,7 +170,7 @@ impl Collector for KubeletCollector {
         encoder
             .encode_descriptor(
                 "kubelet_pod_start_duration_seconds",
-                "Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
+                "Seconds from the kubelet first seeing a pod to reporting it Running",
                 None,
                 MetricType::Histogram,
             )?

@@ -116,13 +116,14 @@ async fn dns() {
             ..ObjectMeta::default()
         },
         address_type: "IPv4".into(),
-        endpoints: (0..100)
-            .map(|i| Endpoint {
-                addresses: vec![format!("10.244.0.{}", i + 1)],
-                ..Endpoint::default()
-            })
-            .collect::<Vec<_>>()
-            .into(),
+        endpoints: capstan_api::compat::value(
+            (0..100)
+                .map(|i| Endpoint {
+                    addresses: vec![format!("10.244.0.{}", i + 1)],
+                    ..Endpoint::default()
+                })
+                .collect::<Vec<_>>(),
+        ),
         ports: None,
     };
     Api::<EndpointSlice>::namespaced(client.clone(), "default")

@@ -668,19 +668,20 @@ mod tests {
                 ..ObjectMeta::default()
             },
             address_type: "IPv4".into(),
-            endpoints: endpoints
-                .iter()
-                .map(|(ip, ready, hostname)| Endpoint {
-                    addresses: vec![(*ip).into()],
-                    conditions: Some(EndpointConditions {
-                        ready: *ready,
-                        ..EndpointConditions::default()
-                    }),
-                    hostname: hostname.map(str::to_owned),
-                    ..Endpoint::default()
-                })
-                .collect::<Vec<_>>()
-                .into(),
+            endpoints: capstan_api::compat::value(
+                endpoints
+                    .iter()
+                    .map(|(ip, ready, hostname)| Endpoint {
+                        addresses: vec![(*ip).into()],
+                        conditions: Some(EndpointConditions {
+                            ready: *ready,
+                            ..EndpointConditions::default()
+                        }),
+                        hostname: hostname.map(str::to_owned),
+                        ..Endpoint::default()
+                    })
+                    .collect::<Vec<_>>(),
+            ),
             ports: Some(vec![EndpointPort {
                 name: Some("http".into()),
                 port: Some(8080),

@@ -124,18 +124,19 @@ fn slice(service: &str, endpoints: &[(&str, bool)]) -> EndpointSlice {
             ..ObjectMeta::default()
         },
         address_type: "IPv4".into(),
-        endpoints: endpoints
-            .iter()
-            .map(|(ip, ready)| Endpoint {
-                addresses: vec![(*ip).into()],
-                conditions: Some(EndpointConditions {
-                    ready: Some(*ready),
-                    ..EndpointConditions::default()
-                }),
-                ..Endpoint::default()
-            })
-            .collect::<Vec<_>>()
-            .into(),
+        endpoints: capstan_api::compat::value(
+            endpoints
+                .iter()
+                .map(|(ip, ready)| Endpoint {
+                    addresses: vec![(*ip).into()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(*ready),
+                        ..EndpointConditions::default()
+                    }),
+                    ..Endpoint::default()
+                })
+                .collect::<Vec<_>>(),
+        ),
         ports: Some(vec![EndpointPort {
             name: Some("http".into()),
             port: Some(8080),

@@ -268,7 +268,7 @@ impl Collector for SchedulerMetrics {
 
         let mut metric = encoder.encode_descriptor(
             "scheduler_schedule_attempts",
-            "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem",
+            "Attempts to schedule a pod, by profile and result: scheduled (bound), unschedulable (no node fits) or error",
             None,
             MetricType::Counter,
         )?;
@@ -281,7 +281,7 @@ impl Collector for SchedulerMetrics {
 
         let mut metric = encoder.encode_descriptor(
             "scheduler_scheduling_attempt_duration_seconds",
-            "Scheduling attempt latency in seconds (scheduling algorithm + binding)",
+            "Seconds an attempt took, by profile and result (up to the bind being written for scheduled pods)",
             None,
             MetricType::Histogram,
         )?;
@@ -294,7 +294,7 @@ impl Collector for SchedulerMetrics {
 
         let mut metric = encoder.encode_descriptor(
             "scheduler_scheduling_algorithm_duration_seconds",
-            "Scheduling algorithm latency in seconds",
+            "Seconds the scheduling algorithm took per attempt, filtering and scoring",
             None,
             MetricType::Histogram,
         )?;
@@ -302,7 +302,7 @@ impl Collector for SchedulerMetrics {
 
         let mut metric = encoder.encode_descriptor(
             "scheduler_pending_pods",
-            "Number of pending pods, by the queue type. 'active' means number of pods in activeQ; 'backoff' means number of pods in backoffQ; 'unschedulable' means number of pods in unschedulablePods that the scheduler attempted to schedule and failed; 'gated' is the number of unschedulable pods that the scheduler never attempted to schedule because they are gated",
+            "Pods waiting to be scheduled, by where they wait: active, backoff, unschedulable, or gated (never here)",
             None,
             MetricType::Gauge,
         )?;

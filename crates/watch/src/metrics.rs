@@ -3,7 +3,7 @@
 //! A [`WorkQueueMetrics`] collects the queues registered with it by name
 //! ([`WorkQueue::register_metrics`](crate::WorkQueue::register_metrics); a controller
 //! registers its own queue under its name when it runs with an [`InformerFactory`] that
-//! carries one). Registered into a `prometheus_client` [`Registry`](prometheus_client::registry::Registry)
+//! carries one). Registered into a `prometheus_client` [`Registry`]
 //! with [`WorkQueueMetrics::register`], it serves Kubernetes' series, labelled `name`:
 //!
 //! | series | type |
@@ -211,7 +211,7 @@ impl Collector for WorkQueueMetrics {
             &mut encoder,
             &rows,
             "workqueue_depth",
-            "Current depth of workqueue",
+            "Keys waiting in the queue for a worker",
             MetricType::Gauge,
             |row| row.depth as f64,
             gauge,
@@ -220,7 +220,7 @@ impl Collector for WorkQueueMetrics {
             &mut encoder,
             &rows,
             "workqueue_adds",
-            "Total number of adds handled by workqueue",
+            "Keys added to the queue",
             MetricType::Counter,
             |row| row.totals.adds,
             counter,
@@ -229,7 +229,7 @@ impl Collector for WorkQueueMetrics {
             &mut encoder,
             &rows,
             "workqueue_retries",
-            "Total number of retries handled by workqueue",
+            "Keys re-added to the queue after a failure (rate limited)",
             MetricType::Counter,
             |row| row.totals.retries,
             counter,
@@ -238,7 +238,7 @@ impl Collector for WorkQueueMetrics {
             &mut encoder,
             &rows,
             "workqueue_queue_duration_seconds",
-            "How long in seconds an item stays in workqueue before being requested",
+            "Seconds a key waited in the queue before a worker took it",
             MetricType::Histogram,
             |row| row.totals.queue_latency,
             histogram,
@@ -247,7 +247,7 @@ impl Collector for WorkQueueMetrics {
             &mut encoder,
             &rows,
             "workqueue_work_duration_seconds",
-            "How long in seconds processing an item from workqueue takes",
+            "Seconds a worker spent on a key",
             MetricType::Histogram,
             |row| row.totals.work_duration,
             histogram,
@@ -256,7 +256,7 @@ impl Collector for WorkQueueMetrics {
             &mut encoder,
             &rows,
             "workqueue_unfinished_work_seconds",
-            "How many seconds of work has been done that is in progress and hasn't been observed by work_duration",
+            "Seconds the keys being processed now have taken so far, summed",
             MetricType::Gauge,
             |row| row.unfinished,
             gauge,
@@ -265,7 +265,7 @@ impl Collector for WorkQueueMetrics {
             &mut encoder,
             &rows,
             "workqueue_longest_running_processor_seconds",
-            "How many seconds has the longest running processor for workqueue been running",
+            "Seconds the longest-running key in progress has taken so far",
             MetricType::Gauge,
             |row| row.longest,
             gauge,

@@ -597,8 +597,8 @@ pub fn new_condition(
 ) -> DeploymentCondition {
     let now = Time(truncate(now));
     DeploymentCondition {
-        type_: type_.to_string().into(),
-        status: status.to_string().into(),
+        type_: compat::value(type_.to_string()),
+        status: compat::value(status.to_string()),
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_update_time: Some(now.clone()),
@@ -769,7 +769,7 @@ mod tests {
                 name: Some("web".into()),
                 ..ObjectMeta::default()
             },
-            spec: DeploymentSpec {
+            spec: compat::value(DeploymentSpec {
                 replicas: Some(replicas),
                 strategy: Some(DeploymentStrategy {
                     type_: Some("RollingUpdate".into()),
@@ -780,8 +780,7 @@ mod tests {
                 }),
                 template: template("web:v1"),
                 ..DeploymentSpec::default()
-            }
-            .into(),
+            }),
             status: None,
         }
     }
@@ -800,11 +799,10 @@ mod tests {
                 annotations: Some(annotations),
                 ..ObjectMeta::default()
             },
-            spec: ReplicaSetSpec {
+            spec: compat::value(ReplicaSetSpec {
                 replicas: Some(replicas),
                 ..ReplicaSetSpec::default()
-            }
-            .into(),
+            }),
             status: Some(ReplicaSetStatus {
                 replicas,
                 ..ReplicaSetStatus::default()

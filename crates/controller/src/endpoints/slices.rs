@@ -45,7 +45,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use capstan_api::compat::MaybeList;
+use capstan_api::compat::{self, MaybeList};
 use capstan_api::k8s_openapi::api::core::v1::{Pod, Service};
 use capstan_api::k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
@@ -303,7 +303,7 @@ fn new_slice(
             ..ObjectMeta::default()
         },
         address_type: address_type.into(),
-        endpoints: endpoints.into(),
+        endpoints: compat::value(endpoints),
         ports: Some(ports),
     }
 }
@@ -391,7 +391,7 @@ pub fn plan_slices(
                     to_delete.push(slice);
                 } else if changed {
                     let mut slice = (*slice).clone();
-                    slice.endpoints = kept.into();
+                    slice.endpoints = compat::value(kept);
                     slice.metadata.labels = Some(labels.clone());
                     updated.push(slice);
                 } else {

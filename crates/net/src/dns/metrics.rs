@@ -113,17 +113,17 @@ impl DnsMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "coredns_dns_requests",
-            "Counter of DNS requests made per zone, protocol and family",
+            "DNS requests, by server, zone, protocol, address family and query type",
             self.requests.clone(),
         );
         registry.register(
             "coredns_dns_responses",
-            "Counter of response status codes",
+            "DNS responses, by server, zone, response code and the plugin that answered",
             self.responses.clone(),
         );
         registry.register(
             "coredns_dns_request_duration_seconds",
-            "Histogram of the time (in seconds) each request took per zone",
+            "Seconds to answer a DNS request, by server, zone and query type",
             self.durations.clone(),
         );
     }

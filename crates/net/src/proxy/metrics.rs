@@ -67,32 +67,32 @@ impl ProxierMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "kubeproxy_sync_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds",
+            "Seconds a successful sync of the proxy rules took",
             self.sync.clone(),
         );
         registry.register(
             "kubeproxy_sync_full_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for full resyncs",
+            "Seconds a successful full sync of the proxy rules took",
             self.full.clone(),
         );
         registry.register(
             "kubeproxy_sync_partial_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for partial resyncs",
+            "Seconds a successful partial sync of the proxy rules took",
             self.partial.clone(),
         );
         registry.register(
             "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-            "The last time proxy rules were successfully synced",
+            "Unix time of the last successful sync of the proxy rules",
             self.last_sync.clone(),
         );
         registry.register(
             "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
-            "The last time a sync of proxy rules was queued",
+            "Unix time of the last change that called for a sync",
             self.last_queued.clone(),
         );
         registry.register(
             "kubeproxy_sync_proxy_rules_failures",
-            "Failed syncs of the proxy rules",
+            "Syncs of the proxy rules that failed (retried as full syncs)",
             self.failures.clone(),
         );
     }

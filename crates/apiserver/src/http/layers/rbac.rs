@@ -593,7 +593,7 @@ mod tests {
 
     fn role_ref(kind: &str, name: &str) -> RoleRef {
         RoleRef {
-            api_group: String::from("rbac.authorization.k8s.io").into(),
+            api_group: capstan_api::compat::value(String::from("rbac.authorization.k8s.io")),
             kind: kind.into(),
             name: name.into(),
         }
