@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Setup for the CNI backend's tests (`capstan-net`, feature `cni`): Debian's CNI plugins, iproute2
+# Setup for the CNI backend's tests (`capstan-net`, internal test feature `test-cni`): Debian's CNI plugins, iproute2
 # for network namespaces, ping, and iptables for the portmap plugin. Source it after
 # scripts/lib.sh; it changes nothing by itself.
 

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Setup for the cluster DNS tests (`capstan-net`, feature `dns`): Debian's `dig` (dnsutils) to
+# Setup for the cluster DNS tests (`capstan-net`, internal test feature `test-dns`): Debian's `dig` (dnsutils) to
 # query the server from inside a network namespace, and iproute2 for the namespace and its veth
 # pair. Source it after scripts/lib.sh; it changes nothing by itself.
 

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Setup for the service proxy's dataplane tests (`capstan-net`, feature `dataplane`): they
+# Setup for the service proxy's dataplane tests (`capstan-net`, internal test feature `test-dataplane`): they
 # build network namespaces with iproute2, program them with iptables (Debian's default
 # `iptables-nft` flavour) and nftables, serve HTTP from busybox `httpd`, and check the ipvs
 # backend's rules with ipvsadm. Source it; it changes nothing by itself.

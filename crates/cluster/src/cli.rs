@@ -17,6 +17,7 @@ use ipnet::IpNet;
 
 use crate::apiserver::{connect, serve, ApiServerConfig};
 use crate::control_plane::{start_controller_manager, start_scheduler, ControlPlaneOptions};
+use crate::dns::{start_cluster_dns, ClusterDnsOptions};
 use crate::embedded::{ClusterConfig, EmbeddedCluster};
 use crate::node::{start_kubelet, start_proxy, start_routes, NodeOptions};
 use crate::options::{NetworkOption, ProxyMode, RuntimeOption, StoreOption};
@@ -46,11 +47,43 @@ pub enum Command {
     Kubelet(NodeArgs),
     /// A node's service proxy.
     Proxy(NodeArgs),
+    /// Cluster DNS: `<service>.<namespace>.svc.<domain>` answered from the API's Services and
+    /// EndpointSlices (CoreDNS' role, with its metric names).
+    Dns(DnsArgs),
     /// The whole cluster in one process (the example cluster).
     Cluster(ClusterArgs),
     /// Writes an OCI image tarball of the static busybox, for `kubelet --preload-image`
     /// (no registry is reachable here).
     BusyboxImage(BusyboxImageArgs),
+}
+
+/// `capstan dns`.
+#[derive(Debug, Clone, Args)]
+pub struct DnsArgs {
+    /// The kubeconfig naming the API server.
+    #[arg(long, default_value = "capstan.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// Where DNS is answered, over UDP and TCP.
+    #[arg(long, default_value = "127.0.0.1:10053")]
+    pub listen: SocketAddr,
+    /// The cluster domain.
+    #[arg(long, default_value = capstan_net::dns::DEFAULT_DOMAIN)]
+    pub domain: String,
+    /// Where to serve `/metrics`, `/healthz`, `/livez` and `/readyz` (plain HTTP, no
+    /// authentication: keep it on loopback); port 0 picks a free one, which is logged.
+    #[arg(long, default_value = crate::observability::DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+}
+
+impl DnsArgs {
+    /// The options `start_cluster_dns` takes.
+    pub fn options(&self) -> ClusterDnsOptions {
+        ClusterDnsOptions {
+            listen: self.listen,
+            domain: self.domain.clone(),
+            metrics_listen: Some(self.metrics_listen),
+        }
+    }
 }
 
 /// `capstan busybox-image`.
@@ -377,6 +410,17 @@ pub async fn main() -> anyhow::Result<()> {
             tracing::info!(node = %args.node_name, mode = %args.proxy, "proxy running");
             shutdown_signal().await;
             proxy.stop(false).await;
+            Ok(())
+        }
+        Command::Dns(args) => {
+            let dns = start_cluster_dns(connect(&args.kubeconfig)?, &args.options()).await?;
+            tracing::info!(
+                address = %dns.address(),
+                metrics = ?dns.endpoint().map(|e| e.url()),
+                "cluster DNS answering"
+            );
+            shutdown_signal().await;
+            dns.stop().await;
             Ok(())
         }
         Command::Cluster(args) => run_cluster(args).await,

@@ -1,7 +1,7 @@
 //! The kubelet on a real node: containerd (with runc and overlayfs) runs the Pods, and the
 //! real CNI `bridge` and `host-local` plugins wire their network namespaces. The bridge lives
 //! in a network namespace the test makes ("the node"), so the host's own network is left
-//! alone. Feature `real-node`; needs root, a containerd (`CAPSTAN_CONTAINERD_SOCKET`), the
+//! alone. Internal test feature `test-real-node`; needs root, a containerd (`CAPSTAN_CONTAINERD_SOCKET`), the
 //! CNI plugins (`CAPSTAN_CNI_PATH`) and busybox-static, all of which `scripts/test` provides.
 
 #![cfg(feature = "test-real-node")]

@@ -11,7 +11,7 @@
 //! - [`cni`] (always built): [`cni::CniNetwork`] runs real CNI plugin binaries by the CNI
 //!   spec (1.0.0, and 0.3.x/0.4.0 results) from a `.conflist` or `.conf`, caches ADD results
 //!   for DEL and CHECK, and undoes a failed ADD. Its tests against Debian's
-//!   `containernetworking-plugins` in network namespaces are behind the `cni` feature.
+//!   `containernetworking-plugins` in network namespaces are behind the internal `test-cni` feature.
 //!
 //! Around the SPI, [`ipam::ClusterCidr`] hands each node its pod CIDR out of the cluster
 //! CIDR, and [`routes`] computes and installs host-gw routes (each other node's pod CIDR via

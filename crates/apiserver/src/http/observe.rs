@@ -218,8 +218,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::layers::take(&mut self.inner);
         let info = RequestInfo::new(request.method(), request.uri());
         let labels = request_labels(&info, request.method(), request.uri(), request.headers());
         let resource = info.resource.as_ref();

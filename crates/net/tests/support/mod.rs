@@ -1,4 +1,4 @@
-//! Helpers of the `cni` feature's tests: the plugins' location, network namespaces that are
+//! Helpers of the `test-cni` feature's tests: the plugins' location, network namespaces that are
 //! deleted even when a test panics, and simulated nodes.
 #![allow(dead_code)]
 

@@ -366,8 +366,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take(&mut self.inner);
         let authenticator = self.authenticator.clone();
         let anonymous = self.anonymous;
         Box::pin(async move {

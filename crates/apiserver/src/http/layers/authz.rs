@@ -360,8 +360,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take(&mut self.inner);
         let authorizer = self.authorizer.clone();
         Box::pin(async move {
             if is_public_path(request.uri().path()) {

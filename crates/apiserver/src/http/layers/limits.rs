@@ -56,13 +56,6 @@ impl Default for Limits {
     }
 }
 
-/// Calls a ready clone of `inner`, leaving the clone in its place (tower's usual pattern for
-/// services whose future outlives `&mut self`).
-fn take<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
-}
-
 fn refuse(error: Error) -> Response {
     ApiError(error).into_response()
 }
@@ -126,7 +119,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let mut inner = take(&mut self.inner);
+        let mut inner = super::take(&mut self.inner);
         let max = self.max;
         Box::pin(async move {
             let declared = request
@@ -213,7 +206,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let mut inner = take(&mut self.inner);
+        let mut inner = super::take(&mut self.inner);
         if RequestInfo::new(request.method(), request.uri()).is_long_running() {
             return Box::pin(inner.call(request));
         }
@@ -282,7 +275,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let mut inner = take(&mut self.inner);
+        let mut inner = super::take(&mut self.inner);
         if RequestInfo::new(request.method(), request.uri()).is_long_running() {
             return Box::pin(inner.call(request));
         }

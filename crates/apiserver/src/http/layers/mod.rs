@@ -56,6 +56,13 @@ pub use rbac::{RbacAuthorizer, RbacError, SUPERUSER_GROUP};
 #[cfg(feature = "tls")]
 pub use x509::X509ClientCerts;
 
+/// Calls a ready clone of `inner`, leaving the clone in its place (tower's usual pattern for
+/// services whose future outlives `&mut self`).
+pub(crate) fn take<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
 /// Paths every caller may reach, authenticated or not: health and version.
 const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
 
