@@ -683,7 +683,7 @@ mod tests {
             };
             let current = self.get(resource, namespace, name).await?;
             let mut value = serde_json::to_value(current).unwrap();
-            merge(&mut value, patch);
+            json_patch::merge(&mut value, patch);
             let object: DynamicObject =
                 serde_json::from_value(value).map_err(|e| Error::bad_request(e.to_string()))?;
             let post = PostParams {
@@ -729,24 +729,6 @@ mod tests {
                 .map(|o| Ok(WatchEvent::Added(o)))
                 .collect();
             Ok(stream::iter(events).boxed())
-        }
-    }
-
-    fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
-        match (target, patch) {
-            (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
-                for (key, value) in patch {
-                    if value.is_null() {
-                        target.remove(key);
-                    } else {
-                        merge(
-                            target.entry(key.clone()).or_insert(serde_json::Value::Null),
-                            value,
-                        );
-                    }
-                }
-            }
-            (target, patch) => *target = patch.clone(),
         }
     }
 

@@ -14,6 +14,11 @@
 //!   Implementations (the in-process registry, the remote HTTP client) live in other crates.
 //! - **Errors**: one [`Error`] enum, one variant per Kubernetes `Status` reason, convertible to
 //!   and from [`kube_core::Status`].
+//! - **Helpers**: [`ext`], Kubernetes' helper functions as extension traits on the k8s-openapi
+//!   types ([`PodExt::is_ready`](ext::PodExt::is_ready),
+//!   [`TolerationExt::tolerates`](ext::TolerationExt::tolerates),
+//!   [`NodeSelectorExt::matches`](ext::NodeSelectorExt::matches), ...), one tested
+//!   implementation each.
 //! - **Health**: [`health`], the named checks every component serves on `/healthz`, `/livez`
 //!   and `/readyz`, reported in kube-apiserver's format.
 //!
@@ -60,6 +65,7 @@
 pub mod client;
 pub mod compat;
 pub mod error;
+pub mod ext;
 pub mod field;
 pub mod health;
 pub mod resource;

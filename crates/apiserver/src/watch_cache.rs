@@ -32,6 +32,7 @@ use bytes::Bytes;
 use capstan_api::kube_core::Selector;
 use capstan_api::{selector, Error, FieldSelector, ResourceInfo};
 use capstan_store::{Event, EventKind, Range, Revision, Store, WatchRequest};
+use capstan_watch::backoff::ExponentialDelay;
 use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
@@ -630,7 +631,9 @@ async fn list(
 
 /// The cache's task: follows the store's watch, relisting when the store's history is gone.
 async fn follow(shared: Weak<Shared>, store: Arc<dyn Store>, prefix: Bytes) {
-    let mut backoff = Duration::from_millis(100);
+    // Store-watch retries wait 100 ms doubling to 10 s; the count resets on every event.
+    let backoff = ExponentialDelay::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut failures = 0_u32;
     let mut bookmarks = {
         let Some(shared) = shared.upgrade() else {
             return;
@@ -650,14 +653,14 @@ async fn follow(shared: Weak<Shared>, store: Arc<dyn Store>, prefix: Bytes) {
             Ok(events) => events,
             Err(capstan_store::Error::Compacted { .. }) => {
                 if !relist(&shared, &*store, &prefix).await {
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff.delay(failures)).await;
                 }
                 continue;
             }
             Err(e) => {
                 tracing::warn!("watch cache cannot watch the store, retrying: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                tokio::time::sleep(backoff.delay(failures)).await;
+                failures = failures.saturating_add(1);
                 continue;
             }
         };
@@ -665,7 +668,7 @@ async fn follow(shared: Weak<Shared>, store: Arc<dyn Store>, prefix: Bytes) {
             tokio::select! {
                 item = events.next() => match item {
                     Some(Ok(event)) => {
-                        backoff = Duration::from_millis(100);
+                        failures = 0;
                         let Some(shared) = shared.upgrade() else { return };
                         apply(&shared, event);
                     }
@@ -675,7 +678,7 @@ async fn follow(shared: Weak<Shared>, store: Arc<dyn Store>, prefix: Bytes) {
                     }
                     Some(Err(e)) => {
                         tracing::warn!("watch cache lost the store watch, resuming: {e}");
-                        tokio::time::sleep(backoff).await;
+                        tokio::time::sleep(backoff.delay(failures)).await;
                         break;
                     }
                     None => break,

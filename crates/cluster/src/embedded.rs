@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use capstan_api::ext::NodeExt;
 use capstan_api::k8s_openapi::api::core::v1::Node;
 use capstan_api::kube_core::params::ListParams;
 use capstan_api::{Api, Client};
 use capstan_controller::leader::LeaderElectionConfig;
-use capstan_controller::node_lifecycle::node_ready_status;
 
 use crate::apiserver::{connect, serve, ApiServerConfig, ApiServerError, RunningApiServer};
 use crate::control_plane::{
@@ -372,22 +372,12 @@ fn node_ip(index: usize) -> String {
     format!("172.18.{}.{}", index / 250, index % 250 + 2)
 }
 
-/// Whether the Node's Ready condition is True.
-pub fn is_ready(node: &Node) -> bool {
-    node_ready_status(node) == Some("True")
-}
-
 /// Whether the Node is Ready and the node lifecycle controller has lifted its condition
 /// taints (`node.kubernetes.io/...`), so the scheduler will place Pods on it.
 pub fn is_settled(node: &Node) -> bool {
-    is_ready(node)
-        && node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .is_none_or(|taints| {
-                !taints
-                    .iter()
-                    .any(|t| t.key.starts_with("node.kubernetes.io/"))
-            })
+    node.is_ready()
+        && !node
+            .taints()
+            .iter()
+            .any(|t| t.key.starts_with("node.kubernetes.io/"))
 }

@@ -26,7 +26,7 @@ use capstan_net::proxy::{Proxier, ProxierMetrics, ProxierOptions, ProxyBackend, 
 use capstan_net::routes::{host_gw_routes, NodeAddressing, RouteSync};
 use capstan_net::{AttachResult, Attachment, NetError, NetworkPlugin};
 use capstan_runtime::ContainerRuntime;
-use capstan_watch::{InformerFactory, ReflectorOptions, SharedInformer};
+use capstan_watch::{ExponentialDelay, InformerFactory, ReflectorOptions, SharedInformer};
 use ipnet::IpNet;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
@@ -595,7 +595,10 @@ impl PodCidrNetwork {
             let (inner, failure, node) = (inner.clone(), failure.clone(), node.clone());
             tokio::spawn(async move {
                 let nodes: Api<Node> = Api::all(client);
-                let mut wait = Duration::from_millis(100);
+                // 100 ms doubling to 2 s between reads.
+                let waits =
+                    ExponentialDelay::new(Duration::from_millis(100), Duration::from_secs(2));
+                let mut reads = 0_u32;
                 loop {
                     let assigned = match nodes.get_opt(&node).await {
                         Ok(found) => found
@@ -624,8 +627,8 @@ impl PodCidrNetwork {
                         }
                         None => {}
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(waits.delay(reads)).await;
+                    reads = reads.saturating_add(1);
                 }
             })
         };

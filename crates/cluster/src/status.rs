@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use capstan_api::ext::NodeExt;
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
-
-use crate::embedded::is_ready;
 
 /// Renders the table of `nodes` and `pods`: at most `max_pods` Pod lines (the rest counted).
 pub fn render(nodes: &[Node], pods: &[Pod], max_pods: usize) -> String {
@@ -31,7 +30,7 @@ pub fn render(nodes: &[Node], pods: &[Pod], max_pods: usize) -> String {
     );
     for node in nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
-        let status = if is_ready(node) { "Ready" } else { "NotReady" };
+        let status = if node.is_ready() { "Ready" } else { "NotReady" };
         let cidr = node
             .spec
             .as_ref()

@@ -9,8 +9,9 @@
 //!   A Node *should run* the Pod when it matches the template's `nodeName` (if set), its
 //!   `nodeSelector` and its required node affinity (terms ORed; `matchExpressions` with
 //!   `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt` on the Node's labels, `matchFields`
-//!   on `metadata.name`), and the Pod tolerates every `NoSchedule` and `NoExecute` taint of
-//!   the Node. The Pod gets Kubernetes' [`default_tolerations`] first (not-ready and
+//!   on `metadata.name`: [`PodSpecExt`]), and the Pod tolerates
+//!   every `NoSchedule` and `NoExecute` taint of the Node
+//!   ([`TaintExt`]). The Pod gets Kubernetes' [`default_tolerations`] first (not-ready and
 //!   unreachable `NoExecute`; disk-, memory-, pid-pressure and unschedulable `NoSchedule`;
 //!   network-unavailable for `hostNetwork` Pods). A Pod already there *may continue running*
 //!   when only an untolerated `NoSchedule` taint is in the way; an untolerated `NoExecute`
@@ -76,6 +77,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use capstan_api::ext::{NodeExt, PodExt, PodSpecExt, TaintExt};
 use capstan_api::k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use capstan_api::k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -91,7 +93,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::events::{Clock, EventRecorder};
-use crate::replicaset::{is_pod_available, is_pod_ready, pod_for, Expectations};
+use crate::replicaset::{is_pod_available, pod_for, Expectations};
 use crate::runtime::{
     add_controller_index, controlled_or_orphans, controller_owner_key, Action, Context, Controller,
     ControllerError, Reconciler,
@@ -185,113 +187,14 @@ fn add_tolerations(tolerations: &mut Vec<Toleration>, wanted: Vec<Toleration>) {
     }
 }
 
-/// Kubernetes' `Toleration.ToleratesTaint`.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
-        }
-    }
-    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty()) {
-        if key != taint.key {
-            return false;
-        }
-    }
-    match toleration.operator.as_deref() {
-        Some("Exists") => true,
-        None | Some("") | Some("Equal") => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        Some(_) => false,
-    }
-}
-
 fn untolerated<'a>(
     taints: &'a [Taint],
     tolerations: &[Toleration],
     effects: &[&str],
 ) -> Option<&'a Taint> {
     taints.iter().find(|taint| {
-        effects.contains(&taint.effect.as_str()) && !tolerations.iter().any(|t| tolerates(t, taint))
+        effects.contains(&taint.effect.as_str()) && !taint.is_tolerated_by(tolerations)
     })
-}
-
-fn requirement_matches(
-    requirement: &NodeSelectorRequirement,
-    value: Option<&str>,
-    numeric: bool,
-) -> bool {
-    let values = requirement.values.as_deref().unwrap_or_default();
-    let compare = |want: fn(i64, i64) -> bool| {
-        let (Some(have), [limit]) = (value, values) else {
-            return false;
-        };
-        match (have.parse::<i64>(), limit.parse::<i64>()) {
-            (Ok(have), Ok(limit)) => want(have, limit),
-            _ => false,
-        }
-    };
-    match requirement.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" if numeric => compare(|have, limit| have > limit),
-        "Lt" if numeric => compare(|have, limit| have < limit),
-        _ => false,
-    }
-}
-
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let expressions = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if expressions.is_empty() && fields.is_empty() {
-        // An empty term matches nothing, as in Kubernetes.
-        return false;
-    }
-    let labels = node.metadata.labels.as_ref();
-    expressions.iter().all(|requirement| {
-        let value = labels
-            .and_then(|l| l.get(&requirement.key))
-            .map(String::as_str);
-        requirement_matches(requirement, value, true)
-    }) && fields.iter().all(|requirement| {
-        let value = match requirement.key.as_str() {
-            "metadata.name" => node.metadata.name.as_deref(),
-            _ => None,
-        };
-        requirement_matches(requirement, value, false)
-    })
-}
-
-/// Whether `node` satisfies the `nodeSelector` and the required node affinity of `spec`
-/// (Kubernetes' `GetRequiredNodeAffinity(pod).Match(node)`).
-pub fn matches_node_selector_and_affinity(spec: &PodSpec, node: &Node) -> bool {
-    let labels = node.metadata.labels.as_ref();
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(key, value)| labels.and_then(|l| l.get(key)) == Some(value));
-    if !selector_ok {
-        return false;
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    match required {
-        None => true,
-        Some(selector) => selector
-            .node_selector_terms
-            .iter()
-            .any(|term| term_matches(term, node)),
-    }
 }
 
 /// What a DaemonSet may do on a Node (Kubernetes' `NodeShouldRunDaemonPod`).
@@ -315,7 +218,7 @@ pub fn node_should_run_daemon_pod(node: &Node, ds: &DaemonSet) -> Placement {
         .node_name
         .as_deref()
         .is_some_and(|n| !n.is_empty() && n != node_name)
-        || !matches_node_selector_and_affinity(spec, node)
+        || !spec.matches_node_selector_and_affinity(node)
     {
         return Placement::default();
     }
@@ -324,11 +227,7 @@ pub fn node_should_run_daemon_pod(node: &Node, ds: &DaemonSet) -> Placement {
         &mut tolerations,
         default_tolerations(spec.host_network == Some(true)),
     );
-    let node_taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default();
+    let node_taints = node.taints();
     if let Some(taint) = untolerated(node_taints, &tolerations, &["NoSchedule", "NoExecute"]) {
         let no_execute = untolerated(node_taints, &tolerations, &["NoExecute"]).is_some();
         return Placement {
@@ -397,11 +296,12 @@ pub(crate) fn controlled_by(pod: &Pod, uid: &str) -> bool {
 /// The Node a daemon Pod is for: its `spec.nodeName`, else the Node its required
 /// `metadata.name` affinity names.
 fn target_node(pod: &Pod) -> Option<String> {
-    let spec = pod.spec.as_ref()?;
-    if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+    if let Some(node) = pod.node_name() {
         return Some(node.to_string());
     }
-    let terms = &spec
+    let terms = &pod
+        .spec
+        .as_ref()?
         .affinity
         .as_ref()?
         .node_affinity
@@ -420,10 +320,6 @@ fn target_node(pod: &Pod) -> Option<String> {
 
 fn created_at(pod: &Pod) -> Option<Timestamp> {
     pod.metadata.creation_timestamp.as_ref().map(|t| t.0)
-}
-
-fn is_failed(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
 }
 
 /// The Pod `ds` runs on `node`: the template (through the ReplicaSet controller's
@@ -608,7 +504,7 @@ impl DaemonSetReconciler {
                     .iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
                 {
-                    if is_failed(pod) {
+                    if pod.phase() == "Failed" {
                         self.recorder.warning(
                             ds,
                             reasons::FAILED_DAEMON_POD,
@@ -627,7 +523,7 @@ impl DaemonSetReconciler {
                 running.sort_by(|a, b| {
                     created_at(a)
                         .cmp(&created_at(b))
-                        .then_with(|| is_pod_ready(b).cmp(&is_pod_ready(a)))
+                        .then_with(|| b.is_ready().cmp(&a.is_ready()))
                         .then_with(|| a.metadata.name.cmp(&b.metadata.name))
                 });
                 plan.delete.extend(running.into_iter().skip(1).cloned());
@@ -845,7 +741,7 @@ impl DaemonSetReconciler {
                 current += 1;
                 pods.sort_by_key(|p| created_at(p));
                 let pod = pods[0];
-                if is_pod_ready(pod) {
+                if pod.is_ready() {
                     ready += 1;
                     if is_pod_available(pod, min_ready, now) {
                         available += 1;
@@ -1071,6 +967,7 @@ impl DaemonSetController {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use capstan_api::ext::TolerationExt;
     use capstan_api::k8s_openapi::api::apps::v1::DaemonSetSpec;
     use capstan_api::k8s_openapi::api::core::v1::NodeSpec;
 
@@ -1163,12 +1060,12 @@ mod tests {
         for (requirement, on_gpu, on_plain) in cases {
             let spec = with_affinity(vec![requirement.clone()]);
             assert_eq!(
-                matches_node_selector_and_affinity(&spec, &gpu),
+                spec.matches_node_selector_and_affinity(&gpu),
                 on_gpu,
                 "{requirement:?}"
             );
             assert_eq!(
-                matches_node_selector_and_affinity(&spec, &plain),
+                spec.matches_node_selector_and_affinity(&plain),
                 on_plain,
                 "{requirement:?}"
             );
@@ -1177,8 +1074,8 @@ mod tests {
             node_selector: Some(BTreeMap::from([("gpu".into(), "a100".into())])),
             ..PodSpec::default()
         };
-        assert!(matches_node_selector_and_affinity(&selector, &gpu));
-        assert!(!matches_node_selector_and_affinity(&selector, &plain));
+        assert!(selector.matches_node_selector_and_affinity(&gpu));
+        assert!(!selector.matches_node_selector_and_affinity(&plain));
     }
 
     #[test]
@@ -1231,8 +1128,8 @@ mod tests {
             effect: Some("NoSchedule".into()),
             toleration_seconds: None,
         };
-        assert!(tolerates(&equal("infra"), &tainted));
-        assert!(!tolerates(&equal("web"), &tainted));
+        assert!(equal("infra").tolerates(&tainted));
+        assert!(!equal("web").tolerates(&tainted));
     }
 
     #[test]

@@ -28,8 +28,8 @@
 //!   `protocol` and `appProtocol`, and the number its `targetPort` resolves to on that Pod: a
 //!   number is taken as is; a name is looked up among the Pod's container ports (and
 //!   restartable init containers') with the same protocol. A Pod without that named port is
-//!   left out of that port. A headless Service without ports lists its addresses with no
-//!   ports.
+//!   left out of that port. A headless Service (`clusterIP: None`) without ports lists its
+//!   addresses with no ports.
 //! - **Subsets.** Addresses are packed as Kubernetes' `RepackSubsets` does: one subset per
 //!   distinct set of addresses (with their readiness), carrying every port that set serves,
 //!   so Pods whose named port resolves differently land in different subsets. Addresses are
@@ -40,7 +40,8 @@
 //!   annotated [`OVER_CAPACITY_ANNOTATION`]`: truncated`.
 //! - **Writes.** The Endpoints is named like the Service, labelled with the Service's labels
 //!   plus [`LABEL_MANAGED_BY`]`: endpoint-controller` (and
-//!   [`HEADLESS_LABEL`] for a headless Service). It is created when missing, updated (with the
+//!   [`HEADLESS_LABEL`] for a Service without a cluster IP: headless, or not allocated one).
+//!   It is created when missing, updated (with the
 //!   resourceVersion read) only when its subsets, labels or capacity annotation differ from
 //!   what was computed, and never written otherwise: an unrelated Pod change (an annotation,
 //!   a status field the controller ignores) causes no new revision. The
@@ -96,6 +97,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use capstan_api::ext::{PodExt, ServiceExt};
 use capstan_api::k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
     ServicePort,
@@ -148,29 +150,13 @@ pub mod reasons {
 // Pods and Services: what both controllers share
 // ---------------------------------------------------------------------------------------
 
-/// Whether `pod` has the condition `Ready` with status `True` (Kubernetes' `IsPodReady`).
-pub fn is_pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-}
-
 /// Whether `pod` is listed at all (Kubernetes' `ShouldPodBeInEndpoints`): not terminal
 /// (`Succeeded` or `Failed`), with an IP, and not terminating unless `include_terminating`.
 pub fn should_pod_be_in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
+    if pod.is_terminal() || pod_ips(pod).is_empty() {
         return false;
     }
-    if pod_ips(pod).is_empty() {
-        return false;
-    }
-    include_terminating || pod.metadata.deletion_timestamp.is_none()
+    include_terminating || !pod.is_terminating()
 }
 
 /// The Pod's IPs: `status.podIPs`, or `status.podIP` alone.
@@ -226,12 +212,6 @@ pub fn pod_ip_for_service(service: &Service, pod: &Pod) -> Option<String> {
             .find(|ip| is_ipv6(ip) == (family == "IPv6"))
             .map(str::to_string),
     }
-}
-
-/// Whether the Service is headless (`clusterIP: None`, or no cluster IP at all).
-pub fn is_headless(service: &Service) -> bool {
-    let ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
-    matches!(ip, None | Some("") | Some("None"))
 }
 
 /// The Service's selector, when it has a non-empty one and is not `ExternalName`: the Services
@@ -334,15 +314,6 @@ pub(crate) fn pod_reference(pod: &Pod) -> ObjectReference {
     }
 }
 
-/// The node a Pod runs on, if it is bound.
-pub(crate) fn node_name(pod: &Pod) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .node_name
-        .clone()
-        .filter(|n| !n.is_empty())
-}
-
 // ---------------------------------------------------------------------------------------
 // Endpoints: the desired state
 // ---------------------------------------------------------------------------------------
@@ -378,7 +349,7 @@ pub fn endpoint_subsets(service: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSub
     };
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let service_ports = spec.ports.as_deref().unwrap_or_default();
-    let headless = is_headless(service);
+    let headless = service.is_headless();
 
     // Per port (`None`: the no-port sentinel of a headless Service), each address's readiness;
     // not ready wins over ready.
@@ -395,11 +366,11 @@ pub fn endpoint_subsets(service: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSub
         let address = EndpointAddress {
             ip,
             hostname: published_hostname(pod, service).map(str::to_string),
-            node_name: node_name(pod),
+            node_name: pod.node_name().map(str::to_string),
             target_ref: Some(pod_reference(pod)),
         };
         let key = address_key(&address);
-        let ready = publish_not_ready || is_pod_ready(pod);
+        let ready = publish_not_ready || pod.is_ready();
         addresses.entry(key.clone()).or_insert(address);
         let mut add = |port: Option<PortKey>| {
             let entry = by_port
@@ -526,11 +497,11 @@ fn truncate_subsets(subsets: &mut [EndpointSubset]) -> bool {
 }
 
 /// The labels of the Service's Endpoints: the Service's, the managed-by label, and the
-/// headless label when headless.
+/// headless label when the Service has no cluster IP (Kubernetes' `!IsServiceIPSet`).
 fn endpoints_labels(service: &Service) -> BTreeMap<String, String> {
     let mut labels = service.metadata.labels.clone().unwrap_or_default();
     labels.insert(LABEL_MANAGED_BY.into(), COMPONENT.into());
-    if is_headless(service) {
+    if !service.is_cluster_ip_set() {
         labels.insert(HEADLESS_LABEL.into(), String::new());
     } else {
         labels.remove(HEADLESS_LABEL);
@@ -1077,6 +1048,38 @@ mod tests {
             address.target_ref.as_ref().unwrap().uid.as_deref(),
             Some("uid-a")
         );
+    }
+
+    /// Kubernetes lists the addresses of a Service without ports only when it is headless
+    /// (`clusterIP: None`), but labels the Endpoints headless whenever it has no cluster IP.
+    #[test]
+    fn only_a_headless_service_without_ports_lists_addresses_without_ports() {
+        let pods = [pod("a", "10.0.0.1", true, 8080)];
+        let cases = [
+            (Some("None"), true, true),
+            (Some(""), false, true),
+            (None, false, true),
+            (Some("10.96.0.10"), false, false),
+        ];
+        for (cluster_ip, listed, labelled) in cases {
+            let mut svc = service(vec![]);
+            svc.spec.as_mut().unwrap().cluster_ip = cluster_ip.map(str::to_string);
+            let subsets = endpoint_subsets(&svc, &pods);
+            assert_eq!(!subsets.is_empty(), listed, "{cluster_ip:?}");
+            if listed {
+                assert_eq!(ips(&subsets[0].addresses), ["10.0.0.1"]);
+                assert!(subsets[0].ports.is_none(), "{cluster_ip:?}");
+            }
+            let labels = desired_endpoints(&svc, &pods, None)
+                .metadata
+                .labels
+                .unwrap();
+            assert_eq!(
+                labels.contains_key(HEADLESS_LABEL),
+                labelled,
+                "{cluster_ip:?}"
+            );
+        }
     }
 
     #[test]

@@ -601,7 +601,7 @@ async fn write_event(
             Err(error) if error.is_retryable() && tries < options.max_tries => {
                 tracing::warn!(%namespace, %name, %error, tries, "failed to write event; retrying");
                 let wait = if tries == 1 {
-                    options.retry_interval.mul_f64(1.0 + 0.25 * fastrand::f64())
+                    capstan_watch::backoff::jitter(options.retry_interval, 0.25)
                 } else {
                     options.retry_interval
                 };

@@ -98,6 +98,8 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::util::retry_on_error;
+
 /// The finalizer that makes the garbage collector orphan an object's dependents.
 pub const ORPHAN_FINALIZER: &str = "orphan";
 /// The finalizer that makes the garbage collector delete an object's dependents first.
@@ -112,7 +114,7 @@ const PAGE_SIZE: u32 = 500;
 /// How long one watch may stay open before it is renewed.
 const WATCH_TIMEOUT_SECONDS: u32 = 290;
 /// How many times a read-modify-write is retried on a conflict within one attempt.
-const MAX_CONFLICT_RETRIES: usize = 8;
+const MAX_CONFLICT_RETRIES: u32 = 8;
 
 // ---------------------------------------------------------------------------------------------
 // public API
@@ -1117,6 +1119,13 @@ impl From<Error> for Failure {
     }
 }
 
+impl Failure {
+    /// A 409 Conflict: the object changed since it was read.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Failure::Api(error) if error.is_conflict())
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1529,8 +1538,7 @@ async fn patch_owner_references(
         .namespace
         .as_deref()
         .filter(|_| resource.namespaced());
-    let mut last = None;
-    for _ in 0..MAX_CONFLICT_RETRIES {
+    retry_on_error(MAX_CONFLICT_RETRIES, Failure::is_conflict, |_| async {
         let Some(latest) = get_live(shared, resource, identity).await? else {
             return Ok(());
         };
@@ -1560,17 +1568,13 @@ async fn patch_owner_references(
                     .counters
                     .references_removed
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                Ok(())
             }
-            Err(error) if error.is_not_found() => return Ok(()),
-            Err(error) if error.is_conflict() => last = Some(error),
-            Err(error) => return Err(error.into()),
+            Err(error) if error.is_not_found() => Ok(()),
+            Err(error) => Err(error.into()),
         }
-    }
-    Err(last.map_or_else(
-        || Failure::Api(Error::bad_request("no attempt made")),
-        Failure::Api,
-    ))
+    })
+    .await
 }
 
 /// Removes `finalizer` from `identity` with its resourceVersion, retried on conflict. Done
@@ -1585,8 +1589,7 @@ async fn remove_finalizer(
         .namespace
         .as_deref()
         .filter(|_| resource.namespaced());
-    let mut last = None;
-    for _ in 0..MAX_CONFLICT_RETRIES {
+    retry_on_error(MAX_CONFLICT_RETRIES, Failure::is_conflict, |_| async {
         let Some(latest) = get_live(shared, resource, identity).await? else {
             return Ok(());
         };
@@ -1617,17 +1620,13 @@ async fn remove_finalizer(
                     .counters
                     .finalizers_removed
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                Ok(())
             }
-            Err(error) if error.is_not_found() => return Ok(()),
-            Err(error) if error.is_conflict() => last = Some(error),
-            Err(error) => return Err(error.into()),
+            Err(error) if error.is_not_found() => Ok(()),
+            Err(error) => Err(error.into()),
         }
-    }
-    Err(last.map_or_else(
-        || Failure::Api(Error::bad_request("no attempt made")),
-        Failure::Api,
-    ))
+    })
+    .await
 }
 
 #[cfg(test)]

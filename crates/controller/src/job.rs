@@ -9,7 +9,7 @@
 //! - **Creating.** While fewer than `min(parallelism, completions - succeeded)` Pods are
 //!   active (neither finished nor being deleted), the difference is created from the
 //!   template (through the ReplicaSet controller's
-//!   [`pod_from_template`]) in slow-start batches,
+//!   [`pod_from_template`](crate::replicaset::pod_from_template)) in slow-start batches,
 //!   at most [`MAX_POD_CREATE_DELETE_PER_SYNC`] per sync, with `generateName: <job>-`, the
 //!   controlling ownerReference, Kubernetes' labels ([`labels`]) and the tracking finalizer.
 //!   Extra active Pods (parallelism lowered, completions reached, `suspend`) are deleted in
@@ -72,6 +72,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods,
 };
@@ -88,7 +89,7 @@ use tokio::sync::mpsc;
 #[cfg(test)]
 use crate::daemonset::controlled_by;
 use crate::events::{Clock, EventRecorder};
-use crate::replicaset::{is_pod_active, is_pod_ready, pod_for, pods_to_delete, Expectations};
+use crate::replicaset::{pod_for, pods_to_delete, Expectations};
 use crate::runtime::{
     add_controller_index, controlled_or_orphans, controller_owner_key, Action, Context, Controller,
     ControllerError, Reconciler,
@@ -142,16 +143,16 @@ pub mod reasons {
 }
 
 /// How long new Pods wait after `failures` failures since the last success: none for 0, then
-/// 10 s doubling per failure, at most 6 minutes.
+/// 10 s doubling per failure, at most 6 minutes ([`ExponentialDelay`]'s step `failures - 1`).
+///
+/// [`ExponentialDelay`]: capstan_watch::ExponentialDelay
 pub fn failure_backoff(failures: u32) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
+    const DELAYS: capstan_watch::ExponentialDelay =
+        capstan_watch::ExponentialDelay::new(DEFAULT_FAILURE_BACKOFF, MAX_FAILURE_BACKOFF);
+    match failures {
+        0 => Duration::ZERO,
+        failures => DELAYS.delay(failures - 1),
     }
-    let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
-    DEFAULT_FAILURE_BACKOFF
-        .checked_mul(factor)
-        .unwrap_or(MAX_FAILURE_BACKOFF)
-        .min(MAX_FAILURE_BACKOFF)
 }
 
 /// The `Complete` or `Failed` condition that is `True` on `job`, if it finished.
@@ -172,18 +173,10 @@ fn has_tracking_finalizer(pod: &Pod) -> bool {
         .any(|f| f == JOB_TRACKING_FINALIZER)
 }
 
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or_default()
-}
-
 /// Whether `pod` counts as a failure: `Failed`, or deleted before it succeeded (Kubernetes'
 /// `isPodFailed` under the default `podReplacementPolicy`).
 pub fn is_pod_failed(pod: &Pod) -> bool {
-    phase(pod) == "Failed"
-        || (pod.metadata.deletion_timestamp.is_some() && phase(pod) != "Succeeded")
+    pod.phase() == "Failed" || (pod.is_terminating() && pod.phase() != "Succeeded")
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -238,7 +231,7 @@ fn past_backoff_limit_on_failure(spec: &JobSpec, active: &[Arc<Pod>], limit: i32
     }
     let restarts: i32 = active
         .iter()
-        .filter(|p| matches!(phase(p), "Running" | "Pending"))
+        .filter(|p| matches!(p.phase(), "Running" | "Pending"))
         .filter_map(|p| p.status.as_ref())
         .flat_map(|s| {
             s.init_container_statuses
@@ -684,7 +677,7 @@ impl Reconciler<Job> for JobReconciler {
         let (mut new_successes, mut new_failures) = (Vec::new(), Vec::new());
         for pod in pods.iter().filter(|p| tracked(p)) {
             let pod_uid = uid_of(pod);
-            if phase(pod) == "Succeeded" {
+            if pod.phase() == "Succeeded" {
                 if !uncounted_failed.contains(&pod_uid)
                     && uncounted_succeeded.insert(pod_uid.clone())
                 {
@@ -698,8 +691,7 @@ impl Reconciler<Job> for JobReconciler {
             }
         }
         self.note_finished(&key, &new_successes, &new_failures, now);
-        let active_pods: Vec<Arc<Pod>> =
-            pods.iter().filter(|p| is_pod_active(p)).cloned().collect();
+        let active_pods: Vec<Arc<Pod>> = pods.iter().filter(|p| p.is_active()).cloned().collect();
         let mut active = active_pods.len();
         let succeeded = old.succeeded.unwrap_or(0) + uncounted_succeeded.len() as i32;
         let failed = old.failed.unwrap_or(0) + uncounted_failed.len() as i32;
@@ -826,7 +818,7 @@ impl Reconciler<Job> for JobReconciler {
         status.ready = Some(
             active_pods
                 .iter()
-                .filter(|p| is_pod_ready(p))
+                .filter(|p| p.is_ready())
                 .count()
                 .min(active) as i32,
         );

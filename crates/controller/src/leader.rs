@@ -82,12 +82,15 @@ use capstan_api::{
     kube_core::{params::PostParams, ObjectMeta},
     Api, Error,
 };
+use capstan_watch::backoff::jitter;
 use parking_lot::Mutex;
 use tokio::{
     sync::watch,
     task::JoinHandle,
     time::{sleep, sleep_until, timeout, timeout_at, Instant},
 };
+
+use crate::util::retry_on_conflict;
 
 /// Kubernetes' default lease duration: how long after observing a record change a candidate
 /// waits before it may take the lease.
@@ -402,8 +405,7 @@ impl LeaderElector {
                     tracing::debug!(lease = %self.inner.name, %error, "failed to acquire the lease");
                 }
             }
-            let jitter = 1.0 + JITTER_FACTOR * fastrand::f64();
-            sleep(config.retry_period.mul_f64(jitter)).await;
+            sleep(jitter(config.retry_period, JITTER_FACTOR)).await;
         }
     }
 
@@ -532,8 +534,7 @@ impl LeaderElector {
     /// client-go's `release`: clears the holder if it is still us.
     async fn release_lease(&self) -> Result<(), Error> {
         let inner = &self.inner;
-        let mut last_error = None;
-        for _ in 0..3 {
+        retry_on_conflict(3, |_| async {
             let Some(mut lease) = inner.leases.get_opt(&inner.name).await? else {
                 return Ok(());
             };
@@ -550,17 +551,12 @@ impl LeaderElector {
                 renew_time: Some(now),
                 ..old
             });
-            match inner.leases.update(&PostParams::default(), &lease).await {
-                Ok(updated) => {
-                    self.observe(&updated.spec.unwrap_or_default());
-                    tracing::info!(lease = %inner.name, identity = %inner.identity, "released the lease");
-                    return Ok(());
-                }
-                Err(error) if error.is_conflict() => last_error = Some(error),
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| Error::internal("releasing the lease")))
+            let updated = inner.leases.update(&PostParams::default(), &lease).await?;
+            self.observe(&updated.spec.unwrap_or_default());
+            tracing::info!(lease = %inner.name, identity = %inner.identity, "released the lease");
+            Ok(())
+        })
+        .await
     }
 }
 

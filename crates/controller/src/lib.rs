@@ -11,6 +11,8 @@
 //!   against any `Client`, by one replica at a time under leader election.
 //! - [`testing`]: fakes for your own tests: a scheduler, a kubelet (which also finishes
 //!   graceful Pod deletions) and an object-history recorder.
+//! - [`util`]: [`retry_on_conflict`](util::retry_on_conflict), client-go's
+//!   `RetryOnConflict`: re-read and write again on 409, a bounded number of times.
 //!
 //! The built-in controllers, each faithful to kube-controller-manager's:
 //!
@@ -43,3 +45,4 @@ pub mod node_lifecycle;
 pub mod replicaset;
 pub mod runtime;
 pub mod testing;
+pub mod util;

@@ -92,6 +92,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::ext::{NodeExt, PodExt, TolerationExt};
 use capstan_api::k8s_openapi::api::coordination::v1::Lease;
 use capstan_api::k8s_openapi::api::core::v1::{
     Node, NodeCondition, Pod, PodCondition, Taint, Toleration,
@@ -278,41 +279,9 @@ impl NodeLifecycleOptions {
 // Pure helpers
 // ---------------------------------------------------------------------------------------
 
-/// The condition of `type_` in a Node's status.
-pub fn node_condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
 /// The status of the Node's `Ready` condition (`True`, `False`, `Unknown`), if posted.
 pub fn node_ready_status(node: &Node) -> Option<&str> {
-    node_condition(node, "Ready").map(|c| c.status.as_str())
-}
-
-/// Whether `toleration` tolerates `taint`, as Kubernetes' `Toleration.ToleratesTaint`: an
-/// empty effect or key matches any, `Exists` ignores the value, `Equal` (or no operator)
-/// compares it.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or_default() {
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        "Exists" => true,
-        _ => false,
-    }
+    node.condition("Ready").map(|c| c.status.as_str())
 }
 
 /// When a Pod must leave a node with the given NoExecute taints.
@@ -338,7 +307,7 @@ pub fn eviction_time(
     let mut earliest: Option<Timestamp> = None;
     for taint in taints.iter().filter(|t| t.effect == taints::NO_EXECUTE) {
         let matching: Vec<&Toleration> =
-            tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+            tolerations.iter().filter(|t| t.tolerates(taint)).collect();
         if matching.is_empty() {
             return Eviction::Now;
         }
@@ -377,7 +346,10 @@ pub fn no_schedule_taint_keys(node: &Node) -> BTreeSet<&'static str> {
         ("PIDPressure", taints::PID_PRESSURE),
         ("NetworkUnavailable", taints::NETWORK_UNAVAILABLE),
     ] {
-        if node_condition(node, condition).is_some_and(|c| c.status == "True") {
+        if node
+            .condition(condition)
+            .is_some_and(|c| c.status == "True")
+        {
             keys.insert(key);
         }
     }
@@ -408,15 +380,8 @@ fn is_managed(taint: &Taint) -> bool {
         || (taint.effect == taints::NO_EXECUTE && MANAGED_NO_EXECUTE.contains(&taint.key.as_str()))
 }
 
-fn node_taints(node: &Node) -> &[Taint] {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default()
-}
-
 fn has_taint(node: &Node, key: &str, effect: &str) -> bool {
-    node_taints(node)
+    node.taints()
         .iter()
         .any(|t| t.key == key && t.effect == effect)
 }
@@ -441,21 +406,6 @@ fn zone_of(node: &Node) -> String {
 
 fn name_of<K: capstan_api::Resource>(object: &K) -> String {
     object.meta().name.clone().unwrap_or_default()
-}
-
-fn pod_node(pod: &Pod) -> Option<&str> {
-    pod.spec
-        .as_ref()?
-        .node_name
-        .as_deref()
-        .filter(|n| !n.is_empty())
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn renew_time(lease: &Lease) -> Option<&MicroTime> {
@@ -569,7 +519,7 @@ impl NodeLifecycleController {
     ) -> Self {
         let pods = factory.informer::<Pod>();
         pods.cache().add_index(NODE_NAME_INDEX, |pod: &Pod| {
-            pod_node(pod).map(str::to_string).into_iter().collect()
+            pod.node_name().map(str::to_string).into_iter().collect()
         });
         NodeLifecycleController {
             client,
@@ -689,7 +639,9 @@ impl NodeLifecycleController {
     fn observe(&self, state: &mut State, node: &Node) {
         let name = name_of(node);
         let now = Instant::now();
-        let heartbeat = node_condition(node, "Ready").map(|c| c.last_heartbeat_time.clone());
+        let heartbeat = node
+            .condition("Ready")
+            .map(|c| c.last_heartbeat_time.clone());
         let lease_key = ObjectKey::namespaced(NODE_LEASE_NAMESPACE, name.clone());
         let lease = self.leases.cache().get(&lease_key);
         let lease_renew = lease.as_deref().and_then(renew_time).cloned();
@@ -878,7 +830,7 @@ impl NodeLifecycleController {
     /// Brings the controller's taints on `node` to what its conditions call for.
     async fn reconcile_taints(&self, state: &mut State, node: &Node) -> Result<(), Error> {
         let name = name_of(node);
-        let existing = node_taints(node);
+        let existing = node.taints();
         let mut wanted: Vec<Taint> = existing
             .iter()
             .filter(|t| !is_managed(t))
@@ -984,7 +936,8 @@ impl NodeLifecycleController {
         for node in nodes {
             let node_name = name_of(node.as_ref());
             let ready = node_ready_status(&node) == Some("True");
-            let no_execute: Vec<Taint> = node_taints(&node)
+            let no_execute: Vec<Taint> = node
+                .taints()
                 .iter()
                 .filter(|t| t.effect == taints::NO_EXECUTE)
                 .cloned()
@@ -1025,7 +978,7 @@ impl NodeLifecycleController {
                 }
                 if !ready {
                     seen_marked.insert(uid.clone());
-                    if !state.marked_not_ready.contains(&uid) && pod_ready(&pod) {
+                    if !state.marked_not_ready.contains(&uid) && pod.is_ready() {
                         if self.mark_not_ready(&pod).await {
                             state.marked_not_ready.insert(uid.clone());
                         }
@@ -1237,7 +1190,7 @@ impl PassScope {
 
     /// The node of a changed Pod, if it is bound to one.
     fn add_pod(&mut self, pod: &Pod) {
-        if let Some(node) = pod_node(pod) {
+        if let Some(node) = pod.node_name() {
             self.add(node.to_string());
         }
     }
@@ -1287,22 +1240,16 @@ mod tests {
     #[test]
     fn tolerations_match_taints_as_kubernetes_matches_them() {
         let unreachable = taint(taints::UNREACHABLE, 0);
-        assert!(tolerates(&toleration("", "Exists", None), &unreachable));
-        assert!(tolerates(
-            &toleration(taints::UNREACHABLE, "Exists", None),
-            &unreachable
-        ));
-        assert!(!tolerates(
-            &toleration(taints::NOT_READY, "Exists", None),
-            &unreachable
-        ));
+        assert!(toleration("", "Exists", None).tolerates(&unreachable));
+        assert!(toleration(taints::UNREACHABLE, "Exists", None).tolerates(&unreachable));
+        assert!(!toleration(taints::NOT_READY, "Exists", None).tolerates(&unreachable));
         let mut wrong_effect = toleration(taints::UNREACHABLE, "Exists", None);
         wrong_effect.effect = Some("NoSchedule".into());
-        assert!(!tolerates(&wrong_effect, &unreachable));
+        assert!(!wrong_effect.tolerates(&unreachable));
         let mut equal = toleration(taints::UNREACHABLE, "Equal", None);
-        assert!(tolerates(&equal, &unreachable));
+        assert!(equal.tolerates(&unreachable));
         equal.value = Some("x".into());
-        assert!(!tolerates(&equal, &unreachable));
+        assert!(!equal.tolerates(&unreachable));
     }
 
     #[test]

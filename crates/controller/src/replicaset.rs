@@ -61,6 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use capstan_api::k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -243,35 +244,9 @@ impl Expectations {
 // Pod predicates and ranking
 // ---------------------------------------------------------------------------------------
 
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-/// Whether `pod` counts as a replica: not `Succeeded`, not `Failed`, not being deleted.
-pub fn is_pod_active(pod: &Pod) -> bool {
-    !matches!(phase(pod), "Succeeded" | "Failed") && pod.metadata.deletion_timestamp.is_none()
-}
-
-fn ready_condition(pod: &Pod) -> Option<&capstan_api::k8s_openapi::api::core::v1::PodCondition> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-}
-
-/// Whether `pod` has the condition `Ready: True`.
-pub fn is_pod_ready(pod: &Pod) -> bool {
-    ready_condition(pod).is_some_and(|c| c.status == "True")
-}
-
 /// Since when `pod` has been ready, if it is.
 fn ready_since(pod: &Pod) -> Option<Timestamp> {
-    ready_condition(pod)
+    pod.condition("Ready")
         .filter(|c| c.status == "True")
         .and_then(|c| c.last_transition_time.as_ref())
         .map(|t| t.0)
@@ -279,7 +254,7 @@ fn ready_since(pod: &Pod) -> Option<Timestamp> {
 
 /// Whether `pod` has been ready for at least `min_ready_seconds` at `now`.
 pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
-    if !is_pod_ready(pod) {
+    if !pod.is_ready() {
         return false;
     }
     if min_ready_seconds <= 0 {
@@ -292,13 +267,6 @@ pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bo
         }
         None => false,
     }
-}
-
-fn node_name(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or("")
 }
 
 fn max_restarts(pod: &Pod) -> i32 {
@@ -322,7 +290,10 @@ fn deletion_cost(pod: &Pod) -> i64 {
 /// related Pods share each Pod's node (more is deleted first).
 pub fn compare_for_deletion(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize) -> Ordering {
     // 1. Unassigned before assigned.
-    let (node_a, node_b) = (node_name(a), node_name(b));
+    let (node_a, node_b) = (
+        a.node_name().unwrap_or_default(),
+        b.node_name().unwrap_or_default(),
+    );
     if node_a.is_empty() != node_b.is_empty() {
         return if node_a.is_empty() {
             Ordering::Less
@@ -331,7 +302,7 @@ pub fn compare_for_deletion(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize) -> O
         };
     }
     // 2. Pending before Unknown before Running.
-    let phase_order = |pod: &Pod| match phase(pod) {
+    let phase_order = |pod: &Pod| match pod.phase() {
         "Pending" | "" => 0,
         "Unknown" => 1,
         "Running" => 2,
@@ -342,7 +313,7 @@ pub fn compare_for_deletion(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize) -> O
         other => return other,
     }
     // 3. Not ready before ready.
-    match is_pod_ready(a).cmp(&is_pod_ready(b)) {
+    match a.is_ready().cmp(&b.is_ready()) {
         Ordering::Equal => {}
         other => return other,
     }
@@ -385,14 +356,14 @@ pub fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], count: usize) -> 
         return pods.to_vec();
     }
     let mut per_node: HashMap<&str, usize> = HashMap::new();
-    for pod in related.iter().filter(|p| is_pod_active(p)) {
-        let node = node_name(pod);
+    for pod in related.iter().filter(|p| p.is_active()) {
+        let node = pod.node_name().unwrap_or_default();
         if !node.is_empty() {
             *per_node.entry(node).or_default() += 1;
         }
     }
     let rank = |pod: &Pod| {
-        let node = node_name(pod);
+        let node = pod.node_name().unwrap_or_default();
         if node.is_empty() {
             0
         } else {
@@ -762,7 +733,7 @@ impl ReplicaSetReconciler {
                     .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
             })
             .count();
-        let ready = pods.iter().filter(|p| is_pod_ready(p)).count();
+        let ready = pods.iter().filter(|p| p.is_ready()).count();
         let available = pods
             .iter()
             .filter(|p| is_pod_available(p, min_ready, now))
@@ -837,26 +808,28 @@ impl ReplicaSetReconciler {
         }
         let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
         let api = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace);
-        let mut current = rs.clone();
-        for attempt in 0..2 {
+        let (api, same, status) = (&api, &same, &status);
+        crate::util::retry_on_conflict(2, |attempt| async move {
+            let mut current = if attempt == 0 {
+                rs.clone()
+            } else {
+                let current = api
+                    .get(rs.metadata.name.as_deref().unwrap_or_default())
+                    .await?;
+                if same(&current) {
+                    return Ok(());
+                }
+                current
+            };
             let mut status = status.clone();
             status.observed_generation = current.metadata.generation;
             current.status = Some(status);
             match api.update_status(&PostParams::default(), &current).await {
-                Ok(_) => return Ok(()),
-                Err(error) if error.is_conflict() && attempt == 0 => {
-                    current = api
-                        .get(current.metadata.name.as_deref().unwrap_or_default())
-                        .await?;
-                    if same(&current) {
-                        return Ok(());
-                    }
-                }
-                Err(error) if error.is_not_found() => return Ok(()),
-                Err(error) => return Err(error),
+                Err(error) if error.is_not_found() => Ok(()),
+                result => result.map(drop),
             }
-        }
-        Ok(())
+        })
+        .await
     }
 }
 
@@ -884,7 +857,7 @@ impl Reconciler<ReplicaSet> for ReplicaSetReconciler {
         let uid = rs.metadata.uid.as_deref().unwrap_or_default();
         let active: Vec<Arc<Pod>> = controlled_or_orphans(&self.pods, &namespace, uid, true)
             .into_iter()
-            .filter(|pod| is_pod_active(pod))
+            .filter(|pod| pod.is_active())
             .collect();
         let owned = self.claim_pods(&rs, &selector, active).await?;
 
@@ -1156,12 +1129,12 @@ mod tests {
 
     #[test]
     fn inactive_pods_are_not_replicas() {
-        assert!(is_pod_active(&pod("a", "n", "Running", None, 0)));
-        assert!(!is_pod_active(&pod("a", "n", "Succeeded", None, 0)));
-        assert!(!is_pod_active(&pod("a", "n", "Failed", None, 0)));
+        assert!(pod("a", "n", "Running", None, 0).is_active());
+        assert!(!pod("a", "n", "Succeeded", None, 0).is_active());
+        assert!(!pod("a", "n", "Failed", None, 0).is_active());
         let mut deleting = pod("a", "n", "Running", None, 0);
         deleting.metadata.deletion_timestamp = Some(Time(ts(0)));
-        assert!(!is_pod_active(&deleting));
+        assert!(!deleting.is_active());
     }
 
     #[test]

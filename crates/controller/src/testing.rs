@@ -40,6 +40,7 @@ use capstan_api::{Api, Client, Resource};
 use capstan_watch::{Delta, ObjectKey, ReflectorOptions, SharedInformer, Watch};
 
 use crate::events::EventRecorder;
+use crate::util::retry_on_conflict;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -376,14 +377,15 @@ impl FakeKubelet {
                     let name = pod.metadata.name.clone().unwrap_or_default();
                     let pods: Api<Pod> = Api::namespaced(client, &namespace);
                     let ip = next_ip.fetch_add(1, Ordering::SeqCst);
-                    for _ in 0..5 {
+                    // Gone, replaced, failed or written: the Pod is done with either way.
+                    let _ = retry_on_conflict(5, |_| async {
                         let Ok(Some(mut current)) = pods.get_opt(&name).await else {
-                            return;
+                            return Ok(());
                         };
                         if current.metadata.uid.as_deref() != Some(&uid)
                             || current.metadata.deletion_timestamp.is_some()
                         {
-                            return;
+                            return Ok(());
                         }
                         let now = Time(Timestamp::now());
                         let status = if options.ready { "True" } else { "False" };
@@ -414,15 +416,11 @@ impl FakeKubelet {
                             start_time: Some(now),
                             ..current.status.clone().unwrap_or_default()
                         });
-                        match pods.update_status(&PostParams::default(), &current).await {
-                            Ok(_) => {
-                                counter.fetch_add(1, Ordering::SeqCst);
-                                return;
-                            }
-                            Err(error) if error.is_conflict() => continue,
-                            Err(_) => return,
-                        }
-                    }
+                        pods.update_status(&PostParams::default(), &current).await?;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await;
                 });
             }
         });

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
@@ -25,7 +26,6 @@ use capstan_api::{Api, Client};
 use capstan_apiserver::registry::Registry;
 use capstan_controller::daemonset::{DaemonSetController, COMPONENT, CONTROLLER_REVISION_HASH};
 use capstan_controller::events::{EventBroadcaster, EventOptions};
-use capstan_controller::replicaset::{is_pod_active, is_pod_ready};
 use capstan_controller::testing::{FakeKubelet, KubeletOptions, ObjectHistory};
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
@@ -168,7 +168,7 @@ fn active_by_node(
     ds: &DaemonSet,
 ) -> BTreeMap<String, Vec<Arc<Pod>>> {
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
-    for pod in owned_by(state, ds).filter(|p| is_pod_active(p)) {
+    for pod in owned_by(state, ds).filter(|p| p.is_active()) {
         by_node.entry(node_of(pod)).or_default().push(pod.clone());
     }
     by_node
@@ -573,7 +573,7 @@ async fn roll(nodes: usize, max_unavailable: Option<IntOrString>) -> usize {
     history
         .wait_until(|state| {
             let pods: Vec<&Arc<Pod>> = owned_by(state, &ds).collect();
-            pods.len() == nodes && pods.iter().all(|p| updated(p) && is_pod_ready(p))
+            pods.len() == nodes && pods.iter().all(|p| updated(p) && p.is_ready())
         })
         .await;
     wait_for_status(&statuses, "agent", |s| {
@@ -594,7 +594,7 @@ async fn roll(nodes: usize, max_unavailable: Option<IntOrString>) -> usize {
     for (_, state) in history.states().into_iter().skip(start) {
         let serving = active_by_node(&state, &ds)
             .values()
-            .filter(|pods| pods.iter().any(|p| is_pod_ready(p)))
+            .filter(|pods| pods.iter().any(|p| p.is_ready()))
             .count();
         worst = worst.max(nodes - serving);
     }

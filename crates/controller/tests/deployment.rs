@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use capstan_api::k8s_openapi::api::core::v1::{Event, Pod};
 use capstan_api::k8s_openapi::jiff::Timestamp;
@@ -22,7 +23,7 @@ use capstan_controller::deployment::{
     annotations, reasons, util, DeploymentController, POD_TEMPLATE_HASH_LABEL,
 };
 use capstan_controller::events::{EventBroadcaster, EventOptions};
-use capstan_controller::replicaset::{is_pod_active, is_pod_ready, ReplicaSetController};
+use capstan_controller::replicaset::ReplicaSetController;
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory};
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
@@ -238,7 +239,7 @@ impl Cluster {
                 mine.len() == replicas as usize
                     && mine
                         .iter()
-                        .all(|p| is_pod_active(p) && is_pod_ready(p) && image_of(p) == image)
+                        .all(|p| p.is_active() && p.is_ready() && image_of(p) == image)
             })
             .await;
     }
@@ -361,9 +362,9 @@ fn assert_rolling_bounds(
     for (version, state) in &states[from..] {
         let mine: Vec<_> = state
             .values()
-            .filter(|p| app_of(p) == app && is_pod_active(p))
+            .filter(|p| app_of(p) == app && p.is_active())
             .collect();
-        let available = mine.iter().filter(|p| is_pod_ready(p)).count();
+        let available = mine.iter().filter(|p| p.is_ready()).count();
         assert!(
             available >= min_available,
             "at resourceVersion {version}: {available} available pods, fewer than {min_available}"
@@ -772,7 +773,7 @@ async fn a_paused_deployment_scales_but_does_not_roll_out_until_resumed() {
             .pods
             .wait_until(|s| {
                 s.values()
-                    .filter(|p| is_pod_active(p) && is_pod_ready(p) && image_of(p) == "web:v1")
+                    .filter(|p| p.is_active() && p.is_ready() && image_of(p) == "web:v1")
                     .count()
                     == 5
             })

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus};
 use capstan_api::k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec, PodTemplateSpec};
 use capstan_api::k8s_openapi::jiff::Timestamp;
@@ -20,7 +21,6 @@ use capstan_api::{Api, Client};
 use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::job::{JobController, COMPONENT, JOB_TRACKING_FINALIZER};
-use capstan_controller::replicaset::is_pod_active;
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory};
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
@@ -273,7 +273,7 @@ async fn five_completions_two_at_a_time_never_run_more_than_two_pods_and_complet
         controller.stop().await;
 
         for (revision, state) in history.states() {
-            let active = owned_by(&state, &job).filter(|p| is_pod_active(p)).count();
+            let active = owned_by(&state, &job).filter(|p| p.is_active()).count();
             assert!(active <= 2, "{active} active pods at revision {revision}");
         }
         let status = job_status(&client, "pi").await;
@@ -362,7 +362,7 @@ async fn failures_past_the_backoff_limit_fail_the_job_and_delete_its_active_pods
         // Two failures with backoffLimit 1: the Job fails and its last Pod goes.
         wait_for_condition(&jobs, "flaky", "Failed").await;
         history
-            .wait_until(|state| owned_by(state, &job).all(|p| !is_pod_active(p)))
+            .wait_until(|state| owned_by(state, &job).all(|p| !p.is_active()))
             .await;
         tokio::time::sleep(Duration::from_secs(30)).await;
         let exceeded = controller.events("BackoffLimitExceeded").await;

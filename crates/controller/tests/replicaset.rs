@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use capstan_api::client::Deletion;
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 use capstan_api::k8s_openapi::api::core::v1::{
     Container, Event, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
@@ -131,7 +132,7 @@ fn controlled_by(pod: &Pod, rs: &ReplicaSet) -> bool {
 fn live_owned(state: &BTreeMap<ObjectKey, Arc<Pod>>, rs: &ReplicaSet) -> usize {
     state
         .values()
-        .filter(|p| controlled_by(p, rs) && capstan_controller::replicaset::is_pod_active(p))
+        .filter(|p| controlled_by(p, rs) && p.is_active())
         .count()
 }
 

@@ -6,9 +6,16 @@
 //! anything back (a container that exits once is restarted at once); each failure seen after
 //! the previous back-off ran out doubles the delay, up to the maximum. A key that has not
 //! failed for twice the maximum (10 minutes with the 5-minute cap) starts over.
+//!
+//! The delays themselves are capstan-watch's [`ExponentialDelay`], the one exponential delay
+//! every component shares; this module is a thin wrapper that keeps a step per key and adds
+//! what is Kubernetes' own: time from the injected clock (`SystemTime`, not tokio's), the
+//! first failure held for nothing, and the reset after twice the maximum.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
+
+use capstan_watch::backoff::ExponentialDelay;
 
 /// The initial delay of crash-loop and image-pull back-offs.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
@@ -17,15 +24,15 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    delay: Duration,
+    /// The step of the delay held now ([`ExponentialDelay::delay`]).
+    step: u32,
     last_failure: SystemTime,
 }
 
 /// Back-off state per key. Not shared: each pod worker owns its own.
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
+    delays: ExponentialDelay,
     entries: HashMap<String, Entry>,
 }
 
@@ -39,8 +46,7 @@ impl Backoff {
     /// A back-off starting at `initial`, doubling up to `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
         Backoff {
-            initial,
-            max,
+            delays: ExponentialDelay::new(initial, max),
             entries: HashMap::new(),
         }
     }
@@ -50,7 +56,7 @@ impl Backoff {
         let quiet = failure
             .duration_since(entry.last_failure)
             .unwrap_or_default();
-        (quiet <= 2 * self.max).then_some(entry)
+        (quiet <= 2 * self.delays.max()).then_some(entry)
     }
 
     /// Until when `key` is held back after a failure at `failure`; `None` if it may be
@@ -62,26 +68,26 @@ impl Backoff {
         now: SystemTime,
     ) -> Option<SystemTime> {
         let entry = self.live(key, failure)?;
-        let until = failure + entry.delay;
+        let until = failure + self.delays.delay(entry.step);
         (now < until).then_some(until)
     }
 
     /// The delay `key` is held for now (for messages); `None` when not armed.
     pub fn delay(&self, key: &str) -> Option<Duration> {
-        self.entries.get(key).map(|e| e.delay)
+        self.entries.get(key).map(|e| self.delays.delay(e.step))
     }
 
     /// Records that `key` is retried after a failure at `failure`: arms it with the initial
     /// delay, or doubles the delay (capped) if it was armed and not yet reset.
     pub fn next(&mut self, key: &str, failure: SystemTime) {
-        let delay = match self.live(key, failure) {
-            Some(entry) => (entry.delay * 2).min(self.max),
-            None => self.initial,
+        let step = match self.live(key, failure) {
+            Some(entry) => entry.step.saturating_add(1),
+            None => 0,
         };
         self.entries.insert(
             key.to_string(),
             Entry {
-                delay,
+                step,
                 last_failure: failure,
             },
         );

@@ -64,6 +64,11 @@ impl KubeletError {
             source,
         }
     }
+
+    /// A 409 Conflict from the API server: the object changed since it was read.
+    pub(crate) fn is_conflict(&self) -> bool {
+        matches!(self, KubeletError::Api { source, .. } if source.is_conflict())
+    }
 }
 
 /// The result type of this crate.

@@ -19,6 +19,7 @@ use capstan_api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use capstan_api::kube_core::params::PostParams;
 use capstan_api::{Api, Client};
+use capstan_controller::util::retry_on_error;
 use capstan_net::NetworkPlugin;
 use capstan_runtime::{Clock, ContainerRuntime};
 
@@ -261,25 +262,24 @@ impl NodeAgent {
             None => true,
         };
         if due {
-            for _ in 0..3 {
+            let written = retry_on_error(3, KubeletError::is_conflict, |_| async {
                 let mut node = self
                     .nodes
                     .get(&self.config.node_name)
                     .await
                     .map_err(|e| KubeletError::api("reading the Node", e))?;
                 node.status = Some(self.status(&health, now, node.status.as_ref()));
-                match self
-                    .nodes
+                self.nodes
                     .update_status(&PostParams::default(), &node)
                     .await
-                {
-                    Ok(_) => {
-                        self.reported = Some((health, now));
-                        return Ok(());
-                    }
-                    Err(e) if e.is_conflict() => continue,
-                    Err(e) => return Err(KubeletError::api("writing the Node status", e)),
-                }
+                    .map_err(|e| KubeletError::api("writing the Node status", e))
+            })
+            .await;
+            match written {
+                Ok(_) => self.reported = Some((health, now)),
+                // It changed under every write: the next heartbeat writes again.
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -17,6 +17,7 @@ use capstan_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use capstan_api::kube_core::params::{DeleteParams, PostParams, Preconditions};
 use capstan_api::{Api, Client};
 use capstan_controller::events::EventRecorder;
+use capstan_controller::util::retry_on_error;
 use capstan_net::{Attachment, NetworkPlugin};
 use capstan_runtime::{self as rt, Clock, ContainerRuntime};
 use tokio::sync::watch;
@@ -1147,22 +1148,28 @@ impl PodWorker {
         }
         let api = self.api();
         let name = self.pod.metadata.name.clone().unwrap_or_default();
-        for _ in 0..5 {
+        let uid = &self.pod.metadata.uid;
+        // Whether it was written (not gone, not replaced).
+        let written = retry_on_error(5, KubeletError::is_conflict, |_| async {
             let mut current = match api.get_opt(&name).await {
-                Ok(Some(current)) if current.metadata.uid == self.pod.metadata.uid => current,
-                Ok(_) => return Ok(phase),
+                Ok(Some(current)) if current.metadata.uid == *uid => current,
+                Ok(_) => return Ok(false),
                 Err(error) => return Err(KubeletError::api("reading the pod", error)),
             };
             current.status = Some(status.clone());
             match api.update_status(&PostParams::default(), &current).await {
-                Ok(_) => {
-                    self.last_status = Some(status);
-                    return Ok(phase);
-                }
-                Err(error) if error.is_conflict() => continue,
-                Err(error) if error.is_not_found() => return Ok(phase),
-                Err(error) => return Err(KubeletError::api("writing the pod status", error)),
+                Ok(_) => Ok(true),
+                Err(error) if error.is_not_found() => Ok(false),
+                Err(error) => Err(KubeletError::api("writing the pod status", error)),
             }
+        })
+        .await;
+        match written {
+            Ok(true) => self.last_status = Some(status),
+            Ok(false) => {}
+            // It changed under every write: the next sync writes again.
+            Err(error) if error.is_conflict() => {}
+            Err(error) => return Err(error),
         }
         Ok(phase)
     }

@@ -47,6 +47,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use capstan_api::ext::ServiceExt;
 use capstan_api::k8s_openapi::api::core::v1::Service;
 use capstan_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use capstan_watch::{InformerFactory, ObjectKey, SharedInformer};
@@ -379,7 +380,7 @@ impl Zone {
                         Record::from_rdata(owner.clone(), self.ttl, RData::CNAME(CNAME(cname)));
                     return Some((vec![record], Vec::new()));
                 }
-                let ips = if is_headless(&svc) {
+                let ips = if svc.is_headless() {
                     ready_endpoints(&catalog.slices(namespace, service))
                         .into_iter()
                         .map(|e| e.address)
@@ -397,7 +398,7 @@ impl Zone {
                 service,
             } => {
                 let svc = catalog.service(namespace, service)?;
-                if !is_headless(&svc) {
+                if !svc.is_headless() {
                     return None;
                 }
                 let ips: Vec<IpAddr> = ready_endpoints(&catalog.slices(namespace, service))
@@ -420,7 +421,7 @@ impl Zone {
                 let service_name = self.name(&[service, namespace, "svc"])?;
                 // (target, port, addresses)
                 let mut targets: Vec<(Name, u16, Vec<IpAddr>)> = Vec::new();
-                if is_headless(&svc) {
+                if svc.is_headless() {
                     for endpoint in ready_endpoints(&catalog.slices(namespace, service)) {
                         let Some(number) = endpoint
                             .ports
@@ -501,14 +502,6 @@ impl Zone {
             .map(|rdata| Record::from_rdata(owner.clone(), self.ttl, rdata))
             .collect()
     }
-}
-
-fn is_headless(service: &Service) -> bool {
-    service
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.cluster_ip.as_deref())
-        .is_some_and(|ip| ip.eq_ignore_ascii_case("None"))
 }
 
 fn external_name(service: &Service) -> Option<&str> {

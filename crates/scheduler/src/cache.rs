@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
 use parking_lot::Mutex;
 
@@ -134,13 +135,6 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-fn node_name_of(pod: &Pod) -> Option<&str> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
-}
-
 impl Cache {
     /// An empty cache.
     pub fn new() -> Self {
@@ -171,7 +165,7 @@ impl Cache {
     /// Adds or updates a pod the informer reports. A pod without a node is ignored; a pod
     /// that was assumed is confirmed (moved to the node it is really bound to).
     pub fn add_pod(&self, pod: Arc<Pod>) {
-        let Some(node) = node_name_of(&pod).map(str::to_owned) else {
+        let Some(node) = pod.node_name().map(str::to_owned) else {
             return;
         };
         let key = pod_key(&pod);
@@ -203,7 +197,8 @@ impl Cache {
     /// Counts `pod` (whose `spec.nodeName` the scheduler has set) on its node before the
     /// bind is written. A pod the cache already has, or one without a node, is an error.
     pub fn assume_pod(&self, pod: Arc<Pod>) -> Result<()> {
-        let node = node_name_of(&pod)
+        let node = pod
+            .node_name()
             .ok_or_else(|| Error::Cache("an assumed pod needs spec.nodeName".into()))?
             .to_owned();
         let key = pod_key(&pod);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::core::v1::Pod;
+use capstan_watch::backoff::ExponentialDelay;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -127,8 +128,7 @@ pub struct SchedulingQueue {
     inner: Mutex<Inner>,
     notify: Notify,
     sort: Option<Arc<dyn QueueSortPlugin>>,
-    initial_backoff: Duration,
-    max_backoff: Duration,
+    backoff: ExponentialDelay,
     unschedulable_timeout: Duration,
 }
 
@@ -155,16 +155,14 @@ impl SchedulingQueue {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
             sort,
-            initial_backoff: DEFAULT_INITIAL_BACKOFF,
-            max_backoff: DEFAULT_MAX_BACKOFF,
+            backoff: ExponentialDelay::new(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF),
             unschedulable_timeout: DEFAULT_UNSCHEDULABLE_TIMEOUT,
         }
     }
 
     /// Sets the backoff bounds (1 s and 10 s by default).
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max;
+        self.backoff = ExponentialDelay::new(initial, max);
         self
     }
 
@@ -174,16 +172,10 @@ impl SchedulingQueue {
         self
     }
 
-    /// The backoff after `attempts` failed attempts: 1 s doubling, at most 10 s.
+    /// The backoff after `attempts` failed attempts: 1 s doubling, at most 10 s (the initial
+    /// backoff for 0 or 1 attempts; [`ExponentialDelay`]'s step `attempts - 1`).
     pub fn backoff_duration(&self, attempts: u32) -> Duration {
-        let mut d = self.initial_backoff;
-        for _ in 1..attempts {
-            d = d.saturating_mul(2);
-            if d >= self.max_backoff {
-                return self.max_backoff;
-            }
-        }
-        d.min(self.max_backoff)
+        self.backoff.delay(attempts.saturating_sub(1))
     }
 
     fn push_active(&self, inner: &mut Inner, key: &str) {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
 use capstan_api::{Api, Client};
@@ -138,20 +139,6 @@ impl std::fmt::Debug for Scheduler {
             .field("profiles", &profiles)
             .finish()
     }
-}
-
-fn is_bound(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty())
-}
-
-fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 impl Scheduler {
@@ -318,9 +305,9 @@ impl Scheduler {
     fn on_pod(&self, delta: Delta<Pod>) {
         match delta {
             Delta::Added(pod) | Delta::Updated { new: pod, .. } => {
-                if is_bound(&pod) {
+                if pod.node_name().is_some() {
                     self.queue.delete(&pod_key(&pod));
-                    if is_terminal(&pod) {
+                    if pod.is_terminal() {
                         self.cache.remove_pod(&pod_key(&pod));
                         self.queue
                             .move_all_to_active_or_backoff(ClusterEvent::PodDelete);
@@ -329,7 +316,7 @@ impl Scheduler {
                     }
                 } else if pod.metadata.deletion_timestamp.is_none()
                     && self.responsible_for(&pod)
-                    && !is_terminal(&pod)
+                    && !pod.is_terminal()
                 {
                     self.queue.add(pod);
                 }
@@ -409,7 +396,7 @@ impl Scheduler {
                     let key = ObjectKey::of(info.pod.as_ref());
                     // Skip pods deleted or bound since they were queued.
                     match pods.cache().get(&key) {
-                        Some(p) if !is_bound(&p) => {}
+                        Some(p) if p.node_name().is_none() => {}
                         _ => {
                             this.queue.done(&pod_key(&info.pod));
                             continue;
@@ -596,12 +583,13 @@ impl Scheduler {
         let name = pod.metadata.name.clone().unwrap_or_default();
         tokio::spawn(async move {
             let api: Api<Pod> = Api::namespaced(client, &ns);
-            for _ in 0..5 {
+            // Gone, bound, failed or written: done either way.
+            let _ = capstan_controller::util::retry_on_conflict(5, |_| async {
                 let Ok(mut current) = api.get(&name).await else {
-                    return;
+                    return Ok(());
                 };
-                if is_bound(&current) {
-                    return;
+                if current.node_name().is_some() {
+                    return Ok(());
                 }
                 let status = current.status.get_or_insert_with(Default::default);
                 let conditions = status.conditions.get_or_insert_with(Vec::new);
@@ -627,11 +615,11 @@ impl Scheduler {
                 if let Some(n) = &nominated {
                     status.nominated_node_name = Some(n.clone());
                 }
-                match api.update_status(&PostParams::default(), &current).await {
-                    Err(capstan_api::Error::Conflict { .. }) => continue,
-                    _ => return,
-                }
-            }
+                api.update_status(&PostParams::default(), &current)
+                    .await
+                    .map(drop)
+            })
+            .await;
         });
     }
 }

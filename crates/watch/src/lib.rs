@@ -10,6 +10,8 @@
 //! - [`reflector`]: lists in pages, then watches from the list's resourceVersion; resumes a
 //!   dropped stream after a jittered exponential [`Backoff`], relists on 410 Gone, and never
 //!   holds two full copies of the data.
+//! - [`backoff`]: [`ExponentialDelay`], the one exponential delay (base, factor, cap) that
+//!   every component's backoff computes with, and the running [`Backoff`] on top of it.
 //! - [`cache`]: the informer [`Cache`]: `Arc<K>` reads, a built-in namespace index and custom
 //!   indexes added at any time, [`Cache::wait_for_sync`], and subscriptions to its changes.
 //! - [`informer`]: [`SharedInformer`] (one reflector on its own task, any number of
@@ -71,7 +73,7 @@ pub mod metrics;
 pub mod queue;
 pub mod reflector;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, ExponentialDelay};
 pub use cache::{Cache, Delta, ObjectKey, NAMESPACE_INDEX};
 pub use informer::{InformerFactory, InformerSyncCheck, SharedInformer, SyncTracking};
 pub use metrics::WorkQueueMetrics;

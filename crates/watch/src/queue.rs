@@ -68,6 +68,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::backoff::ExponentialDelay;
+
 /// Decides how long a key waits before its next retry.
 ///
 /// [`WorkQueue::add_rate_limited`] calls [`when`](Self::when) once per retry,
@@ -89,9 +91,10 @@ pub trait RateLimiter<K>: Send + Sync + 'static {
 ///
 /// client-go's `ItemExponentialFailureRateLimiter`. The [`Default`] is the controller default:
 /// 5 ms doubling up to 1000 s.
+///
+/// The delays are [`ExponentialDelay`]'s; this keeps the failure count of each key.
 pub struct ExponentialBackoff<K> {
-    base: Duration,
-    max: Duration,
+    delays: ExponentialDelay,
     failures: Mutex<HashMap<K, u32>>,
 }
 
@@ -99,16 +102,9 @@ impl<K> ExponentialBackoff<K> {
     /// A backoff that waits `base` after the first failure and doubles up to `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
         Self {
-            base,
-            max,
+            delays: ExponentialDelay::new(base, max),
             failures: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn delay_after(&self, failures: u32) -> Duration {
-        1u32.checked_shl(failures)
-            .and_then(|factor| self.base.checked_mul(factor))
-            .map_or(self.max, |delay| delay.min(self.max))
     }
 }
 
@@ -121,8 +117,8 @@ impl<K> Default for ExponentialBackoff<K> {
 impl<K> fmt::Debug for ExponentialBackoff<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExponentialBackoff")
-            .field("base", &self.base)
-            .field("max", &self.max)
+            .field("base", &self.delays.base())
+            .field("max", &self.delays.max())
             .field("failing_keys", &self.failures.lock().len())
             .finish()
     }
@@ -142,7 +138,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> RateLimiter<K> for Exponentia
                 0
             }
         };
-        self.delay_after(previous)
+        self.delays.delay(previous)
     }
 
     fn forget(&self, key: &K) {

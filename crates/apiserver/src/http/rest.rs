@@ -631,7 +631,7 @@ async fn scale(
                 _ => return Err(Error::bad_request("unsupported patch for scale")),
             };
             let mut scale = scale_of(&current);
-            crate::registry::patch::merge_patch(&mut scale, &patch);
+            json_patch::merge(&mut scale, &patch);
             scale
         };
         let replicas = requested["spec"]["replicas"].as_i64().ok_or_else(|| {

@@ -757,7 +757,7 @@ impl Registry {
                 patch::strategic_merge_patch(info.kind(), current, body)?
             } else {
                 let mut patched = current.clone();
-                patch::merge_patch(&mut patched, body);
+                json_patch::merge(&mut patched, body);
                 patched
             };
             state.prune_patched(patched, strict)

@@ -1,4 +1,5 @@
-//! Patch formats: RFC 7386 JSON merge patch and Kubernetes' strategic merge patch.
+//! Patch formats: RFC 7386 JSON merge patch (the `json-patch` crate's) and Kubernetes' strategic
+//! merge patch.
 //!
 //! The registry applies a patch to the stored object, then stores the result through the
 //! update path (admission, validation, compare-and-swap).
@@ -27,24 +28,9 @@ use serde_json::{Map, Value};
 
 /// Applies an RFC 7386 JSON merge patch to `target`, in place: objects merge recursively,
 /// `null` removes a key, anything else (lists included) replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(map) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                map.remove(key);
-            } else {
-                merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
-}
+///
+/// This is [`json_patch::merge`], re-exported under the registry's name.
+pub use json_patch::merge as merge_patch;
 
 /// Applies a strategic merge patch to `original`, an object of the built-in kind `kind`
 /// (which decides, e.g., how a Service's `spec.ports` merge), and returns the result.

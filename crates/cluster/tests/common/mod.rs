@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::ext::NodeExt;
 use capstan_api::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use capstan_api::k8s_openapi::api::coordination::v1::Lease;
 use capstan_api::k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
@@ -18,7 +19,6 @@ use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use capstan_api::k8s_openapi::NamespaceResourceScope;
 use capstan_api::kube_core::params::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use capstan_api::{Api, Client};
-use capstan_cluster::embedded::is_ready;
 use capstan_controller::testing::{Change, ObjectHistory};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -551,7 +551,7 @@ pub async fn lost_node(s: &Scenario, stop_node: impl FnOnce(String) -> BoxFuture
     let nodes: Api<Node> = Api::all(s.client.clone());
     loop {
         let node = nodes.get(&lost).await.unwrap();
-        if !is_ready(&node) {
+        if !node.is_ready() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -18,8 +18,8 @@
 //!   [`DEFAULT_MAX_ENDPOINTS_PER_SLICE`] (100, configurable) endpoints per slice.
 //! - **Metadata.** `generateName: <service>-` (the API adds five random characters), the
 //!   Service's labels plus [`LABEL_SERVICE_NAME`] and [`LABEL_MANAGED_BY`]`:`
-//!   [`MANAGED_BY`] (and the headless label for a headless Service), and a controlling
-//!   ownerReference to the Service (`controller: true, blockOwnerDeletion: true`).
+//!   [`MANAGED_BY`] (and the headless label for a Service without a cluster IP), and a
+//!   controlling ownerReference to the Service (`controller: true, blockOwnerDeletion: true`).
 //! - **Churn.** The reconciler is Kubernetes' (`reconcileByPortMapping`): existing slices keep
 //!   the endpoints still wanted, in place, and lose the others; slices that end up empty are
 //!   deleted; new endpoints first fill slices already being updated, then one unchanged slice
@@ -46,6 +46,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use capstan_api::compat::{self, MaybeList};
+use capstan_api::ext::{PodExt, ServiceExt};
 use capstan_api::k8s_openapi::api::core::v1::{Pod, Service};
 use capstan_api::k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
@@ -57,9 +58,9 @@ use capstan_api::{Api, Client, Error};
 use capstan_watch::{Cache, InformerFactory, ObjectKey, SharedInformer};
 
 use super::{
-    find_port, is_headless, is_ipv6, is_pod_ready, managed_selector, node_name, pod_ips,
-    pod_reference, published_hostname, run_cleanup, selected_pods, service_ip_family,
-    services_selecting, should_pod_be_in_endpoints, Freshness, HEADLESS_LABEL, STALE_RETRY,
+    find_port, is_ipv6, managed_selector, pod_ips, pod_reference, published_hostname, run_cleanup,
+    selected_pods, service_ip_family, services_selecting, should_pod_be_in_endpoints, Freshness,
+    HEADLESS_LABEL, STALE_RETRY,
 };
 use crate::events::EventRecorder;
 use crate::runtime::{Action, Context, Controller, ControllerError, Reconciler};
@@ -141,8 +142,8 @@ pub fn address_types(service: &Service) -> Vec<&'static str> {
 
 /// The endpoint of `pod` for `service`'s slices of `address_type` (Kubernetes' `podToEndpoint`).
 pub fn pod_to_endpoint(pod: &Pod, service: &Service, address_type: &str) -> Endpoint {
-    let serving = is_pod_ready(pod);
-    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let serving = pod.is_ready();
+    let terminating = pod.is_terminating();
     let publish = service
         .spec
         .as_ref()
@@ -161,7 +162,7 @@ pub fn pod_to_endpoint(pod: &Pod, service: &Service, address_type: &str) -> Endp
             terminating: Some(terminating),
         }),
         hostname: published_hostname(pod, service).map(str::to_string),
-        node_name: node_name(pod),
+        node_name: pod.node_name().map(str::to_string),
         target_ref: Some(pod_reference(pod)),
         ..Endpoint::default()
     }
@@ -252,7 +253,8 @@ fn desired_groups(
 }
 
 /// The labels of the Service's slices: the Service's (but the reserved ones), the Service
-/// name, the manager, and the headless label when headless.
+/// name, the manager, and the headless label when the Service has no cluster IP (Kubernetes'
+/// `!IsServiceIPSet`).
 pub fn slice_labels(service: &Service) -> BTreeMap<String, String> {
     let mut labels = service.metadata.labels.clone().unwrap_or_default();
     labels.remove(LABEL_SERVICE_NAME);
@@ -263,7 +265,7 @@ pub fn slice_labels(service: &Service) -> BTreeMap<String, String> {
         service.metadata.name.clone().unwrap_or_default(),
     );
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
-    if is_headless(service) {
+    if !service.is_cluster_ip_set() {
         labels.insert(HEADLESS_LABEL.into(), String::new());
     }
     labels

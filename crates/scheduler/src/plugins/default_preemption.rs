@@ -22,6 +22,7 @@ use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::kube_core::params::{DeleteParams, PostParams};
 use capstan_api::{Api, Client, Error as ApiError};
 use capstan_controller::events::EventRecorder;
+use capstan_controller::util::retry_on_conflict;
 
 use crate::framework::{
     pod_key, Code, CycleState, Framework, NodeInfo, NodeStatusMap, Plugin, PostFilterContext,
@@ -335,19 +336,19 @@ impl DefaultPreemption {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let mut attempts = 0;
-        loop {
+        // The first write and five retries.
+        retry_on_conflict(6, |_| async {
             let mut current = api.get(name).await?;
             let status = current.status.get_or_insert_with(Default::default);
             if status.nominated_node_name.as_deref() == Some(node) {
                 return Ok(());
             }
             status.nominated_node_name = Some(node.to_owned());
-            match api.update_status(&PostParams::default(), &current).await {
-                Err(ApiError::Conflict { .. }) if attempts < 5 => attempts += 1,
-                r => return r.map(|_| ()),
-            }
-        }
+            api.update_status(&PostParams::default(), &current)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 }
 

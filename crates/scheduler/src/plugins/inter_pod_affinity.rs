@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use capstan_api::ext::PodExt;
 use capstan_api::k8s_openapi::api::core::v1::{
     Node, Pod, PodAffinityTerm, WeightedPodAffinityTerm,
 };
@@ -225,10 +226,6 @@ struct ScoreState {
     topology_score: HashMap<String, HashMap<String, i64>>,
 }
 
-fn is_terminating(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_some()
-}
-
 impl PreFilterPlugin for InterPodAffinity {
     fn pre_filter(
         &self,
@@ -284,7 +281,7 @@ impl PreFilterPlugin for InterPodAffinity {
         if !terms.required_affinity.is_empty() || !terms.required_anti_affinity.is_empty() {
             for info in nodes {
                 let Some(node) = info.node() else { continue };
-                for existing in info.pods().iter().filter(|p| !is_terminating(&p.pod)) {
+                for existing in info.pods().iter().filter(|p| !p.pod.is_terminating()) {
                     for term in &terms.required_affinity {
                         if term.matches(&existing.pod) {
                             if let Some(d) = term.domain(node) {

@@ -46,7 +46,7 @@ pub use inter_pod_affinity::{
     InterPodAffinity, ERR_REASON_AFFINITY, ERR_REASON_ANTI_AFFINITY,
     ERR_REASON_EXISTING_ANTI_AFFINITY, HARD_POD_AFFINITY_WEIGHT,
 };
-pub use node_affinity::{required_matches, NodeAffinity, ERR_REASON_POD};
+pub use node_affinity::{NodeAffinity, ERR_REASON_POD};
 pub use node_basic::{
     NodeName, NodeUnschedulable, PrioritySort, ERR_REASON_NODE_NAME, ERR_REASON_UNSCHEDULABLE,
 };

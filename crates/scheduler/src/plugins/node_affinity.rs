@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use capstan_api::ext::{NodeSelectorTermExt, PodExt};
 use capstan_api::k8s_openapi::api::core::v1::{NodeAffinity as Affinity, Pod};
 
-use super::helpers::{default_normalize, term_matches};
+use super::helpers::default_normalize;
 use crate::framework::{
     CycleState, FilterPlugin, NodeInfo, NodeScore, PreScorePlugin, SchedulerPlugin, ScorePlugin,
     Status,
@@ -23,29 +24,6 @@ fn affinity(pod: &Pod) -> Option<&Affinity> {
     pod.spec.as_ref()?.affinity.as_ref()?.node_affinity.as_ref()
 }
 
-/// Whether `node` satisfies `pod`'s nodeSelector and required node affinity.
-pub fn required_matches(pod: &Pod, node: &capstan_api::k8s_openapi::api::core::v1::Node) -> bool {
-    if let Some(selector) = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref()) {
-        let labels = node.metadata.labels.as_ref();
-        if !selector
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        {
-            return false;
-        }
-    }
-    match affinity(pod).and_then(|a| {
-        a.required_during_scheduling_ignored_during_execution
-            .as_ref()
-    }) {
-        Some(required) => required
-            .node_selector_terms
-            .iter()
-            .any(|t| term_matches(node, t)),
-        None => true,
-    }
-}
-
 impl SchedulerPlugin for NodeAffinity {
     fn name(&self) -> &str {
         super::NODE_AFFINITY
@@ -57,7 +35,7 @@ impl FilterPlugin for NodeAffinity {
         let Some(n) = node.node() else {
             return Status::unresolvable("node(s) not found");
         };
-        if required_matches(pod, n) {
+        if pod.matches_node_selector_and_affinity(n) {
             Status::success()
         } else {
             Status::unresolvable(ERR_REASON_POD)
@@ -94,7 +72,7 @@ impl ScorePlugin for NodeAffinity {
             .unwrap_or(&[]);
         Ok(preferred
             .iter()
-            .filter(|t| t.weight != 0 && term_matches(n, &t.preference))
+            .filter(|t| t.weight != 0 && t.preference.matches(n))
             .map(|t| i64::from(t.weight))
             .sum())
     }

@@ -1,12 +1,11 @@
 //! NodeName, NodeUnschedulable and PrioritySort.
 
+use capstan_api::ext::{PodExt, TaintExt};
 use capstan_api::k8s_openapi::api::core::v1::{Pod, Taint};
 
 use crate::framework::{
     CycleState, FilterPlugin, NodeInfo, QueueSortPlugin, QueuedPodInfo, SchedulerPlugin, Status,
 };
-
-use super::helpers::tolerated;
 
 /// Filters out every node but the one `spec.nodeName` names, if set.
 #[derive(Clone, Copy, Debug, Default)]
@@ -23,10 +22,8 @@ impl SchedulerPlugin for NodeName {
 
 impl FilterPlugin for NodeName {
     fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-            Some(n) if !n.is_empty() && n != node.name() => {
-                Status::unresolvable(ERR_REASON_NODE_NAME)
-            }
+        match pod.node_name() {
+            Some(n) if n != node.name() => Status::unresolvable(ERR_REASON_NODE_NAME),
             _ => Status::success(),
         }
     }
@@ -64,7 +61,7 @@ impl FilterPlugin for NodeUnschedulable {
             .as_ref()
             .and_then(|s| s.tolerations.as_deref())
             .unwrap_or(&[]);
-        if tolerated(tolerations, &taint) {
+        if taint.is_tolerated_by(tolerations) {
             Status::success()
         } else {
             Status::unresolvable(ERR_REASON_UNSCHEDULABLE)

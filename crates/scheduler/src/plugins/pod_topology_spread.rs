@@ -20,12 +20,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use capstan_api::ext::{NodeExt, PodExt, TaintExt};
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, TopologySpreadConstraint};
 use capstan_api::kube_core::{Expression, Selector};
 use capstan_api::selector::{label_selector_from, matches};
 
-use super::helpers::tolerated;
-use super::node_affinity::required_matches;
 use crate::framework::controller_of;
 use crate::framework::{
     CycleState, FilterPlugin, NodeInfo, NodeScore, PreFilterPlugin, PreFilterResult,
@@ -300,7 +299,9 @@ fn eligible(pod: &Pod, node: &Node, constraints: &[Constraint], require_all_keys
     if require_all_keys && constraints.iter().any(|c| c.value(node).is_none()) {
         return false;
     }
-    if constraints.iter().any(|c| c.honor_node_affinity) && !required_matches(pod, node) {
+    if constraints.iter().any(|c| c.honor_node_affinity)
+        && !pod.matches_node_selector_and_affinity(node)
+    {
         return false;
     }
     if constraints.iter().any(|c| c.honor_taints) {
@@ -309,13 +310,8 @@ fn eligible(pod: &Pod, node: &Node, constraints: &[Constraint], require_all_keys
             .as_ref()
             .and_then(|s| s.tolerations.as_deref())
             .unwrap_or(&[]);
-        let taints = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or(&[]);
-        if taints.iter().any(|t| {
-            (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerated(tolerations, t)
+        if node.taints().iter().any(|t| {
+            (t.effect == "NoSchedule" || t.effect == "NoExecute") && !t.is_tolerated_by(tolerations)
         }) {
             return false;
         }

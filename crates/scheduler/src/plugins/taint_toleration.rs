@@ -1,8 +1,9 @@
 //! TaintToleration: NoSchedule and NoExecute taints filter, PreferNoSchedule taints score.
 
+use capstan_api::ext::{NodeExt, TaintExt, TolerationExt};
 use capstan_api::k8s_openapi::api::core::v1::{Pod, Toleration};
 
-use super::helpers::{default_normalize, tolerated};
+use super::helpers::default_normalize;
 use crate::framework::{
     CycleState, FilterPlugin, NodeInfo, NodeScore, SchedulerPlugin, ScorePlugin, Status,
 };
@@ -33,15 +34,10 @@ impl FilterPlugin for TaintToleration {
         if !node.has_taints() {
             return Status::success();
         }
-        let taints = n
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or(&[]);
         let tols = tolerations(pod);
-        for taint in taints {
+        for taint in n.taints() {
             if (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
-                && !tolerated(tols, taint)
+                && !taint.is_tolerated_by(tols)
             {
                 return Status::unresolvable(format!(
                     "node(s) had untolerated taint {{{}: {}}}",
@@ -59,11 +55,6 @@ impl ScorePlugin for TaintToleration {
         let Some(n) = node.node().filter(|_| node.has_taints()) else {
             return Ok(0);
         };
-        let taints = n
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or(&[]);
         // Only tolerations with an empty or PreferNoSchedule effect count, as in Kubernetes.
         let tols: Vec<&Toleration> = tolerations(pod)
             .iter()
@@ -74,10 +65,10 @@ impl ScorePlugin for TaintToleration {
                 )
             })
             .collect();
-        Ok(taints
+        Ok(n.taints()
             .iter()
             .filter(|t| t.effect == "PreferNoSchedule")
-            .filter(|t| !tols.iter().any(|tol| super::helpers::tolerates(tol, t)))
+            .filter(|t| !tols.iter().any(|tol| tol.tolerates(t)))
             .count() as i64)
     }
 
