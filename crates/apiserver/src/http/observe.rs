@@ -199,8 +199,11 @@ struct Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        self.metrics
-            .record(&self.labels, self.code, self.started.elapsed());
+        self.metrics.record(
+            std::mem::take(&mut self.labels),
+            self.code,
+            self.started.elapsed(),
+        );
     }
 }
 
@@ -261,7 +264,7 @@ where
             let code = response.status().as_u16();
             span.record("code", code);
             if !(long_running && response.status().is_success()) {
-                metrics.record(&labels, code, started.elapsed());
+                metrics.record(labels, code, started.elapsed());
                 return Ok(response);
             }
             let mut held = vec![Held::new(metrics.longrunning(&labels))];
