@@ -143,28 +143,30 @@ pub fn default_registry() -> Registry {
             .expect("default plugin names are unique");
     }
     r.register(INTER_POD_AFFINITY, |args| {
-        Ok(
-            Plugin::builder(Arc::new(InterPodAffinity::from_args(args)?))
-                .pre_filter()
-                .filter()
-                .pre_score()
-                .score()
-                .build(),
-        )
+        Ok(filter_and_score(InterPodAffinity::from_args(args)?))
     })
     .expect("default plugin names are unique");
     r.register(POD_TOPOLOGY_SPREAD, |args| {
-        Ok(
-            Plugin::builder(Arc::new(PodTopologySpread::from_args(args)?))
-                .pre_filter()
-                .filter()
-                .pre_score()
-                .score()
-                .build(),
-        )
+        Ok(filter_and_score(PodTopologySpread::from_args(args)?))
     })
     .expect("default plugin names are unique");
     r
+}
+
+/// A plugin at PreFilter, Filter, PreScore and Score (InterPodAffinity, PodTopologySpread).
+fn filter_and_score<P>(plugin: P) -> Plugin
+where
+    P: crate::framework::PreFilterPlugin
+        + crate::framework::FilterPlugin
+        + crate::framework::PreScorePlugin
+        + crate::framework::ScorePlugin,
+{
+    Plugin::builder(Arc::new(plugin))
+        .pre_filter()
+        .filter()
+        .pre_score()
+        .score()
+        .build()
 }
 
 /// The default profile (`default-scheduler`): the default plugins in kube-scheduler's order
