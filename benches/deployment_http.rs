@@ -26,8 +26,8 @@ use capstan::apiserver::http::ApiServer;
 use capstan::apiserver::registry::Registry;
 use capstan::apiserver::remote::RemoteClient;
 use capstan::cluster::control_plane::{start_scheduler, ControlPlaneOptions};
-use capstan::controller::manager::ControllerManager;
 use capstan::controller::testing::{FakeKubelet, FakeNodes, KubeletOptions};
+use capstan::controllers::manager::ControllerManager;
 use capstan::store::memory::MemoryStore;
 use capstan::watch::{ReflectorOptions, SharedInformer};
 

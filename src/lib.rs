@@ -9,7 +9,8 @@
 //! | [`store`] | `capstan-store` | the `Store` SPI with etcd v3 semantics; `memory` and `etcd` backends |
 //! | [`watch`] | `capstan-watch` | list-watch: the `Watch` SPI, reflectors, informers, work queues |
 //! | [`apiserver`] | `capstan-apiserver` | the API server: storage codec, watch cache, registry, the REST API over HTTP (`http-server`) and the HTTP client (`http-client`) |
-//! | [`controller`] | `capstan-controller` | the reconciler runtime, leader election, events and the built-in controllers |
+//! | [`controller`] | `capstan-controller` | the reconciler runtime, leader election, events, conflict retry, fakes for controller tests |
+//! | [`controllers`] | `capstan-controllers` | the built-in controllers and the controller manager |
 //! | [`scheduler`] | `capstan-scheduler` | the scheduling framework, queue, default plugins and preemption |
 //! | [`runtime`] | `capstan-runtime` | the CRI-shaped `ContainerRuntime` SPI, its fake backend and the containerd backend (`containerd`) |
 //! | [`kubelet`] | `capstan-kubelet` | the node agent: Node registration and Lease, Pods run through the runtime and network SPIs |
@@ -37,6 +38,7 @@ pub use capstan_apiserver as apiserver;
 #[cfg(feature = "cluster")]
 pub use capstan_cluster as cluster;
 pub use capstan_controller as controller;
+pub use capstan_controllers as controllers;
 pub use capstan_kubelet as kubelet;
 pub use capstan_net as net;
 pub use capstan_runtime as runtime;

@@ -14,7 +14,7 @@ use capstan_api::k8s_openapi::api::coordination::v1::Lease;
 use capstan_api::{Api, Client};
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::leader::{LeaderElectionConfig, LeaderElector, RunOutcome};
-use capstan_controller::manager::ControllerManager;
+use capstan_controllers::manager::ControllerManager;
 use capstan_net::ipam::controller::{NodeIpamController, COMPONENT as NODE_IPAM};
 use capstan_net::ipam::ClusterCidr;
 use capstan_scheduler::config::{ConfigError, KubeSchedulerConfiguration};

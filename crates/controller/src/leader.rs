@@ -90,7 +90,7 @@ use tokio::{
     time::{sleep, sleep_until, timeout, timeout_at, Instant},
 };
 
-use crate::util::retry_on_conflict;
+use crate::retry::retry_on_conflict;
 
 /// Kubernetes' default lease duration: how long after observing a record change a candidate
 /// waits before it may take the lease.

@@ -40,7 +40,7 @@ use capstan_api::{Api, Client, Resource};
 use capstan_watch::{Delta, ObjectKey, ReflectorOptions, SharedInformer, Watch};
 
 use crate::events::EventRecorder;
-use crate::util::retry_on_conflict;
+use crate::retry::retry_on_conflict;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;

@@ -19,7 +19,7 @@ use capstan_api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use capstan_api::kube_core::params::PostParams;
 use capstan_api::{Api, Client};
-use capstan_controller::util::retry_on_error;
+use capstan_controller::retry::retry_on_error;
 use capstan_net::NetworkPlugin;
 use capstan_runtime::{Clock, ContainerRuntime};
 

@@ -17,7 +17,7 @@ use capstan_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use capstan_api::kube_core::params::{DeleteParams, PostParams, Preconditions};
 use capstan_api::{Api, Client};
 use capstan_controller::events::EventRecorder;
-use capstan_controller::util::retry_on_error;
+use capstan_controller::retry::retry_on_error;
 use capstan_net::{Attachment, NetworkPlugin};
 use capstan_runtime::{self as rt, Clock, ContainerRuntime};
 use tokio::sync::watch;

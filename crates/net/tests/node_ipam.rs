@@ -18,7 +18,7 @@ use capstan_api::kube_core::{DynamicObject, ObjectList, ObjectMeta};
 use capstan_api::{Api, Client, ResourceInfo, WatchStream};
 use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
-use capstan_controller::manager::ControllerManager;
+use capstan_controllers::manager::ControllerManager;
 use capstan_net::ipam::controller::{reasons, NodeIpamController, COMPONENT};
 use capstan_net::ipam::ClusterCidr;
 use capstan_net::IpNet;

@@ -584,7 +584,7 @@ impl Scheduler {
         tokio::spawn(async move {
             let api: Api<Pod> = Api::namespaced(client, &ns);
             // Gone, bound, failed or written: done either way.
-            let _ = capstan_controller::util::retry_on_conflict(5, |_| async {
+            let _ = capstan_controller::retry::retry_on_conflict(5, |_| async {
                 let Ok(mut current) = api.get(&name).await else {
                     return Ok(());
                 };

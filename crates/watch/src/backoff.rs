@@ -10,7 +10,7 @@
 //!   failure counts (client-go's `ItemExponentialFailureRateLimiter`);
 //! - the scheduling queue's pod backoff, the Job controller's failure backoff, the kubelet's
 //!   crash-loop and image-pull back-off (with Kubernetes' reset rule on top), the API server
-//!   watch cache's store-watch retries, and `capstan_controller::util::Retry` (client-go's
+//!   watch cache's store-watch retries, and `capstan_controller::retry::Retry` (client-go's
 //!   `wait.Backoff` for conflict retries).
 //!
 //! [`jitter`] is client-go's `wait.Jitter`: it stretches a delay by a random factor.

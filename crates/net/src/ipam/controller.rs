@@ -6,7 +6,7 @@
 //! [`Reconciler`]), so it plugs into a `ControllerManager` with `.add(...)`:
 //!
 //! ```no_run
-//! use capstan_controller::manager::ControllerManager;
+//! use capstan_controllers::manager::ControllerManager;
 //! use capstan_net::ipam::controller::{NodeIpamController, COMPONENT};
 //! use capstan_net::ipam::ClusterCidr;
 //!

@@ -22,7 +22,7 @@ use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::kube_core::params::{DeleteParams, PostParams};
 use capstan_api::{Api, Client, Error as ApiError};
 use capstan_controller::events::EventRecorder;
-use capstan_controller::util::retry_on_conflict;
+use capstan_controller::retry::retry_on_conflict;
 
 use crate::framework::{
     pod_key, Code, CycleState, Framework, NodeInfo, NodeStatusMap, Plugin, PostFilterContext,

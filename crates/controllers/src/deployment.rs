@@ -1,7 +1,7 @@
 //! The Deployment controller: Kubernetes' `pkg/controller/deployment`, over the [`Client`].
 //!
 //! A Deployment asks for `spec.replicas` Pods from `spec.template`, rolled out through
-//! ReplicaSets it owns. The controller, a [`Reconciler`] run by the [runtime](crate::runtime)
+//! ReplicaSets it owns. The controller, a [`Reconciler`] run by the [runtime](capstan_controller::runtime)
 //! with the Deployment as primary kind, ReplicaSets as children and Pods watched (for
 //! Recreate), does what Kubernetes' `syncDeployment` does:
 //!
@@ -59,7 +59,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use capstan_api::Client;
-//! use capstan_controller::deployment::DeploymentController;
+//! use capstan_controllers::deployment::DeploymentController;
 //! use capstan_controller::events::{EventBroadcaster, EventOptions};
 //! use capstan_watch::{InformerFactory, ReflectorOptions};
 //!
@@ -90,8 +90,8 @@ use capstan_api::kube_core::{ObjectMeta, Selector};
 use capstan_api::{label_selector_from, selector, Api, Client, Error};
 use capstan_watch::{Cache, InformerFactory, ObjectKey, NAMESPACE_INDEX};
 
-use crate::events::EventRecorder;
-use crate::runtime::{
+use capstan_controller::events::EventRecorder;
+use capstan_controller::runtime::{
     controller_owner_key, controller_reference, Action, Context, Controller, ControllerError,
     Reconciler,
 };
@@ -1372,7 +1372,7 @@ impl DeploymentController {
     }
 
     /// The underlying runtime controller's metrics.
-    pub fn metrics(&self) -> Arc<crate::runtime::ControllerMetrics> {
+    pub fn metrics(&self) -> Arc<capstan_controller::runtime::ControllerMetrics> {
         self.controller.metrics()
     }
 

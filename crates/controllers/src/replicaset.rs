@@ -1,7 +1,7 @@
 //! The ReplicaSet controller: Kubernetes' `pkg/controller/replicaset`, over the [`Client`].
 //!
 //! A ReplicaSet asks for `spec.replicas` Pods made from `spec.template` and matching
-//! `spec.selector`. The controller, a [`Reconciler`] run by the [runtime](crate::runtime)
+//! `spec.selector`. The controller, a [`Reconciler`] run by the [runtime](capstan_controller::runtime)
 //! with the ReplicaSet as primary kind and Pods as children, closes the gap:
 //!
 //! - **Claiming.** The Pods of the ReplicaSet's namespace are claimed as Kubernetes'
@@ -41,7 +41,7 @@
 //! use std::sync::Arc;
 //! use capstan_api::Client;
 //! use capstan_controller::events::{EventBroadcaster, EventOptions};
-//! use capstan_controller::replicaset::ReplicaSetController;
+//! use capstan_controllers::replicaset::ReplicaSetController;
 //! use capstan_watch::{InformerFactory, ReflectorOptions};
 //!
 //! async fn run(client: Arc<dyn Client>, stop: tokio::sync::oneshot::Receiver<()>) {
@@ -74,8 +74,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::events::EventRecorder;
-use crate::runtime::{
+use capstan_controller::events::EventRecorder;
+use capstan_controller::runtime::{
     add_controller_index, controlled_or_orphans, controller_owner_key, controller_reference,
     Action, Context, Controller, ControllerError, Reconciler,
 };
@@ -809,7 +809,7 @@ impl ReplicaSetReconciler {
         let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
         let api = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace);
         let (api, same, status) = (&api, &same, &status);
-        crate::util::retry_on_conflict(2, |attempt| async move {
+        capstan_controller::retry::retry_on_conflict(2, |attempt| async move {
             let mut current = if attempt == 0 {
                 rs.clone()
             } else {
@@ -978,7 +978,7 @@ impl ReplicaSetController {
     }
 
     /// The underlying runtime controller's metrics.
-    pub fn metrics(&self) -> Arc<crate::runtime::ControllerMetrics> {
+    pub fn metrics(&self) -> Arc<capstan_controller::runtime::ControllerMetrics> {
         self.controller.metrics()
     }
 

@@ -20,7 +20,7 @@ use capstan_api::kube_core::params::{
 use capstan_api::kube_core::{DynamicObject, ObjectList, ObjectMeta, WatchEvent};
 use capstan_api::{Client, Resource, ResourceInfo, Result as ApiResult, WatchStream};
 use capstan_apiserver::registry::Registry;
-use capstan_controller::garbage_collector::{
+use capstan_controllers::garbage_collector::{
     GarbageCollector, GarbageCollectorHandle, FOREGROUND_FINALIZER,
 };
 use capstan_store::memory::MemoryStore;

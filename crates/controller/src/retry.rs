@@ -112,7 +112,7 @@ impl From<u32> for Retry {
 /// # use capstan_api::{Api, Error, k8s_openapi::api::core::v1::ConfigMap};
 /// # use capstan_api::kube_core::params::PostParams;
 /// # async fn example(maps: Api<ConfigMap>) -> Result<(), Error> {
-/// use capstan_controller::util::{retry_on_conflict, Retry};
+/// use capstan_controller::retry::{retry_on_conflict, Retry};
 ///
 /// retry_on_conflict(Retry::DEFAULT, |_| async {
 ///     let mut map = maps.get("settings").await?;

@@ -70,7 +70,7 @@
 //! use std::sync::Arc;
 //! use capstan_api::Client;
 //! use capstan_controller::events::{EventBroadcaster, EventOptions};
-//! use capstan_controller::node_lifecycle::{NodeLifecycleController, NodeLifecycleOptions, COMPONENT};
+//! use capstan_controllers::node_lifecycle::{NodeLifecycleController, NodeLifecycleOptions, COMPONENT};
 //! use capstan_watch::{InformerFactory, ReflectorOptions};
 //!
 //! async fn run(client: Arc<dyn Client>, stop: tokio::sync::oneshot::Receiver<()>) {
@@ -104,8 +104,8 @@ use capstan_api::{Api, Client, Error};
 use capstan_watch::{Delta, InformerFactory, ObjectKey, SharedInformer};
 use tokio::time::Instant;
 
-use crate::events::{Clock, EventRecorder};
-use crate::runtime::ControllerError;
+use capstan_controller::events::{Clock, EventRecorder};
+use capstan_controller::runtime::ControllerError;
 
 /// The component name the controller's Events report (`source.component`), as Kubernetes'.
 pub const COMPONENT: &str = "node-controller";

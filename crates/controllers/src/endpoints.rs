@@ -62,7 +62,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use capstan_api::Client;
-//! use capstan_controller::endpoints::{slices::EndpointSliceController, EndpointsController};
+//! use capstan_controllers::endpoints::{slices::EndpointSliceController, EndpointsController};
 //! use capstan_controller::events::{EventBroadcaster, EventOptions};
 //! use capstan_watch::{InformerFactory, ReflectorOptions};
 //!
@@ -72,12 +72,12 @@
 //!     let endpoints = EndpointsController::new(
 //!         client.clone(),
 //!         factory.clone(),
-//!         events.recorder(capstan_controller::endpoints::COMPONENT),
+//!         events.recorder(capstan_controllers::endpoints::COMPONENT),
 //!     );
 //!     let slices = EndpointSliceController::new(
 //!         client,
 //!         factory,
-//!         events.recorder(capstan_controller::endpoints::slices::COMPONENT),
+//!         events.recorder(capstan_controllers::endpoints::slices::COMPONENT),
 //!     );
 //!     // Both return once their shutdown future completes, after the syncs in flight.
 //!     let (a, b) = futures::future::join(
@@ -110,8 +110,10 @@ use capstan_watch::NAMESPACE_INDEX;
 use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer, WorkQueue};
 use parking_lot::Mutex;
 
-use crate::events::EventRecorder;
-use crate::runtime::{Action, Context, Controller, ControllerError, Reconciler, ShutdownHandle};
+use capstan_controller::events::EventRecorder;
+use capstan_controller::runtime::{
+    Action, Context, Controller, ControllerError, Reconciler, ShutdownHandle,
+};
 
 pub mod slices;
 
@@ -874,7 +876,7 @@ impl EndpointsController {
     }
 
     /// The underlying runtime controller's metrics.
-    pub fn metrics(&self) -> Arc<crate::runtime::ControllerMetrics> {
+    pub fn metrics(&self) -> Arc<capstan_controller::runtime::ControllerMetrics> {
         self.controller.metrics()
     }
 

@@ -4,7 +4,7 @@
 //! every Pod is Running, and the same for a 1,000-replica Deployment.
 //!
 //! ```text
-//! cargo bench -p capstan-controller --bench deployment_scale
+//! cargo bench -p capstan-controllers --bench deployment_scale
 //! ```
 //!
 //! A bench binary of its own (no criterion): one cold cluster per run, three runs per size,
@@ -19,8 +19,8 @@ use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::kube_core::params::PostParams;
 use capstan_api::{Api, Client};
 use capstan_apiserver::registry::Registry;
-use capstan_controller::manager::ControllerManager;
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions};
+use capstan_controllers::manager::ControllerManager;
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{ReflectorOptions, SharedInformer};
 

@@ -3,7 +3,7 @@
 //! A Job runs Pods made from `spec.template` until `spec.completions` (default 1) of them
 //! have succeeded, at most `spec.parallelism` (default 1) at a time, and gives up after
 //! `spec.backoffLimit` (default 6) failures or `spec.activeDeadlineSeconds`. The controller,
-//! a [`Reconciler`] run by the [runtime](crate::runtime) with Jobs as primary kind and Pods
+//! a [`Reconciler`] run by the [runtime](capstan_controller::runtime) with Jobs as primary kind and Pods
 //! as children, does it as Kubernetes does (the `NonIndexed` completion mode):
 //!
 //! - **Creating.** While fewer than `min(parallelism, completions - succeeded)` Pods are
@@ -55,7 +55,7 @@
 //! use std::sync::Arc;
 //! use capstan_api::Client;
 //! use capstan_controller::events::{EventBroadcaster, EventOptions};
-//! use capstan_controller::job::{JobController, COMPONENT};
+//! use capstan_controllers::job::{JobController, COMPONENT};
 //! use capstan_watch::{InformerFactory, ReflectorOptions};
 //!
 //! async fn run(client: Arc<dyn Client>, stop: tokio::sync::oneshot::Receiver<()>) {
@@ -88,9 +88,9 @@ use tokio::sync::mpsc;
 
 #[cfg(test)]
 use crate::daemonset::controlled_by;
-use crate::events::{Clock, EventRecorder};
 use crate::replicaset::{pod_for, pods_to_delete, Expectations};
-use crate::runtime::{
+use capstan_controller::events::{Clock, EventRecorder};
+use capstan_controller::runtime::{
     add_controller_index, controlled_or_orphans, controller_owner_key, Action, Context, Controller,
     ControllerError, Reconciler,
 };
@@ -954,7 +954,7 @@ impl JobController {
     }
 
     /// The underlying runtime controller's metrics.
-    pub fn metrics(&self) -> Arc<crate::runtime::ControllerMetrics> {
+    pub fn metrics(&self) -> Arc<capstan_controller::runtime::ControllerMetrics> {
         self.controller.metrics()
     }
 

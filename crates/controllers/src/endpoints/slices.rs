@@ -62,8 +62,8 @@ use super::{
     selected_pods, service_ip_family, services_selecting, should_pod_be_in_endpoints, Freshness,
     HEADLESS_LABEL, STALE_RETRY,
 };
-use crate::events::EventRecorder;
-use crate::runtime::{Action, Context, Controller, ControllerError, Reconciler};
+use capstan_controller::events::EventRecorder;
+use capstan_controller::runtime::{Action, Context, Controller, ControllerError, Reconciler};
 
 /// The component name the controller's Events report.
 pub const COMPONENT: &str = "endpoint-slice-controller";
@@ -677,7 +677,7 @@ impl EndpointSliceController {
     }
 
     /// The underlying runtime controller's metrics.
-    pub fn metrics(&self) -> Arc<crate::runtime::ControllerMetrics> {
+    pub fn metrics(&self) -> Arc<capstan_controller::runtime::ControllerMetrics> {
         self.controller.metrics()
     }
 

@@ -18,13 +18,13 @@ use capstan_api::kube_core::params::{DeleteParams, ListParams, Patch, PatchParam
 use capstan_api::kube_core::ObjectMeta;
 use capstan_api::{Api, Client};
 use capstan_apiserver::registry::Registry;
-use capstan_controller::endpoints::slices::{
-    EndpointSliceController, LABEL_MANAGED_BY as SLICE_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY,
-};
-use capstan_controller::endpoints::{EndpointsController, LABEL_MANAGED_BY};
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::runtime::ControllerMetrics;
 use capstan_controller::testing::{Change, ObjectHistory};
+use capstan_controllers::endpoints::slices::{
+    EndpointSliceController, LABEL_MANAGED_BY as SLICE_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY,
+};
+use capstan_controllers::endpoints::{EndpointsController, LABEL_MANAGED_BY};
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use tokio::sync::oneshot;
@@ -60,13 +60,13 @@ impl Controllers {
         let endpoints = EndpointsController::new(
             client.clone(),
             factory.clone(),
-            events.recorder(capstan_controller::endpoints::COMPONENT),
+            events.recorder(capstan_controllers::endpoints::COMPONENT),
         );
         let endpoints_metrics = endpoints.metrics();
         let slices = EndpointSliceController::new(
             client.clone(),
             factory,
-            events.recorder(capstan_controller::endpoints::slices::COMPONENT),
+            events.recorder(capstan_controllers::endpoints::slices::COMPONENT),
         )
         .max_endpoints_per_slice(max_per_slice);
         let (stop_a, stopped_a) = oneshot::channel::<()>();

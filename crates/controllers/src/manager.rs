@@ -19,7 +19,7 @@
 //!   shutdown signal the controller must stop on.
 //! - **Fencing.** When leadership is lost, every controller task is dropped at once: no
 //!   controller of this replica acts after its renew deadline, which passes before the lease
-//!   can go to another replica (see [`leader`](crate::leader)). [`run`](ControllerManager::run)
+//!   can go to another replica (see [`leader`](capstan_controller::leader)). [`run`](ControllerManager::run)
 //!   then returns [`RunOutcome::Lost`]; like kube-controller-manager, which exits, the caller
 //!   decides whether to campaign again (call `run` again) or stop.
 //! - **Failures.** A controller whose `run` returns an error stops the others (gracefully)
@@ -44,13 +44,13 @@ use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
 use crate::endpoints::slices::EndpointSliceController;
 use crate::endpoints::EndpointsController;
-use crate::events::{EventBroadcaster, EventOptions, EventRecorder};
 use crate::garbage_collector::GarbageCollector;
 use crate::job::JobController;
-use crate::leader::{LeaderElector, RunOutcome};
 use crate::node_lifecycle::{NodeLifecycleController, NodeLifecycleOptions};
 use crate::replicaset::ReplicaSetController;
-use crate::runtime::ControllerError;
+use capstan_controller::events::{EventBroadcaster, EventOptions, EventRecorder};
+use capstan_controller::leader::{LeaderElector, RunOutcome};
+use capstan_controller::runtime::ControllerError;
 
 /// A cloneable future that resolves when a controller must stop.
 pub type StopSignal = Shared<BoxFuture<'static, ()>>;

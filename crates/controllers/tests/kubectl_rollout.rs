@@ -16,8 +16,8 @@ use capstan_api::kube_core::params::ListParams;
 use capstan_api::{Api, Client};
 use capstan_apiserver::http::ApiServer;
 use capstan_apiserver::registry::Registry;
-use capstan_controller::manager::ControllerManager;
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions};
+use capstan_controllers::manager::ControllerManager;
 use capstan_store::memory::MemoryStore;
 
 /// A cluster on the fake backends, served over HTTP, and a kubeconfig for it.

@@ -22,11 +22,11 @@ use capstan_api::kube_core::ObjectMeta;
 use capstan_api::{Api, Client};
 use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
-use capstan_controller::node_lifecycle::{
+use capstan_controller::testing::{Change, ObjectHistory};
+use capstan_controllers::node_lifecycle::{
     node_ready_status, tokio_wall_clock, NodeLifecycleController, NodeLifecycleOptions, COMPONENT,
     NODE_LEASE_NAMESPACE,
 };
-use capstan_controller::testing::{Change, ObjectHistory};
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use parking_lot::Mutex;

@@ -68,7 +68,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use capstan_api::{Client, ResourceInfo};
-//! use capstan_controller::garbage_collector::GarbageCollector;
+//! use capstan_controllers::garbage_collector::GarbageCollector;
 //!
 //! async fn run(client: Arc<dyn Client>, custom: Vec<ResourceInfo>) {
 //!     let gc = GarbageCollector::new(client, ResourceInfo::builtins().chain(custom));
@@ -98,7 +98,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::util::retry_on_error;
+use capstan_controller::retry::retry_on_error;
 
 /// The finalizer that makes the garbage collector orphan an object's dependents.
 pub const ORPHAN_FINALIZER: &str = "orphan";

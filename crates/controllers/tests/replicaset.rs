@@ -29,10 +29,10 @@ use capstan_api::kube_core::{DynamicObject, ObjectList, ObjectMeta};
 use capstan_api::{Api, Client, ResourceInfo, Result as ApiResult, WatchStream};
 use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
-use capstan_controller::replicaset::{ReplicaSetController, COMPONENT};
 use capstan_controller::testing::{
     Change, FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory,
 };
+use capstan_controllers::replicaset::{ReplicaSetController, COMPONENT};
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use futures::StreamExt;

@@ -19,12 +19,12 @@ use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
 use capstan_api::{Api, Client};
 use capstan_apiserver::registry::Registry;
-use capstan_controller::deployment::{
+use capstan_controller::events::{EventBroadcaster, EventOptions};
+use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory};
+use capstan_controllers::deployment::{
     annotations, reasons, util, DeploymentController, POD_TEMPLATE_HASH_LABEL,
 };
-use capstan_controller::events::{EventBroadcaster, EventOptions};
-use capstan_controller::replicaset::ReplicaSetController;
-use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory};
+use capstan_controllers::replicaset::ReplicaSetController;
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use tokio::sync::oneshot;
@@ -138,13 +138,13 @@ impl Cluster {
         let deployment_controller = DeploymentController::new(
             client.clone(),
             factory.clone(),
-            events.recorder(capstan_controller::deployment::COMPONENT),
+            events.recorder(capstan_controllers::deployment::COMPONENT),
         )
         .with_clock(move || wall.checked_add(origin.elapsed()).unwrap());
         let rs_controller = ReplicaSetController::new(
             client.clone(),
             factory,
-            events.recorder(capstan_controller::replicaset::COMPONENT),
+            events.recorder(capstan_controllers::replicaset::COMPONENT),
         );
         let (stop_d, stopped_d) = oneshot::channel::<()>();
         let (stop_rs, stopped_rs) = oneshot::channel::<()>();

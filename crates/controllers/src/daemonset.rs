@@ -1,7 +1,7 @@
 //! The DaemonSet controller: Kubernetes' `pkg/controller/daemon`, over the [`Client`].
 //!
 //! A DaemonSet asks for one Pod made from `spec.template` on every *eligible* Node. The
-//! controller, a [`Reconciler`] run by the [runtime](crate::runtime) with DaemonSets as primary
+//! controller, a [`Reconciler`] run by the [runtime](capstan_controller::runtime) with DaemonSets as primary
 //! kind, Pods as children and Nodes watched (any Node change re-evaluates every DaemonSet),
 //! closes the gap:
 //!
@@ -20,7 +20,7 @@
 //! - **Placement.** Each Pod is created with Kubernetes' required node affinity
 //!   `matchFields: metadata.name In [<node>]` *and* with `spec.nodeName` set to the Node.
 //!   Kubernetes leaves binding to the scheduler, which honours that affinity; Capstan's
-//!   scheduler is not written yet and [`FakeScheduler`](crate::testing::FakeScheduler)
+//!   scheduler is not written yet and [`FakeScheduler`](capstan_controller::testing::FakeScheduler)
 //!   ignores affinity, so the controller binds the Pod itself (as Kubernetes did before 1.12).
 //!   The affinity is kept so a real scheduler would agree.
 //! - **Managing** (Kubernetes' `manage` and `podsShouldBeOnNode`). A Node that should run the
@@ -58,7 +58,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use capstan_api::Client;
-//! use capstan_controller::daemonset::{DaemonSetController, COMPONENT};
+//! use capstan_controllers::daemonset::{DaemonSetController, COMPONENT};
 //! use capstan_controller::events::{EventBroadcaster, EventOptions};
 //! use capstan_watch::{InformerFactory, ReflectorOptions};
 //!
@@ -92,9 +92,9 @@ use capstan_watch::{Cache, Delta, InformerFactory, ObjectKey, SharedInformer};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::events::{Clock, EventRecorder};
 use crate::replicaset::{is_pod_available, pod_for, Expectations};
-use crate::runtime::{
+use capstan_controller::events::{Clock, EventRecorder};
+use capstan_controller::runtime::{
     add_controller_index, controlled_or_orphans, controller_owner_key, Action, Context, Controller,
     ControllerError, Reconciler,
 };
@@ -948,7 +948,7 @@ impl DaemonSetController {
     }
 
     /// The underlying runtime controller's metrics.
-    pub fn metrics(&self) -> Arc<crate::runtime::ControllerMetrics> {
+    pub fn metrics(&self) -> Arc<capstan_controller::runtime::ControllerMetrics> {
         self.controller.metrics()
     }
 

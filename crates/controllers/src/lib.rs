@@ -1,0 +1,31 @@
+//! The built-in controllers of Capstan, each faithful to kube-controller-manager's, and the
+//! controller manager that runs them.
+//!
+//! - [`replicaset`]: slow-start batches, expectations, deletion ranking, adoption and
+//!   release, status, events.
+//! - [`deployment`]: ReplicaSets per template hash, Recreate and RollingUpdate, rollback,
+//!   pause, proportional scaling, revision history, conditions.
+//! - [`garbage_collector`]: cascading deletion by ownerReferences (background, foreground,
+//!   orphan).
+//! - [`node_lifecycle`]: node health from Leases, NotReady/Unknown taints and taint-based
+//!   eviction.
+//! - [`endpoints`]: Endpoints and EndpointSlices from the ready Pods a Service selects.
+//! - [`daemonset`]: one Pod per eligible Node (selectors, affinity, taints), rolling update.
+//! - [`job`]: parallelism, completions, tracking finalizers, backoff, deadline.
+//! - [`manager`]: the controller manager: the built-in controllers and yours, run together
+//!   against any `Client`, by one replica at a time under leader election.
+//!
+//! They are written on `capstan-controller` (the `Reconciler` runtime, the event recorder,
+//! leader election), and run against the `Client` and `Watch` traits, so the same controller
+//! works in process (over the registry) or in its own process (over the HTTP client).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
+pub mod garbage_collector;
+pub mod job;
+pub mod manager;
+pub mod node_lifecycle;
+pub mod replicaset;
