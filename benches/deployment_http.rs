@@ -23,12 +23,10 @@ use capstan::api::k8s_openapi::api::core::v1::{Node, Pod};
 use capstan::api::kube_core::params::PostParams;
 use capstan::api::{Api, Client};
 use capstan::apiserver::http::ApiServer;
-use capstan::apiserver::registry::Registry;
 use capstan::apiserver::remote::RemoteClient;
 use capstan::cluster::control_plane::{start_scheduler, ControlPlaneOptions};
 use capstan::controller::testing::{FakeKubelet, FakeNodes, KubeletOptions};
 use capstan::controllers::manager::ControllerManager;
-use capstan::store::memory::MemoryStore;
 use capstan::watch::{ReflectorOptions, SharedInformer};
 
 #[global_allocator]
@@ -50,7 +48,7 @@ fn remote(url: &str) -> Arc<dyn Client> {
 }
 
 async fn run(replicas: i32) -> Run {
-    let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    let registry = capstan::apiserver::testing::registry();
     let server = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("bind a loopback port");

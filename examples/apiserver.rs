@@ -9,10 +9,7 @@
 //! server runs: objects are stored, listed and watched, but nothing acts on them. The
 //! `cluster` example adds the controllers and fake nodes.
 
-use std::sync::Arc;
-
-use capstan::apiserver::{http::ApiServer, registry::Registry};
-use capstan::store::memory::MemoryStore;
+use capstan::apiserver::http::ApiServer;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -22,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:6443".into())
         .parse()?;
     let kubeconfig = args.next().unwrap_or_else(|| "capstan.kubeconfig".into());
-    let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    let registry = capstan::apiserver::testing::registry();
     let server = ApiServer::bind(registry, address).await?;
     server.write_kubeconfig(kubeconfig.as_ref())?;
     println!("serving the Kubernetes API at {}", server.url());

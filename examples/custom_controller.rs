@@ -19,12 +19,10 @@ use capstan::api::k8s_openapi::api::core::v1::ConfigMap;
 use capstan::api::kube_core::params::{ListParams, PostParams};
 use capstan::api::kube_core::ObjectMeta;
 use capstan::api::{Api, Client, Resource};
-use capstan::apiserver::registry::Registry;
 use capstan::controller::events::{EventBroadcaster, EventOptions, EventRecorder};
 use capstan::controller::runtime::{
     controller_reference, Action, Context, Controller, Reconciler, ShutdownHandle,
 };
-use capstan::store::memory::MemoryStore;
 use serde::{Deserialize, Serialize};
 
 /// The custom kind: a web page to serve.
@@ -149,9 +147,9 @@ impl Reconciler<Website> for WebsiteReconciler {
 
 /// The fake cluster: the registry over the in-memory store, serving `Website` too.
 pub fn fake_api() -> Arc<dyn Client> {
-    let registry = Registry::new(Arc::new(MemoryStore::new()));
+    let registry = capstan::apiserver::testing::registry();
     registry.register(Website::info());
-    Arc::new(registry)
+    registry
 }
 
 /// Starts the Website controller on `client`; returns its shutdown handle and task.
@@ -254,12 +252,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use capstan::testing::within;
 
-    async fn within<T>(test: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(30), test)
-            .await
-            .expect("the test timed out")
-    }
+    /// Every test's time limit.
+    const LIMIT: Duration = Duration::from_secs(30);
 
     fn website(name: &str, body: &str) -> Website {
         let mut website = Website::default();
@@ -273,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_website_gets_an_owned_page_that_follows_its_spec_and_comes_back_when_deleted() {
-        within(async {
+        within(LIMIT, async {
             let client = fake_api();
             let events = EventBroadcaster::new(
                 client.clone(),
@@ -340,7 +336,7 @@ mod tests {
 
     #[tokio::test]
     async fn reconciling_an_unchanged_website_twice_writes_nothing() {
-        within(async {
+        within(LIMIT, async {
             let client = fake_api();
             let events = EventBroadcaster::new(client.clone(), EventOptions::default());
             let websites: Api<Website> = Api::namespaced(client.clone(), "default");

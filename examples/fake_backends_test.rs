@@ -22,13 +22,11 @@ use std::time::Duration;
 use capstan::api::k8s_openapi::api::core::v1::{Event, Pod};
 use capstan::api::kube_core::params::{Patch, PatchParams, PostParams};
 use capstan::api::{Api, Client};
-use capstan::apiserver::registry::Registry;
 use capstan::controller::events::{EventBroadcaster, EventOptions, EventRecorder};
 use capstan::controller::runtime::{
     Action, Context, Controller, ControllerError, Reconciler, ShutdownHandle,
 };
 use capstan::controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory};
-use capstan::store::memory::MemoryStore;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -152,7 +150,7 @@ pub struct FakeCluster {
 impl FakeCluster {
     /// Starts everything; must run inside a tokio runtime.
     pub fn start() -> Self {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let client = capstan::apiserver::testing::client();
         let events = EventBroadcaster::new(
             client.clone(),
             EventOptions::default().history_capacity(1000),
@@ -301,14 +299,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 mod tests {
     use super::*;
     use capstan::controller::runtime::ObjectKey;
-    use std::future::Future;
+    use capstan::testing::within;
 
-    /// Every test runs under a time limit: a controller that never acts fails, not hangs.
-    async fn within<T>(test: impl Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(30), test)
-            .await
-            .expect("the test timed out")
-    }
+    /// Every test's time limit.
+    const LIMIT: Duration = Duration::from_secs(30);
 
     fn reasons(events: &[Event], pod: &str) -> Vec<String> {
         events
@@ -320,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_running_pod_gets_its_node_and_team_labels_and_an_event_says_so() {
-        within(async {
+        within(LIMIT, async {
             let cluster = FakeCluster::start();
             cluster.create_pod("web-1", Some("web")).await;
 
@@ -342,7 +336,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_revision_ever_shows_a_label_before_the_pod_is_bound_and_running() {
-        within(async {
+        within(LIMIT, async {
             let cluster = FakeCluster::start();
             for i in 0..4 {
                 cluster.create_pod(&format!("p-{i}"), None).await;
@@ -371,7 +365,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalid_team_is_a_typed_error_with_a_warning_and_nothing_is_written() {
-        within(async {
+        within(LIMIT, async {
             let cluster = FakeCluster::start();
             cluster.create_pod("odd-1", Some("not a label!")).await;
             let running = cluster.wait_for_pod("odd-1", is_running).await;
@@ -412,7 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn fixing_the_annotation_lets_the_pod_be_labelled() {
-        within(async {
+        within(LIMIT, async {
             let cluster = FakeCluster::start();
             cluster.create_pod("odd-1", Some("-bad-")).await;
             cluster.wait_for_pod("odd-1", is_running).await;
@@ -433,7 +427,7 @@ mod tests {
 
     #[tokio::test]
     async fn reconciling_a_labelled_pod_again_writes_nothing() {
-        within(async {
+        within(LIMIT, async {
             let cluster = FakeCluster::start();
             cluster.create_pod("web-1", Some("web")).await;
             let labelled = cluster

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! `PreferFastDisks` scores nodes by the `disk` label (`nvme` best, then `ssd`, then
-//! anything else). It is registered under its name in a [`Registry`] merged into the default
+//! anything else). It is registered under its name in a [`PluginRegistry`] merged into the default
 //! one, and enabled in the default profile with weight 5, so it outweighs the default
 //! spreading scores. The example runs the real scheduler over the in-process API server with
 //! three nodes and schedules six Pods: with the plugin they go to the NVMe node while it has
@@ -18,15 +18,13 @@ use std::time::Duration;
 use capstan::api::k8s_openapi::api::core::v1::{Node, Pod};
 use capstan::api::kube_core::params::PostParams;
 use capstan::api::{Api, Client};
-use capstan::apiserver::registry::Registry as ApiRegistry;
 use capstan::controller::events::{EventBroadcaster, EventOptions};
 use capstan::scheduler::framework::{
-    CycleState, Framework, NodeInfo, Plugin, PluginConfig, Registry, SchedulerPlugin, ScorePlugin,
-    Status, MAX_NODE_SCORE,
+    CycleState, Framework, NodeInfo, Plugin, PluginConfig, PluginRegistry, SchedulerPlugin,
+    ScorePlugin, Status, MAX_NODE_SCORE,
 };
 use capstan::scheduler::plugins::{default_profile, default_registry, DEFAULT_PREEMPTION};
 use capstan::scheduler::{DefaultBinder, Scheduler, DEFAULT_BINDER};
-use capstan::store::memory::MemoryStore;
 use capstan::watch::{InformerFactory, ReflectorOptions};
 use serde_json::json;
 
@@ -82,7 +80,7 @@ pub fn framework(
         .with_plugin(PluginConfig::new(DEFAULT_BINDER));
     if with_plugin {
         // A factory per name; it receives the profile's JSON args for the plugin.
-        let mut ours = Registry::new();
+        let mut ours = PluginRegistry::new();
         ours.register(PreferFastDisks::NAME, |_args| {
             Ok(Plugin::builder(Arc::new(PreferFastDisks)).score().build())
         })
@@ -96,7 +94,7 @@ pub fn framework(
 /// Runs a scheduler over a fresh in-process cluster with three nodes (`disk` = nvme, ssd,
 /// hdd), schedules `pods` Pods and returns how many landed on each node.
 pub async fn place(pods: usize, with_plugin: bool) -> BTreeMap<String, usize> {
-    let client: Arc<dyn Client> = Arc::new(ApiRegistry::new(Arc::new(MemoryStore::new())));
+    let client = capstan::apiserver::testing::client();
     let nodes: Api<Node> = Api::cluster(client.clone());
     for (name, disk) in [("fast", "nvme"), ("medium", "ssd"), ("slow", "hdd")] {
         let node: Node =
@@ -167,22 +165,20 @@ async fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use capstan::testing::within;
 
-    async fn within<T>(test: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(30), test)
-            .await
-            .expect("the test timed out")
-    }
+    /// Every test's time limit.
+    const LIMIT: Duration = Duration::from_secs(30);
 
     #[tokio::test]
     async fn the_custom_plugin_sends_every_pod_to_the_nvme_node_while_it_has_room() {
-        let placed = within(place(6, true)).await;
+        let placed = within(LIMIT, place(6, true)).await;
         assert_eq!(placed, BTreeMap::from([("fast".to_string(), 6)]));
     }
 
     #[tokio::test]
     async fn without_the_plugin_the_default_scores_spread_the_pods() {
-        let placed = within(place(6, false)).await;
+        let placed = within(LIMIT, place(6, false)).await;
         assert_eq!(placed.len(), 3, "{placed:?}");
     }
 

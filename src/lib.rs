@@ -12,7 +12,7 @@
 //! | [`controller`] | `capstan-controller` | the reconciler runtime, leader election, events, conflict retry, fakes for controller tests |
 //! | [`controllers`] | `capstan-controllers` | the built-in controllers and the controller manager |
 //! | [`scheduler`] | `capstan-scheduler` | the scheduling framework, queue, default plugins and preemption |
-//! | [`runtime`] | `capstan-runtime` | the CRI-shaped `ContainerRuntime` SPI, its fake backend and the containerd backend (`containerd`) |
+//! | [`cri`] | `capstan-runtime` | the container runtime: the CRI-shaped `ContainerRuntime` SPI, its fake backend and the containerd backend (`containerd`) |
 //! | [`kubelet`] | `capstan-kubelet` | the node agent: Node registration and Lease, Pods run through the runtime and network SPIs |
 //! | `cluster` | `capstan-cluster` | the components assembled: the embedded cluster and the command lines of the `capstan` binary (feature `cluster`, on by default) |
 //! | [`net`] | `capstan-net` | the CNI-shaped `NetworkPlugin` SPI, its fake and CNI backends, pod CIDRs and host-gw routes, the service proxy, cluster DNS (`dns`) |
@@ -21,11 +21,14 @@
 //! (the REST API on axum), `http-client` (`RemoteClient`) and `dns` (cluster DNS on hickory);
 //! without default features none of axum, hyper's server or hickory is compiled. `etcd` turns
 //! on [`store::etcd`](capstan_store); `tls` turns on HTTPS for the API server and the remote
-//! client; `containerd` turns on [`runtime::containerd`](capstan_runtime).
+//! client; `containerd` turns on [`cri::containerd`](capstan_runtime).
 //!
 //! The application picks the Kubernetes API version: depend on `k8s-openapi` with a version
 //! feature (`latest`, as kube-rs applications do). Every version k8s-openapi 0.29 offers
 //! (Kubernetes 1.33 to 1.37) is supported.
+//!
+//! [`testing`] is the kit for your tests: a fake cluster in one line ([`testing::FakeCluster`]),
+//! an event log to assert on, and time limits ([`testing::within`], [`testing::eventually`]).
 //!
 //! `ARCHITECTURE.md` at the repository root has the bird's-eye view and the invariants.
 //! `docs/getting-started.md` walks through the crates, and `docs/spi/` has one page per
@@ -41,10 +44,12 @@ pub use capstan_controller as controller;
 pub use capstan_controllers as controllers;
 pub use capstan_kubelet as kubelet;
 pub use capstan_net as net;
-pub use capstan_runtime as runtime;
+pub use capstan_runtime as cri;
 pub use capstan_scheduler as scheduler;
 pub use capstan_store as store;
 pub use capstan_watch as watch;
+
+pub mod testing;
 
 /// The guides under `docs/`, compiled and run as doctests (`cargo test --doc -p capstan`).
 #[cfg(doctest)]

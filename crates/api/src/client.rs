@@ -533,6 +533,7 @@ mod tests {
     use kube_core::{ListMeta, ObjectMeta, ResourceExt};
 
     use super::*;
+    use crate::testing::within;
     use crate::{field::FieldSelector, selector};
 
     /// A test-only in-memory `Client`: enough of the contract to exercise `Api<K>`.
@@ -748,15 +749,12 @@ mod tests {
         }
     }
 
-    async fn within_a_second<T>(test: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(1), test)
-            .await
-            .expect("test timed out")
-    }
+    /// Every test's time limit.
+    const LIMIT: Duration = Duration::from_secs(1);
 
     #[tokio::test]
     async fn typed_pods_round_trip_through_dynamic_objects() {
-        within_a_second(async {
+        within(LIMIT, async {
             let client = client();
             let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
             let created = pods
@@ -784,7 +782,7 @@ mod tests {
 
     #[tokio::test]
     async fn list_with_label_selector_returns_only_matching_pods() {
-        within_a_second(async {
+        within(LIMIT, async {
             let client = client();
             let default: Api<Pod> = Api::namespaced(client.clone(), "default");
             let other: Api<Pod> = Api::namespaced(client.clone(), "other");
@@ -819,7 +817,7 @@ mod tests {
 
     #[tokio::test]
     async fn client_errors_surface_unchanged_through_api() {
-        within_a_second(async {
+        within(LIMIT, async {
             let pods: Api<Pod> = Api::namespaced(client(), "default");
             let error = pods.get("missing").await.unwrap_err();
             assert_eq!(error.to_string(), r#"pods "missing" not found"#);
@@ -854,7 +852,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_updates_conflict_and_fresh_ones_succeed() {
-        within_a_second(async {
+        within(LIMIT, async {
             let pods: Api<Pod> = Api::namespaced(client(), "default");
             let created = pods
                 .create(&PostParams::default(), &pod("web", "web"))
@@ -877,7 +875,7 @@ mod tests {
 
     #[tokio::test]
     async fn merge_patch_and_delete_are_typed() {
-        within_a_second(async {
+        within(LIMIT, async {
             let pods: Api<Pod> = Api::namespaced(client(), "default");
             pods.create(&PostParams::default(), &pod("web", "web"))
                 .await
@@ -899,7 +897,7 @@ mod tests {
 
     #[tokio::test]
     async fn watch_yields_typed_events_and_gone_for_old_versions() {
-        within_a_second(async {
+        within(LIMIT, async {
             let nodes: Api<Node> = Api::cluster(client());
             let node = Node {
                 metadata: ObjectMeta {

@@ -21,6 +21,8 @@
 //!   implementation each.
 //! - **Health**: [`health`], the named checks every component serves on `/healthz`, `/livez`
 //!   and `/readyz`, reported in kube-apiserver's format.
+//! - **Testing**: [`testing`], time limits for async tests ([`within`](testing::within),
+//!   [`eventually`](testing::eventually)) with panic messages that say what hung and where.
 //!
 //! Wire types (params, lists, watch events, `Status`) are kube-core's, re-exported as
 //! [`kube_core`] together with the matching [`k8s_openapi`].
@@ -70,6 +72,7 @@ pub mod field;
 pub mod health;
 pub mod resource;
 pub mod selector;
+pub mod testing;
 
 pub use k8s_openapi;
 pub use kube_core;

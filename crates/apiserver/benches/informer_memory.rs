@@ -24,9 +24,7 @@ use capstan_api::kube_core::params::PostParams;
 use capstan_api::kube_core::params::{ListParams, WatchParams};
 use capstan_api::kube_core::ObjectList;
 use capstan_api::kube_core::ObjectMeta;
-use capstan_api::{Api, Client, Error};
-use capstan_apiserver::registry::Registry;
-use capstan_store::memory::MemoryStore;
+use capstan_api::{Api, Error};
 use capstan_watch::{EventStream, ReflectorOptions, SharedInformer, Watch};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -113,7 +111,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let registry: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let registry = capstan_apiserver::testing::client();
         let api: Api<Pod> = Api::namespaced(registry.clone(), "default");
         let started = Instant::now();
         for chunk in (0..PODS).collect::<Vec<_>>().chunks(256) {

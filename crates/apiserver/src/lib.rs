@@ -9,13 +9,16 @@
 //! - [`codec`]: how objects sit in the store (JSON, resourceVersion from the mod revision).
 //! - [`registry`]: typed Kubernetes objects over any `Store`, serving the `Client` trait with
 //!   kube-apiserver's semantics (resourceVersion, generation, status subresource, finalizers,
-//!   admission with Kubernetes' defaulting and validation, patches, paged lists).
+//!   admission with Kubernetes' defaulting and validation, patches, paged lists); each
+//!   built-in kind's own rules (defaults, validation, status, deletion) sit in one strategy
+//!   per kind.
 //! - [`schema`]: the built-in kinds' OpenAPI schemas, which drop (or, under
 //!   `fieldValidation=Strict`, refuse) unknown fields and fill the `/openapi/v3` documents.
-//! - [`cached_watch`]: the registry's watches, served by a watch cache per kind, started on
-//!   first use.
 //! - [`watch_cache`]: one store watch per resource, fanned out to any number of filtered
-//!   watchers, with resume, bookmarks and slow-watcher cut-off.
+//!   watchers, with resume, bookmarks and slow-watcher cut-off; and
+//!   [`CachedWatchSource`](watch_cache::CachedWatchSource), which serves the registry's watches
+//!   from a watch cache per kind, started on first use.
+//! - [`testing`]: the registry over a fresh in-memory store in one line, for tests.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -37,7 +40,6 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod cached_watch;
 pub mod codec;
 #[cfg(feature = "server")]
 pub mod http;
@@ -48,4 +50,5 @@ pub mod registry;
 #[cfg(feature = "client")]
 pub mod remote;
 pub mod schema;
+pub mod testing;
 pub mod watch_cache;

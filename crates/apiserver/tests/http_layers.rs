@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use axum::routing::{self, post};
 use axum::Router;
+use capstan_api::testing::within;
 use capstan_apiserver::http::layers::{
     ApiServerOptions, BodyLimitLayer, InFlightLimitLayer, Limits, Rule, StaticPolicy, StaticTokens,
     TimeoutLayer, UserInfo,
 };
 use capstan_apiserver::http::ApiServer;
-use capstan_apiserver::registry::Registry;
-use capstan_store::memory::MemoryStore;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,20 +22,14 @@ use tokio::sync::Semaphore;
 /// Every test's deadline.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-async fn within<F: std::future::Future>(test: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, test)
-        .await
-        .expect("the test finished in time")
-}
-
-fn registry() -> Arc<Registry> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
-
 async fn server(options: ApiServerOptions) -> ApiServer {
-    ApiServer::bind_with(registry(), "127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .expect("bind a loopback port")
+    ApiServer::bind_with(
+        capstan_apiserver::testing::registry(),
+        "127.0.0.1:0".parse().unwrap(),
+        options,
+    )
+    .await
+    .expect("bind a loopback port")
 }
 
 /// Serves a test router on loopback, as `ApiServer` serves the API.
@@ -277,7 +270,7 @@ fn policy() -> StaticPolicy {
 
 #[tokio::test]
 async fn requests_without_credentials_are_unauthorized_when_anonymous_is_off() {
-    within(async {
+    within(DEADLINE, async {
         let server = server(
             ApiServerOptions::default()
                 .authenticator(tokens())
@@ -294,7 +287,7 @@ async fn requests_without_credentials_are_unauthorized_when_anonymous_is_off() {
 
 #[tokio::test]
 async fn a_wrong_token_is_unauthorized_even_when_anonymous_is_allowed() {
-    within(async {
+    within(DEADLINE, async {
         let server = server(ApiServerOptions::default().authenticator(tokens())).await;
         let reply = get(
             server.address(),
@@ -311,7 +304,7 @@ async fn a_wrong_token_is_unauthorized_even_when_anonymous_is_allowed() {
 
 #[tokio::test]
 async fn a_known_token_from_a_token_file_is_served_as_its_user() {
-    within(async {
+    within(DEADLINE, async {
         let dir = std::env::temp_dir().join(format!("capstan-tokens-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("tokens.csv");
@@ -343,7 +336,7 @@ async fn a_known_token_from_a_token_file_is_served_as_its_user() {
 
 #[tokio::test]
 async fn health_and_version_stay_open_without_credentials() {
-    within(async {
+    within(DEADLINE, async {
         let options = ApiServerOptions::default()
             .authenticator(tokens())
             .authorizer(StaticPolicy::default())
@@ -361,7 +354,7 @@ async fn health_and_version_stay_open_without_credentials() {
 
 #[tokio::test]
 async fn a_user_the_policy_does_not_cover_is_forbidden_in_kubernetes_words() {
-    within(async {
+    within(DEADLINE, async {
         let options = ApiServerOptions::default()
             .authenticator(tokens())
             .authorizer(policy());
@@ -412,7 +405,7 @@ async fn a_user_the_policy_does_not_cover_is_forbidden_in_kubernetes_words() {
 
 #[tokio::test]
 async fn anonymous_requests_are_authorized_as_system_anonymous() {
-    within(async {
+    within(DEADLINE, async {
         let policy = StaticPolicy::new([Rule::new()
             .user_groups(["system:unauthenticated"])
             .verbs(["list"])
@@ -436,7 +429,7 @@ const FOUR_MIB: usize = 4 * 1024 * 1024;
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413_and_nothing_is_stored() {
-    within(async {
+    within(DEADLINE, async {
         let server = server(ApiServerOptions::default()).await;
         let reply = send(
             server.address(),
@@ -455,7 +448,7 @@ async fn a_body_over_the_limit_is_refused_with_413_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_is_refused_by_counting() {
-    within(async {
+    within(DEADLINE, async {
         let server = server(ApiServerOptions::default()).await;
         let mut head = head("POST", CONFIG_MAPS, &[("Content-Type", "application/json")]);
         head.push_str("Transfer-Encoding: chunked\r\n");
@@ -480,7 +473,7 @@ async fn a_chunked_body_over_the_limit_is_refused_by_counting() {
 
 #[tokio::test]
 async fn bodies_up_to_the_limit_reach_the_handler_whole() {
-    within(async {
+    within(DEADLINE, async {
         // 2.5 MiB: over axum's own 2 MB default, under the 3 MiB limit.
         let app = Router::new()
             .route(
@@ -515,7 +508,7 @@ fn held_router(release: Arc<Semaphore>, entered: Arc<Semaphore>) -> Router {
 
 #[tokio::test]
 async fn requests_beyond_the_in_flight_limit_get_429_with_retry_after() {
-    within(async {
+    within(DEADLINE, async {
         let (release, entered) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
         let server = serve(held_router(release.clone(), entered.clone())).await;
         let address = server.address();
@@ -536,7 +529,7 @@ async fn requests_beyond_the_in_flight_limit_get_429_with_retry_after() {
 
 #[tokio::test]
 async fn watches_are_exempt_from_the_in_flight_limit() {
-    within(async {
+    within(DEADLINE, async {
         let (release, entered) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
         let server = serve(held_router(release.clone(), entered.clone())).await;
         let address = server.address();
@@ -555,7 +548,7 @@ async fn watches_are_exempt_from_the_in_flight_limit() {
 
 #[tokio::test]
 async fn open_watches_neither_count_against_nor_wait_for_the_in_flight_limit() {
-    within(async {
+    within(DEADLINE, async {
         let limits = Limits {
             max_in_flight: 1,
             ..Limits::default()
@@ -572,7 +565,7 @@ async fn open_watches_neither_count_against_nor_wait_for_the_in_flight_limit() {
 
 #[tokio::test]
 async fn a_request_running_past_the_timeout_gets_504_but_a_watch_does_not() {
-    within(async {
+    within(DEADLINE, async {
         let slow = || async {
             tokio::time::sleep(Duration::from_millis(600)).await;
             "late"
@@ -594,7 +587,7 @@ async fn a_request_running_past_the_timeout_gets_504_but_a_watch_does_not() {
 
 #[tokio::test]
 async fn a_slowloris_client_is_dropped_after_the_header_timeout_while_others_are_served() {
-    within(async {
+    within(DEADLINE, async {
         let limits = Limits {
             header_read_timeout: Duration::from_millis(500),
             ..Limits::default()
@@ -657,10 +650,13 @@ async fn a_slowloris_client_is_dropped_after_the_header_timeout_while_others_are
 
 #[tokio::test]
 async fn the_default_server_keeps_serving_everyone_anonymously() {
-    within(async {
-        let server = ApiServer::bind(registry(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    within(DEADLINE, async {
+        let server = ApiServer::bind(
+            capstan_apiserver::testing::registry(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
         let created = send(
             server.address(),
             "POST",
@@ -677,7 +673,7 @@ async fn the_default_server_keeps_serving_everyone_anonymously() {
 
 #[tokio::test]
 async fn a_kubeconfig_can_carry_a_bearer_token() {
-    within(async {
+    within(DEADLINE, async {
         let server = server(ApiServerOptions::default()).await;
         let path =
             std::env::temp_dir().join(format!("capstan-kubeconfig-{}", uuid::Uuid::new_v4()));

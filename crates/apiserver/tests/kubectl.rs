@@ -9,12 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_api::testing::within;
 use capstan_apiserver::http::ApiServer;
-use capstan_apiserver::registry::Registry;
-use capstan_store::memory::MemoryStore;
 
 struct Kubectl {
     kubeconfig: PathBuf,
@@ -33,7 +31,7 @@ impl Drop for TempDir {
 
 impl Kubectl {
     async fn start() -> Kubectl {
-        let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let registry = capstan_apiserver::testing::registry();
         let server = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
             .await
             .expect("bind a loopback port");
@@ -147,15 +145,12 @@ fn manifests() -> PathBuf {
     dir
 }
 
-async fn within<F: std::future::Future>(future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .expect("the kubectl test timed out")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_every_seed_manifest_and_reads_them_back() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         let version = kubectl.ok(&["version", "-o", "json"]).await;
         assert!(version.contains("v1.33.0-capstan"), "{version}");
@@ -225,7 +220,7 @@ async fn kubectl_applies_every_seed_manifest_and_reads_them_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_labels_with_and_without_overwrite_and_deletes() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         let node = std::env::temp_dir().join(format!("capstan-node-{}.yaml", std::process::id()));
         std::fs::write(
@@ -269,7 +264,7 @@ async fn kubectl_labels_with_and_without_overwrite_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_watch_streams_new_objects() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         let watch = tokio::process::Command::new("kubectl")
             .arg("--kubeconfig")
@@ -300,7 +295,7 @@ async fn kubectl_watch_streams_new_objects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         let dir = std::env::temp_dir().join(format!("capstan-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -374,7 +369,7 @@ async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_prints_kubernetes_columns() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         for manifest in [
             "newkubia-deployment.yaml",
@@ -406,7 +401,7 @@ async fn kubectl_get_prints_kubernetes_columns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_sorts_rows_by_any_field_of_the_whole_object() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         // Created in an order that neither names nor data sort into.
         for (name, rank) in [("bravo", "3"), ("alpha", "2"), ("charlie", "1")] {
@@ -449,7 +444,7 @@ async fn kubectl_sorts_rows_by_any_field_of_the_whole_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_scales_a_deployment_through_the_scale_subresource() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         kubectl
             .ok(&[
@@ -508,7 +503,7 @@ async fn kubectl_scales_a_deployment_through_the_scale_subresource() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         kubectl
             .ok(&["apply", "-f", manifests().join("pod-nodename.yaml").to_str().unwrap()])
@@ -555,7 +550,7 @@ async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_refuses_unknown_fields_strictly_and_warns_when_asked_to() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         let path = kubectl.dir.0.join("typo.yaml");
         std::fs::write(
@@ -618,7 +613,7 @@ async fn kubectl_refuses_unknown_fields_strictly_and_warns_when_asked_to() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_explain_reads_the_servers_openapi_schemas() {
-    within(async {
+    within(LIMIT, async {
         let kubectl = Kubectl::start().await;
         let replicas = kubectl.ok(&["explain", "deployment.spec.replicas"]).await;
         assert!(replicas.contains("Number of desired pods"), "{replicas}");

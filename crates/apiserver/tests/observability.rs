@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use capstan_api::testing::within;
 use capstan_apiserver::http::layers::{ApiServerOptions, StaticTokens, UserInfo, SUPERUSER_GROUP};
 use capstan_apiserver::http::ApiServer;
 use capstan_apiserver::registry::Registry;
@@ -20,11 +21,8 @@ use capstan_store::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn within<F: std::future::Future>(test: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(30), test)
-        .await
-        .expect("the test finished in time")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// The memory store, unreachable while `down` is set, as etcd is when it is down.
 struct SwitchableStore {
@@ -119,7 +117,7 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_while_the_store_is_unreachable_and_recovers_with_it() {
-    within(async {
+    within(LIMIT, async {
         let store = Arc::new(SwitchableStore {
             inner: MemoryStore::new(),
             down: AtomicBool::new(false),
@@ -188,8 +186,8 @@ async fn readiness_fails_while_the_store_is_unreachable_and_recovers_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_and_watches_are_counted_with_kube_apiserver_labels() {
-    within(async {
-        let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    within(LIMIT, async {
+        let registry = capstan_apiserver::testing::registry();
         let server = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -296,13 +294,13 @@ async fn requests_and_watches_are_counted_with_kube_apiserver_labels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_need_credentials_and_health_does_not() {
-    within(async {
+    within(LIMIT, async {
         let options = ApiServerOptions::default()
             .authenticator(
                 StaticTokens::new().with("secret", UserInfo::new("admin", [SUPERUSER_GROUP])),
             )
             .anonymous(false);
-        let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let registry = capstan_apiserver::testing::registry();
         let server = ApiServer::bind_with(registry, "127.0.0.1:0".parse().unwrap(), options)
             .await
             .unwrap();
@@ -374,7 +372,7 @@ async fn the_etcd_check_fails_while_etcd_is_unreachable() {
     use capstan_apiserver::metrics::StoreCheck;
     use capstan_store::etcd::EtcdStore;
 
-    within(async {
+    within(LIMIT, async {
         let endpoints = std::env::var(capstan_store::etcd::ENDPOINTS_ENV).unwrap_or_else(|_| {
             panic!(
                 "this test needs a real etcd: run `scripts/test`, which starts one, or set {}",

@@ -3,7 +3,6 @@
 //! what they may do. Every test is bounded by a deadline; waits for a change to take effect
 //! poll with a short interval and a bounded total.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +13,13 @@ use capstan_api::k8s_openapi::api::rbac::v1::{
 };
 use capstan_api::kube_core::params::{DeleteParams, ListParams, PostParams};
 use capstan_api::kube_core::ObjectMeta;
+use capstan_api::testing::within;
 use capstan_api::{Api, Client, Error};
 use capstan_apiserver::http::layers::{
     ApiServerOptions, RbacAuthorizer, StaticTokens, UserInfo, SUPERUSER_GROUP,
 };
 use capstan_apiserver::http::ApiServer;
-use capstan_apiserver::registry::Registry;
 use capstan_apiserver::remote::RemoteClient;
-use capstan_store::memory::MemoryStore;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,12 +30,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const PROPAGATION: Duration = Duration::from_secs(10);
 /// How often a test polls for a change.
 const POLL: Duration = Duration::from_millis(20);
-
-async fn within<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, test)
-        .await
-        .expect("the test finished in time")
-}
 
 fn tokens() -> StaticTokens {
     StaticTokens::new()
@@ -96,7 +88,7 @@ fn pod(name: &str) -> Pod {
 /// A server over a fresh registry holding `pod-reader`, alice's binding to it, and the pod
 /// `team/web`, authorized by RBAC over that same registry; anonymous requests are refused.
 async fn server() -> ApiServer {
-    let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    let registry = capstan_apiserver::testing::registry();
     let client: Arc<dyn Client> = registry.clone();
     let pp = PostParams::default();
     Api::<Role>::namespaced(client.clone(), "team")
@@ -185,7 +177,7 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn alice_may_read_pods_in_her_namespace_and_nothing_else() {
-    within(async {
+    within(DEADLINE, async {
         let server = server().await;
         let alice = as_user(&server, "alice-token");
         let team = pods(&alice, "team");
@@ -215,7 +207,7 @@ async fn alice_may_read_pods_in_her_namespace_and_nothing_else() {
 
 #[tokio::test]
 async fn a_user_without_bindings_gets_a_kubernetes_forbidden_status() {
-    within(async {
+    within(DEADLINE, async {
         let server = server().await;
         let (code, status) =
             raw_get(server.address(), "/api/v1/namespaces/default/pods", "bob-token").await;
@@ -242,7 +234,7 @@ async fn a_user_without_bindings_gets_a_kubernetes_forbidden_status() {
 
 #[tokio::test]
 async fn a_binding_created_through_the_api_takes_effect_shortly_after() {
-    within(async {
+    within(DEADLINE, async {
         let server = server().await;
         let bob = as_user(&server, "bob-token");
         forbidden(pods(&bob, "team").list(&ListParams::default()).await);
@@ -271,7 +263,7 @@ async fn a_binding_created_through_the_api_takes_effect_shortly_after() {
 
 #[tokio::test]
 async fn a_system_masters_member_may_do_anything() {
-    within(async {
+    within(DEADLINE, async {
         let server = server().await;
         let root = as_user(&server, "root-token");
         let team = pods(&root, "team");
@@ -305,9 +297,9 @@ async fn a_system_masters_member_may_do_anything() {
 
 #[tokio::test]
 async fn the_authorizer_follows_a_remote_api_server_too() {
-    within(async {
+    within(DEADLINE, async {
         // An open upstream server holds the RBAC objects; the authorizer watches it over HTTP.
-        let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let registry = capstan_apiserver::testing::registry();
         let upstream = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -320,7 +312,7 @@ async fn the_authorizer_follows_a_remote_api_server_too() {
             .authorizer(rbac)
             .anonymous(false);
         let front = ApiServer::bind_with(
-            Arc::new(Registry::new(Arc::new(MemoryStore::new()))),
+            capstan_apiserver::testing::registry(),
             "127.0.0.1:0".parse().unwrap(),
             options,
         )

@@ -17,6 +17,7 @@ use capstan_api::kube_core::params::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams,
 };
 use capstan_api::kube_core::{ObjectMeta, WatchEvent};
+use capstan_api::testing::within;
 use capstan_api::{Api, Client, Error};
 use capstan_apiserver::http::layers::{
     ApiServerOptions, Limits, Rule, StaticPolicy, StaticTokens, UserInfo,
@@ -39,12 +40,6 @@ use tokio::net::TcpStream;
 
 /// Every test's deadline.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn within<F: std::future::Future>(test: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, test)
-        .await
-        .expect("the test finished in time")
-}
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -150,14 +145,14 @@ impl Pki {
 // ---------------------------------------------------------------------------------------------
 // Servers and raw HTTPS
 
-fn registry() -> Arc<Registry> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
-
 async fn server(options: ApiServerOptions) -> ApiServer {
-    ApiServer::bind_with(registry(), "127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .expect("bind a loopback port")
+    ApiServer::bind_with(
+        capstan_apiserver::testing::registry(),
+        "127.0.0.1:0".parse().unwrap(),
+        options,
+    )
+    .await
+    .expect("bind a loopback port")
 }
 
 const CONFIG_MAPS: &str = "/api/v1/namespaces/default/configmaps";
@@ -339,7 +334,7 @@ impl Drop for TempDir {
 
 #[tokio::test]
 async fn a_client_certificate_signed_by_the_client_ca_names_its_common_name_and_organizations() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let server = server(
             ApiServerOptions::default()
@@ -428,7 +423,7 @@ async fn a_client_certificate_signed_by_the_client_ca_names_its_common_name_and_
 
 #[tokio::test]
 async fn a_client_certificate_from_another_ca_fails_the_handshake_and_the_server_keeps_serving() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let server = server(ApiServerOptions::default().tls(pki.tls())).await;
         let address = server.address();
@@ -494,7 +489,7 @@ async fn a_client_certificate_from_another_ca_fails_the_handshake_and_the_server
 
 #[tokio::test]
 async fn without_a_client_certificate_or_a_token_a_tls_request_is_unauthorized() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let server = server(ApiServerOptions::default().tls(pki.tls())).await;
         let address = server.address();
@@ -519,7 +514,7 @@ async fn without_a_client_certificate_or_a_token_a_tls_request_is_unauthorized()
 
 #[tokio::test]
 async fn anonymous_requests_over_tls_are_served_only_when_turned_on() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         // TLS without a client CA: a server-authenticated HTTPS endpoint.
         let serving_only =
@@ -557,7 +552,7 @@ async fn anonymous_requests_over_tls_are_served_only_when_turned_on() {
 
 #[tokio::test]
 async fn a_bearer_token_over_tls_still_authenticates_beside_client_certificates() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let tokens = StaticTokens::new().with("alice-token", UserInfo::new("alice", ["devs"]));
         let options = ApiServerOptions::default()
@@ -629,7 +624,7 @@ async fn a_bearer_token_over_tls_still_authenticates_beside_client_certificates(
 
 #[tokio::test]
 async fn plain_http_on_the_tls_port_gets_a_400_and_the_server_keeps_serving() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let server = server(ApiServerOptions::default().tls(pki.tls())).await;
         let address = server.address();
@@ -670,7 +665,7 @@ async fn plain_http_on_the_tls_port_gets_a_400_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn silent_clients_before_and_after_the_handshake_are_dropped_at_the_header_timeout() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let limits = Limits {
             header_read_timeout: Duration::from_millis(500),
@@ -730,7 +725,7 @@ async fn silent_clients_before_and_after_the_handshake_are_dropped_at_the_header
 
 #[tokio::test]
 async fn a_remote_client_from_a_tls_kubeconfig_with_a_client_certificate_does_crud_and_watches() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let server = server(
             ApiServerOptions::default()
@@ -826,7 +821,7 @@ async fn a_remote_client_from_a_tls_kubeconfig_with_a_client_certificate_does_cr
 
 #[tokio::test]
 async fn a_remote_client_refuses_a_server_whose_certificate_its_ca_did_not_sign() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let server = server(ApiServerOptions::default().tls(pki.tls()).anonymous(true)).await;
         let wrong_ca = RemoteClient::new(&server.url())
@@ -880,7 +875,7 @@ fn stdout_of(output: &std::process::Output, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_with_a_client_certificate_lists_namespaces_and_applies_a_manifest() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let server = server(ApiServerOptions::default().tls(pki.tls())).await;
         let dir = TempDir::new("kubectl");
@@ -927,7 +922,7 @@ async fn kubectl_with_a_client_certificate_lists_namespaces_and_applies_a_manife
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_with_a_certificate_from_another_ca_fails() {
-    within(async {
+    within(DEADLINE, async {
         let pki = Pki::new();
         let server = server(ApiServerOptions::default().tls(pki.tls())).await;
         let dir = TempDir::new("kubectl-stranger");

@@ -12,6 +12,7 @@ use capstan_api::k8s_openapi::api::apps::v1::Deployment;
 use capstan_api::k8s_openapi::api::core::v1::{Event, Node, Pod};
 use capstan_api::kube_core::params::{ListParams, Patch, PatchParams, PostParams};
 use capstan_api::{Api, Client};
+use capstan_controllers::manager::ControllerSelection;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
@@ -213,6 +214,13 @@ pub struct ControlPlaneArgs {
     /// The cluster's pod CIDR, cut into node CIDRs (controller manager only).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: IpNet,
+    /// The controllers to run (controller manager only), comma-separated, as
+    /// kube-controller-manager's `--controllers`: `*` turns on every controller not named
+    /// otherwise, `name` turns one on, `-name` turns one off (e.g. `*,-job-controller`).
+    /// Names are Kubernetes' (`replicaset-controller`, `node-ipam-controller`, ...) or their
+    /// old aliases; an unknown name stops the command, listing the known ones.
+    #[arg(long, default_value = "*", value_name = "NAMES")]
+    pub controllers: ControllerSelection,
     /// A kube-scheduler configuration file, YAML or JSON (`KubeSchedulerConfiguration`
     /// v1; scheduler only): its profiles, backoff and leader election, which replaces the
     /// `--leader-elect-*` flags. A file that does not decode or validate stops the command.
@@ -242,6 +250,7 @@ impl ControlPlaneArgs {
             .retry_period(Duration::from_secs(self.leader_elect_retry_period));
         options.cluster_cidr = Some(self.cluster_cidr);
         options.metrics_listen = Some(self.metrics_listen);
+        options.controllers = self.controllers.clone();
         options
     }
 }
@@ -349,6 +358,10 @@ pub struct ClusterArgs {
     /// The schedulers' kube-scheduler configuration file (as `capstan scheduler --config`).
     #[arg(long, value_name = "FILE")]
     pub scheduler_config: Option<PathBuf>,
+    /// The controllers the controller managers run, as `capstan controller-manager
+    /// --controllers` (comma-separated; `*`, `name`, `-name`).
+    #[arg(long, default_value = "*", value_name = "NAMES")]
+    pub controllers: ControllerSelection,
 }
 
 /// Loads and validates a scheduler configuration file, if one is named.
@@ -490,6 +503,7 @@ pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     config.proxy = args.proxy;
     config.control_plane_replicas = args.control_plane_replicas;
     config.scheduler_config = load_scheduler_config(args.scheduler_config.as_deref())?;
+    config.controllers = args.controllers.clone();
     let started = Instant::now();
     let cluster = EmbeddedCluster::start(config)
         .await

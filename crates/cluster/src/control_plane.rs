@@ -1,5 +1,5 @@
 //! The control plane's components over any [`Client`]: the controller manager (every built-in
-//! controller plus node IPAM) and the scheduler (the default profile), each standing for
+//! controller plus node IPAM, or those its `--controllers` list enables) and the scheduler (the default profile), each standing for
 //! leader election on its Lease in `kube-system`, as kube-controller-manager and
 //! kube-scheduler do. Run two replicas of each and one leads; stop the leader and the other
 //! takes over once the Lease expires (at once, when the leader released it on a clean stop).
@@ -14,7 +14,7 @@ use capstan_api::k8s_openapi::api::coordination::v1::Lease;
 use capstan_api::{Api, Client};
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::leader::{LeaderElectionConfig, LeaderElector, RunOutcome};
-use capstan_controllers::manager::ControllerManager;
+use capstan_controllers::manager::{ControllerManager, ControllerSelection, SelectionError};
 use capstan_net::ipam::controller::{NodeIpamController, COMPONENT as NODE_IPAM};
 use capstan_net::ipam::ClusterCidr;
 use capstan_scheduler::config::{ConfigError, KubeSchedulerConfiguration};
@@ -50,6 +50,9 @@ pub enum ControlPlaneError {
         /// Why not.
         message: String,
     },
+    /// The `--controllers` list names a controller the controller manager does not have.
+    #[error("controller manager: {0}")]
+    Controllers(#[from] SelectionError),
     /// The scheduler's default profile did not build.
     #[error("scheduler profile: {0}")]
     Scheduler(String),
@@ -177,6 +180,11 @@ pub struct ControlPlaneOptions {
     /// Where the component serves `/metrics`, `/healthz`, `/livez` and `/readyz`
     /// (`--metrics-listen`; port 0 picks a free one); `None` serves nothing.
     pub metrics_listen: Option<SocketAddr>,
+    /// Which controllers the controller manager runs (`--controllers`, kube-controller-manager's
+    /// list: `*` for every controller, `name` to enable one, `-name` to disable one; by
+    /// Kubernetes' names such as `replicaset-controller` or `node-ipam-controller`, or their
+    /// old aliases). Default `*`.
+    pub controllers: ControllerSelection,
 }
 
 impl ControlPlaneOptions {
@@ -189,6 +197,7 @@ impl ControlPlaneOptions {
             node_cidr_mask: 24,
             scheduler_config: None,
             metrics_listen: None,
+            controllers: ControllerSelection::all(),
         }
     }
 
@@ -237,18 +246,54 @@ impl ControlPlaneOptions {
     }
 }
 
-/// Starts a controller-manager replica: every built-in controller, plus node IPAM when the
-/// options have a cluster CIDR, run only while this replica holds
-/// [`CONTROLLER_MANAGER_LEASE`]. After losing the Lease it stands again with fresh
-/// informers. A controller failure is logged and the replica stands again after a second.
+/// The controller manager's controllers: every built-in one and node IPAM (which starts
+/// nothing without a cluster CIDR, as kube-controller-manager without
+/// `--allocate-node-cidrs`), restricted to what `selection` enables.
+fn controller_manager(
+    client: Arc<dyn Client>,
+    cidrs: Option<ClusterCidr>,
+    selection: ControllerSelection,
+) -> ControllerManager {
+    ControllerManager::new(client)
+        .with_builtins()
+        .add_with_aliases(NODE_IPAM, ["nodeipam"], move |ctx| {
+            let cidrs = cidrs.clone();
+            async move {
+                match cidrs {
+                    Some(cidrs) => {
+                        NodeIpamController::new(ctx.client, ctx.factory, ctx.recorder, &cidrs)
+                            .run(ctx.shutdown)
+                            .await
+                    }
+                    None => {
+                        tracing::info!("{NODE_IPAM} not started: no cluster CIDR");
+                        Ok(())
+                    }
+                }
+            }
+        })
+        .controllers(selection)
+}
+
+/// Starts a controller-manager replica: the controllers [`ControlPlaneOptions::controllers`]
+/// enables (by default every built-in controller, plus node IPAM when the options have a
+/// cluster CIDR), run only while this replica holds [`CONTROLLER_MANAGER_LEASE`]. After
+/// losing the Lease it stands again with fresh informers. A controller failure is logged and
+/// the replica stands again after a second.
 ///
-/// Errors: invalid leader-election settings or cluster CIDR; nothing is started then.
+/// Errors: invalid leader-election settings or cluster CIDR, or a `--controllers` list naming
+/// an unknown controller ([`ControlPlaneError::Controllers`]); nothing is started then.
 pub fn start_controller_manager(
     client: Arc<dyn Client>,
     options: &ControlPlaneOptions,
 ) -> Result<Component, ControlPlaneError> {
     let elector = options.elector(&client, CONTROLLER_MANAGER_LEASE)?;
     let cidrs = options.cluster_cidr()?;
+    let selection = options.controllers.clone();
+    let enabled = controller_manager(client.clone(), cidrs.clone(), selection.clone())
+        .enabled_controller_names()?
+        .join(",");
+    tracing::info!(controllers = %enabled, "controller manager's controllers");
     let name = format!("{CONTROLLER_MANAGER_LEASE}/{}", options.identity);
     // Every controller's work queue, term after term, and this term's informers' sync.
     let queues = WorkQueueMetrics::new();
@@ -260,17 +305,10 @@ pub fn start_controller_manager(
     )?;
     Ok(Component::spawn(name, move |stop| async move {
         loop {
-            let mut manager = ControllerManager::new(client.clone())
-                .with_builtins()
+            let manager = controller_manager(client.clone(), cidrs.clone(), selection.clone())
                 .queue_metrics(queues.clone())
                 .informer_sync_check(synced.clone())
                 .leader_election(elector.clone());
-            if let Some(cidrs) = cidrs.clone() {
-                manager = manager.add(NODE_IPAM, move |ctx| {
-                    NodeIpamController::new(ctx.client, ctx.factory, ctx.recorder, &cidrs)
-                        .run(ctx.shutdown)
-                });
-            }
             let stopped = stop.clone();
             match manager.run(stopped.wait()).await {
                 Ok(RunOutcome::Lost) => {

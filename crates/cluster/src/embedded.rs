@@ -14,6 +14,7 @@ use capstan_api::k8s_openapi::api::core::v1::Node;
 use capstan_api::kube_core::params::ListParams;
 use capstan_api::{Api, Client};
 use capstan_controller::leader::LeaderElectionConfig;
+use capstan_controllers::manager::ControllerSelection;
 
 use crate::apiserver::{connect, serve, ApiServerConfig, ApiServerError, RunningApiServer};
 use crate::control_plane::{
@@ -85,6 +86,9 @@ pub struct ClusterConfig {
     /// Where cluster DNS answers (UDP and TCP); `None` runs no DNS. Default: loopback, a free
     /// port.
     pub dns_listen: Option<SocketAddr>,
+    /// The controllers the controller managers run (`--controllers`; see
+    /// [`ControlPlaneOptions::controllers`]). Default: every one.
+    pub controllers: ControllerSelection,
 }
 
 impl ClusterConfig {
@@ -105,6 +109,7 @@ impl ClusterConfig {
             scheduler_config: None,
             metrics_listen: Some(IpAddr::from([127, 0, 0, 1])),
             dns_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            controllers: ControllerSelection::all(),
         }
     }
 
@@ -152,6 +157,7 @@ impl EmbeddedCluster {
             options.leader_election = config.leader_election.clone();
             options.metrics_listen = metrics_listen;
             options.scheduler_config = config.scheduler_config.clone();
+            options.controllers = config.controllers.clone();
             controller_managers.push(Some(start_controller_manager(
                 connect(&config.kubeconfig)?,
                 &options,

@@ -3,16 +3,13 @@
 //! good one runs its profiles.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
 use capstan_api::kube_core::params::PostParams;
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_cluster::cli::{load_scheduler_config, Cli, ClusterArgs, Command};
 use capstan_cluster::control_plane::{start_scheduler, ControlPlaneError, ControlPlaneOptions};
-use capstan_store::memory::MemoryStore;
 use clap::Parser;
 use serde_json::json;
 
@@ -40,10 +37,6 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-fn client() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
 }
 
 #[test]
@@ -90,7 +83,7 @@ async fn a_profile_the_plugins_cannot_build_stops_the_scheduler_at_start() {
     );
     let mut options = ControlPlaneOptions::new("replica-0");
     options.scheduler_config = load_scheduler_config(Some(&file.0)).unwrap();
-    let err = start_scheduler(client(), &options).unwrap_err();
+    let err = start_scheduler(capstan_apiserver::testing::client(), &options).unwrap_err();
     assert!(
         matches!(err, ControlPlaneError::SchedulerConfig(_)),
         "{err:?}"
@@ -104,7 +97,7 @@ async fn a_profile_the_plugins_cannot_build_stops_the_scheduler_at_start() {
 #[tokio::test]
 async fn a_configured_scheduler_schedules_pods_of_its_second_profile() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let client = client();
+        let client = capstan_apiserver::testing::client();
         let mut options = ControlPlaneOptions::new("replica-0");
         options.scheduler_config = load_scheduler_config(Some(EXAMPLE.as_ref())).unwrap();
         let scheduler = start_scheduler(client.clone(), &options).unwrap();

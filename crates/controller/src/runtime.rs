@@ -45,6 +45,8 @@
 //!   [`graceful_shutdown_on`](Controller::graceful_shutdown_on) signal) stops workers from
 //!   taking keys; the reconciles in flight finish; then [`Controller::run`] returns `Ok(())`.
 //!   Reconcilers can notice with [`Context::is_shutting_down`].
+//! - **Bundling.** [`ManagedController`] holds a [`Controller`] with the reconciler it runs
+//!   (and companion tasks), so a concrete controller is a type alias and a constructor.
 //! - **Metrics.** [`Controller::metrics`] gives live counters (reconciles, errors, panics,
 //!   skipped keys), reconcile durations and the work queue's figures (depth, retries,
 //!   latencies) as a [`MetricsSnapshot`].
@@ -92,6 +94,7 @@
 use std::time::Duration;
 
 mod controller;
+mod managed;
 mod metrics;
 mod reconciler;
 
@@ -101,6 +104,7 @@ pub use controller::{
     add_controller_index, controlled_or_orphans, controller_owner_key, controller_reference,
     Controller, ShutdownHandle, CONTROLLER_UID_INDEX, DEFAULT_CONCURRENCY,
 };
+pub use managed::ManagedController;
 pub use metrics::{ControllerMetrics, MetricsSnapshot};
 pub use reconciler::{
     reconciler_fn, Action, BackoffOnError, Context, ErrorPolicy, FnReconciler, Reconciler,

@@ -14,6 +14,8 @@
 //!   controller sees healthy nodes; [`FakeNodes::stop_heartbeats`] makes them go silent.
 //! - [`ObjectHistory`]: records every watch event of one kind with its resourceVersion, so a
 //!   test can assert an invariant at *every* revision it observed, not just at the end.
+//! - [`EventLog`]: records every `core/v1` Event, so a test can assert what was reported
+//!   ([`EventLog::with_reason`]) or wait for it ([`EventLog::wait_for`]).
 //!
 //! Each runs as a tokio task over its own informer or watch and stops when dropped or
 //! [stopped](FakeScheduler::stop). None of them knows the controller under test: they only
@@ -26,7 +28,8 @@ use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use capstan_api::k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStatus, Node, Pod, PodCondition, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStatus, Event, Node, Pod, PodCondition,
+    PodStatus,
 };
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     MicroTime, ObjectMeta, OwnerReference, Time,
@@ -548,45 +551,7 @@ impl<K: Resource> ObjectHistory<K> {
             });
             count_tx.send_replace(log.len());
         };
-        let task = tokio::spawn(async move {
-            let api = Api::<K>::all(client);
-            let list = loop {
-                match api.list(&ListParams::default()).await {
-                    Ok(list) => break list,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            };
-            let mut version = list.metadata.resource_version.clone().unwrap_or_default();
-            for object in list.items {
-                push(Change::Added, object);
-            }
-            loop {
-                let mut events = match api.watch(&WatchParams::default(), &version).await {
-                    Ok(events) => events,
-                    Err(error) => {
-                        tracing::warn!(%error, "object history: watch failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                while let Some(event) = events.next().await {
-                    let (change, object) = match event {
-                        Ok(WatchEvent::Added(o)) => (Change::Added, o),
-                        Ok(WatchEvent::Modified(o)) => (Change::Modified, o),
-                        Ok(WatchEvent::Deleted(o)) => (Change::Deleted, o),
-                        Ok(WatchEvent::Bookmark(b)) => {
-                            version = b.metadata.resource_version;
-                            continue;
-                        }
-                        Ok(WatchEvent::Error(_)) | Err(_) => break,
-                    };
-                    if let Some(v) = object.meta().resource_version.clone() {
-                        version = v;
-                    }
-                    push(change, object);
-                }
-            }
-        });
+        let task = spawn_recorder(client, push);
         ObjectHistory {
             revisions,
             count,
@@ -648,5 +613,278 @@ impl<K: Resource> ObjectHistory<K> {
 impl<K: Resource> Drop for ObjectHistory<K> {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Lists then watches `K` in every namespace through `client` on a new task, calling `push`
+/// with the listed objects (as `Added`) and then every change, in order. Resumes a watch that
+/// ends from the last revision seen; retries failures every 50 ms.
+fn spawn_recorder<K: Resource>(
+    client: Arc<dyn Client>,
+    mut push: impl FnMut(Change, K) + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let api = Api::<K>::all(client);
+        let list = loop {
+            match api.list(&ListParams::default()).await {
+                Ok(list) => break list,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+        for object in list.items {
+            push(Change::Added, object);
+        }
+        loop {
+            let mut events = match api.watch(&WatchParams::default(), &version).await {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(%error, "object history: watch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            while let Some(event) = events.next().await {
+                let (change, object) = match event {
+                    Ok(WatchEvent::Added(o)) => (Change::Added, o),
+                    Ok(WatchEvent::Modified(o)) => (Change::Modified, o),
+                    Ok(WatchEvent::Deleted(o)) => (Change::Deleted, o),
+                    Ok(WatchEvent::Bookmark(b)) => {
+                        version = b.metadata.resource_version;
+                        continue;
+                    }
+                    Ok(WatchEvent::Error(_)) | Err(_) => break,
+                };
+                if let Some(v) = object.meta().resource_version.clone() {
+                    version = v;
+                }
+                push(change, object);
+            }
+        }
+    })
+}
+
+/// Every `core/v1` Event of every namespace, as the API holds it, from the moment it starts;
+/// see the [module docs](self).
+///
+/// Each Event appears once, in the order it was first seen, in its latest state (a repeat
+/// aggregated into it shows as a higher `count`); Events deleted meanwhile stay in the log.
+#[derive(Debug)]
+pub struct EventLog {
+    events: Arc<Mutex<Vec<Event>>>,
+    changes: watch::Receiver<u64>,
+    task: JoinHandle<()>,
+}
+
+impl EventLog {
+    /// Starts recording Events through `client`: the existing ones, then every new or
+    /// updated one.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn record(client: Arc<dyn Client>) -> Self {
+        let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let (changed, changes) = watch::channel(0u64);
+        let log = events.clone();
+        let push = move |change: Change, event: Event| {
+            if change == Change::Deleted {
+                return;
+            }
+            let mut log = log.lock();
+            let same = |seen: &&mut Event| {
+                seen.metadata.namespace == event.metadata.namespace
+                    && seen.metadata.name == event.metadata.name
+            };
+            match log.iter_mut().find(same) {
+                Some(seen) => *seen = event,
+                None => log.push(event),
+            }
+            changed.send_modify(|changes| *changes += 1);
+        };
+        let task = spawn_recorder(client, push);
+        EventLog {
+            events,
+            changes,
+            task,
+        }
+    }
+
+    /// Every Event seen so far, in the order first seen.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().clone()
+    }
+
+    /// The Events seen so far with this `reason` (`Created`, `SuccessfulCreate`, ...).
+    pub fn with_reason(&self, reason: &str) -> Vec<Event> {
+        self.events
+            .lock()
+            .iter()
+            .filter(|event| event.reason.as_deref() == Some(reason))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for an Event with this `reason` about an object named `involved` (its
+    /// `involvedObject.name`; any kind and namespace) and returns it.
+    ///
+    /// # Panics
+    ///
+    /// When no such Event has been seen after `limit`: the message lists every Event seen.
+    #[track_caller]
+    pub fn wait_for(
+        &self,
+        reason: &str,
+        involved: &str,
+        limit: Duration,
+    ) -> impl std::future::Future<Output = Event> + '_ {
+        let caller = std::panic::Location::caller();
+        let (reason, involved) = (reason.to_string(), involved.to_string());
+        async move {
+            let mut changes = self.changes.clone();
+            let matching = |event: &Event| {
+                event.reason.as_deref() == Some(reason.as_str())
+                    && event.involved_object.name.as_deref() == Some(involved.as_str())
+            };
+            let waiting = async {
+                loop {
+                    changes.borrow_and_update();
+                    if let Some(event) = self.events.lock().iter().find(|e| matching(e)) {
+                        return event.clone();
+                    }
+                    if changes.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            match tokio::time::timeout(limit, waiting).await {
+                Ok(event) => event,
+                Err(_) => {
+                    let seen: Vec<String> = self.events().iter().map(describe_event).collect();
+                    panic!(
+                        "no Event with reason {reason:?} about {involved:?} after {limit:?} \
+                         (wait_for at {caller}); the {} seen: [{}]",
+                        seen.len(),
+                        seen.join(", ")
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One Event in a line: `Normal SuccessfulCreate ReplicaSet default/web: "Created pod ..."`.
+fn describe_event(event: &Event) -> String {
+    let object = &event.involved_object;
+    format!(
+        "{} {} {} {}/{}: {:?}",
+        event.type_.as_deref().unwrap_or("?"),
+        event.reason.as_deref().unwrap_or("?"),
+        object.kind.as_deref().unwrap_or("?"),
+        object.namespace.as_deref().unwrap_or_default(),
+        object.name.as_deref().unwrap_or("?"),
+        event.message.as_deref().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use capstan_api::testing::within;
+
+    use super::*;
+    use crate::events::{EventBroadcaster, EventOptions};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn pod(name: &str) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.into());
+        pod.metadata.namespace = Some("default".into());
+        pod
+    }
+
+    #[tokio::test]
+    async fn the_event_log_sees_recorded_events_once_each_in_their_latest_state() {
+        within(LIMIT, async {
+            let client = capstan_apiserver::testing::client();
+            let log = EventLog::record(client.clone());
+            let events = EventBroadcaster::new(client.clone(), EventOptions::default());
+            let recorder = events.recorder("kubelet");
+            recorder.normal(&pod("web"), "Pulled", "Pulled image nginx");
+            recorder.warning(&pod("db"), "BackOff", "Back-off restarting");
+            recorder.warning(&pod("db"), "BackOff", "Back-off restarting");
+
+            let backoff = log.wait_for("BackOff", "db", LIMIT).await;
+            assert_eq!(backoff.type_.as_deref(), Some("Warning"));
+            let pulled = log.wait_for("Pulled", "web", LIMIT).await;
+            assert_eq!(pulled.message.as_deref(), Some("Pulled image nginx"));
+
+            events.flush().await;
+            let counted = |log: &EventLog| {
+                log.with_reason("BackOff")
+                    .iter()
+                    .map(|event| event.count)
+                    .collect::<Vec<_>>()
+            };
+            let mut changes = log.changes.clone();
+            while counted(&log) != [Some(2)] {
+                changes.changed().await.unwrap();
+            }
+            assert_eq!(log.events().len(), 2, "{:?}", log.events());
+            assert!(log.with_reason("Killing").is_empty());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_event_log_sees_events_that_existed_before_it_started() {
+        within(LIMIT, async {
+            let client = capstan_apiserver::testing::client();
+            let events = EventBroadcaster::new(client.clone(), EventOptions::default());
+            events.recorder("scheduler").normal(
+                &pod("web"),
+                "Scheduled",
+                "Assigned default/web to n1",
+            );
+            events.flush().await;
+
+            let log = EventLog::record(client);
+            let scheduled = log.wait_for("Scheduled", "web", LIMIT).await;
+            assert_eq!(scheduled.involved_object.kind.as_deref(), Some("Pod"));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    #[should_panic(
+        expected = "no Event with reason \"Scheduled\" about \"api\" after 200ms (wait_for at crates/controller/src/testing.rs:"
+    )]
+    async fn waiting_for_an_event_that_never_comes_panics_with_the_limit() {
+        let client = capstan_apiserver::testing::client();
+        let log = EventLog::record(client);
+        log.wait_for("Scheduled", "api", Duration::from_millis(200))
+            .await;
+    }
+
+    #[tokio::test]
+    #[should_panic(
+        expected = "the 1 seen: [Normal Scheduled Pod default/web: \"Assigned default/web to n1\"]"
+    )]
+    async fn waiting_for_an_event_that_never_comes_lists_the_events_seen() {
+        let client = capstan_apiserver::testing::client();
+        let log = EventLog::record(client.clone());
+        let events = EventBroadcaster::new(client, EventOptions::default());
+        events
+            .recorder("scheduler")
+            .normal(&pod("web"), "Scheduled", "Assigned default/web to n1");
+        log.wait_for("Scheduled", "web", LIMIT).await;
+        log.wait_for("Scheduled", "api", Duration::from_millis(200))
+            .await;
     }
 }

@@ -28,7 +28,7 @@ use capstan_controller::events::{
     dynamic_object_reference, object_reference, EventBroadcaster, EventOptions, EventType,
     COMBINED_MESSAGE_PREFIX,
 };
-use support::{registry, FaultyClient, Mode};
+use support::{FaultyClient, Mode};
 
 /// A clock starting at a fixed instant and moving `step_seconds` on every reading.
 fn stepping_clock(step_seconds: i64) -> impl Fn() -> Timestamp + Send + Sync + 'static {
@@ -59,7 +59,7 @@ async fn events_in(client: &Arc<dyn Client>, namespace: &str) -> Vec<Event> {
 
 #[tokio::test]
 async fn a_recorded_event_appears_with_kubernetes_fields() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut web = pod("web");
     web.metadata.uid = None;
@@ -131,7 +131,7 @@ async fn a_recorded_event_appears_with_kubernetes_fields() {
 
 #[tokio::test]
 async fn repeats_aggregate_into_one_event() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let options = EventOptions::default()
         .clock(stepping_clock(10))
         .history_capacity(10);
@@ -166,7 +166,7 @@ async fn repeats_aggregate_into_one_event() {
 
 #[tokio::test]
 async fn different_reasons_objects_and_sources_stay_separate() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let broadcaster = EventBroadcaster::new(client.clone(), EventOptions::default());
     let kubelet = broadcaster.recorder("kubelet");
     let controller = broadcaster.recorder("replicaset-controller");
@@ -188,7 +188,7 @@ async fn different_reasons_objects_and_sources_stay_separate() {
 
 #[tokio::test]
 async fn a_warning_keeps_its_type_and_stays_apart_from_a_normal_event() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let broadcaster = EventBroadcaster::new(client.clone(), EventOptions::default());
     let recorder = broadcaster.recorder("kubelet");
     let web = pod("web");
@@ -220,7 +220,7 @@ async fn a_warning_keeps_its_type_and_stays_apart_from_a_normal_event() {
 
 #[tokio::test]
 async fn many_similar_messages_are_combined_into_one_event() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let broadcaster = EventBroadcaster::new(client.clone(), EventOptions::default());
     let recorder = broadcaster.recorder("kubelet");
     let web = pod("web");
@@ -251,7 +251,7 @@ async fn many_similar_messages_are_combined_into_one_event() {
 
 #[tokio::test]
 async fn repeats_outside_the_window_or_evicted_from_the_cache_start_a_new_event() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let now = Arc::new(AtomicI64::new(1_750_000_000));
     let clock = {
         let now = now.clone();
@@ -277,7 +277,7 @@ async fn repeats_outside_the_window_or_evicted_from_the_cache_start_a_new_event(
     broadcaster.shutdown().await;
 
     // With room for one entry, an interleaved event evicts the first: its repeat is new.
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let broadcaster = EventBroadcaster::new(client.clone(), EventOptions::default().cache_size(1));
     let recorder = broadcaster.recorder("kubelet");
     recorder.normal(&web, "Pulled", "Image already present");
@@ -290,7 +290,7 @@ async fn repeats_outside_the_window_or_evicted_from_the_cache_start_a_new_event(
 
 #[tokio::test]
 async fn a_repeat_of_a_deleted_event_creates_it_again() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let broadcaster = EventBroadcaster::new(client.clone(), EventOptions::default());
     let recorder = broadcaster.recorder("kubelet");
     let web = pod("web");
@@ -317,7 +317,7 @@ async fn a_repeat_of_a_deleted_event_creates_it_again() {
 
 #[tokio::test]
 async fn cluster_scoped_objects_get_their_events_in_default() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let broadcaster = EventBroadcaster::new(client.clone(), EventOptions::default());
     let recorder = broadcaster.recorder("node-controller");
     let node = Node {
@@ -354,7 +354,7 @@ async fn cluster_scoped_objects_get_their_events_in_default() {
 
 #[tokio::test]
 async fn the_history_keeps_the_recording_order_across_objects() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let broadcaster = EventBroadcaster::new(
         client.clone(),
         EventOptions::default().history_capacity(100),
@@ -428,7 +428,7 @@ async fn the_history_keeps_the_recording_order_across_objects() {
 
 #[tokio::test]
 async fn shutdown_writes_what_is_queued() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let broadcaster = EventBroadcaster::new(client.clone(), EventOptions::default());
     let recorder = broadcaster.recorder("kubelet");
     for i in 0..50 {
@@ -444,7 +444,7 @@ async fn shutdown_writes_what_is_queued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recorder_never_blocks_when_the_api_hangs() {
-    let faulty = FaultyClient::new(registry(), 7);
+    let faulty = FaultyClient::new(capstan_apiserver::testing::client(), 7);
     faulty.set_mode(Mode::Hanging);
     let broadcaster = EventBroadcaster::new(faulty.clone(), EventOptions::default());
     let recorder = broadcaster.recorder("kubelet");
@@ -470,7 +470,7 @@ async fn the_recorder_never_blocks_when_the_api_hangs() {
 
 #[tokio::test(start_paused = true)]
 async fn failing_writes_are_retried_then_given_up_without_blocking() {
-    let faulty = FaultyClient::new(registry(), 8);
+    let faulty = FaultyClient::new(capstan_apiserver::testing::client(), 8);
     faulty.set_mode(Mode::Failing);
     let options = EventOptions::default().retries(3, Duration::from_secs(10));
     let broadcaster = EventBroadcaster::new(faulty.clone(), options);

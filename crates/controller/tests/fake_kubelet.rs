@@ -1,21 +1,18 @@
 //! The fake kubelet of `capstan_controller::testing` against the registry's graceful Pod
 //! deletion: a deleted Pod it runs gets `Killing` per container, then goes for good.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::kube_core::params::{DeleteParams, PostParams};
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::testing::{FakeKubelet, KubeletOptions};
-use capstan_store::memory::MemoryStore;
 
 #[tokio::test(start_paused = true)]
 async fn the_fake_kubelet_records_killing_per_container_then_finishes_the_graceful_deletion() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let client = capstan_apiserver::testing::client();
         let events = EventBroadcaster::new(
             client.clone(),
             EventOptions::default().history_capacity(100),
@@ -80,7 +77,7 @@ async fn fake_nodes_register_ready_nodes_and_keep_renewing_their_leases() {
     use capstan_controller::testing::{FakeNodes, NODE_LEASE_NAMESPACE, NODE_LEASE_RENEW_INTERVAL};
 
     tokio::time::timeout(Duration::from_secs(120), async {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let client = capstan_apiserver::testing::client();
         let nodes = FakeNodes::start(client.clone(), vec!["node01".into(), "node02".into()]);
         let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
         let revision = |lease: &Lease| lease.metadata.resource_version.clone();

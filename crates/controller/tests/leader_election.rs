@@ -25,7 +25,7 @@ use capstan_controller::leader::{
     RunOutcome,
 };
 use parking_lot::Mutex;
-use support::{registry, FaultyClient, Mode};
+use support::{FaultyClient, Mode};
 use tokio::{
     sync::oneshot,
     time::{sleep, Instant},
@@ -75,7 +75,7 @@ fn last_renew(token: &LeaderToken) -> Instant {
 
 #[tokio::test(start_paused = true)]
 async fn a_single_candidate_acquires_and_writes_the_record_as_client_go() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let a = elector(client.clone(), "a");
     let leadership = a.acquire().await;
     assert!(leadership.is_leader());
@@ -108,7 +108,7 @@ async fn a_single_candidate_acquires_and_writes_the_record_as_client_go() {
 
 #[tokio::test(start_paused = true)]
 async fn a_second_candidate_waits_while_the_leader_renews() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let a = elector(client.clone(), "a");
     let b = elector(client.clone(), "b");
     let leading = a.acquire().await;
@@ -124,7 +124,7 @@ async fn a_second_candidate_waits_while_the_leader_renews() {
 
 #[tokio::test(start_paused = true)]
 async fn a_killed_leader_is_replaced_only_after_the_lease_expires() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let a = elector(client.clone(), "a");
     let b = elector(client.clone(), "b");
     let leading = a.acquire().await;
@@ -153,7 +153,7 @@ async fn a_killed_leader_is_replaced_only_after_the_lease_expires() {
 
 #[tokio::test(start_paused = true)]
 async fn expiry_counts_from_the_candidates_observation_not_the_remote_timestamps() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     // A holder whose clock is an hour behind, or that stopped renewing long ago: either
     // way the candidate cannot tell, and waits a full lease duration from its observation.
     let stale = MicroTime(Timestamp::now() - 1.hour());
@@ -192,7 +192,7 @@ async fn expiry_counts_from_the_candidates_observation_not_the_remote_timestamps
 
 #[tokio::test(start_paused = true)]
 async fn of_many_simultaneous_candidates_exactly_one_leads() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let candidates: Vec<_> = (0..5)
         .map(|i| acquire_in_background(&elector(client.clone(), &format!("c{i}"))))
         .collect();
@@ -213,7 +213,7 @@ async fn of_many_simultaneous_candidates_exactly_one_leads() {
 
 #[tokio::test(start_paused = true)]
 async fn a_leader_whose_renewals_fail_stops_before_the_lease_could_expire() {
-    let shared = registry();
+    let shared = capstan_apiserver::testing::client();
     let faulty = FaultyClient::new(shared.clone(), 1);
     let a = elector(faulty.clone(), "a");
     let b = elector(shared.clone(), "b");
@@ -242,7 +242,7 @@ async fn a_leader_whose_renewals_fail_stops_before_the_lease_could_expire() {
 
 #[tokio::test(start_paused = true)]
 async fn a_leader_whose_renewals_hang_stops_at_the_renew_deadline() {
-    let faulty = FaultyClient::new(registry(), 2);
+    let faulty = FaultyClient::new(capstan_apiserver::testing::client(), 2);
     let a = elector(faulty.clone(), "a");
     let leading = a.acquire().await;
     let token = leading.token();
@@ -258,7 +258,7 @@ async fn a_leader_whose_renewals_hang_stops_at_the_renew_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn run_drops_the_work_when_leadership_is_lost() {
-    let faulty = FaultyClient::new(registry(), 3);
+    let faulty = FaultyClient::new(capstan_apiserver::testing::client(), 3);
     let a = elector(faulty.clone(), "a");
     let dropped = Arc::new(AtomicBool::new(false));
     let started = Arc::new(Mutex::new(None));
@@ -299,7 +299,7 @@ async fn run_drops_the_work_when_leadership_is_lost() {
 
 #[tokio::test(start_paused = true)]
 async fn release_hands_over_immediately() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let a = elector(client.clone(), "a");
     let b = elector(client.clone(), "b");
     let leading = a.acquire().await;
@@ -330,7 +330,7 @@ async fn release_hands_over_immediately() {
 
 #[tokio::test(start_paused = true)]
 async fn run_releases_on_shutdown_when_configured() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let config = LeaderElectionConfig::default().release_on_cancel(true);
     let a = elector_with(client.clone(), "a", config);
     let b = elector(client.clone(), "b");
@@ -362,7 +362,7 @@ async fn run_releases_on_shutdown_when_configured() {
 
 #[tokio::test(start_paused = true)]
 async fn run_reports_work_that_finishes_and_shutdown_before_leading() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let a = elector(client.clone(), "a");
     let outcome = a.run(futures::future::pending(), |_token| async {}).await;
     assert_eq!(outcome, RunOutcome::Finished);
@@ -396,7 +396,7 @@ enum Ending {
 #[tokio::test(start_paused = true)]
 async fn leadership_intervals_never_overlap_across_failovers() {
     const CANDIDATES: usize = 3;
-    let shared = registry();
+    let shared = capstan_apiserver::testing::client();
     let log = Arc::new(Mutex::new(Vec::<Mark>::new()));
     let endings = Arc::new(Mutex::new(Vec::<Ending>::new()));
     let tokens: Arc<Mutex<Vec<Option<LeaderToken>>>> = Arc::new(Mutex::new(vec![None; CANDIDATES]));
@@ -532,7 +532,7 @@ fn bad_configuration_is_a_typed_error() {
     assert_eq!(short.validate(), Ok(()));
 
     let leases = |client: Arc<dyn Client>| Api::<Lease>::namespaced(client, NAMESPACE);
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     assert_eq!(
         LeaderElector::new(leases(client.clone()), LEASE, "a", equal).unwrap_err(),
         ConfigError::LeaseDurationNotAboveRenewDeadline {

@@ -6,7 +6,6 @@
 
 use capstan_api::compat;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,13 +20,12 @@ use capstan_api::kube_core::params::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams,
 };
 use capstan_api::kube_core::{ObjectList, ObjectMeta};
+use capstan_api::testing::within;
 use capstan_api::{Api, Client, Resource, Result as ApiResult};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::runtime::{
     reconciler_fn, Action, Context, Controller, ControllerError, ControllerMetrics, ObjectKey,
     Reconciler,
 };
-use capstan_store::memory::MemoryStore;
 use capstan_watch::queue::ExponentialBackoff;
 use capstan_watch::{EventStream, InformerFactory, ReflectorOptions, SharedInformer, Watch};
 use parking_lot::Mutex;
@@ -60,9 +58,9 @@ const NS: &str = "default";
 
 /// The fake API: the registry over the memory store, serving `Widget` too.
 fn client() -> Arc<dyn Client> {
-    let registry = Registry::new(Arc::new(MemoryStore::new()));
+    let registry = capstan_apiserver::testing::registry();
     registry.register(Widget::info());
-    Arc::new(registry)
+    registry
 }
 
 fn widgets(client: &Arc<dyn Client>) -> Api<Widget> {
@@ -173,12 +171,6 @@ async fn eventually(mut condition: impl FnMut() -> bool) {
     while !condition() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, test)
-        .await
-        .expect("test timed out")
 }
 
 /// A running controller: its task, shutdown handle and metrics.

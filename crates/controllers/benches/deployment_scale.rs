@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 use capstan_api::k8s_openapi::api::apps::v1::Deployment;
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::kube_core::params::PostParams;
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions};
 use capstan_controllers::manager::ControllerManager;
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{ReflectorOptions, SharedInformer};
 
 #[global_allocator]
@@ -37,7 +35,7 @@ struct Run {
 }
 
 async fn run(replicas: i32) -> Run {
-    let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    let client = capstan_apiserver::testing::client();
     let nodes: Vec<String> = (0..NODES).map(|n| format!("node{n:03}")).collect();
     let _scheduler = FakeScheduler::start(client.clone(), nodes.clone());
     let options = KubeletOptions {

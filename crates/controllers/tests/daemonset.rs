@@ -7,7 +7,6 @@
 
 use capstan_api::compat::{self, Maybe};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,27 +21,16 @@ use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use capstan_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
 use capstan_api::kube_core::ObjectMeta;
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::testing::{FakeKubelet, KubeletOptions, ObjectHistory};
 use capstan_controllers::daemonset::{DaemonSetController, COMPONENT, CONTROLLER_REVISION_HASH};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const NS: &str = "default";
-
-async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, test)
-        .await
-        .expect("test timed out")
-}
-
-fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -204,7 +192,8 @@ impl Running {
             client.clone(),
             ReflectorOptions::default(),
         ));
-        let controller = DaemonSetController::new(client, factory, events.recorder(COMPONENT));
+        let controller: DaemonSetController =
+            capstan_controllers::daemonset::controller(client, factory, events.recorder(COMPONENT));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             controller
@@ -277,7 +266,7 @@ async fn wait_for_status(
 #[tokio::test(start_paused = true)]
 async fn three_nodes_get_one_pod_each_and_a_new_node_gets_its_own() {
     within(Duration::from_secs(120), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         for name in node_names(3) {
             add_node(&client, node(&name, &[], vec![])).await;
         }
@@ -368,7 +357,7 @@ async fn three_nodes_get_one_pod_each_and_a_new_node_gets_its_own() {
 #[tokio::test(start_paused = true)]
 async fn relabelling_a_node_out_of_the_node_selector_deletes_its_pod() {
     within(Duration::from_secs(120), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         add_node(&client, node("n1", &[("role", "edge")], vec![])).await;
         add_node(&client, node("n2", &[("role", "edge")], vec![])).await;
         add_node(&client, node("n3", &[("role", "core")], vec![])).await;
@@ -446,7 +435,7 @@ async fn relabelling_a_node_out_of_the_node_selector_deletes_its_pod() {
 #[tokio::test(start_paused = true)]
 async fn a_tainted_node_gets_no_pod_unless_the_taint_is_tolerated() {
     within(Duration::from_secs(120), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         add_node(&client, node("n1", &[], vec![])).await;
         add_node(&client, node("n2", &[], vec![taint("dedicated", "infra", "NoSchedule")])).await;
         // A cordoned node's taint is tolerated by every DaemonSet Pod.
@@ -524,7 +513,7 @@ async fn a_tainted_node_gets_no_pod_unless_the_taint_is_tolerated() {
 /// Rolls a template change over `nodes` nodes with `max_unavailable`, and returns the most
 /// nodes that lacked a ready, up-to-date-or-old Pod at any revision during the rollout.
 async fn roll(nodes: usize, max_unavailable: Option<IntOrString>) -> usize {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     for name in node_names(nodes) {
         add_node(&client, node(&name, &[], vec![])).await;
     }

@@ -8,7 +8,6 @@
 
 use capstan_api::compat::{self, Maybe};
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,15 +16,14 @@ use capstan_api::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use capstan_api::k8s_openapi::api::core::v1::{Event, Pod};
 use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory};
 use capstan_controllers::deployment::{
     annotations, reasons, util, DeploymentController, POD_TEMPLATE_HASH_LABEL,
 };
 use capstan_controllers::replicaset::ReplicaSetController;
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -86,12 +84,6 @@ spec:
         image: web:v1
 "#;
 
-async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, test)
-        .await
-        .expect("test timed out")
-}
-
 fn manifest(yaml: &str) -> Deployment {
     serde_yaml_ng::from_str(yaml).expect("a valid manifest")
 }
@@ -111,7 +103,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(ready: bool) -> Self {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let client = capstan_apiserver::testing::client();
         let events = EventBroadcaster::new(
             client.clone(),
             EventOptions::default().history_capacity(10_000),
@@ -135,13 +127,16 @@ impl Cluster {
             ReflectorOptions::default(),
         ));
         let (wall, origin) = (Timestamp::now(), Instant::now());
-        let deployment_controller = DeploymentController::new(
-            client.clone(),
-            factory.clone(),
-            events.recorder(capstan_controllers::deployment::COMPONENT),
-        )
-        .with_clock(move || wall.checked_add(origin.elapsed()).unwrap());
-        let rs_controller = ReplicaSetController::new(
+        let deployment_controller: DeploymentController =
+            capstan_controllers::deployment::controller(
+                client.clone(),
+                factory.clone(),
+                events.recorder(capstan_controllers::deployment::COMPONENT),
+            )
+            .map_reconciler(|reconciler| {
+                reconciler.with_clock(move || wall.checked_add(origin.elapsed()).unwrap())
+            });
+        let rs_controller: ReplicaSetController = capstan_controllers::replicaset::controller(
             client.clone(),
             factory,
             events.recorder(capstan_controllers::replicaset::COMPONENT),
@@ -381,7 +376,7 @@ fn assert_rolling_bounds(
 #[tokio::test(start_paused = true)]
 async fn creating_newkubia_makes_one_hashed_replica_set_and_scaling_five_to_three_deletes_two_pods()
 {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::start(true);
         let created = cluster.create(&manifest(NEWKUBIA)).await;
         cluster.wait_rolled_out("newkubia", "luksa/kubia:v2").await;
@@ -538,7 +533,7 @@ async fn creating_newkubia_makes_one_hashed_replica_set_and_scaling_five_to_thre
 
 #[tokio::test(start_paused = true)]
 async fn a_rolling_update_never_has_fewer_than_two_available_or_more_than_four_pods() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::start(true);
         let web = manifest(WEB);
         // The bounds, from the manifest: replicas - maxUnavailable and replicas + maxSurge.
@@ -612,7 +607,7 @@ async fn a_rolling_update_never_has_fewer_than_two_available_or_more_than_four_p
 
 #[tokio::test(start_paused = true)]
 async fn rolling_back_reuses_the_old_replica_set_under_a_new_revision() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::start(true);
         let web = manifest(WEB);
         cluster.create(&web).await;
@@ -680,7 +675,7 @@ async fn rolling_back_reuses_the_old_replica_set_under_a_new_revision() {
 
 #[tokio::test(start_paused = true)]
 async fn recreate_never_runs_old_and_new_pods_at_the_same_time() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::start(true);
         let mut web = manifest(WEB);
         web.spec.opt_mut().unwrap().strategy =
@@ -731,7 +726,7 @@ async fn recreate_never_runs_old_and_new_pods_at_the_same_time() {
 
 #[tokio::test(start_paused = true)]
 async fn a_paused_deployment_scales_but_does_not_roll_out_until_resumed() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::start(true);
         cluster.create(&manifest(WEB)).await;
         cluster.wait_rolled_out("web", "web:v1").await;
@@ -805,7 +800,7 @@ async fn a_paused_deployment_scales_but_does_not_roll_out_until_resumed() {
 
 #[tokio::test(start_paused = true)]
 async fn revision_history_limit_keeps_only_the_newest_old_replica_sets() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::start(true);
         let mut web = manifest(WEB);
         web.spec.opt_mut().unwrap().replicas = Some(1);
@@ -845,7 +840,7 @@ async fn revision_history_limit_keeps_only_the_newest_old_replica_sets() {
 
 #[tokio::test(start_paused = true)]
 async fn pods_that_never_become_ready_exceed_the_progress_deadline() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::start(false);
         let mut web = manifest(WEB);
         web.spec.opt_mut().unwrap().progress_deadline_seconds = Some(30);
@@ -915,7 +910,7 @@ async fn pods_that_never_become_ready_exceed_the_progress_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn scaling_mid_rollout_shares_the_new_replicas_in_proportion_to_each_replica_set() {
-    within(async {
+    within(LIMIT, async {
         // Kubernetes' documented case: 10 replicas, maxSurge 3, maxUnavailable 2, a rollout
         // stuck with 8 old and 5 new Pods, then scaled to 15: 3 more old, 2 more new.
         let mut cluster = Cluster::start(true);
@@ -987,7 +982,7 @@ async fn scaling_mid_rollout_shares_the_new_replicas_in_proportion_to_each_repli
 
 #[tokio::test(start_paused = true)]
 async fn an_orphaned_replica_set_of_the_template_is_adopted_instead_of_duplicated() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::start(true);
         let web = manifest(WEB);
         // The Deployment was deleted with `--cascade=orphan`: its ReplicaSet and Pods remain.

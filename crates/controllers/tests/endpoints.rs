@@ -3,7 +3,6 @@
 //! through the status subresource, as a kubelet would.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +15,8 @@ use capstan_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use capstan_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use capstan_api::kube_core::params::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use capstan_api::kube_core::ObjectMeta;
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::runtime::ControllerMetrics;
 use capstan_controller::testing::{Change, ObjectHistory};
@@ -25,22 +24,14 @@ use capstan_controllers::endpoints::slices::{
     EndpointSliceController, LABEL_MANAGED_BY as SLICE_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY,
 };
 use capstan_controllers::endpoints::{EndpointsController, LABEL_MANAGED_BY};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const NS: &str = "default";
 
-fn client() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
-
-async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), test)
-        .await
-        .expect("test timed out")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// Both controllers, running over one informer factory until dropped or stopped.
 struct Controllers {
@@ -57,18 +48,18 @@ impl Controllers {
             ReflectorOptions::default(),
         ));
         let events = EventBroadcaster::new(client.clone(), EventOptions::default());
-        let endpoints = EndpointsController::new(
+        let endpoints: EndpointsController = capstan_controllers::endpoints::controller(
             client.clone(),
             factory.clone(),
             events.recorder(capstan_controllers::endpoints::COMPONENT),
         );
         let endpoints_metrics = endpoints.metrics();
-        let slices = EndpointSliceController::new(
+        let slices: EndpointSliceController = capstan_controllers::endpoints::slices::controller(
             client.clone(),
             factory,
             events.recorder(capstan_controllers::endpoints::slices::COMPONENT),
         )
-        .max_endpoints_per_slice(max_per_slice);
+        .map_reconciler(|reconciler| reconciler.max_endpoints_per_slice(max_per_slice));
         let (stop_a, stopped_a) = oneshot::channel::<()>();
         let (stop_b, stopped_b) = oneshot::channel::<()>();
         let tasks = vec![
@@ -279,8 +270,8 @@ fn slices_of(history: &ObjectHistory<EndpointSlice>, service: &str) -> Vec<Arc<E
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_selecting_three_pods_two_ready_gets_two_addresses_and_one_not_ready_address() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let a = create_pod(&client, "web-a", "web", "10.244.0.2", true, 8080).await;
         create_pod(&client, "web-b", "web", "10.244.0.3", true, 8080).await;
         create_pod(&client, "web-c", "web", "10.244.0.4", false, 8080).await;
@@ -326,8 +317,8 @@ async fn a_service_selecting_three_pods_two_ready_gets_two_addresses_and_one_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_whose_named_port_differs_land_in_different_subsets() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         create_pod(&client, "web-a", "web", "10.244.0.2", true, 8080).await;
         create_pod(&client, "web-b", "web", "10.244.0.3", false, 8080).await;
         create_pod(&client, "web-new", "web", "10.244.0.5", true, 9090).await;
@@ -369,8 +360,8 @@ async fn settle(metrics: &ControllerMetrics, before: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_follow_readiness_deletion_relabelling_and_new_pods_one_revision_per_real_change()
 {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         create_pod(&client, "web-a", "web", "10.244.0.2", true, 8080).await;
         create_pod(&client, "web-b", "web", "10.244.0.3", false, 8080).await;
         create_service(&client, "web", true).await;
@@ -458,8 +449,8 @@ async fn endpoints_follow_readiness_deletion_relabelling_and_new_pods_one_revisi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_without_a_selector_keeps_its_hand_made_endpoints_and_gets_no_slices() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         create_pod(&client, "web-a", "web", "10.244.0.2", true, 8080).await;
         create_service(&client, "manual", false).await;
         let manual = Endpoints {
@@ -515,8 +506,8 @@ async fn a_service_without_a_selector_keeps_its_hand_made_endpoints_and_gets_no_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_left_without_a_service_are_deleted_at_start_but_leader_records_stay() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let api = Api::<Endpoints>::namespaced(client.clone(), NS);
         for (name, leader) in [("orphan", false), ("kube-scheduler", true)] {
             let annotations = leader.then(|| {
@@ -551,8 +542,8 @@ async fn endpoints_left_without_a_service_are_deleted_at_start_but_leader_record
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_service_deletes_its_endpoints_and_its_slices() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         create_pod(&client, "web-a", "web", "10.244.0.2", true, 8080).await;
         create_pod(&client, "web-b", "web", "10.244.0.3", true, 8080).await;
         let endpoints = ObjectHistory::<Endpoints>::record(client.clone());
@@ -592,8 +583,8 @@ async fn deleting_the_service_deletes_its_endpoints_and_its_slices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_slices_mirror_the_endpoints_with_the_right_labels_owner_and_conditions() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         create_pod(&client, "web-a", "web", "10.244.0.2", true, 8080).await;
         let b = create_pod(&client, "web-b", "web", "10.244.0.3", true, 8080).await;
         create_pod(&client, "web-c", "web", "10.244.0.4", false, 8080).await;
@@ -724,8 +715,8 @@ async fn endpoint_slices_mirror_the_endpoints_with_the_right_labels_owner_and_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_a_hundred_pods_split_across_slices_and_shrink_in_place() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         for i in 0..205 {
             create_pod(
                 &client,

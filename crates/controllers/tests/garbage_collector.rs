@@ -18,12 +18,11 @@ use capstan_api::kube_core::params::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams,
 };
 use capstan_api::kube_core::{DynamicObject, ObjectList, ObjectMeta, WatchEvent};
+use capstan_api::testing::within;
 use capstan_api::{Client, Resource, ResourceInfo, Result as ApiResult, WatchStream};
-use capstan_apiserver::registry::Registry;
 use capstan_controllers::garbage_collector::{
     GarbageCollector, GarbageCollectorHandle, FOREGROUND_FINALIZER,
 };
-use capstan_store::memory::MemoryStore;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -89,17 +88,11 @@ fn served_kinds() -> Vec<ResourceInfo> {
         .collect()
 }
 
-async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, test)
-        .await
-        .expect("test timed out")
-}
-
 fn registry() -> Arc<dyn Client> {
-    let registry = Registry::new(Arc::new(MemoryStore::new()));
+    let registry = capstan_apiserver::testing::registry();
     registry.register(widget());
     registry.register(fleet());
-    Arc::new(registry)
+    registry
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -638,7 +631,7 @@ impl Client for Tweaked {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_owner_in_the_background_deletes_its_dependents_three_levels_deep_leaving_no_orphans(
 ) {
-    within(async {
+    within(LIMIT, async {
         let client = registry();
         let history = History::record(&client).await;
         let gc = RunningGc::with(&client).await;
@@ -679,7 +672,7 @@ async fn deleting_an_owner_in_the_background_deletes_its_dependents_three_levels
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dependent_with_two_owners_survives_losing_one_and_only_drops_that_reference() {
-    within(async {
+    within(LIMIT, async {
         let client = registry();
         let history = History::record(&client).await;
         let gc = RunningGc::with(&client).await;
@@ -734,7 +727,7 @@ async fn a_dependent_with_two_owners_survives_losing_one_and_only_drops_that_ref
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreground_deletion_keeps_the_owner_until_its_blocking_dependents_are_gone() {
-    within(async {
+    within(LIMIT, async {
         let client = registry();
         let history = History::record(&client).await;
         let gc = RunningGc::with(&client).await;
@@ -805,7 +798,7 @@ async fn foreground_deletion_keeps_the_owner_until_its_blocking_dependents_are_g
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphan_deletion_keeps_the_dependents_strips_the_reference_and_then_deletes_the_owner() {
-    within(async {
+    within(LIMIT, async {
         let client = registry();
         let history = History::record(&client).await;
         let gc = RunningGc::with(&client).await;
@@ -892,7 +885,7 @@ async fn orphan_deletion_keeps_the_dependents_strips_the_reference_and_then_dele
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_recreated_under_its_name_gets_only_the_old_uids_dependents_collected_through_a_lagging_watch(
 ) {
-    within(async {
+    within(LIMIT, async {
         let client = registry();
         let history = History::record(&client).await;
         // The collector sees Widgets a second late: its graph is stale about owners.
@@ -1008,7 +1001,7 @@ async fn an_owner_recreated_under_its_name_gets_only_the_old_uids_dependents_col
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_restarted_midway_still_finishes_with_no_orphans() {
-    within(async {
+    within(LIMIT, async {
         let client = registry();
         let history = History::record(&client).await;
         let background = Tree::create(&client, "bg", 6, 4, false).await;
@@ -1079,7 +1072,7 @@ async fn a_collector_restarted_midway_still_finishes_with_no_orphans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_scoped_owners_collect_namespaced_dependents_and_invalid_references_are_left_alone()
 {
-    within(async {
+    within(LIMIT, async {
         let client = registry();
         let history = History::record(&client).await;
         let gc = RunningGc::with(&client).await;

@@ -7,7 +7,6 @@
 //! and asserts on the recorded Events and on the Pod history at every revision.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,28 +16,17 @@ use capstan_api::k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec, Po
 use capstan_api::k8s_openapi::jiff::Timestamp;
 use capstan_api::kube_core::params::{DeleteParams, ListParams, PostParams};
 use capstan_api::kube_core::ObjectMeta;
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory};
 use capstan_controllers::job::{JobController, COMPONENT, JOB_TRACKING_FINALIZER};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 const NS: &str = "default";
-
-async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, test)
-        .await
-        .expect("test timed out")
-}
-
-fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
 
 /// Wall-clock time that moves with tokio's (paused) clock.
 fn paused_clock() -> impl Fn() -> Timestamp + Send + Sync + 'static {
@@ -208,8 +196,9 @@ impl Running {
             client.clone(),
             ReflectorOptions::default(),
         ));
-        let controller = JobController::new(client, factory, events.recorder(COMPONENT))
-            .with_clock(paused_clock());
+        let controller: JobController =
+            capstan_controllers::job::controller(client, factory, events.recorder(COMPONENT))
+                .map_reconciler(|reconciler| reconciler.with_clock(paused_clock()));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             controller
@@ -256,7 +245,7 @@ fn cluster(client: &Arc<dyn Client>) -> (FakeScheduler, FakeKubelet) {
 #[tokio::test(start_paused = true)]
 async fn five_completions_two_at_a_time_never_run_more_than_two_pods_and_complete() {
     within(Duration::from_secs(300), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let _cluster = cluster(&client);
         let history = ObjectHistory::<Pod>::record(client.clone());
         let jobs = ObjectHistory::<Job>::record(client.clone());
@@ -326,7 +315,7 @@ async fn five_completions_two_at_a_time_never_run_more_than_two_pods_and_complet
 #[tokio::test(start_paused = true)]
 async fn failures_past_the_backoff_limit_fail_the_job_and_delete_its_active_pods() {
     within(Duration::from_secs(300), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let _cluster = cluster(&client);
         let history = ObjectHistory::<Pod>::record(client.clone());
         let jobs = ObjectHistory::<Job>::record(client.clone());
@@ -413,7 +402,7 @@ async fn failures_past_the_backoff_limit_fail_the_job_and_delete_its_active_pods
 #[tokio::test(start_paused = true)]
 async fn a_job_running_past_its_active_deadline_fails_with_deadline_exceeded() {
     within(Duration::from_secs(300), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let _cluster = cluster(&client);
         let history = ObjectHistory::<Pod>::record(client.clone());
         let jobs = ObjectHistory::<Job>::record(client.clone());
@@ -460,7 +449,7 @@ async fn a_job_running_past_its_active_deadline_fails_with_deadline_exceeded() {
 #[tokio::test(start_paused = true)]
 async fn pods_finished_and_deleted_while_the_controller_is_down_are_still_counted() {
     within(Duration::from_secs(300), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let _cluster = cluster(&client);
         let history = ObjectHistory::<Pod>::record(client.clone());
         let jobs = ObjectHistory::<Job>::record(client.clone());

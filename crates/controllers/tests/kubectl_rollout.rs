@@ -15,10 +15,8 @@ use capstan_api::k8s_openapi::api::core::v1::{Event, Pod};
 use capstan_api::kube_core::params::ListParams;
 use capstan_api::{Api, Client};
 use capstan_apiserver::http::ApiServer;
-use capstan_apiserver::registry::Registry;
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions};
 use capstan_controllers::manager::ControllerManager;
-use capstan_store::memory::MemoryStore;
 
 /// A cluster on the fake backends, served over HTTP, and a kubeconfig for it.
 struct Cluster {
@@ -40,7 +38,7 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
-        let registry = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let registry = capstan_apiserver::testing::registry();
         let client: Arc<dyn Client> = registry.clone();
         let server = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
             .await

@@ -2,34 +2,22 @@
 //! election, and a failing controller is named. Paused clock, in-process registry.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::apps::v1::Deployment;
 use capstan_api::k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::EventOptions;
 use capstan_controller::leader::{LeaderElectionConfig, LeaderElector, RunOutcome};
 use capstan_controller::runtime::{reconciler_fn, Action, Context, Controller, ControllerError};
 use capstan_controller::testing::{FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory};
 use capstan_controllers::manager::{ControllerManager, ManagerError, BUILTIN_CONTROLLERS};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::ObjectKey;
 use parking_lot::Mutex;
 use tokio::time::Instant;
-
-async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, test)
-        .await
-        .expect("the test timed out")
-}
-
-fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
 
 fn elector(client: &Arc<dyn Client>, identity: &str) -> LeaderElector {
     LeaderElector::new(
@@ -83,7 +71,7 @@ fn logging_manager(
 #[tokio::test(start_paused = true)]
 async fn two_managers_never_act_at_once_and_the_standby_takes_over_when_the_leader_dies() {
     within(Duration::from_secs(3600), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         for name in ["a", "b", "c"] {
             let mut cm = ConfigMap::default();
@@ -133,7 +121,7 @@ async fn two_managers_never_act_at_once_and_the_standby_takes_over_when_the_lead
 #[tokio::test(start_paused = true)]
 async fn a_new_leader_keeps_running_the_built_in_controllers_without_duplicating_pods() {
     within(Duration::from_secs(3600), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let nodes = vec!["node01".to_string(), "node02".to_string()];
         let _scheduler = FakeScheduler::start(client.clone(), nodes.clone());
         let _kubelet = FakeKubelet::start(client.clone(), nodes, KubeletOptions::default());
@@ -222,7 +210,7 @@ async fn a_new_leader_keeps_running_the_built_in_controllers_without_duplicating
 #[tokio::test(start_paused = true)]
 async fn a_failing_controller_stops_the_others_and_is_named() {
     within(Duration::from_secs(60), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let manager =
             ControllerManager::new(client.clone())
                 .with_builtins()
@@ -245,7 +233,7 @@ async fn a_failing_controller_stops_the_others_and_is_named() {
 #[tokio::test(start_paused = true)]
 async fn without_leader_election_a_shutdown_stops_every_controller() {
     within(Duration::from_secs(60), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let manager = tokio::spawn(ControllerManager::new(client.clone()).with_builtins().run(
             async move {
@@ -256,6 +244,75 @@ async fn without_leader_election_a_shutdown_stops_every_controller() {
         stop.send(()).unwrap();
         let outcome = manager.await.unwrap().unwrap();
         assert_eq!(outcome, RunOutcome::Shutdown);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_controller_does_not_run_and_an_unknown_one_is_refused() {
+    within(Duration::from_secs(120), async {
+        let client = capstan_apiserver::testing::client();
+        let probe_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = probe_started.clone();
+        // Everything but the Deployment controller, named by its old alias.
+        let manager = ControllerManager::new(client.clone())
+            .with_builtins()
+            .add("probe", move |ctx| {
+                let started = started.clone();
+                async move {
+                    started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    ctx.shutdown.await;
+                    Ok(())
+                }
+            })
+            .controllers("*,-deployment".parse().unwrap());
+        let enabled = manager.enabled_controller_names().unwrap();
+        assert!(!enabled.contains(&"deployment-controller"), "{enabled:?}");
+        assert!(enabled.contains(&"replicaset-controller"), "{enabled:?}");
+        assert!(enabled.contains(&"probe"), "{enabled:?}");
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(manager.run(async move {
+            let _ = stopped.await;
+        }));
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        let manifest = include_str!("../../../examples/manifests/newkubia-deployment.yaml");
+        let deployment: Deployment = serde_yaml_ng::from_str(manifest).unwrap();
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+
+        let replica_sets: Api<capstan_api::k8s_openapi::api::apps::v1::ReplicaSet> =
+            Api::namespaced(client.clone(), "default");
+        let listed = replica_sets
+            .list(&capstan_api::kube_core::params::ListParams::default())
+            .await
+            .unwrap();
+        assert!(
+            probe_started.load(std::sync::atomic::Ordering::SeqCst),
+            "the enabled controllers ran"
+        );
+        assert!(
+            listed.items.is_empty(),
+            "no Deployment controller made a ReplicaSet"
+        );
+        stop.send(()).unwrap();
+        assert_eq!(running.await.unwrap().unwrap(), RunOutcome::Shutdown);
+
+        // A name no controller has stops the manager before anything starts.
+        let unknown = ControllerManager::new(client.clone())
+            .with_builtins()
+            .controllers("*,-jobs".parse().unwrap());
+        match unknown.run(std::future::pending()).await {
+            Err(ManagerError::Selection(error)) => {
+                let message = error.to_string();
+                assert!(message.contains("\"jobs\""), "{message}");
+                assert!(message.contains("job-controller"), "{message}");
+            }
+            other => panic!("expected the unknown name to be refused, got {other:?}"),
+        }
     })
     .await;
 }

@@ -6,7 +6,6 @@
 //! times with `tokio_wall_clock`, so timestamps move with virtual time. Assertions are on the
 //! recorded Events, and on the Node and Pod histories at every revision.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +18,14 @@ use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Tim
 use capstan_api::k8s_openapi::jiff::{SignedDuration, Timestamp};
 use capstan_api::kube_core::params::PostParams;
 use capstan_api::kube_core::ObjectMeta;
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::testing::{Change, ObjectHistory};
 use capstan_controllers::node_lifecycle::{
     node_ready_status, tokio_wall_clock, NodeLifecycleController, NodeLifecycleOptions, COMPONENT,
     NODE_LEASE_NAMESPACE,
 };
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -37,16 +35,6 @@ use tokio::time::Instant;
 const NS: &str = "default";
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 const NOT_READY: &str = "node.kubernetes.io/not-ready";
-
-async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, test)
-        .await
-        .expect("test timed out")
-}
-
-fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
 
 fn seconds(d: SignedDuration) -> f64 {
     d.as_secs_f64()
@@ -142,7 +130,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start(node_names: &[&str]) -> Self {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let nodes = ObjectHistory::<Node>::record(client.clone());
         let pods = ObjectHistory::<Pod>::record(client.clone());
         let node_api: Api<Node> = Api::all(client.clone());

@@ -7,7 +7,6 @@
 
 use capstan_api::compat;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,14 +25,13 @@ use capstan_api::kube_core::params::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams,
 };
 use capstan_api::kube_core::{DynamicObject, ObjectList, ObjectMeta};
+use capstan_api::testing::within;
 use capstan_api::{Api, Client, ResourceInfo, Result as ApiResult, WatchStream};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controller::testing::{
     Change, FakeKubelet, FakeScheduler, KubeletOptions, ObjectHistory,
 };
 use capstan_controllers::replicaset::{ReplicaSetController, COMPONENT};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ObjectKey, ReflectorOptions};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -42,16 +40,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 const NS: &str = "default";
-
-async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, test)
-        .await
-        .expect("test timed out")
-}
-
-fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
 
 fn labels(app: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), app.to_string())])
@@ -158,7 +146,11 @@ impl Running {
             watch_client,
             ReflectorOptions::default(),
         ));
-        let controller = ReplicaSetController::new(client, factory, events.recorder(COMPONENT));
+        let controller: ReplicaSetController = capstan_controllers::replicaset::controller(
+            client,
+            factory,
+            events.recorder(COMPONENT),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             controller
@@ -318,7 +310,7 @@ impl Client for Wrapped {
 #[tokio::test(start_paused = true)]
 async fn a_replica_set_of_five_creates_five_owned_pods_in_slow_start_batches() {
     within(Duration::from_secs(120), async {
-        let api = registry();
+        let api = capstan_apiserver::testing::client();
         let slow = Wrapped::new(api.clone(), Duration::from_millis(10), Duration::ZERO);
         let client: Arc<dyn Client> = slow.clone();
         let history = ObjectHistory::<Pod>::record(api.clone());
@@ -415,7 +407,7 @@ async fn run_pod(client: &Arc<dyn Client>, name: &str, node: &str, ready_since: 
 #[tokio::test(start_paused = true)]
 async fn scaling_five_to_three_deletes_exactly_the_two_lowest_ranked_pods() {
     within(Duration::from_secs(120), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let history = ObjectHistory::<Pod>::record(client.clone());
         let controller = Running::start(client.clone());
         let rs = create_rs(&client, replica_set("web", 5, None)).await;
@@ -471,7 +463,7 @@ async fn scaling_five_to_three_deletes_exactly_the_two_lowest_ranked_pods() {
 #[tokio::test(start_paused = true)]
 async fn a_lagging_informer_and_a_hundred_restarts_never_make_more_pods_than_replicas() {
     within(Duration::from_secs(600), async {
-        let api = registry();
+        let api = capstan_apiserver::testing::client();
         let lagging: Arc<dyn Client> =
             Wrapped::new(api.clone(), Duration::ZERO, Duration::from_millis(40));
         let history = ObjectHistory::<Pod>::record(api.clone());
@@ -539,7 +531,7 @@ async fn a_lagging_informer_and_a_hundred_restarts_never_make_more_pods_than_rep
 #[tokio::test(start_paused = true)]
 async fn matching_orphans_are_adopted_and_owned_pods_that_stop_matching_are_released() {
     within(Duration::from_secs(120), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let orphan = Pod {
             metadata: ObjectMeta {
                 name: Some("stray".into()),
@@ -652,7 +644,7 @@ fn status_of(rs: &ReplicaSet) -> (i32, i32, i32, i32, Option<i64>) {
 #[tokio::test(start_paused = true)]
 async fn status_counts_ready_and_available_pods_and_follows_the_generation() {
     within(Duration::from_secs(300), async {
-        let client = registry();
+        let client = capstan_apiserver::testing::client();
         let nodes: Vec<String> = (0..3).map(|i| format!("node-{i}")).collect();
         let scheduler = FakeScheduler::start(client.clone(), nodes.clone());
         let kubelet = FakeKubelet::start(client.clone(), nodes, KubeletOptions::default());

@@ -25,13 +25,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::kube_core::params::PostParams;
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_kubelet::{Kubelet, KubeletConfig, RunningKubelet};
 use capstan_net::{AttachResult, Attachment, IpConfig, NetworkPlugin};
 use capstan_runtime::fake::{FakeRegistry, FakeRuntime, ImageBehaviour};
 use capstan_runtime::{Clock, FakeClock};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{ReflectorOptions, SharedInformer};
 use parking_lot::Mutex;
 
@@ -129,7 +127,7 @@ async fn bench() {
     let pods_total = nodes * per_node;
     println!("fake_nodes: {nodes} nodes x {per_node} pods = {pods_total} pods");
 
-    let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    let client = capstan_apiserver::testing::client();
     let clock = FakeClock::new();
     let images = FakeRegistry::new();
     images.insert("app", ImageBehaviour::new());

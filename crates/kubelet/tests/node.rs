@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::coordination::v1::Lease;
 use capstan_api::k8s_openapi::api::core::v1::Node as ApiNode;
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_kubelet::{Kubelet, KubeletConfig, KubeletError};
 use capstan_runtime::fake::FakeRuntime;
-use capstan_store::memory::MemoryStore;
 use support::*;
 
 fn ready(node: &ApiNode, kind: &str) -> (String, String) {
@@ -31,7 +29,7 @@ fn ready(node: &ApiNode, kind: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_is_registered_its_lease_renewed_and_its_conditions_follow_the_runtime() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![]).await;
         let nodes: Api<ApiNode> = Api::all(node.client.clone());
         let leases: Api<Lease> = Api::namespaced(node.client.clone(), "kube-node-lease");
@@ -137,8 +135,8 @@ async fn the_node_is_registered_its_lease_renewed_and_its_conditions_follow_the_
 
 #[tokio::test]
 async fn a_kubelet_without_its_parts_or_with_a_bad_config_is_refused() {
-    within(async {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let error = Kubelet::builder(KubeletConfig::new("n1"))
             .client(client.clone())
             .runtime(Arc::new(FakeRuntime::new()))

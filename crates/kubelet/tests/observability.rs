@@ -25,7 +25,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_pods_containers_and_start_durations_are_served_as_kubernetes_names_them() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![("web", ImageBehaviour::new())]).await;
         let kubelet = node.kubelet.as_ref().unwrap();
         let health = kubelet.health();
@@ -87,7 +87,7 @@ async fn running_pods_containers_and_start_durations_are_served_as_kubernetes_na
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_kubelet_fails_its_syncloop_check() {
-    within(async {
+    within(LIMIT, async {
         let mut node = Node::start(vec![]).await;
         let health = node.kubelet.as_ref().unwrap().health();
         assert!(health.livez.run("livez", &[]).await.passed());

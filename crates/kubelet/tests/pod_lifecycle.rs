@@ -15,7 +15,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_becomes_running_with_its_ip_and_ready() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![("web", ImageBehaviour::new())]).await;
         node.create(pod("web-1", &[("web", "web")], json!({})))
             .await;
@@ -75,7 +75,7 @@ async fn a_pod_becomes_running_with_its_ip_and_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_backs_off_10_20_then_40_seconds_on_the_injected_clock() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![("crash", ImageBehaviour::new().crash_loop())]).await;
         node.create(pod("crashy", &[("app", "crash")], json!({})))
             .await;
@@ -143,7 +143,7 @@ async fn a_crash_loop_backs_off_10_20_then_40_seconds_on_the_injected_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_policies_never_and_on_failure_end_as_kubernetes_says() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![
             (
                 "ok",
@@ -231,7 +231,7 @@ async fn restart_policies_never_and_on_failure_end_as_kubernetes_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_liveness_probe_restarts_the_container_with_unhealthy_events() {
-    within(async {
+    within(LIMIT, async {
         let healthy = Arc::new(AtomicBool::new(true));
         let probes = Arc::new(AtomicUsize::new(0));
         let (flag, count) = (healthy.clone(), probes.clone());
@@ -298,7 +298,7 @@ async fn a_failing_liveness_probe_restarts_the_container_with_unhealthy_events()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_readiness_probe_gates_the_ready_condition() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![("web", ImageBehaviour::new())]).await;
         let mut spec = pod("ready-1", &[("web", "web")], json!({}));
         spec["spec"]["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 8080}]);
@@ -330,7 +330,7 @@ async fn a_readiness_probe_gates_the_ready_condition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_run_in_order_before_the_app_containers() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![
             (
                 "init-a",
@@ -406,7 +406,7 @@ async fn init_containers_run_in_order_before_the_app_containers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_delete_honours_the_grace_period_and_ends_with_the_pod_gone() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![("web", ImageBehaviour::new())]).await;
         node.create(pod(
             "slow",
@@ -483,7 +483,7 @@ async fn a_graceful_delete_honours_the_grace_period_and_ends_with_the_pod_gone()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_pull_failure_shows_err_image_pull_then_image_pull_back_off() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![(
             "broken",
             ImageBehaviour::new().pull_error("manifest unknown"),
@@ -538,7 +538,7 @@ async fn an_image_pull_failure_shows_err_image_pull_then_image_pull_back_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_kubelet_adopts_running_pods_and_cleans_up_deleted_ones() {
-    within(async {
+    within(LIMIT, async {
         let mut node = Node::start(vec![("web", ImageBehaviour::new())]).await;
         node.create(pod("keep", &[("web", "web")], json!({}))).await;
         node.create(pod("gone", &[("web", "web")], json!({}))).await;
@@ -620,7 +620,7 @@ async fn a_restarted_kubelet_adopts_running_pods_and_cleans_up_deleted_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_startup_probe_holds_back_the_other_probes_and_restarts_a_container_that_never_starts() {
-    within(async {
+    within(LIMIT, async {
         let started = Arc::new(AtomicBool::new(false));
         let flag = started.clone();
         let image = ImageBehaviour::new()
@@ -677,7 +677,7 @@ fn futures_lite_block<F: std::future::Future<Output = bool>>(future: F) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_init_container_fails_the_pod_or_is_restarted_per_policy() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![
             (
                 "init-fail",
@@ -731,7 +731,7 @@ async fn a_failing_init_container_fails_the_pod_or_is_restarted_per_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_network_attach_leaves_nothing_behind_and_is_retried() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![("web", ImageBehaviour::new())]).await;
         node.network.fail_adds(1);
         node.create(pod("net-1", &[("web", "web")], json!({})))
@@ -785,7 +785,7 @@ async fn a_failed_network_attach_leaves_nothing_behind_and_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_image_replaces_the_running_container() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::start(vec![
             ("web:1", ImageBehaviour::new()),
             ("web:2", ImageBehaviour::new()),

@@ -165,7 +165,7 @@ async fn a_busybox_pod_runs_restarts_reports_its_exit_and_leaves_nothing_behind(
         );
         runtime.import_image(busybox()).await.unwrap();
 
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let client = capstan_apiserver::testing::client();
         let kubelet = Kubelet::builder(KubeletConfig::new(NODE).internal_ip("192.168.0.2"))
             .client(client.clone())
             .runtime(runtime.clone())

@@ -16,14 +16,12 @@ use capstan_api::k8s_openapi::api::core::v1::{Node, Service, ServicePort, Servic
 use capstan_api::k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use capstan_api::kube_core::params::{ListParams, PostParams};
 use capstan_api::kube_core::ObjectMeta;
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_net::dns::hickory::DnsServer;
 use capstan_net::dns::{ClusterDns, DEFAULT_DOMAIN, SERVICE_NAME_LABEL};
 use capstan_net::ipam::controller::{NodeIpamController, COMPONENT};
 use capstan_net::ipam::ClusterCidr;
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
@@ -34,12 +32,8 @@ const LOOKUPS: usize = 200_000;
 const ROUND_TRIPS: usize = 20_000;
 const ROUNDS: usize = 3;
 
-fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
-
 async fn node_ipam() -> Duration {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let nodes: Api<Node> = Api::all(client.clone());
     for i in 0..NODES {
         let mut node = Node::default();
@@ -84,7 +78,7 @@ fn question(name: &str) -> Vec<u8> {
 }
 
 async fn dns() {
-    let client = registry();
+    let client = capstan_apiserver::testing::client();
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     for i in 0..SERVICES {
         let service = Service {

@@ -14,11 +14,11 @@ use std::time::Duration;
 use capstan_net::cni::{CniNetwork, NetworkConfig};
 use capstan_net::{NetError, NetworkPlugin};
 use serde_json::json;
-use support::{plugin_dir, pod_attachment, sh, within, Netns, Node, NETWORK};
+use support::{plugin_dir, pod_attachment, sh, within, Netns, Node, LIMIT, NETWORK};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pods_get_addresses_from_the_range_and_ping_each_other_across_the_bridge() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::new();
         let network = node.network(json!([node.bridge_plugin("10.250.1.0/24")]));
         network.status().await.unwrap();
@@ -72,7 +72,7 @@ async fn two_pods_get_addresses_from_the_range_and_ping_each_other_across_the_br
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn del_frees_the_address_and_may_be_repeated_even_after_the_namespace_is_gone() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::new();
         let network = node.network(json!([node.bridge_plugin("10.250.2.0/29")]));
         let ns = Netns::new("cpod-");
@@ -127,7 +127,7 @@ async fn del_frees_the_address_and_may_be_repeated_even_after_the_namespace_is_g
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bogus_plugin_type_fails_before_anything_is_set_up() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::new();
         let network = node.network(json!([
             node.bridge_plugin("10.250.3.0/24"),
@@ -146,7 +146,7 @@ async fn a_bogus_plugin_type_fails_before_anything_is_set_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_whose_second_plugin_fails_is_undone_and_reports_the_cni_error() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::new();
         node.script_plugin(
             "refuse",
@@ -200,7 +200,7 @@ fi"#,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_of_spec_0_4_0_from_the_debian_plugins_are_understood() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::new();
         let config = NetworkConfig::from_value(json!({
             "name": NETWORK, "cniVersion": "0.4.0",
@@ -227,7 +227,7 @@ async fn results_of_spec_0_4_0_from_the_debian_plugins_are_understood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_mappings_reach_the_portmap_plugin_and_del_removes_its_rules() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::new();
         let network = node.network(json!([
             node.bridge_plugin("10.250.6.0/24"),

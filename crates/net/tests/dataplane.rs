@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use capstan_api::testing::within;
 use capstan_net::proxy::iptables::{IptablesBackend, IptablesConfig};
 use capstan_net::proxy::nftables::{NftablesBackend, NftablesConfig};
 use capstan_net::proxy::{
@@ -27,11 +28,8 @@ use capstan_net::proxy::{
 const CLUSTER_IP: &str = "10.96.0.10";
 const BACKENDS: [&str; 2] = ["10.77.0.2", "10.77.0.3"];
 
-async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(120), test)
-        .await
-        .expect("test timed out")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(120);
 
 fn require_tools(tools: &[&str]) {
     let uid = Command::new("id").arg("-u").output().expect("run id -u");
@@ -288,7 +286,7 @@ async fn traffic_follows_the_endpoints(backend: &dyn ProxyBackend, topology: &To
 
 #[tokio::test]
 async fn iptables_rules_spread_traffic_over_ready_endpoints() {
-    within(async {
+    within(LIMIT, async {
         require_tools(&[
             "ip",
             "iptables",
@@ -312,7 +310,7 @@ async fn iptables_rules_spread_traffic_over_ready_endpoints() {
 
 #[tokio::test]
 async fn iptables_hooks_are_added_once() {
-    within(async {
+    within(LIMIT, async {
         require_tools(&[
             "ip",
             "iptables",
@@ -347,7 +345,7 @@ async fn iptables_hooks_are_added_once() {
 
 #[tokio::test]
 async fn nftables_rules_spread_traffic_over_ready_endpoints() {
-    within(async {
+    within(LIMIT, async {
         require_tools(&["ip", "nft", "busybox"]);
         let topology = Topology::new();
         let backend = NftablesBackend::new(NftablesConfig {

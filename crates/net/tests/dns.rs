@@ -2,7 +2,6 @@
 //! store), queried with real DNS messages over UDP and TCP sockets (feature `dns`, on by default).
 #![cfg(feature = "dns")]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +12,10 @@ use capstan_api::k8s_openapi::api::discovery::v1::{
 };
 use capstan_api::kube_core::params::{DeleteParams, Patch, PatchParams, PostParams};
 use capstan_api::kube_core::ObjectMeta;
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_net::dns::hickory::DnsServer;
 use capstan_net::dns::{ClusterDns, DEFAULT_DOMAIN, SERVICE_NAME_LABEL};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -25,15 +23,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .expect("the test finishes in time")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn question(name: &str, qtype: RecordType) -> Vec<u8> {
     let mut message = Message::query();
@@ -157,8 +148,8 @@ async fn start(client: &Arc<dyn Client>) -> DnsServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_resolve_over_udp_and_tcp() {
-    within(async {
-        let client = registry();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let services: Api<Service> = Api::namespaced(client.clone(), "default");
         let web = services
             .create(&PostParams::default(), &service("web", None))
@@ -243,8 +234,8 @@ async fn services_resolve_over_udp_and_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_to_services_and_endpoints_are_answered() {
-    within(async {
-        let client = registry();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let server = start(&client).await;
         let addr = server.local_addr();
         let name = "api.default.svc.cluster.local.";
@@ -327,8 +318,8 @@ async fn changes_to_services_and_endpoints_are_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
-    within(async {
-        let client = registry();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         Api::<Service>::namespaced(client.clone(), "default")
             .create(&PostParams::default(), &service("big", Some("None")))
             .await

@@ -19,7 +19,7 @@ use capstan_net::dns::hickory::DnsServer;
 use capstan_net::dns::{ClusterDns, DEFAULT_DOMAIN};
 use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
-use support::{sh, unique, within, Netns};
+use support::{sh, unique, within, Netns, LIMIT};
 
 fn require_tools() {
     for (tool, package) in [("dig", "dnsutils"), ("ip", "iproute2")] {
@@ -121,8 +121,8 @@ async fn dig(ns: &Netns, server: SocketAddr, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dig_in_a_pod_namespace_resolves_a_service_to_its_cluster_ip() {
     require_tools();
-    within(async {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let service = Service {
             metadata: ObjectMeta {
                 name: Some("web".into()),

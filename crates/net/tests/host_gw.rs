@@ -12,7 +12,7 @@ use capstan_net::ipam::ClusterCidr;
 use capstan_net::routes::{host_gw_routes, HostRoute, NodeAddressing, RouteError, RouteSync};
 use capstan_net::{IpNet, NetworkPlugin};
 use serde_json::json;
-use support::{pod_attachment, sh, within, Netns, Node};
+use support::{pod_attachment, sh, within, Netns, Node, LIMIT};
 
 /// Connects two nodes with a veth pair (`link0` in each) addressed `ip_a` and `ip_b` in /24.
 fn connect(a: &Node, b: &Node, ip_a: &str, ip_b: &str) {
@@ -61,7 +61,7 @@ fn pings(from: &Netns, to: std::net::IpAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_on_one_node_reaches_a_pod_on_another_through_host_gw_routes() {
-    within(async {
+    within(LIMIT, async {
         let (node_a, node_b) = (Node::new(), Node::new());
         connect(&node_a, &node_b, "192.168.251.1", "192.168.251.2");
         let (mut cidrs, rejected) = ClusterCidr::restore(
@@ -159,7 +159,7 @@ async fn a_pod_on_one_node_reaches_a_pod_on_another_through_host_gw_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_via_an_unreachable_node_is_a_command_error_naming_it() {
-    within(async {
+    within(LIMIT, async {
         let node = Node::new();
         let sync = RouteSync::new().in_netns(node.ns.name.clone());
         let wanted = [HostRoute {

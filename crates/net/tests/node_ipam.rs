@@ -2,7 +2,6 @@
 //! store): distinct CIDRs, restarts, release on deletion, exhaustion.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,27 +14,19 @@ use capstan_api::kube_core::params::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams,
 };
 use capstan_api::kube_core::{DynamicObject, ObjectList, ObjectMeta};
+use capstan_api::testing::within;
 use capstan_api::{Api, Client, ResourceInfo, WatchStream};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_controllers::manager::ControllerManager;
 use capstan_net::ipam::controller::{reasons, NodeIpamController, COMPONENT};
 use capstan_net::ipam::ClusterCidr;
 use capstan_net::IpNet;
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .expect("the test finishes in time")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(60);
 
 async fn create_node(client: &Arc<dyn Client>, name: &str, pod_cidr: Option<&str>) -> Node {
     let node = Node {
@@ -149,8 +140,8 @@ impl Running {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_get_distinct_cidrs_from_the_controller_manager() {
-    within(async {
-        let client = registry();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         for i in 0..6 {
             create_node(&client, &format!("node-{i}"), None).await;
         }
@@ -181,8 +172,8 @@ async fn nodes_get_distinct_cidrs_from_the_controller_manager() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_assignments_and_reports_claims_it_cannot_keep() {
-    within(async {
-        let client = registry();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         create_node(&client, "kept", Some("10.244.0.0/24")).await;
         create_node(&client, "fresh", None).await;
         // Younger than `kept` (creation timestamps have whole seconds) and claiming the same
@@ -257,8 +248,8 @@ async fn a_restart_keeps_assignments_and_reports_claims_it_cannot_keep() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhaustion_gives_an_event_and_a_deleted_nodes_cidr_goes_to_the_next_node() {
-    within(async {
-        let client = registry();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         // Two /24s in a /23.
         let running = Running::start(&client, "10.250.0.0/23", 24);
         create_node(&client, "a", None).await;
@@ -414,8 +405,8 @@ impl Client for Interfering {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_writes_are_retried_and_a_failed_write_keeps_the_nodes_subnet() {
-    within(async {
-        let client = registry();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let writer = Arc::new(Interfering {
             inner: client.clone(),
             conflicts: AtomicU32::new(2),

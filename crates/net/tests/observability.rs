@@ -1,27 +1,22 @@
 //! The service proxy's and cluster DNS' Prometheus series and readiness, against the
 //! in-process API server over the memory store.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_api::health::HealthCheck;
 use capstan_api::k8s_openapi::api::core::v1::Service;
 use capstan_api::kube_core::params::PostParams;
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_net::proxy::fake::FakeProxyBackend;
 use capstan_net::proxy::{Proxier, ProxierMetrics, ProxierOptions, ProxyRulesSynced};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use prometheus_client::registry::Registry as Metrics;
 use serde_json::json;
 
-async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), test)
-        .await
-        .expect("test timed out")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(30);
 
 fn scrape(register: impl FnOnce(&mut Metrics)) -> String {
     let mut registry = Metrics::default();
@@ -34,10 +29,6 @@ fn scrape(register: impl FnOnce(&mut Metrics)) -> String {
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn client() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
 }
 
 async fn create_service(client: &Arc<dyn Client>, name: &str) {
@@ -54,8 +45,8 @@ async fn create_service(client: &Arc<dyn Client>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_reports_kube_proxy_sync_series_and_is_ready_after_its_first_sync() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let metrics = Arc::new(ProxierMetrics::default());
         let ready = ProxyRulesSynced(metrics.clone());
         assert_eq!(
@@ -163,8 +154,8 @@ async fn cluster_dns_counts_requests_and_responses_as_coredns_does() {
         Message::from_vec(&buffer[..len]).unwrap()
     }
 
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         create_service(&client, "web").await;
         let factory = InformerFactory::new(client.clone(), ReflectorOptions::default());
         let dns = ClusterDns::new(&factory, DEFAULT_DOMAIN).unwrap();

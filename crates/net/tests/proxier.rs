@@ -1,7 +1,6 @@
 //! The proxy loop end to end: Services and EndpointSlices (or Endpoints) written to the
 //! in-process API server show up in the fake backend's state, rate-limited.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +8,13 @@ use std::time::Duration;
 use capstan_api::k8s_openapi::api::core::v1::{Endpoints, Service};
 use capstan_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use capstan_api::kube_core::params::{DeleteParams, PostParams};
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_net::proxy::fake::FakeProxyBackend;
 use capstan_net::proxy::{
     EndpointsSource, Protocol, Proxier, ProxierOptions, ProxyError, ProxyState, ServicePortName,
     SessionAffinity,
 };
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -24,11 +22,8 @@ use tokio::task::JoinHandle;
 
 const NS: &str = "default";
 
-async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), test)
-        .await
-        .expect("test timed out")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(30);
 
 struct Running {
     client: Arc<dyn Client>,
@@ -39,7 +34,7 @@ struct Running {
 
 impl Running {
     fn start(options: ProxierOptions) -> Self {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let client = capstan_apiserver::testing::client();
         let factory = Arc::new(InformerFactory::new(
             client.clone(),
             ReflectorOptions::default(),
@@ -130,7 +125,7 @@ fn addr(text: &str) -> SocketAddr {
 
 #[tokio::test]
 async fn services_and_ready_endpoints_reach_the_backend_and_leave_it() {
-    within(async {
+    within(LIMIT, async {
         let proxy = Running::start(fast());
         let service = proxy
             .create_service(
@@ -200,7 +195,7 @@ async fn services_and_ready_endpoints_reach_the_backend_and_leave_it() {
 
 #[tokio::test]
 async fn a_burst_of_changes_is_applied_by_few_syncs() {
-    within(async {
+    within(LIMIT, async {
         let proxy = Running::start(ProxierOptions {
             min_sync_period: Duration::from_secs(1),
             ..fast()
@@ -229,7 +224,7 @@ async fn a_burst_of_changes_is_applied_by_few_syncs() {
 
 #[tokio::test]
 async fn a_failed_sync_is_retried_as_a_full_one() {
-    within(async {
+    within(LIMIT, async {
         let proxy = Running::start(fast());
         proxy
             .backend
@@ -259,7 +254,7 @@ async fn a_failed_sync_is_retried_as_a_full_one() {
 
 #[tokio::test]
 async fn a_full_resync_happens_every_sync_period() {
-    within(async {
+    within(LIMIT, async {
         let proxy = Running::start(ProxierOptions {
             sync_period: Duration::from_millis(200),
             ..fast()
@@ -276,7 +271,7 @@ async fn a_full_resync_happens_every_sync_period() {
 
 #[tokio::test]
 async fn endpoints_objects_can_be_the_source_and_not_ready_addresses_are_left_out() {
-    within(async {
+    within(LIMIT, async {
         let proxy = Running::start(ProxierOptions {
             endpoints: EndpointsSource::Endpoints,
             ..fast()

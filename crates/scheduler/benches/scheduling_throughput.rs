@@ -18,12 +18,10 @@ use std::time::{Duration, Instant};
 
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
 use capstan_api::kube_core::params::PostParams;
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_scheduler::metrics::MetricsSnapshot;
 use capstan_scheduler::{default_framework, Scheduler};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{Delta, InformerFactory, ReflectorOptions, SharedInformer};
 use serde_json::json;
 
@@ -38,7 +36,7 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 async fn run(nodes: usize, pods: usize) -> (Duration, MetricsSnapshot) {
-    let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    let client = capstan_apiserver::testing::client();
     let node_api: Api<Node> = Api::cluster(client.clone());
     for i in 0..nodes {
         let node: Node = serde_json::from_value(json!({

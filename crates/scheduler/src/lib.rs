@@ -4,7 +4,7 @@
 //!   QueueSort, PreFilter, Filter, PostFilter, PreScore, Score with NormalizeScore,
 //!   Reserve/Unreserve, Permit, PreBind, Bind, PostBind), the [`Status`](framework::Status)
 //!   outcome kept apart from `Err`, the per-cycle [`CycleState`](framework::CycleState), the
-//!   [`Registry`](framework::Registry) of plugin factories that users extend with their own
+//!   [`PluginRegistry`](framework::PluginRegistry) of plugin factories that users extend with their own
 //!   plugins, and the [`Profile`](framework::Profile) config that enables plugins with
 //!   weights and arguments.
 //!
@@ -30,7 +30,7 @@
 //!
 //! - [`config`]: kube-scheduler's configuration file (`KubeSchedulerConfiguration` v1):
 //!   strict decoding, kube-scheduler's defaults and validation messages, and one framework
-//!   per profile built through a [`Registry`](framework::Registry), so
+//!   per profile built through a [`PluginRegistry`](framework::PluginRegistry), so
 //!   [`Scheduler::from_config`] serves several profiles with the user's own plugins too.
 //! - [`waiting`]: pods held at Permit, allowed or rejected later by their plugins.
 //! - [`metrics`]: attempt and algorithm latency percentiles.

@@ -15,8 +15,8 @@ use capstan_watch::{Delta, InformerFactory, InformerSyncCheck, ObjectKey, Reflec
 
 use crate::cache::{Cache, Snapshot};
 use crate::framework::{
-    pod_key, BindPlugin, CycleState, Framework, PermitDecision, Plugin, QueuedPodInfo, Registry,
-    SchedulerPlugin, Status, DEFAULT_SCHEDULER_NAME,
+    pod_key, BindPlugin, CycleState, Framework, PermitDecision, Plugin, PluginRegistry,
+    QueuedPodInfo, SchedulerPlugin, Status, DEFAULT_SCHEDULER_NAME,
 };
 use crate::metrics::SchedulerMetrics;
 use crate::queue::{ClusterEvent, SchedulingQueue};
@@ -47,9 +47,9 @@ impl DefaultBinder {
     }
 
     /// A registry holding only this binder, to merge into the default registry.
-    pub fn registry(client: Arc<dyn Client>) -> Registry {
+    pub fn registry(client: Arc<dyn Client>) -> PluginRegistry {
         let binder = Arc::new(DefaultBinder::new(client));
-        let mut r = Registry::new();
+        let mut r = PluginRegistry::new();
         r.register(DEFAULT_BINDER, move |_| {
             Ok(Plugin::builder(binder.clone()).bind().build())
         })
@@ -105,7 +105,7 @@ pub fn default_framework(
 /// writing through `client` (kube-scheduler's in-tree registry). Merge your own plugins into
 /// it to enable them from a profile or a
 /// [`KubeSchedulerConfiguration`](crate::config::KubeSchedulerConfiguration).
-pub fn in_tree_registry(client: Arc<dyn Client>, recorder: EventRecorder) -> Registry {
+pub fn in_tree_registry(client: Arc<dyn Client>, recorder: EventRecorder) -> PluginRegistry {
     let mut registry = crate::plugins::default_registry();
     registry
         .merge(DefaultBinder::registry(client.clone()))
@@ -204,7 +204,7 @@ impl Scheduler {
     pub fn from_config(
         client: Arc<dyn Client>,
         config: &crate::config::KubeSchedulerConfiguration,
-        registry: &Registry,
+        registry: &PluginRegistry,
         recorder: EventRecorder,
     ) -> Result<Self, crate::config::ConfigError> {
         let frameworks = config.frameworks(registry)?;

@@ -2,14 +2,13 @@
 //! kube-scheduler's defaults and validation messages, profiles built through the registry,
 //! and a scheduler serving two profiles.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
 use capstan_api::kube_core::params::PostParams;
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry as ApiRegistry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_scheduler::config::{
     ConfigError, InterPodAffinityArgs, KubeSchedulerConfiguration, PluginArgs, PluginConfigEntry,
@@ -17,11 +16,10 @@ use capstan_scheduler::config::{
 };
 use capstan_scheduler::framework::{
     Code, CycleState, FilterPlugin, Framework, NodeInfo, NodeStatusMap, Plugin, PluginConfig,
-    Profile, QueueSortPlugin, QueuedPodInfo, Registry, SchedulerPlugin, Status,
+    PluginRegistry, Profile, QueueSortPlugin, QueuedPodInfo, SchedulerPlugin, Status,
 };
 use capstan_scheduler::plugins::{find_candidates, find_candidates_among};
 use capstan_scheduler::{default_framework, in_tree_registry, Error, Scheduler};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use serde_json::json;
 
@@ -33,19 +31,12 @@ const EXAMPLE: &str = concat!(
 const HEADER: &str =
     "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n";
 
-async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), test)
-        .await
-        .expect("test timed out")
-}
-
-fn client() -> Arc<dyn Client> {
-    Arc::new(ApiRegistry::new(Arc::new(MemoryStore::new())))
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// The in-tree plugins plus `Gold` (a Filter plugin letting only nodes labelled
 /// `tier: gold` through) and `FifoSort` (a QueueSort plugin).
-fn registry_with_custom_plugins(client: Arc<dyn Client>) -> (Registry, EventBroadcaster) {
+fn registry_with_custom_plugins(client: Arc<dyn Client>) -> (PluginRegistry, EventBroadcaster) {
     let events = EventBroadcaster::new(
         client.clone(),
         EventOptions::default().history_capacity(1000),
@@ -127,7 +118,7 @@ fn messages(result: Result<KubeSchedulerConfiguration, ConfigError>) -> Vec<Stri
 }
 
 fn frameworks(body: &str) -> Result<Vec<Framework>, ConfigError> {
-    let (registry, _events) = registry_with_custom_plugins(client());
+    let (registry, _events) = registry_with_custom_plugins(capstan_apiserver::testing::client());
     config(body)
         .expect("a valid configuration")
         .frameworks(&registry)
@@ -238,7 +229,7 @@ fn the_example_file_is_parsed_defaulted_and_validated() {
 #[tokio::test]
 async fn the_example_file_builds_each_profile_with_its_plugins_and_weights() {
     let cfg = KubeSchedulerConfiguration::load(EXAMPLE).unwrap();
-    let (registry, _events) = registry_with_custom_plugins(client());
+    let (registry, _events) = registry_with_custom_plugins(capstan_apiserver::testing::client());
     let fws = cfg.frameworks(&registry).unwrap();
     assert_eq!(fws.len(), 2);
 
@@ -300,7 +291,7 @@ async fn the_example_file_builds_each_profile_with_its_plugins_and_weights() {
 
 #[tokio::test]
 async fn an_empty_configuration_builds_the_default_framework() {
-    let client = client();
+    let client = capstan_apiserver::testing::client();
     let events = EventBroadcaster::new(client.clone(), EventOptions::default());
     let registry = in_tree_registry(client.clone(), events.recorder("default-scheduler"));
     let cfg = config("").unwrap();
@@ -743,8 +734,8 @@ async fn node_of(pods: &Api<Pod>, name: &str) -> String {
 
 #[tokio::test]
 async fn a_pod_naming_the_second_profile_is_scheduled_with_that_profiles_plugins() {
-    within(async {
-        let client = client();
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
         let (registry, events) = registry_with_custom_plugins(client.clone());
         let cfg = config(
             "podInitialBackoffSeconds: 1\npodMaxBackoffSeconds: 1\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: gold-scheduler\n  plugins:\n    multiPoint:\n      enabled:\n      - name: Gold\n",
@@ -818,7 +809,7 @@ async fn a_pod_naming_the_second_profile_is_scheduled_with_that_profiles_plugins
 
 #[tokio::test]
 async fn a_scheduler_refuses_two_profiles_with_one_name() {
-    let client = client();
+    let client = capstan_apiserver::testing::client();
     let events = EventBroadcaster::new(client.clone(), EventOptions::default());
     let recorder = events.recorder("default-scheduler");
     let one = default_framework(client.clone(), recorder.clone()).unwrap();
@@ -918,7 +909,7 @@ fn hard_pod_affinity_weight_sets_how_much_existing_required_terms_attract() {
 
 #[tokio::test]
 async fn in_tree_factories_refuse_invalid_arguments_with_the_field_errors() {
-    let (registry, _events) = registry_with_custom_plugins(client());
+    let (registry, _events) = registry_with_custom_plugins(capstan_apiserver::testing::client());
     let refused = |plugin: &str, args: serde_json::Value| match registry.build(plugin, &args) {
         Err(Error::InvalidArgs { plugin, message }) => format!("{plugin}: {message}"),
         other => panic!("expected invalid arguments, got {other:?}"),

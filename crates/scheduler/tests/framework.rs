@@ -76,8 +76,8 @@ fn node(name: &str) -> NodeInfo {
     NodeInfo::new(Arc::new(n))
 }
 
-fn registry(counting: Arc<Counting>) -> Registry {
-    let mut r = Registry::new();
+fn registry(counting: Arc<Counting>) -> PluginRegistry {
+    let mut r = PluginRegistry::new();
     r.register("AlwaysTrue", |_| {
         Ok(Plugin::builder(Arc::new(AlwaysTrue)).filter().build())
     })
@@ -160,7 +160,7 @@ fn unknown_and_repeated_plugins_are_refused() {
 
 #[test]
 fn a_factory_sees_the_profile_arguments_and_may_refuse_them() {
-    let mut r = Registry::new();
+    let mut r = PluginRegistry::new();
     r.register("AlwaysTrue", |args| {
         if args.get("bad").is_some() {
             return Err(Error::InvalidArgs {

@@ -7,11 +7,9 @@ use std::time::Duration;
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
 use capstan_api::kube_core::params::PostParams;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions, EventRecorder};
 use capstan_controller::leader::{LeaderElectionConfig, LeaderElector};
 use capstan_scheduler::{default_framework, Scheduler};
-use capstan_store::memory::MemoryStore;
 use serde_json::json;
 
 /// Runs a replica named `identity` for ever: stands for every term with a new scheduler.
@@ -71,7 +69,7 @@ async fn wait_bound(pods: &Api<Pod>, count: usize) {
 #[tokio::test(start_paused = true)]
 async fn only_the_leader_schedules_and_the_standby_takes_over_when_it_dies() {
     tokio::time::timeout(Duration::from_secs(600), async {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let client = capstan_apiserver::testing::client();
         let events = EventBroadcaster::new(
             client.clone(),
             EventOptions::default().history_capacity(1000),

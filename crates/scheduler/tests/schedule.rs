@@ -79,7 +79,7 @@ impl BindPlugin for Fake {
 }
 
 fn framework(fake: Arc<Fake>, percentage: Option<u32>) -> Framework {
-    let mut r = Registry::new();
+    let mut r = PluginRegistry::new();
     r.register("Fake", move |_| {
         Ok(Plugin::builder(fake.clone())
             .filter()

@@ -1,32 +1,27 @@
 //! The seed scenarios end to end: the scheduler over the in-process API server.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
 use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
+use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_scheduler::framework::{
-    CycleState, Framework, PermitDecision, PermitPlugin, Plugin, PluginConfig,
-    Registry as FrameworkRegistry, SchedulerPlugin,
+    CycleState, Framework, PermitDecision, PermitPlugin, Plugin, PluginConfig, PluginRegistry,
+    SchedulerPlugin,
 };
 use capstan_scheduler::plugins::{default_profile, default_registry};
 use capstan_scheduler::waiting::WaitingPods;
 use capstan_scheduler::{default_framework, DefaultBinder, Scheduler, DEFAULT_BINDER};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use serde_json::json;
 
 const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/manifests");
 
-async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), test)
-        .await
-        .expect("test timed out")
-}
+/// Every test's time limit.
+const LIMIT: Duration = Duration::from_secs(30);
 
 fn manifest(name: &str) -> Pod {
     let text = std::fs::read_to_string(format!("{MANIFESTS}/{name}")).unwrap();
@@ -46,8 +41,8 @@ impl Cluster {
 
     /// A cluster whose scheduler also runs `permit` (a registry holding one Permit plugin,
     /// and its name), sharing `waiting` with it.
-    fn start_with(permit: Option<(FrameworkRegistry, &str)>, waiting: Arc<WaitingPods>) -> Self {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+    fn start_with(permit: Option<(PluginRegistry, &str)>, waiting: Arc<WaitingPods>) -> Self {
+        let client = capstan_apiserver::testing::client();
         let events = EventBroadcaster::new(
             client.clone(),
             EventOptions::default().history_capacity(1000),
@@ -133,7 +128,7 @@ impl Drop for Cluster {
 
 #[tokio::test]
 async fn a_pod_with_node_name_bypasses_the_scheduler() {
-    within(async {
+    within(LIMIT, async {
         let c = Cluster::start();
         c.add_node("node01", json!({})).await;
         c.add_node("node02", json!({})).await;
@@ -163,7 +158,7 @@ async fn a_pod_with_node_name_bypasses_the_scheduler() {
 
 #[tokio::test]
 async fn a_node_selector_pod_lands_on_node02_once_it_is_labelled() {
-    within(async {
+    within(LIMIT, async {
         let c = Cluster::start();
         c.add_node("node01", json!({})).await;
         c.add_node("node02", json!({})).await;
@@ -215,7 +210,7 @@ async fn a_node_selector_pod_lands_on_node02_once_it_is_labelled() {
 
 #[tokio::test]
 async fn an_unschedulable_pod_is_scheduled_when_a_matching_node_appears() {
-    within(async {
+    within(LIMIT, async {
         let c = Cluster::start();
         c.add_node("node01", json!({})).await;
         c.pods()
@@ -231,7 +226,7 @@ async fn an_unschedulable_pod_is_scheduled_when_a_matching_node_appears() {
 
 #[tokio::test]
 async fn pending_pods_spread_over_nodes_by_least_allocated() {
-    within(async {
+    within(LIMIT, async {
         let c = Cluster::start();
         c.add_node("node01", json!({})).await;
         c.add_node("node02", json!({})).await;
@@ -270,7 +265,7 @@ fn pod_with(name: &str, priority: i32, cpu: &str, node: Option<&str>) -> Pod {
 
 #[tokio::test]
 async fn a_high_priority_pod_preempts_the_fewest_lower_priority_pods() {
-    within(async {
+    within(LIMIT, async {
         let c = Cluster::start();
         c.add_node("node01", json!({})).await;
         // node01 has 4 CPUs, all taken: two low-priority pods and one of equal priority.
@@ -356,7 +351,7 @@ async fn a_high_priority_pod_preempts_the_fewest_lower_priority_pods() {
 
 #[tokio::test]
 async fn a_pod_with_preemption_policy_never_evicts_nobody() {
-    within(async {
+    within(LIMIT, async {
         let c = Cluster::start();
         c.add_node("node01", json!({})).await;
         c.pods()
@@ -406,8 +401,8 @@ impl PermitPlugin for Gate {
     }
 }
 
-fn gate(wait: Duration) -> (FrameworkRegistry, &'static str) {
-    let mut r = FrameworkRegistry::new();
+fn gate(wait: Duration) -> (PluginRegistry, &'static str) {
+    let mut r = PluginRegistry::new();
     let plugin = Arc::new(Gate { wait });
     r.register("Gate", move |_| {
         Ok(Plugin::builder(plugin.clone()).permit().build())
@@ -418,7 +413,7 @@ fn gate(wait: Duration) -> (FrameworkRegistry, &'static str) {
 
 #[tokio::test]
 async fn a_waiting_pod_is_bound_only_once_its_permit_plugin_allows_it() {
-    within(async {
+    within(LIMIT, async {
         let waiting = Arc::new(WaitingPods::new());
         let c = Cluster::start_with(Some(gate(Duration::from_secs(60))), waiting.clone());
         c.add_node("node01", json!({})).await;
@@ -442,7 +437,7 @@ async fn a_waiting_pod_is_bound_only_once_its_permit_plugin_allows_it() {
 
 #[tokio::test]
 async fn a_waiting_pod_is_rejected_when_its_wait_runs_out() {
-    within(async {
+    within(LIMIT, async {
         let waiting = Arc::new(WaitingPods::new());
         let c = Cluster::start_with(Some(gate(Duration::from_millis(50))), waiting.clone());
         c.add_node("node01", json!({})).await;

@@ -19,6 +19,9 @@
 //! | Secret | `type: Opaque` |
 //! | PersistentVolumeClaim | `volumeMode: Filesystem` |
 //! | Endpoints | ports `protocol: TCP` |
+//!
+//! Each kind's defaults live in its strategy (`registry/kinds/`); this module holds the
+//! admission step and what several kinds share: the pod template and container defaults.
 
 use async_trait::async_trait;
 use capstan_api::{ResourceInfo, Result};
@@ -26,7 +29,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     admission::{AdmissionPhase, AdmissionRequest, AdmissionStep, Operation},
-    object,
+    kinds, object,
 };
 
 /// The mutating admission step applying Kubernetes' defaults to built-in kinds; see the
@@ -59,40 +62,19 @@ pub fn apply_defaults(resource: &ResourceInfo, object: &mut Value) {
     if !object.is_object() {
         return;
     }
-    match (resource.group(), resource.kind()) {
-        ("", "Pod") => default_pod(object),
-        ("", "PodTemplate") => default_template(object, "template", RestartPolicy::Always),
-        ("", "ReplicationController") => default_replication_controller(object),
-        ("", "Service") => default_service(object),
-        ("", "Namespace") => default_namespace(object),
-        ("", "Secret") => set_default(ensure_map(object), "type", "Opaque"),
-        ("", "PersistentVolumeClaim") => {
-            set_default(object::at_mut(object, "spec"), "volumeMode", "Filesystem")
-        }
-        ("", "Endpoints") => default_endpoints(object),
-        ("apps", "Deployment") => default_deployment(object),
-        ("apps", "ReplicaSet") => {
-            set_default(object::at_mut(object, "spec"), "replicas", 1);
-            default_template(object, "spec.template", RestartPolicy::Always);
-        }
-        ("apps", "DaemonSet") => default_daemon_set(object),
-        ("apps", "StatefulSet") => default_stateful_set(object),
-        ("batch", "Job") => default_job(object, "spec"),
-        ("batch", "CronJob") => default_cron_job(object),
-        _ => {}
-    }
+    kinds::strategy_for(resource).apply_defaults(object);
 }
 
 /// Whether a pod template's `restartPolicy` gets the `Always` default.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum RestartPolicy {
+pub(crate) enum RestartPolicy {
     Always,
     /// Job templates: the policy is required and left alone.
     Required,
 }
 
 /// Inserts `value` under `key` when the key is missing or `null`.
-fn set_default(map: &mut Map<String, Value>, key: &str, value: impl Into<Value>) {
+pub(crate) fn set_default(map: &mut Map<String, Value>, key: &str, value: impl Into<Value>) {
     match map.get(key) {
         None | Some(Value::Null) => {
             map.insert(key.to_string(), value.into());
@@ -101,12 +83,13 @@ fn set_default(map: &mut Map<String, Value>, key: &str, value: impl Into<Value>)
     }
 }
 
-fn ensure_map(object: &mut Value) -> &mut Map<String, Value> {
+/// `object` as a map, made an empty one first when it is not an object.
+pub(crate) fn ensure_map(object: &mut Value) -> &mut Map<String, Value> {
     object::ensure_object(object)
 }
 
 /// The list under `key`, if present, as mutable objects.
-fn each_object<'a>(
+pub(crate) fn each_object<'a>(
     map: &'a mut Map<String, Value>,
     key: &str,
 ) -> impl Iterator<Item = &'a mut Map<String, Value>> {
@@ -117,15 +100,8 @@ fn each_object<'a>(
         .filter_map(Value::as_object_mut)
 }
 
-fn default_pod(pod: &mut Value) {
-    let spec = object::at_mut(pod, "spec");
-    default_pod_spec(spec, RestartPolicy::Always);
-    set_default(spec, "enableServiceLinks", true);
-    set_default(object::at_mut(pod, "status"), "phase", "Pending");
-}
-
 /// Defaults the pod template at `path` (its metadata is left alone), if there is one.
-fn default_template(object: &mut Value, path: &str, restart: RestartPolicy) {
+pub(crate) fn default_template(object: &mut Value, path: &str, restart: RestartPolicy) {
     if let Some(Value::Object(_)) = object::at(object, path) {
         let template = object::at_mut(object, path);
         let spec = ensure_map(
@@ -137,7 +113,7 @@ fn default_template(object: &mut Value, path: &str, restart: RestartPolicy) {
     }
 }
 
-fn default_pod_spec(spec: &mut Map<String, Value>, restart: RestartPolicy) {
+pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>, restart: RestartPolicy) {
     if restart == RestartPolicy::Always {
         set_default(spec, "restartPolicy", "Always");
     }
@@ -201,179 +177,6 @@ fn image_tag(image: &str) -> Option<&str> {
     }
     let last = image.rsplit('/').next().unwrap_or(image);
     last.split_once(':').map(|(_, tag)| tag)
-}
-
-fn default_deployment(deployment: &mut Value) {
-    let spec = object::at_mut(deployment, "spec");
-    set_default(spec, "replicas", 1);
-    set_default(spec, "revisionHistoryLimit", 10);
-    set_default(spec, "progressDeadlineSeconds", 600);
-    let strategy = ensure_map(
-        spec.entry("strategy")
-            .or_insert_with(|| Value::Object(Map::new())),
-    );
-    set_default(strategy, "type", "RollingUpdate");
-    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-        let rolling = ensure_map(
-            strategy
-                .entry("rollingUpdate")
-                .or_insert_with(|| Value::Object(Map::new())),
-        );
-        set_default(rolling, "maxUnavailable", "25%");
-        set_default(rolling, "maxSurge", "25%");
-    }
-    default_template(deployment, "spec.template", RestartPolicy::Always);
-}
-
-fn default_daemon_set(daemon_set: &mut Value) {
-    let spec = object::at_mut(daemon_set, "spec");
-    set_default(spec, "revisionHistoryLimit", 10);
-    let strategy = ensure_map(
-        spec.entry("updateStrategy")
-            .or_insert_with(|| Value::Object(Map::new())),
-    );
-    set_default(strategy, "type", "RollingUpdate");
-    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-        let rolling = ensure_map(
-            strategy
-                .entry("rollingUpdate")
-                .or_insert_with(|| Value::Object(Map::new())),
-        );
-        set_default(rolling, "maxUnavailable", 1);
-        set_default(rolling, "maxSurge", 0);
-    }
-    default_template(daemon_set, "spec.template", RestartPolicy::Always);
-}
-
-fn default_stateful_set(stateful_set: &mut Value) {
-    let spec = object::at_mut(stateful_set, "spec");
-    set_default(spec, "replicas", 1);
-    set_default(spec, "podManagementPolicy", "OrderedReady");
-    set_default(spec, "revisionHistoryLimit", 10);
-    set_default(
-        spec,
-        "persistentVolumeClaimRetentionPolicy",
-        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-    );
-    let strategy = ensure_map(
-        spec.entry("updateStrategy")
-            .or_insert_with(|| Value::Object(Map::new())),
-    );
-    set_default(strategy, "type", "RollingUpdate");
-    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-        let rolling = ensure_map(
-            strategy
-                .entry("rollingUpdate")
-                .or_insert_with(|| Value::Object(Map::new())),
-        );
-        set_default(rolling, "partition", 0);
-    }
-    default_template(stateful_set, "spec.template", RestartPolicy::Always);
-}
-
-fn default_replication_controller(controller: &mut Value) {
-    let template_labels = object::at(controller, "spec.template.metadata.labels")
-        .filter(|labels| labels.as_object().is_some_and(|l| !l.is_empty()))
-        .cloned();
-    let spec = object::at_mut(controller, "spec");
-    set_default(spec, "replicas", 1);
-    if let Some(labels) = template_labels {
-        set_default(spec, "selector", labels.clone());
-        let metadata = object::metadata_mut(controller);
-        set_default(metadata, "labels", labels);
-    }
-    default_template(controller, "spec.template", RestartPolicy::Always);
-}
-
-/// Defaults the Job spec at `path` (`spec`, or a CronJob's `spec.jobTemplate.spec`).
-fn default_job(object: &mut Value, path: &str) {
-    let spec = object::at_mut(object, path);
-    if matches!(spec.get("completions"), None | Some(Value::Null))
-        && matches!(spec.get("parallelism"), None | Some(Value::Null))
-    {
-        spec.insert("completions".into(), 1.into());
-    }
-    set_default(spec, "parallelism", 1);
-    set_default(spec, "backoffLimit", 6);
-    set_default(spec, "completionMode", "NonIndexed");
-    set_default(spec, "suspend", false);
-    let replacement = if spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) {
-        "Failed"
-    } else {
-        "TerminatingOrFailed"
-    };
-    set_default(spec, "podReplacementPolicy", replacement);
-    default_template(object, &format!("{path}.template"), RestartPolicy::Required);
-}
-
-fn default_cron_job(cron_job: &mut Value) {
-    let spec = object::at_mut(cron_job, "spec");
-    set_default(spec, "concurrencyPolicy", "Allow");
-    set_default(spec, "suspend", false);
-    set_default(spec, "successfulJobsHistoryLimit", 3);
-    set_default(spec, "failedJobsHistoryLimit", 1);
-    if let Some(Value::Object(_)) = object::at(cron_job, "spec.jobTemplate") {
-        default_job(cron_job, "spec.jobTemplate.spec");
-    }
-}
-
-fn default_service(service: &mut Value) {
-    let spec = object::at_mut(service, "spec");
-    set_default(spec, "type", "ClusterIP");
-    let service_type = spec
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP")
-        .to_string();
-    set_default(spec, "sessionAffinity", "None");
-    if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
-        set_default(
-            spec,
-            "sessionAffinityConfig",
-            json!({"clientIP": {"timeoutSeconds": 10800}}),
-        );
-    }
-    if service_type != "ExternalName" {
-        set_default(spec, "internalTrafficPolicy", "Cluster");
-    }
-    if service_type == "NodePort" || service_type == "LoadBalancer" {
-        set_default(spec, "externalTrafficPolicy", "Cluster");
-    }
-    for port in each_object(spec, "ports") {
-        set_default(port, "protocol", "TCP");
-        let unset_target = match port.get("targetPort") {
-            None | Some(Value::Null) => true,
-            Some(Value::Number(n)) => n.as_i64() == Some(0),
-            Some(Value::String(s)) => s.is_empty(),
-            Some(_) => false,
-        };
-        if unset_target {
-            if let Some(number) = port.get("port").cloned() {
-                port.insert("targetPort".into(), number);
-            }
-        }
-    }
-}
-
-fn default_namespace(namespace: &mut Value) {
-    if let Some(name) = object::name(namespace).map(str::to_string) {
-        let metadata = object::metadata_mut(namespace);
-        let labels = ensure_map(
-            metadata
-                .entry("labels")
-                .or_insert_with(|| Value::Object(Map::new())),
-        );
-        labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
-    }
-    set_default(object::at_mut(namespace, "status"), "phase", "Active");
-}
-
-fn default_endpoints(endpoints: &mut Value) {
-    for subset in each_object(ensure_map(endpoints), "subsets") {
-        for port in each_object(subset, "ports") {
-            set_default(port, "protocol", "TCP");
-        }
-    }
 }
 
 #[cfg(test)]

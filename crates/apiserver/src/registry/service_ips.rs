@@ -16,12 +16,12 @@
 
 use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr, sync::Arc};
 
-use capstan_api::{Error, ResourceInfo, Result};
+use capstan_api::{Error, FieldError, ResourceInfo, Result};
 use capstan_store::{Range, Store};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use super::storage::store_error;
+use super::storage::{store_error, Companions};
 
 /// The default service CIDR, kube-apiserver's `--service-cluster-ip-range` default.
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
@@ -298,6 +298,117 @@ pub(crate) fn cluster_ip(service: &Value) -> Option<Ipv4Addr> {
         .as_str()?
         .parse()
         .ok()
+}
+
+/// What a write does to cluster IP allocations. Dropped without [`commit`](Self::commit), it
+/// gives back the address it reserved, so no failure path can leak one.
+#[derive(Debug)]
+pub(crate) struct IpPlan<'a> {
+    allocator: Option<&'a ServiceIpAllocator>,
+    /// Reserved in memory for this write; recorded in the store with it.
+    reserved: Option<Ipv4Addr>,
+    /// Whether the client asked for `reserved` by address.
+    explicit: bool,
+    /// Given up by this write; its record is deleted with it.
+    released: Option<Ipv4Addr>,
+}
+
+impl<'a> IpPlan<'a> {
+    /// A plan that touches no address.
+    pub(crate) fn none() -> Self {
+        IpPlan {
+            allocator: None,
+            reserved: None,
+            explicit: false,
+            released: None,
+        }
+    }
+
+    /// A plan recording `ip`, the next free address, reserved from `allocator` for this write.
+    pub(crate) fn reserved(allocator: &'a ServiceIpAllocator, ip: Ipv4Addr) -> Self {
+        IpPlan {
+            allocator: Some(allocator),
+            reserved: Some(ip),
+            ..IpPlan::none()
+        }
+    }
+
+    /// A plan recording `ip`, the address the client asked for, reserved for this write. It
+    /// holds no allocator: the in-memory reservation is not handed back when the write fails.
+    pub(crate) fn requested(ip: Ipv4Addr) -> Self {
+        IpPlan {
+            reserved: Some(ip),
+            explicit: true,
+            ..IpPlan::none()
+        }
+    }
+
+    /// A plan giving `ip` (if any) back to `allocator` once the write is stored.
+    pub(crate) fn released(allocator: &'a ServiceIpAllocator, ip: Option<Ipv4Addr>) -> Self {
+        IpPlan {
+            allocator: Some(allocator),
+            released: ip,
+            ..IpPlan::none()
+        }
+    }
+
+    /// The write was stored: keep the reserved address, free the released one.
+    pub(crate) fn commit(mut self) {
+        self.reserved = None;
+        if let (Some(allocator), Some(ip)) = (self.allocator, self.released) {
+            allocator.release(ip);
+        }
+    }
+
+    /// The store says someone else holds the reserved address: it stays marked as used here.
+    /// When the client asked for that address, the error to return (another attempt cannot
+    /// help); `None` when the next attempt may pick another.
+    pub(crate) fn taken_elsewhere(mut self, info: &ResourceInfo, name: &str) -> Option<Error> {
+        let explicit = self.explicit;
+        let ip = self.reserved.take();
+        explicit.then(|| ip_taken(info, name, ip))
+    }
+
+    /// The allocation records written and deleted in the same transaction as the object.
+    pub(crate) fn companions(&self, namespace: Option<&str>, name: &str) -> Companions {
+        let creates = self
+            .reserved
+            .map(|ip| {
+                let record = ServiceIpAllocator::record(ip, namespace.unwrap_or_default(), name);
+                let bytes = serde_json::to_vec(&record).expect("a record serializes");
+                (ServiceIpAllocator::key(ip), bytes.into())
+            })
+            .into_iter()
+            .collect();
+        let deletes = self
+            .released
+            .map(ServiceIpAllocator::key)
+            .into_iter()
+            .collect();
+        Companions { creates, deletes }
+    }
+}
+
+impl Drop for IpPlan<'_> {
+    fn drop(&mut self) {
+        if let (Some(allocator), Some(ip)) = (self.allocator, self.reserved) {
+            allocator.release(ip);
+        }
+    }
+}
+
+/// The error for a requested address someone else holds.
+fn ip_taken(info: &ResourceInfo, name: &str, ip: Option<Ipv4Addr>) -> Error {
+    let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+    Error::Invalid {
+        kind: info.qualified_kind(),
+        name: name.to_string(),
+        causes: vec![FieldError::invalid(
+            "spec.clusterIP",
+            ip.as_str(),
+            format!("failed to allocate IP {ip}: provided IP is already allocated"),
+        )],
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! Unit tests of the rules the registry owns, whatever the admission chain.
 
-use capstan_api::kube_core::params::Preconditions;
+use capstan_api::kube_core::params::{DeleteParams, Preconditions, PropagationPolicy};
 use capstan_store::memory::MemoryStore;
 use serde_json::json;
 
+use super::create::prepare_create;
+use super::delete::{check_preconditions, finalizers_for};
+use super::rules::pin_namespace;
+use super::update::{check_identity, prepare_update, tracked_content_changed};
 use super::*;
 use crate::registry::test_support::within;
 

@@ -17,15 +17,8 @@ use capstan_api::{
     },
     Client, Error, ResourceInfo, Result, WatchStream,
 };
-use capstan_apiserver::registry::Registry;
-use capstan_store::memory::MemoryStore;
 use parking_lot::Mutex;
 use tokio::time::Instant;
-
-/// A fresh in-process API server over the memory store.
-pub fn registry() -> Arc<dyn Client> {
-    Arc::new(Registry::new(Arc::new(MemoryStore::new())))
-}
 
 /// How a [`FaultyClient`] answers.
 #[derive(Clone, Copy, Debug, PartialEq)]

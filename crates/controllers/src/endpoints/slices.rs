@@ -41,7 +41,6 @@
 //! warning Events on the Service, and retried with per-key backoff.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -55,7 +54,7 @@ use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use capstan_api::kube_core::params::{DeleteParams, PostParams, Preconditions};
 use capstan_api::kube_core::ObjectMeta;
 use capstan_api::{Api, Client, Error};
-use capstan_watch::{Cache, InformerFactory, ObjectKey, SharedInformer};
+use capstan_watch::{Cache, InformerFactory, ObjectKey};
 
 use super::{
     find_port, is_ipv6, managed_selector, pod_ips, pod_reference, published_hostname, run_cleanup,
@@ -63,7 +62,16 @@ use super::{
     HEADLESS_LABEL, STALE_RETRY,
 };
 use capstan_controller::events::EventRecorder;
-use capstan_controller::runtime::{Action, Context, Controller, ControllerError, Reconciler};
+use capstan_controller::runtime::{
+    Action, Context, Controller, ControllerError, ManagedController, Reconciler,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::context::{BuiltinController, ControllerContext, StopSignal};
+
+/// Kubernetes' name for the controller: what `--controllers` lists.
+pub const NAME: &str = "endpointslice-controller";
 
 /// The component name the controller's Events report.
 pub const COMPONENT: &str = "endpoint-slice-controller";
@@ -534,6 +542,14 @@ impl EndpointSliceReconciler {
         }
     }
 
+    /// Puts at most `max` endpoints in a slice (default [`DEFAULT_MAX_ENDPOINTS_PER_SLICE`];
+    /// at least 1).
+    #[must_use]
+    pub fn max_endpoints_per_slice(mut self, max: usize) -> Self {
+        self.max_endpoints_per_slice = max.max(1);
+        self
+    }
+
     async fn sync(&self, service: &Service, key: &ObjectKey) -> Result<Action, Error> {
         if managed_selector(service).is_none() {
             return Ok(Action::await_change());
@@ -603,159 +619,106 @@ impl Reconciler<Service> for EndpointSliceReconciler {
 // ---------------------------------------------------------------------------------------
 
 /// The EndpointSlice controller: a [`Controller`] for Services watching Pods and owning
-/// EndpointSlices, with an [`EndpointSliceReconciler`], plus the cleanup of deleted Services'
-/// slices. See the [module docs](self).
-pub struct EndpointSliceController {
+/// EndpointSlices, run with an [`EndpointSliceReconciler`], plus (as a companion task) the
+/// cleanup of deleted Services' slices. See the [module docs](self). Build it with
+/// [`controller`]; cap a slice's size with
+/// [`map_reconciler`](ManagedController::map_reconciler) and
+/// [`EndpointSliceReconciler::max_endpoints_per_slice`]; tune its workers (Kubernetes'
+/// `--concurrent-service-endpoint-syncs`) with [`concurrency`](ManagedController::concurrency).
+pub type EndpointSliceController = ManagedController<Service, EndpointSliceReconciler>;
+
+/// A controller writing through `client`, with the Service, Pod and EndpointSlice informers
+/// of `factory` and Events from `recorder` (whose component is usually [`COMPONENT`]).
+///
+/// # Panics
+///
+/// Outside a tokio runtime: the factory starts the informers at once.
+pub fn controller(
     client: Arc<dyn Client>,
-    controller: Controller<Service>,
-    reconciler: EndpointSliceReconciler,
-    services: Arc<SharedInformer<Service>>,
-    slices: Arc<SharedInformer<EndpointSlice>>,
-}
-
-impl std::fmt::Debug for EndpointSliceController {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EndpointSliceController")
-            .field("controller", &self.controller)
-            .field("reconciler", &self.reconciler)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EndpointSliceController {
-    /// A controller writing through `client`, with the Service, Pod and EndpointSlice
-    /// informers of `factory` and Events from `recorder` (whose component is usually
-    /// [`COMPONENT`]).
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime: the factory starts the informers at once.
-    pub fn new(
-        client: Arc<dyn Client>,
-        factory: Arc<InformerFactory>,
-        recorder: EventRecorder,
-    ) -> Self {
-        let services = factory.informer::<Service>();
-        let pods = factory.informer::<Pod>();
-        let slices = factory.informer::<EndpointSlice>();
-        let controller = Controller::<Service>::new(factory)
-            .named("endpointslice-controller")
-            .owns_informer(slices.clone());
-        let service_cache = controller.cache().clone();
-        let controller = controller.watches_informer(pods.clone(), move |pod: &Pod| {
-            services_selecting(&service_cache, pod)
-        });
-        let reconciler = EndpointSliceReconciler::new(
-            client.clone(),
-            pods.cache().clone(),
-            slices.cache().clone(),
-            recorder,
-        );
-        EndpointSliceController {
-            client,
-            controller,
-            reconciler,
-            services,
-            slices,
+    factory: Arc<InformerFactory>,
+    recorder: EventRecorder,
+) -> EndpointSliceController {
+    let services = factory.informer::<Service>();
+    let pods = factory.informer::<Pod>();
+    let slices = factory.informer::<EndpointSlice>();
+    let controller = Controller::<Service>::new(factory)
+        .named(NAME)
+        .owns_informer(slices.clone());
+    let service_cache = controller.cache().clone();
+    let controller = controller.watches_informer(pods.clone(), move |pod: &Pod| {
+        services_selecting(&service_cache, pod)
+    });
+    let reconciler = EndpointSliceReconciler::new(
+        client.clone(),
+        pods.cache().clone(),
+        slices.cache().clone(),
+        recorder,
+    );
+    let synced = {
+        let (services, slices) = (services.clone(), slices.clone());
+        async move {
+            services.wait_for_sync().await;
+            slices.wait_for_sync().await;
         }
-    }
-
-    /// Puts at most `max` endpoints in a slice (default [`DEFAULT_MAX_ENDPOINTS_PER_SLICE`];
-    /// at least 1).
-    #[must_use]
-    pub fn max_endpoints_per_slice(mut self, max: usize) -> Self {
-        self.reconciler.max_endpoints_per_slice = max.max(1);
-        self
-    }
-
-    /// Runs at most `workers` syncs at once (Kubernetes' `--concurrent-service-endpoint-syncs`,
-    /// 5 there; the runtime's default here).
-    #[must_use]
-    pub fn concurrency(mut self, workers: usize) -> Self {
-        self.controller = self.controller.concurrency(workers);
-        self
-    }
-
-    /// The underlying runtime controller's metrics.
-    pub fn metrics(&self) -> Arc<capstan_controller::runtime::ControllerMetrics> {
-        self.controller.metrics()
-    }
-
-    /// Runs until `shutdown` completes; syncs in flight then finish and it returns `Ok(())`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Controller::run`].
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ControllerError> {
-        let EndpointSliceController {
-            client,
-            controller,
-            reconciler,
-            services,
-            slices,
-        } = self;
-        let controller = controller.graceful_shutdown_on(shutdown);
-        let handle = controller.shutdown_handle();
-        let synced = {
-            let (services, slices) = (services.clone(), slices.clone());
-            async move {
-                services.wait_for_sync().await;
-                slices.wait_for_sync().await;
-            }
-        };
-        let leftovers = {
-            let (services, slices) = (services.clone(), slices.clone());
-            move || {
-                let mut keys: Vec<ObjectKey> = slices
-                    .cache()
-                    .list()
-                    .iter()
-                    .filter(|slice| managed_by_us(slice))
-                    .filter_map(|slice| {
-                        let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-                        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
-                        Some(ObjectKey::namespaced(namespace, name.clone()))
-                    })
-                    .filter(|key| services.cache().get(key).is_none())
-                    .collect();
-                keys.sort();
-                keys.dedup();
-                keys
-            }
-        };
-        let slice_cache = slices.cache().clone();
-        let freshness = reconciler.freshness.clone();
-        let sweep = move |key: ObjectKey| {
-            let client = client.clone();
-            freshness.forget(&key);
-            let doomed = slice_cache.by_index(SERVICE_INDEX, &index_value(&key));
-            async move {
-                let namespace = key.namespace.clone().unwrap_or_default();
-                let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
-                for slice in doomed {
-                    let name = slice.metadata.name.as_deref().unwrap_or_default();
-                    match api.delete(name, &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(error) if error.is_not_found() => {}
-                        Err(error) => return Err(error),
-                    }
+    };
+    let leftovers = {
+        let (services, slices) = (services.clone(), slices.clone());
+        move || {
+            let mut keys: Vec<ObjectKey> = slices
+                .cache()
+                .list()
+                .iter()
+                .filter(|slice| managed_by_us(slice))
+                .filter_map(|slice| {
+                    let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+                    let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+                    Some(ObjectKey::namespaced(namespace, name.clone()))
+                })
+                .filter(|key| services.cache().get(key).is_none())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            keys
+        }
+    };
+    let slice_cache = slices.cache().clone();
+    let freshness = reconciler.freshness.clone();
+    let sweep = move |key: ObjectKey| {
+        let client = client.clone();
+        freshness.forget(&key);
+        let doomed = slice_cache.by_index(SERVICE_INDEX, &index_value(&key));
+        async move {
+            let namespace = key.namespace.clone().unwrap_or_default();
+            let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
+            for slice in doomed {
+                let name = slice.metadata.name.as_deref().unwrap_or_default();
+                match api.delete(name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(error) if error.is_not_found() => {}
+                    Err(error) => return Err(error),
                 }
-                Ok(())
             }
-        };
-        let cleanup = run_cleanup(
-            "endpointslice-controller",
-            services,
-            synced,
-            leftovers,
-            sweep,
-            handle,
-        );
-        let (result, ()) = futures::join!(controller.run(reconciler), cleanup);
-        result
+            Ok(())
+        }
+    };
+    ManagedController::new(controller, reconciler)
+        .with_companion(move |handle| run_cleanup(NAME, services, synced, leftovers, sweep, handle))
+}
+
+impl BuiltinController for EndpointSliceController {
+    const NAME: &'static str = NAME;
+    const ALIASES: &'static [&'static str] = &["endpointslice"];
+
+    fn from_context(ctx: &ControllerContext) -> Self {
+        controller(
+            ctx.client.clone(),
+            ctx.factory.clone(),
+            ctx.recorder.clone(),
+        )
+    }
+
+    fn run_until(self, shutdown: StopSignal) -> BoxFuture<'static, Result<(), ControllerError>> {
+        self.run(shutdown).boxed()
     }
 }
 

@@ -4,7 +4,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,25 +12,20 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use capstan_api::k8s_openapi::api::core::v1::{Event, Pod};
 use capstan_api::kube_core::params::PostParams;
+pub use capstan_api::testing::within;
 use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
 use capstan_kubelet::{HttpGet, Kubelet, KubeletConfig, ProbeOutcome, Prober, RunningKubelet};
 use capstan_net::{AttachResult, Attachment, IpConfig, NetError, NetworkPlugin};
 use capstan_runtime::fake::{FakeRuntime, ImageBehaviour};
 use capstan_runtime::*;
-use capstan_store::memory::MemoryStore;
 use parking_lot::Mutex;
 
 pub const NODE: &str = "node-1";
 pub const NS: &str = "default";
 
-/// Runs a test body with a time limit.
-pub async fn within<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), test)
-        .await
-        .expect("test timed out")
-}
+/// Every test's time limit.
+pub const LIMIT: Duration = Duration::from_secs(60);
 
 /// A network plugin double: hands out `10.244.0.<n>` per attachment and records calls.
 #[derive(Default)]
@@ -271,7 +265,7 @@ pub struct Node {
 impl Node {
     /// A node whose registry serves `images`, with a kubelet started.
     pub async fn start(images: Vec<(&str, ImageBehaviour)>) -> Node {
-        let client: Arc<dyn Client> = Arc::new(Registry::new(Arc::new(MemoryStore::new())));
+        let client = capstan_apiserver::testing::client();
         let clock = FakeClock::new();
         let mut builder = FakeRuntime::builder().node_name(NODE).clock(clock.clone());
         for (image, behaviour) in images {

@@ -59,7 +59,7 @@ use capstan_api::kube_core::params::{Patch, PatchParams};
 use capstan_api::{Api, Client};
 use capstan_controller::events::EventRecorder;
 use capstan_controller::runtime::{
-    Action, Context, Controller, ControllerError, ControllerMetrics, Reconciler,
+    Action, Context, Controller, ControllerError, ControllerMetrics, ManagedController, Reconciler,
 };
 use capstan_watch::{Cache, InformerFactory, ObjectKey};
 use ipnet::IpNet;
@@ -381,19 +381,11 @@ impl Reconciler<Node> for NodeIpamReconciler {
     }
 }
 
-/// The node IPAM controller: a [`Controller`] over Nodes with a [`NodeIpamReconciler`];
-/// see the [module docs](self).
+/// The node IPAM controller: a [`ManagedController`] for Nodes, run with a
+/// [`NodeIpamReconciler`], plus the allocations it keeps. See the [module docs](self).
+#[derive(Debug)]
 pub struct NodeIpamController {
-    controller: Controller<Node>,
-    reconciler: NodeIpamReconciler,
-}
-
-impl std::fmt::Debug for NodeIpamController {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeIpamController")
-            .field("controller", &self.controller)
-            .finish_non_exhaustive()
-    }
+    managed: ManagedController<Node, NodeIpamReconciler>,
 }
 
 impl NodeIpamController {
@@ -426,19 +418,18 @@ impl NodeIpamController {
             allocations,
         };
         NodeIpamController {
-            controller,
-            reconciler,
+            managed: ManagedController::new(controller, reconciler),
         }
     }
 
     /// The underlying runtime controller's metrics.
     pub fn metrics(&self) -> Arc<ControllerMetrics> {
-        self.controller.metrics()
+        self.managed.metrics()
     }
 
     /// Every Node name with its reserved subnet, in address order (a snapshot).
     pub fn allocations(&self) -> Vec<(String, IpNet)> {
-        allocations_of(&self.reconciler.allocations)
+        allocations_of(&self.managed.reconciler().allocations)
     }
 
     /// Runs until `shutdown` completes; reconciles in flight then finish and it returns
@@ -451,10 +442,7 @@ impl NodeIpamController {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ControllerError> {
-        self.controller
-            .graceful_shutdown_on(shutdown)
-            .run(self.reconciler)
-            .await
+        self.managed.run(shutdown).await
     }
 }
 

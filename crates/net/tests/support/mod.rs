@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+pub(crate) use capstan_api::testing::within;
 use capstan_net::cni::{CniNetwork, NetworkConfig};
 use capstan_net::Attachment;
 use serde_json::json;
@@ -184,8 +185,5 @@ pub(crate) fn pod_attachment(ns: &Netns) -> Attachment {
     Attachment::new(unique("sandbox-"), ns.path()).pod("default", ns.name.clone(), "uid")
 }
 
-pub(crate) async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(120), f)
-        .await
-        .expect("the test finishes in time")
-}
+/// Every test's time limit.
+pub(crate) const LIMIT: Duration = Duration::from_secs(120);

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::field::{BadValue, FieldError, FieldErrors};
 use super::{ConfigError, KubeSchedulerConfiguration, KubeSchedulerProfile};
-use crate::framework::{Framework, Plugin, Registry};
+use crate::framework::{Framework, Plugin, PluginRegistry};
 
 /// The plugins of one profile per extension point, before the framework is assembled.
 struct Resolved {
@@ -25,7 +25,7 @@ fn implements(plugin: &Plugin, point: &str) -> bool {
 fn resolve(
     path: &str,
     profile: &KubeSchedulerProfile,
-    registry: &Registry,
+    registry: &PluginRegistry,
     errs: &mut FieldErrors,
 ) -> Option<Resolved> {
     let before = errs.0.len();
@@ -239,7 +239,7 @@ impl KubeSchedulerConfiguration {
     /// implement or twice at one point, arguments its factory refused, a profile without
     /// exactly one QueueSort plugin or without a Bind plugin, and profiles whose QueueSort
     /// plugins differ.
-    pub fn frameworks(&self, registry: &Registry) -> Result<Vec<Framework>, ConfigError> {
+    pub fn frameworks(&self, registry: &PluginRegistry) -> Result<Vec<Framework>, ConfigError> {
         let mut errs = FieldErrors::default();
         let mut resolved = Vec::new();
         let mut first_queue_sort: Option<String> = None;

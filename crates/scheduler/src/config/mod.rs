@@ -20,7 +20,7 @@
 //!
 //! [`KubeSchedulerConfiguration::frameworks`] then builds one
 //! [`Framework`](crate::framework::Framework) per profile through a
-//! [`Registry`](crate::framework::Registry) (the in-tree plugins and any the user
+//! [`PluginRegistry`](crate::framework::PluginRegistry) (the in-tree plugins and any the user
 //! registered), expanding `multiPoint` per extension point as kube-scheduler's framework
 //! does and reporting unknown plugins, plugins enabled at a point they do not implement, and
 //! profiles without exactly one QueueSort plugin or without a Bind plugin as field errors.

@@ -1,5 +1,5 @@
 //! kube-scheduler's plugin framework: the SPI ([`interface`]), [`Status`], [`CycleState`],
-//! the [`Registry`] of plugin factories, the [`Profile`] config and the [`Framework`] a
+//! the [`PluginRegistry`] of plugin factories, the [`Profile`] config and the [`Framework`] a
 //! profile builds.
 
 mod cycle_state;
@@ -21,7 +21,7 @@ pub use interface::*;
 pub(crate) use node_info::controller_of;
 pub use node_info::{host_ports, pod_key, HostPort, NodeInfo, PodInfo};
 pub use registry::{
-    Framework, Plugin, PluginBuilder, PluginConfig, PluginFactory, Profile, Registry,
+    Framework, Plugin, PluginBuilder, PluginConfig, PluginFactory, PluginRegistry, Profile,
     DEFAULT_SCHEDULER_NAME,
 };
 pub use resources::Resources;

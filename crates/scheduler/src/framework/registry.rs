@@ -187,19 +187,21 @@ pub type PluginFactory = Arc<dyn Fn(&serde_json::Value) -> Result<Plugin> + Send
 
 /// Plugin factories by name: the default plugins plus the user's own.
 #[derive(Clone, Default)]
-pub struct Registry {
+pub struct PluginRegistry {
     factories: HashMap<String, PluginFactory>,
 }
 
-impl std::fmt::Debug for Registry {
+impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<_> = self.factories.keys().collect();
         names.sort();
-        f.debug_struct("Registry").field("plugins", &names).finish()
+        f.debug_struct("PluginRegistry")
+            .field("plugins", &names)
+            .finish()
     }
 }
 
-impl Registry {
+impl PluginRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
@@ -220,7 +222,7 @@ impl Registry {
     }
 
     /// Adds every factory of `other`; a name in both is an error.
-    pub fn merge(&mut self, other: Registry) -> Result<&mut Self> {
+    pub fn merge(&mut self, other: PluginRegistry) -> Result<&mut Self> {
         for (name, factory) in other.factories {
             if self.factories.contains_key(&name) {
                 return Err(Error::DuplicatePlugin(name));
@@ -383,7 +385,7 @@ impl Framework {
     ///
     /// Errors: an unknown or repeated plugin, refused arguments, a negative weight, or more
     /// than one QueueSort plugin.
-    pub fn new(registry: &Registry, profile: &Profile) -> Result<Framework> {
+    pub fn new(registry: &PluginRegistry, profile: &Profile) -> Result<Framework> {
         let mut fw = Framework::empty(
             profile.scheduler_name.clone(),
             profile.percentage_of_nodes_to_score,

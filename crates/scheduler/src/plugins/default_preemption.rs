@@ -25,8 +25,8 @@ use capstan_controller::events::EventRecorder;
 use capstan_controller::retry::retry_on_conflict;
 
 use crate::framework::{
-    pod_key, Code, CycleState, Framework, NodeInfo, NodeStatusMap, Plugin, PostFilterContext,
-    PostFilterPlugin, PostFilterResult, Registry, SchedulerPlugin, Status,
+    pod_key, Code, CycleState, Framework, NodeInfo, NodeStatusMap, Plugin, PluginRegistry,
+    PostFilterContext, PostFilterPlugin, PostFilterResult, SchedulerPlugin, Status,
 };
 
 /// Candidates are looked for among at least this share of the nodes (percent)...
@@ -288,9 +288,9 @@ impl DefaultPreemption {
     /// ([`DefaultPreemptionArgs`](crate::config::DefaultPreemptionArgs):
     /// `minCandidateNodesPercentage`, `minCandidateNodesAbsolute`; `null` is the defaults)
     /// and refuses invalid ones with [`Error::InvalidArgs`](crate::Error::InvalidArgs).
-    pub fn registry(client: Arc<dyn Client>, recorder: EventRecorder) -> Registry {
+    pub fn registry(client: Arc<dyn Client>, recorder: EventRecorder) -> PluginRegistry {
         let plugin = DefaultPreemption::new(client, recorder);
-        let mut r = Registry::new();
+        let mut r = PluginRegistry::new();
         r.register(super::DEFAULT_PREEMPTION, move |args| {
             let args =
                 crate::config::PluginArgs::decode_for_plugin(super::DEFAULT_PREEMPTION, args)?;

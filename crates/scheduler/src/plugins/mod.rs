@@ -25,7 +25,7 @@
 
 use std::sync::Arc;
 
-use crate::framework::{Plugin, PluginConfig, Profile, Registry, DEFAULT_SCHEDULER_NAME};
+use crate::framework::{Plugin, PluginConfig, PluginRegistry, Profile, DEFAULT_SCHEDULER_NAME};
 
 mod default_preemption;
 pub(crate) mod helpers;
@@ -88,8 +88,8 @@ pub const DEFAULT_PREEMPTION: &str = "DefaultPreemption";
 
 /// A registry with every default plugin but the binder and preemption (which need a
 /// `Client`).
-pub fn default_registry() -> Registry {
-    let mut r = Registry::new();
+pub fn default_registry() -> PluginRegistry {
+    let mut r = PluginRegistry::new();
     type Build = fn() -> Plugin;
     let entries: [(&str, Build); 9] = [
         (PRIORITY_SORT, || {

@@ -1,0 +1,323 @@
+//! One sync of a Pod: reading the runtime's state, taking the next steps, and writing the
+//! Pod's status when it changed.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use capstan_api::k8s_openapi::api::core::v1::{Container, HostIP, PodIP, PodStatus};
+use capstan_api::kube_core::params::PostParams;
+use capstan_controller::retry::retry_on_error;
+use capstan_runtime as rt;
+
+use super::{spec_hash, PodWorker, ProbeKind, CONTAINER_HASH_LABEL};
+use crate::error::{KubeletError, Result};
+use crate::status::{self, Observed, RestartPolicy};
+use crate::time::time;
+
+impl PodWorker {
+    /// One pass; returns when to sync next at the latest.
+    pub(super) async fn sync(&mut self) -> Result<SystemTime> {
+        let now = self.ctx.clock.now();
+        let mut wake = now + self.ctx.sync_period;
+        if self.finished {
+            return Ok(now + self.ctx.sync_period * 60);
+        }
+        let pod = self.pod.clone();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = RestartPolicy::parse(spec.restart_policy.as_deref());
+        if self.start_time.is_none() {
+            self.start_time = Some(now);
+        }
+        let Some(sandbox) = self.ensure_sandbox().await? else {
+            let no_init = spec.init_containers.as_ref().is_none_or(Vec::is_empty);
+            self.write_status(&spec, policy, &HashMap::new(), no_init, now)
+                .await?;
+            return Ok(wake);
+        };
+        let mut observed = self.observe(&sandbox).await?;
+        let live_ids: HashSet<String> = observed
+            .values()
+            .filter_map(|o| o.latest.as_ref().map(|l| l.id.clone()))
+            .collect();
+        self.probes.retain(|(id, _), _| live_ids.contains(id));
+
+        // Init containers, in order, each to completion.
+        let mut initialized = true;
+        for container in &spec.init_containers.clone().unwrap_or_default() {
+            let entry = observed.get(&container.name).cloned().unwrap_or_default();
+            match &entry.latest {
+                None => {
+                    initialized = false;
+                    let waiting = self
+                        .start_container(&sandbox, container, 0, now, &mut wake)
+                        .await;
+                    observed.entry(container.name.clone()).or_default().waiting = waiting;
+                    break;
+                }
+                Some(l) if l.state == rt::ContainerState::Exited && l.exit_code == Some(0) => {
+                    continue
+                }
+                Some(l) if l.state == rt::ContainerState::Exited => {
+                    initialized = false;
+                    if policy != RestartPolicy::Never {
+                        let l = l.clone();
+                        let waiting = self.restart(&sandbox, container, &l, now, &mut wake).await;
+                        observed.entry(container.name.clone()).or_default().waiting = waiting;
+                    }
+                    break;
+                }
+                Some(_) => {
+                    initialized = false;
+                    break;
+                }
+            }
+        }
+
+        if initialized {
+            for container in &spec.containers {
+                let entry = observed.get(&container.name).cloned().unwrap_or_default();
+                let waiting = match &entry.latest {
+                    None => {
+                        self.start_container(&sandbox, container, 0, now, &mut wake)
+                            .await
+                    }
+                    Some(l) if l.state == rt::ContainerState::Exited => {
+                        let restart = policy != RestartPolicy::Never
+                            && (self.kill_restarts.contains(&container.name)
+                                || policy.restarts(l.exit_code.unwrap_or_default()));
+                        if restart {
+                            let l = l.clone();
+                            self.restart(&sandbox, container, &l, now, &mut wake).await
+                        } else {
+                            None
+                        }
+                    }
+                    Some(l)
+                        if l.state == rt::ContainerState::Running
+                            && l.labels.get(CONTAINER_HASH_LABEL)
+                                != Some(&spec_hash(container)) =>
+                    {
+                        // The container's definition changed (its image): replace it.
+                        let l = l.clone();
+                        self.ctx.normal(
+                            &pod,
+                            "Killing",
+                            format!(
+                                "Container {} definition changed, will be restarted",
+                                container.name
+                            ),
+                        );
+                        let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0);
+                        self.ctx
+                            .runtime
+                            .stop_container(&l.id, Duration::from_secs(grace as u64))
+                            .await
+                            .map_err(|e| {
+                                KubeletError::runtime("stopping a changed container", e)
+                            })?;
+                        self.probes.retain(|(id, _), _| *id != l.id);
+                        self.start_container(
+                            &sandbox,
+                            container,
+                            l.metadata.attempt + 1,
+                            now,
+                            &mut wake,
+                        )
+                        .await
+                    }
+                    Some(l) if l.state == rt::ContainerState::Running => {
+                        let l = l.clone();
+                        let (started, ready) =
+                            self.probe_running(container, &l, now, &mut wake).await;
+                        let slot = observed.entry(container.name.clone()).or_default();
+                        slot.started = started;
+                        slot.ready = ready;
+                        None
+                    }
+                    Some(_) => None,
+                };
+                if waiting.is_some() {
+                    observed.entry(container.name.clone()).or_default().waiting = waiting;
+                }
+            }
+        }
+        if wake <= now {
+            // Something was started or killed: sync again at once instead of writing a status
+            // that is already stale.
+            return Ok(wake);
+        }
+        let phase = self
+            .write_status(&spec, policy, &observed, initialized, now)
+            .await?;
+        if phase == "Running" {
+            if let Some(seen) = self.seen_at.take() {
+                let took = now.duration_since(seen).unwrap_or_default();
+                self.ctx.stats.pod_started(took);
+            }
+        }
+        if matches!(phase, "Succeeded" | "Failed") {
+            // Nothing will run again: free the network and the sandbox's resources.
+            if !self.host_network() {
+                self.ctx
+                    .network
+                    .del(&self.attachment(&sandbox.id, &sandbox.netns))
+                    .await
+                    .map_err(|e| KubeletError::network("detaching a finished pod", e))?;
+            }
+            self.ctx
+                .runtime
+                .stop_pod_sandbox(&sandbox.id)
+                .await
+                .map_err(|e| KubeletError::runtime("stopping a finished pod's sandbox", e))?;
+            self.finished = true;
+        }
+        Ok(wake)
+    }
+
+    /// Probes a running container; returns (started, ready).
+    async fn probe_running(
+        &mut self,
+        container: &Container,
+        running: &rt::ContainerStatus,
+        now: SystemTime,
+        wake: &mut SystemTime,
+    ) -> (bool, bool) {
+        if let Some(probe) = &container.startup_probe {
+            match self
+                .probe(ProbeKind::Startup, probe, container, running, now, wake)
+                .await
+            {
+                Some(true) => {}
+                Some(false) => {
+                    self.kill_for_restart(container, &running.id, ProbeKind::Startup, probe)
+                        .await;
+                    *wake = now;
+                    return (false, false);
+                }
+                None => return (false, false),
+            }
+        }
+        if let Some(probe) = &container.liveness_probe {
+            if self
+                .probe(ProbeKind::Liveness, probe, container, running, now, wake)
+                .await
+                == Some(false)
+            {
+                self.kill_for_restart(container, &running.id, ProbeKind::Liveness, probe)
+                    .await;
+                *wake = now;
+                return (true, false);
+            }
+        }
+        let ready = match &container.readiness_probe {
+            Some(probe) => {
+                self.probe(ProbeKind::Readiness, probe, container, running, now, wake)
+                    .await
+                    == Some(true)
+            }
+            None => true,
+        };
+        (true, ready)
+    }
+
+    /// Computes the status and writes it if it changed; returns the phase.
+    async fn write_status(
+        &mut self,
+        spec: &capstan_api::k8s_openapi::api::core::v1::PodSpec,
+        policy: RestartPolicy,
+        observed: &HashMap<String, Observed>,
+        initialized: bool,
+        now: SystemTime,
+    ) -> Result<&'static str> {
+        let runtime = self.ctx.runtime_name.as_str();
+        let empty = Observed::default();
+        let init: Vec<_> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| {
+                let o = observed.get(&c.name).unwrap_or(&empty);
+                let mut s = status::container_status(c, o, runtime, "PodInitializing");
+                // An init container is ready once it completed.
+                s.ready = s
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0);
+                s
+            })
+            .collect();
+        let default_waiting = if initialized {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
+        let containers: Vec<_> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let o = observed.get(&c.name).unwrap_or(&empty);
+                status::container_status(c, o, runtime, default_waiting)
+            })
+            .collect();
+        let phase = status::phase(policy, &init, initialized, &containers);
+        let previous = self.last_status.clone();
+        let conditions = status::conditions(
+            phase,
+            &init,
+            initialized,
+            &containers,
+            previous.as_ref(),
+            now,
+        );
+        let ips: Vec<String> = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.ips.clone())
+            .unwrap_or_default();
+        let host_ip = self.ctx.host_ip.clone();
+        let status = PodStatus {
+            phase: Some(phase.to_string()),
+            conditions: Some(conditions),
+            host_ip: host_ip.clone(),
+            host_ips: host_ip.map(|ip| vec![HostIP { ip }]),
+            pod_ip: ips.first().cloned(),
+            pod_ips: (!ips.is_empty())
+                .then(|| ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
+            start_time: self.start_time.map(time),
+            init_container_statuses: (!init.is_empty()).then_some(init),
+            container_statuses: Some(containers),
+            qos_class: previous.as_ref().and_then(|p| p.qos_class.clone()),
+            ..PodStatus::default()
+        };
+        if self.last_status.as_ref() == Some(&status) {
+            return Ok(phase);
+        }
+        let api = self.api();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let uid = &self.pod.metadata.uid;
+        // Whether it was written (not gone, not replaced).
+        let written = retry_on_error(5, KubeletError::is_conflict, |_| async {
+            let mut current = match api.get_opt(&name).await {
+                Ok(Some(current)) if current.metadata.uid == *uid => current,
+                Ok(_) => return Ok(false),
+                Err(error) => return Err(KubeletError::api("reading the pod", error)),
+            };
+            current.status = Some(status.clone());
+            match api.update_status(&PostParams::default(), &current).await {
+                Ok(_) => Ok(true),
+                Err(error) if error.is_not_found() => Ok(false),
+                Err(error) => Err(KubeletError::api("writing the pod status", error)),
+            }
+        })
+        .await;
+        match written {
+            Ok(true) => self.last_status = Some(status),
+            Ok(false) => {}
+            // It changed under every write: the next sync writes again.
+            Err(error) if error.is_conflict() => {}
+            Err(error) => return Err(error),
+        }
+        Ok(phase)
+    }
+}

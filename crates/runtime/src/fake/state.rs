@@ -1,0 +1,323 @@
+//! What a fake runtime keeps: its sandboxes, containers and images, its counters
+//! ([`FakeMetrics`]), and how a container's state, exit and log follow from its record and the
+//! clock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::ids::{fnv1a, hex256};
+use super::{ImageBehaviour, SIGKILL_EXIT_CODE};
+use crate::types::*;
+
+/// Counters of what a fake runtime was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct FakeMetrics {
+    /// Sandboxes run.
+    pub sandboxes_run: u64,
+    /// Sandboxes stopped (transitions from `Ready`).
+    pub sandboxes_stopped: u64,
+    /// Sandboxes removed.
+    pub sandboxes_removed: u64,
+    /// Containers created.
+    pub containers_created: u64,
+    /// Containers started.
+    pub containers_started: u64,
+    /// Containers stopped by a call while running (explicitly or by a cascade).
+    pub containers_stopped: u64,
+    /// Containers removed.
+    pub containers_removed: u64,
+    /// Successful pulls.
+    pub images_pulled: u64,
+    /// Failed pulls.
+    pub image_pull_failures: u64,
+    /// Exec calls that reached a container.
+    pub execs: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub(super) seq: u64,
+    pub(super) unavailable: Option<String>,
+    pub(super) sandboxes: HashMap<String, SandboxRecord>,
+    pub(super) sandbox_names: HashMap<PodSandboxMetadata, String>,
+    pub(super) containers: HashMap<String, ContainerRecord>,
+    /// Image records by id.
+    pub(super) images: BTreeMap<String, ImageRecord>,
+    /// Image ids by normalised reference.
+    pub(super) image_refs: HashMap<String, String>,
+    pub(super) next_ip: u8,
+    pub(super) free_ips: BTreeSet<u8>,
+    pub(super) metrics: FakeMetrics,
+}
+
+#[derive(Debug)]
+pub(super) struct SandboxRecord {
+    pub(super) seq: u64,
+    pub(super) config: PodSandboxConfig,
+    pub(super) created_at: SystemTime,
+    pub(super) ready: bool,
+    pub(super) ip: Option<u8>,
+    pub(super) netns: String,
+    pub(super) containers: BTreeSet<String>,
+    /// Container names (name, attempt) reserved in this sandbox.
+    pub(super) names: HashMap<ContainerMetadata, String>,
+}
+
+#[derive(Debug)]
+pub(super) struct ContainerRecord {
+    pub(super) seq: u64,
+    pub(super) sandbox_id: String,
+    pub(super) config: ContainerConfig,
+    pub(super) image_ref: String,
+    pub(super) behaviour: Arc<ImageBehaviour>,
+    pub(super) created_at: SystemTime,
+    pub(super) log_path: String,
+    pub(super) start_requested: Option<SystemTime>,
+    pub(super) stopped: Option<Stop>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Stop {
+    pub(super) at: SystemTime,
+    pub(super) exit_code: i32,
+    pub(super) reason: String,
+    pub(super) message: String,
+}
+
+#[derive(Debug)]
+pub(super) struct ImageRecord {
+    pub(super) image: Image,
+    pub(super) behaviour: Arc<ImageBehaviour>,
+}
+
+/// A container's state at one instant.
+#[derive(Debug)]
+pub(super) struct Observed {
+    pub(super) state: ContainerState,
+    pub(super) started_at: Option<SystemTime>,
+    pub(super) finished_at: Option<SystemTime>,
+    pub(super) exit_code: Option<i32>,
+    pub(super) reason: String,
+    pub(super) message: String,
+}
+
+impl ContainerRecord {
+    fn running_at(&self) -> Option<SystemTime> {
+        self.start_requested.map(|s| s + self.behaviour.start_delay)
+    }
+
+    pub(super) fn observe(&self, now: SystemTime) -> Observed {
+        let created = Observed {
+            state: ContainerState::Created,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: String::new(),
+            message: String::new(),
+        };
+        let Some(running_at) = self.running_at() else {
+            return created;
+        };
+        if let Some(stop) = &self.stopped {
+            return Observed {
+                state: ContainerState::Exited,
+                started_at: (running_at <= stop.at).then_some(running_at),
+                finished_at: Some(stop.at),
+                exit_code: Some(stop.exit_code),
+                reason: stop.reason.clone(),
+                message: stop.message.clone(),
+            };
+        }
+        if now < running_at {
+            return created;
+        }
+        match self.behaviour.natural_exit(running_at) {
+            Some((at, code)) if now >= at => Observed {
+                state: ContainerState::Exited,
+                started_at: Some(running_at),
+                finished_at: Some(at),
+                exit_code: Some(code),
+                reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                message: String::new(),
+            },
+            _ => Observed {
+                state: ContainerState::Running,
+                started_at: Some(running_at),
+                ..created
+            },
+        }
+    }
+
+    /// Records a stop at `now` if the container is starting or running; returns whether it
+    /// was.
+    pub(super) fn stop(&mut self, now: SystemTime, grace: Duration) -> bool {
+        if self.start_requested.is_none() {
+            return false;
+        }
+        if self.observe(now).state == ContainerState::Exited {
+            return false;
+        }
+        let (exit_code, how) = if grace.is_zero() {
+            (SIGKILL_EXIT_CODE, "killed (grace period 0s)".to_string())
+        } else {
+            (
+                self.behaviour.term_exit_code,
+                format!("stopped with a grace period of {grace:?}"),
+            )
+        };
+        self.stopped = Some(Stop {
+            at: now,
+            exit_code,
+            reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+            message: how,
+        });
+        true
+    }
+
+    /// The log lines written by `now`.
+    pub(super) fn log(&self, now: SystemTime) -> Vec<LogEntry> {
+        let Some(running_at) = self.running_at() else {
+            return Vec::new();
+        };
+        let observed = self.observe(now);
+        let until = observed.finished_at.map_or(now, |f| f.min(now));
+        if observed.started_at.is_none() {
+            return Vec::new();
+        }
+        self.behaviour
+            .log_lines
+            .iter()
+            .map(|l| (running_at + l.after, l))
+            .take_while(|(at, _)| *at <= until)
+            .map(|(timestamp, l)| LogEntry {
+                timestamp,
+                stream: l.stream,
+                line: l.text.clone(),
+            })
+            .collect()
+    }
+
+    pub(super) fn to_container(&self, id: &str, now: SystemTime) -> Container {
+        Container {
+            id: id.to_string(),
+            pod_sandbox_id: self.sandbox_id.clone(),
+            metadata: self.config.metadata.clone(),
+            image: self.config.image.clone(),
+            image_ref: self.image_ref.clone(),
+            state: self.observe(now).state,
+            created_at: self.created_at,
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+        }
+    }
+}
+
+impl State {
+    pub(super) fn add_image(
+        &mut self,
+        reference: &str,
+        id: Option<String>,
+        behaviour: Arc<ImageBehaviour>,
+    ) -> Image {
+        let id = id.unwrap_or_else(|| {
+            let h = fnv1a(0x1b87_3593_cc9e_2d51, reference.as_bytes());
+            format!(
+                "sha256:{}",
+                hex256(h, reference.as_bytes(), h.rotate_left(17))
+            )
+        });
+        if let Some(old) = self.image_refs.insert(reference.to_string(), id.clone()) {
+            if old != id {
+                if let Some(record) = self.images.get_mut(&old) {
+                    record.image.repo_tags.retain(|t| t != reference);
+                    if record.image.repo_tags.is_empty() {
+                        self.images.remove(&old);
+                    }
+                }
+            }
+        }
+        let record = self
+            .images
+            .entry(id.clone())
+            .or_insert_with(|| ImageRecord {
+                image: Image {
+                    id: id.clone(),
+                    repo_tags: Vec::new(),
+                    repo_digests: Vec::new(),
+                    size: behaviour.size.unwrap_or(1 << 20),
+                    pinned: false,
+                },
+                behaviour: behaviour.clone(),
+            });
+        record.behaviour = behaviour;
+        if !record.image.repo_tags.iter().any(|t| t == reference) {
+            record.image.repo_tags.push(reference.to_string());
+        }
+        record.image.clone()
+    }
+
+    pub(super) fn find_image(&self, image: &str) -> Option<&ImageRecord> {
+        if let Some(record) = self.images.get(image) {
+            return Some(record);
+        }
+        let id = self.image_refs.get(&normalize_image_ref(image))?;
+        self.images.get(id)
+    }
+
+    pub(super) fn alloc_ip(&mut self) -> Option<u8> {
+        if let Some(ip) = self.free_ips.pop_first() {
+            return Some(ip);
+        }
+        if self.next_ip < 2 {
+            self.next_ip = 2;
+        }
+        if self.next_ip == 255 {
+            return None;
+        }
+        self.next_ip += 1;
+        Some(self.next_ip - 1)
+    }
+
+    /// Stops `id`'s containers and tears its network down. Returns whether it changed.
+    pub(super) fn stop_sandbox(&mut self, id: &str, now: SystemTime) -> bool {
+        let Some(sandbox) = self.sandboxes.get_mut(id) else {
+            return false;
+        };
+        let containers: Vec<String> = sandbox.containers.iter().cloned().collect();
+        let was_ready = std::mem::replace(&mut sandbox.ready, false);
+        let ip = sandbox.ip.take();
+        let mut changed = was_ready;
+        for c in containers {
+            if let Some(record) = self.containers.get_mut(&c) {
+                if record.stop(now, Duration::ZERO) {
+                    self.metrics.containers_stopped += 1;
+                    changed = true;
+                }
+            }
+        }
+        if let Some(ip) = ip {
+            self.free_ips.insert(ip);
+        }
+        if was_ready {
+            self.metrics.sandboxes_stopped += 1;
+        }
+        changed
+    }
+
+    pub(super) fn remove_container(&mut self, id: &str, now: SystemTime) -> bool {
+        let Some(mut record) = self.containers.remove(id) else {
+            return false;
+        };
+        if record.stop(now, Duration::ZERO) {
+            self.metrics.containers_stopped += 1;
+        }
+        if let Some(sandbox) = self.sandboxes.get_mut(&record.sandbox_id) {
+            sandbox.containers.remove(id);
+            sandbox.names.remove(&record.config.metadata);
+        }
+        self.metrics.containers_removed += 1;
+        true
+    }
+}
