@@ -24,9 +24,7 @@ use capstan_apiserver::http::layers::{
 };
 use capstan_apiserver::http::tls::TlsConfig;
 use capstan_apiserver::http::ApiServer;
-use capstan_apiserver::registry::Registry;
 use capstan_apiserver::remote::RemoteClient;
-use capstan_store::memory::MemoryStore;
 use futures::StreamExt;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

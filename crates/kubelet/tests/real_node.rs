@@ -14,14 +14,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::kube_core::params::{DeleteParams, PostParams};
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_kubelet::{Kubelet, KubeletConfig};
 use capstan_net::cni::{CniNetwork, NetworkConfig};
 use capstan_runtime::containerd::{ContainerdConfig, ContainerdRuntime};
 use capstan_runtime::oci::ImageArchive;
 use capstan_runtime::{ContainerFilter, ContainerRuntime, LogOptions, PodSandboxFilter};
-use capstan_store::memory::MemoryStore;
 use futures::StreamExt;
 use serde_json::json;
 

@@ -11,7 +11,6 @@
 
 #![cfg(feature = "test-dataplane")]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

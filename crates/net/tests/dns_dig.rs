@@ -8,16 +8,13 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use capstan_api::k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use capstan_api::kube_core::params::PostParams;
 use capstan_api::kube_core::ObjectMeta;
-use capstan_api::{Api, Client};
-use capstan_apiserver::registry::Registry;
+use capstan_api::Api;
 use capstan_net::dns::hickory::DnsServer;
 use capstan_net::dns::{ClusterDns, DEFAULT_DOMAIN};
-use capstan_store::memory::MemoryStore;
 use capstan_watch::{InformerFactory, ReflectorOptions};
 use support::{sh, unique, within, Netns, LIMIT};
 
