@@ -13,6 +13,7 @@
 //! Built with `--features etcd` and run with `CAPSTAN_ETCD_ENDPOINTS` set, the same tour
 //! runs against that etcd instead.
 
+use capstan::api::kube_core::ResourceExt;
 use capstan_api::compat::Maybe;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,8 +40,8 @@ async fn main() -> anyhow::Result<()> {
     // The Deployment from the manifest, at kube-apiserver's key.
     let deployment: Deployment =
         serde_yaml_ng::from_str(MANIFEST).context("parsing the newkubia manifest")?;
-    let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
-    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let namespace = deployment.namespace().unwrap_or_default();
+    let name = deployment.name_any();
     let key = Deployment::info().key(Some(&namespace), &name)?;
     let created = store
         .create(key.clone(), serde_json::to_vec(&deployment)?)

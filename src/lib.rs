@@ -71,3 +71,17 @@ mod guides {
     #[doc = include_str!("../docs/spi/proxy-backend.md")]
     pub struct ProxyBackendSpiGuide;
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_readme_shows_the_first_controller_example_whole() {
+        let readme = include_str!("../README.md");
+        let example = include_str!("../examples/first_controller.rs");
+        assert!(
+            readme.contains(example),
+            "README.md must show examples/first_controller.rs as it is: copy the file into its \
+             ```rust block"
+        );
+    }
+}

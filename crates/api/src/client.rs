@@ -7,6 +7,7 @@
 //! [`Api<K>`] wraps an `Arc<dyn Client>` for one kind and one namespace (or all), converting
 //! between `K` and [`DynamicObject`] through serde, in the style of kube-rs' `Api`.
 
+use kube_core::ResourceExt;
 use std::{fmt, marker::PhantomData, sync::Arc};
 
 use async_trait::async_trait;
@@ -191,7 +192,7 @@ pub trait Client: Send + Sync + 'static {
         let metadata = loop {
             let objects = self.list(resource, namespace, &page).await?;
             for object in objects.items {
-                let name = object.metadata.name.clone().unwrap_or_default();
+                let name = object.name_any();
                 let object_namespace = object.metadata.namespace.clone();
                 let scope = if resource.namespaced() {
                     object_namespace.as_deref().or(namespace)
@@ -512,7 +513,7 @@ pub fn from_dynamic<K: serde::de::DeserializeOwned>(
     resource: &ResourceInfo,
     object: DynamicObject,
 ) -> Result<K> {
-    let name = object.metadata.name.clone().unwrap_or_default();
+    let name = object.name_any();
     serde_json::to_value(object)
         .and_then(serde_json::from_value)
         .map_err(|e| {

@@ -14,6 +14,7 @@
 //! | [`TaintExt`] | [`is_tolerated_by`](TaintExt::is_tolerated_by) |
 //! | [`NodeSelectorExt`], [`NodeSelectorTermExt`] | `matches` |
 //! | [`ServiceExt`] | [`is_headless`](ServiceExt::is_headless), [`is_cluster_ip_set`](ServiceExt::is_cluster_ip_set) |
+//! | [`MetaExt`] (any kind) | [`name_str`](MetaExt::name_str), [`namespace_str`](MetaExt::namespace_str) |
 //!
 //! ```
 //! use capstan_api::ext::{NodeExt, PodExt, TaintExt};
@@ -40,10 +41,33 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+use kube_core::Resource;
+
 use k8s_openapi::api::core::v1::{
     Node, NodeCondition, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodCondition, PodSpec, Service, Taint, Toleration,
 };
+
+/// An object's name and namespace, borrowed: kube-core's [`ResourceExt`](kube_core::ResourceExt)
+/// (`name_any`, `namespace`) without the allocation, for the hot paths of controllers and the
+/// scheduler. Implemented for every kind (`kube_core::Resource`).
+pub trait MetaExt {
+    /// `metadata.name`, or `""` when the object has none (not yet created with
+    /// `generateName`).
+    fn name_str(&self) -> &str;
+    /// `metadata.namespace`, or `""` for a cluster-scoped object (or one not yet defaulted).
+    fn namespace_str(&self) -> &str;
+}
+
+impl<K: Resource> MetaExt for K {
+    fn name_str(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or_default()
+    }
+
+    fn namespace_str(&self) -> &str {
+        self.meta().namespace.as_deref().unwrap_or_default()
+    }
+}
 
 /// Questions about a [`Pod`], answered as Kubernetes' `pkg/api/v1/pod` and controller helpers
 /// answer them.

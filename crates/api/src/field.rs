@@ -9,6 +9,7 @@
 //! [`field_labels`](crate::ResourceInfo::field_labels);
 //! [`FieldSelector::validate_for`] checks that before a list or watch uses the selector.
 
+use kube_core::ResourceExt;
 use std::{fmt, str::FromStr};
 
 use kube_core::DynamicObject;
@@ -223,8 +224,8 @@ pub fn field_value(object: &Value, field: &str) -> String {
 
 fn object_field_value(object: &DynamicObject, field: &str) -> String {
     match field {
-        "metadata.name" => object.metadata.name.clone().unwrap_or_default(),
-        "metadata.namespace" => object.metadata.namespace.clone().unwrap_or_default(),
+        "metadata.name" => object.name_any(),
+        "metadata.namespace" => object.namespace().unwrap_or_default(),
         _ if field.starts_with("metadata.") => match serde_json::to_value(&object.metadata) {
             Ok(metadata) => field_value(&serde_json::json!({ "metadata": metadata }), field),
             Err(_) => String::new(),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use capstan_api::ext::NodeExt;
+use capstan_api::ext::{MetaExt, NodeExt};
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod};
 
 /// Renders the table of `nodes` and `pods`: at most `max_pods` Pod lines (the rest counted).
@@ -29,7 +29,7 @@ pub fn render(nodes: &[Node], pods: &[Pod], max_pods: usize) -> String {
         "NODE", "STATUS", "POD CIDR"
     );
     for node in nodes {
-        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let name = node.name_str();
         let status = if node.is_ready() { "Ready" } else { "NotReady" };
         let cidr = node
             .spec
@@ -59,13 +59,13 @@ pub fn render(nodes: &[Node], pods: &[Pod], max_pods: usize) -> String {
         "POD", "STATUS", "NODE", "IP"
     );
     let mut sorted: Vec<&Pod> = pods.iter().collect();
-    sorted.sort_by_key(|p| p.metadata.name.as_deref().unwrap_or_default());
+    sorted.sort_by_key(|p| p.name_str());
     for pod in sorted.iter().take(max_pods) {
         let status = pod.status.as_ref();
         let _ = writeln!(
             out,
             "{:<30} {:<12} {:<8} {:<13} {}",
-            pod.metadata.name.as_deref().unwrap_or_default(),
+            pod.name_str(),
             if pod.metadata.deletion_timestamp.is_some() {
                 "Terminating"
             } else {

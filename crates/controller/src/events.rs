@@ -67,6 +67,7 @@
 //! # });
 //! ```
 
+use capstan_api::kube_core::ResourceExt;
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     fmt,
@@ -567,8 +568,8 @@ async fn write_event(
     event: Event,
     repeat: bool,
 ) -> Option<Event> {
-    let namespace = event.metadata.namespace.clone().unwrap_or_default();
-    let name = event.metadata.name.clone().unwrap_or_default();
+    let namespace = event.namespace().unwrap_or_default();
+    let name = event.name_any();
     let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
     let options = &shared.options;
     let counters = &shared.counters;

@@ -21,6 +21,7 @@
 //! [stopped](FakeScheduler::stop). None of them knows the controller under test: they only
 //! talk to the API, as the real components do.
 
+use capstan_api::kube_core::ResourceExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -102,8 +103,8 @@ impl FakeScheduler {
                 }
                 let node = nodes[next % nodes.len()].clone();
                 next += 1;
-                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-                let name = pod.metadata.name.clone().unwrap_or_default();
+                let namespace = pod.namespace().unwrap_or_default();
+                let name = pod.name_any();
                 let patch = serde_json::json!({
                     "metadata": {"uid": uid},
                     "spec": {"nodeName": node},
@@ -376,8 +377,8 @@ impl FakeKubelet {
                 let (counter, next_ip) = (counter.clone(), next_ip.clone());
                 starters.spawn(async move {
                     tokio::time::sleep(options.startup_delay).await;
-                    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let namespace = pod.namespace().unwrap_or_default();
+                    let name = pod.name_any();
                     let pods: Api<Pod> = Api::namespaced(client, &namespace);
                     let ip = next_ip.fetch_add(1, Ordering::SeqCst);
                     // Gone, replaced, failed or written: the Pod is done with either way.
@@ -485,8 +486,8 @@ async fn terminate(client: Arc<dyn Client>, pod: Arc<Pod>, node: String, options
         }
     }
     tokio::time::sleep(options.shutdown_delay).await;
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     let params = DeleteParams {
         grace_period_seconds: Some(0),

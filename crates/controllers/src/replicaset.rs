@@ -55,12 +55,13 @@
 //! ```
 
 use capstan_api::compat::{self, Maybe};
+use capstan_api::kube_core::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capstan_api::ext::PodExt;
+use capstan_api::ext::{MetaExt, PodExt};
 use capstan_api::k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -176,7 +177,7 @@ impl ReplicaSetReconciler {
         pods: Vec<Arc<Pod>>,
     ) -> Result<Vec<Arc<Pod>>, Error> {
         let uid = rs.metadata.uid.as_deref().unwrap_or_default();
-        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = rs.namespace_str();
         let deleting = rs.metadata.deletion_timestamp.is_some();
         let mut claimed = Vec::new();
         let mut fresh_checked: Option<bool> = None;
@@ -190,7 +191,7 @@ impl ReplicaSetReconciler {
                         continue;
                     }
                     // Release: drop our reference, keep the others.
-                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let name = pod.name_any();
                     let remaining: Vec<_> = pod
                         .metadata
                         .owner_references
@@ -227,7 +228,7 @@ impl ReplicaSetReconciler {
                         None => {
                             let fresh =
                                 Api::<ReplicaSet>::namespaced(self.client.clone(), namespace)
-                                    .get_opt(rs.metadata.name.as_deref().unwrap_or_default())
+                                    .get_opt(rs.name_str())
                                     .await?;
                             let answer = fresh.is_some_and(|fresh| {
                                 fresh.metadata.uid.as_deref() == Some(uid)
@@ -240,7 +241,7 @@ impl ReplicaSetReconciler {
                     if !can_adopt {
                         continue;
                     }
-                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let name = pod.name_any();
                     let mut references = pod.metadata.owner_references.clone().unwrap_or_default();
                     references.push(controller_reference(rs));
                     let patch = serde_json::json!({"metadata": {
@@ -278,7 +279,7 @@ impl ReplicaSetReconciler {
         pods: &[Arc<Pod>],
     ) -> Result<(), Error> {
         let wanted = rs.spec.opt().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
-        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = rs.namespace_str();
         if pods.len() < wanted {
             let diff = (wanted - pods.len()).min(BURST_REPLICAS);
             // Expect them all first: the informer may see a Pod before its create returns.
@@ -334,7 +335,7 @@ impl ReplicaSetReconciler {
             let results = futures::future::join_all(victims.iter().map(|pod| {
                 let api = &api;
                 async move {
-                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let name = pod.name_any();
                     let params = DeleteParams {
                         preconditions: pod.metadata.uid.clone().map(|uid| {
                             capstan_api::kube_core::params::Preconditions {
@@ -475,16 +476,14 @@ impl ReplicaSetReconciler {
         if same(rs) {
             return Ok(());
         }
-        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = rs.namespace_str();
         let api = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace);
         let (api, same, status) = (&api, &same, &status);
         capstan_controller::retry::retry_on_conflict(2, |attempt| async move {
             let mut current = if attempt == 0 {
                 rs.clone()
             } else {
-                let current = api
-                    .get(rs.metadata.name.as_deref().unwrap_or_default())
-                    .await?;
+                let current = api.get(rs.name_str()).await?;
                 if same(&current) {
                     return Ok(());
                 }
@@ -508,7 +507,7 @@ impl Reconciler<ReplicaSet> for ReplicaSetReconciler {
 
     async fn reconcile(&self, rs: Arc<ReplicaSet>, ctx: &Context) -> Result<Action, Error> {
         let key = ctx.key().clone();
-        let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+        let namespace = rs.namespace().unwrap_or_default();
         let selector = match rs.spec.opt().map(|s| label_selector_from(&s.selector)) {
             Some(Ok(selector)) => selector,
             Some(Err(error)) => {
@@ -603,7 +602,7 @@ pub fn controller(
             return Vec::new();
         }
         // An orphan: every ReplicaSet of its namespace that would adopt it.
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = pod.namespace_str();
         replica_sets
             .by_index(NAMESPACE_INDEX, namespace)
             .iter()

@@ -43,6 +43,7 @@
 //! ```
 
 use capstan_api::compat::MaybeList;
+use capstan_api::kube_core::ResourceExt;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -181,7 +182,7 @@ impl ClusterDns {
         slices
             .cache()
             .add_index(SLICES_BY_SERVICE, |slice: &EndpointSlice| {
-                let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+                let namespace = slice.namespace().unwrap_or_default();
                 slice
                     .metadata
                     .labels

@@ -13,6 +13,7 @@
 //! metrics: the attempt (off the queue until the bind is written) and the algorithm alone.
 //! A bench binary of its own (no criterion): one cold cluster per run.
 
+use capstan_api::kube_core::ResourceExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,7 +93,7 @@ async fn run(nodes: usize, pods: usize) -> (Duration, MetricsSnapshot) {
         };
         if let Delta::Added(p) | Delta::Updated { new: p, .. } = delta {
             if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                bound.insert(p.metadata.name.clone().unwrap_or_default());
+                bound.insert(p.name_any());
             }
         }
     }

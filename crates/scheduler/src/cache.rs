@@ -1,5 +1,6 @@
 //! The scheduler's cache of nodes and pods, with assumed pods, and the per-cycle snapshot.
 
+use capstan_api::kube_core::ResourceExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -143,7 +144,7 @@ impl Cache {
 
     /// Adds or replaces a Node.
     pub fn add_node(&self, node: Arc<Node>) {
-        let name = node.metadata.name.clone().unwrap_or_default();
+        let name = node.name_any();
         let mut inner = self.inner.lock();
         let is_new = inner.nodes.get(&name).is_none_or(|n| n.node().is_none());
         inner.node_mut(&name).set_node(node);

@@ -1,11 +1,12 @@
 //! The `Scheduler`: informers feed the cache and the queue, one loop schedules pods one at a
 //! time, and binding runs on its own task per pod.
 
+use capstan_api::kube_core::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capstan_api::ext::PodExt;
+use capstan_api::ext::{MetaExt, PodExt};
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use capstan_api::kube_core::params::{Patch, PatchParams, PostParams};
 use capstan_api::{Api, Client};
@@ -73,7 +74,7 @@ impl BindPlugin for DefaultBinder {
             "metadata": {"resourceVersion": pod.metadata.resource_version},
             "spec": {"nodeName": node_name},
         });
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let name = pod.name_str();
         match api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -346,8 +347,7 @@ impl Scheduler {
                     .move_all_to_active_or_backoff(ClusterEvent::NodeUpdate);
             }
             Delta::Deleted(node) => {
-                self.cache
-                    .remove_node(node.metadata.name.as_deref().unwrap_or_default());
+                self.cache.remove_node(node.name_str());
             }
         }
     }
@@ -579,8 +579,8 @@ impl Scheduler {
             return;
         }
         let client = self.client.clone();
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
         tokio::spawn(async move {
             let api: Api<Pod> = Api::namespaced(client, &ns);
             // Gone, bound, failed or written: done either way.

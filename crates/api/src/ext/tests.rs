@@ -576,3 +576,13 @@ fn a_service_without_a_cluster_ip_is_not_headless_but_has_no_cluster_ip() {
         assert!(!service.is_cluster_ip_set(), "{spec}");
     }
 }
+
+#[test]
+fn meta_ext_borrows_the_name_and_namespace_and_gives_empty_when_absent() {
+    let named: Pod = from(json!({"metadata": {"name": "web", "namespace": "prod"}}));
+    assert_eq!((named.name_str(), named.namespace_str()), ("web", "prod"));
+    let generated: Pod = from(json!({"metadata": {"generateName": "web-"}}));
+    assert_eq!((generated.name_str(), generated.namespace_str()), ("", ""));
+    let cluster_scoped = node(json!({}));
+    assert_eq!(cluster_scoped.namespace_str(), "");
+}

@@ -8,6 +8,7 @@
 //! `Warning` header each (`Warn`, the default), dropped silently (`Ignore`), or refused with 400
 //! (`Strict`).
 
+use capstan_api::ext::MetaExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -191,7 +192,7 @@ async fn serve(
                     "metadata.name",
                     format!(
                         "the name of the object ({}) does not match the name on the URL ({name})",
-                        object.metadata.name.as_deref().unwrap_or_default()
+                        object.name_str()
                     ),
                 ));
             }

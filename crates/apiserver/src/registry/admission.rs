@@ -265,7 +265,7 @@ pub(crate) fn invalid_unless_empty(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::test_support::within;
+    use crate::registry::test_support::{within, LIMIT};
     use serde_json::json;
 
     fn request(resource: &ResourceInfo) -> AdmissionRequest<'_> {
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(chain.names(), ["first", "second", "check"]);
         let resource = ResourceInfo::builtin("", "ConfigMap").unwrap();
         let mut object = json!({"seen": []});
-        within(async {
+        within(LIMIT, async {
             chain.mutate(&request(&resource), &mut object).await?;
             chain.validate(&request(&resource), &object).await
         })
@@ -321,7 +321,7 @@ mod tests {
         }));
         let resource = ResourceInfo::builtin("", "ConfigMap").unwrap();
         let object = json!({});
-        within(chain.validate(&request(&resource), &object))
+        within(LIMIT, chain.validate(&request(&resource), &object))
             .await
             .unwrap();
         assert_eq!(object, json!({}));
@@ -337,7 +337,7 @@ mod tests {
             }))
             .with(mutating("never", |_, _| panic!("ran after a rejection")));
         let resource = ResourceInfo::builtin("", "ConfigMap").unwrap();
-        let error = within(chain.mutate(&request(&resource), &mut json!({})))
+        let error = within(LIMIT, chain.mutate(&request(&resource), &mut json!({})))
             .await
             .unwrap_err();
         assert_eq!(

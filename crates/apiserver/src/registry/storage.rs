@@ -227,7 +227,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::registry::test_support::within;
+    use crate::registry::test_support::{within, LIMIT};
     use capstan_store::{memory::MemoryStore, StoreExt};
 
     fn store() -> Arc<dyn Store> {
@@ -243,7 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_taken_companion_fails_the_whole_create() {
-        within(async {
+        within(LIMIT, async {
             let store = store();
             store.create("/c", "taken").await.unwrap();
             let before = store.current_revision().await.unwrap();
@@ -259,7 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_update_tells_stale_from_missing() {
-        within(async {
+        within(LIMIT, async {
             let store = store();
             let kv = store.create("/k", "v1").await.unwrap();
             store.update("/k", "v2", kv.mod_revision).await.unwrap();
@@ -274,7 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_delete_returns_its_revision_and_removes_companions() {
-        within(async {
+        within(LIMIT, async {
             let store = store();
             let kv = create(&*store, "/k", "v".into(), &companion("/c"))
                 .await

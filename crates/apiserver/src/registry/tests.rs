@@ -9,7 +9,7 @@ use super::delete::{check_preconditions, finalizers_for};
 use super::rules::pin_namespace;
 use super::update::{check_identity, prepare_update, tracked_content_changed};
 use super::*;
-use crate::registry::test_support::within;
+use crate::registry::test_support::{within, LIMIT};
 
 fn state(group: &str, kind: &str) -> ResourceState {
     ResourceState::new(ResourceInfo::builtin(group, kind).unwrap())
@@ -200,7 +200,7 @@ fn preconditions_compare_uid_and_resource_version() {
 
 #[tokio::test]
 async fn registering_a_kind_replaces_its_state_with_a_fresh_watch_cache() {
-    within(async {
+    within(LIMIT, async {
         let registry = Registry::new(Arc::new(MemoryStore::new()));
         let info = ResourceInfo::new("example.com", "v1", "Widget", "widgets", true);
         let first = registry.register(info.clone());
@@ -224,7 +224,7 @@ async fn registering_a_kind_replaces_its_state_with_a_fresh_watch_cache() {
 
 #[tokio::test]
 async fn a_dry_run_service_create_keeps_no_address() {
-    within(async {
+    within(LIMIT, async {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let registry =
             Registry::new(store.clone()).with_service_cidr("10.0.0.0/30".parse().unwrap());

@@ -204,11 +204,10 @@ mod tests {
     use super::*;
     use crate::registry::Registry;
 
-    async fn within<F: std::future::Future>(future: F) -> F::Output {
-        tokio::time::timeout(Duration::from_secs(10), future)
-            .await
-            .expect("test timed out")
-    }
+    use capstan_api::testing::within;
+
+    /// How long one test may take.
+    const LIMIT: Duration = Duration::from_secs(10);
 
     fn setup() -> (Arc<dyn Store>, Api<ConfigMap>) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -238,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_selectors_and_resource_versions_are_400s_naming_the_problem() {
-        within(async {
+        within(LIMIT, async {
             let (_, api) = setup();
             let unsupported = WatchParams::default().fields("spec.bogus=x");
             let error = api.watch(&unsupported, "").await.err().unwrap();
@@ -259,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_resource_version_starts_from_a_consistent_snapshot() {
-        within(async {
+        within(LIMIT, async {
             let (_, api) = setup();
             create(&api, "a").await;
             create(&api, "b").await;
@@ -282,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_from_a_list_version_sees_exactly_the_later_changes() {
-        within(async {
+        within(LIMIT, async {
             let (_, api) = setup();
             create(&api, "a").await;
             let listed = api.list(&Default::default()).await.unwrap();
@@ -299,7 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_version_compacted_away_before_the_cache_started_is_gone() {
-        within(async {
+        within(LIMIT, async {
             let (store, api) = setup();
             let first = create(&api, "a").await;
             create(&api, "b").await;
@@ -317,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn initial_events_end_with_a_bookmark_when_asked() {
-        within(async {
+        within(LIMIT, async {
             let (_, api) = setup();
             create(&api, "a").await;
             let params = WatchParams {
@@ -358,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_namespace_and_selectors_filter_the_stream() {
-        within(async {
+        within(LIMIT, async {
             let (_, api) = setup();
             let params = WatchParams::default().fields("metadata.name=wanted");
             let mut events = api.watch(&params, "").await.unwrap();

@@ -16,11 +16,10 @@ use serde_json::Value;
 use super::*;
 use crate::codec;
 
-async fn within<F: std::future::Future>(future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .expect("test timed out")
-}
+use capstan_api::testing::within;
+
+/// How long one test may take.
+const LIMIT: Duration = Duration::from_secs(10);
 
 fn pod(namespace: &str, name: &str, app: &str, node: &str) -> Value {
     json!({
@@ -82,7 +81,7 @@ async fn next(watch: &mut CacheWatch) -> CacheEvent {
 
 #[tokio::test]
 async fn a_snapshot_watch_sees_every_object_as_added_then_live_changes() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         put_pod(&store, pod("default", "a", "web", "")).await;
         put_pod(&store, pod("default", "b", "web", "")).await;
@@ -102,7 +101,7 @@ async fn a_snapshot_watch_sees_every_object_as_added_then_live_changes() {
 
 #[tokio::test]
 async fn label_changes_become_added_and_deleted_for_a_filtered_watcher() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         let cache = cache(&store, WatchCacheOptions::default()).await;
         let mut watch = cache
@@ -135,7 +134,7 @@ async fn label_changes_become_added_and_deleted_for_a_filtered_watcher() {
 
 #[tokio::test]
 async fn namespace_and_field_selectors_filter_events() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         let cache = cache(&store, WatchCacheOptions::default()).await;
         let mut unscheduled_in_default = cache
@@ -160,7 +159,7 @@ async fn namespace_and_field_selectors_filter_events() {
 
 #[tokio::test]
 async fn every_watcher_gets_the_same_shared_bytes() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         let cache = cache(&store, WatchCacheOptions::default()).await;
         let mut one = cache.watch(request(WatchStart::Snapshot)).await.unwrap();
@@ -174,7 +173,7 @@ async fn every_watcher_gets_the_same_shared_bytes() {
 
 #[tokio::test]
 async fn a_watch_resumes_inside_the_window_and_older_versions_are_gone() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         let cache = cache(
             &store,
@@ -204,7 +203,7 @@ async fn a_watch_resumes_inside_the_window_and_older_versions_are_gone() {
 
 #[tokio::test]
 async fn a_watch_from_a_revision_reached_elsewhere_in_the_store_starts_at_once() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         let cache = cache(&store, WatchCacheOptions::default()).await;
         // A write of another kind moves the store's revision; progress tells the cache.
@@ -225,7 +224,7 @@ async fn a_watch_from_a_revision_reached_elsewhere_in_the_store_starts_at_once()
 
 #[tokio::test]
 async fn a_watch_from_a_future_revision_times_out_as_too_large() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         let cache = cache(
             &store,
@@ -249,7 +248,7 @@ async fn a_watch_from_a_future_revision_times_out_as_too_large() {
 
 #[tokio::test]
 async fn a_slow_watcher_is_cut_off_while_the_others_get_everything() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         let cache = cache(
             &store,
@@ -285,7 +284,7 @@ async fn a_slow_watcher_is_cut_off_while_the_others_get_everything() {
 
 #[tokio::test]
 async fn bookmarks_come_periodically_and_after_the_initial_events_when_asked() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::new();
         put_pod(&store, pod("default", "a", "web", "")).await;
         let cache = cache(
@@ -325,7 +324,7 @@ async fn bookmarks_come_periodically_and_after_the_initial_events_when_asked() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn when_the_store_compacts_past_the_cache_it_relists_and_ends_watchers_with_gone() {
-    within(async {
+    within(LIMIT, async {
         let store = MemoryStore::with_watch_ring(1);
         let cache = cache(&store, WatchCacheOptions::default()).await;
         let mut watch = cache.watch(request(WatchStart::Snapshot)).await.unwrap();

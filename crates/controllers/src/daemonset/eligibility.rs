@@ -3,6 +3,7 @@
 //! gets.
 
 use super::*;
+use capstan_api::ext::MetaExt;
 
 // ---------------------------------------------------------------------------------------
 // Eligibility
@@ -75,7 +76,7 @@ pub fn node_should_run_daemon_pod(node: &Node, ds: &DaemonSet) -> Placement {
     let Some(spec) = ds.spec.opt().and_then(|s| s.template.spec.as_ref()) else {
         return Placement::default();
     };
-    let node_name = node.metadata.name.as_deref().unwrap_or_default();
+    let node_name = node.name_str();
     if spec
         .node_name
         .as_deref()

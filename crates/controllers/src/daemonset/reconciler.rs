@@ -2,6 +2,8 @@
 //! the rolling update) and its status.
 
 use super::*;
+use capstan_api::ext::MetaExt;
+use capstan_api::kube_core::ResourceExt;
 
 // ---------------------------------------------------------------------------------------
 // The reconciler
@@ -82,7 +84,7 @@ impl DaemonSetReconciler {
         let mut plan = Plan::default();
         let uid = ds.metadata.uid.clone().unwrap_or_default();
         for node in nodes {
-            let name = node.metadata.name.clone().unwrap_or_default();
+            let name = node.name_any();
             let placement = node_should_run_daemon_pod(node, ds);
             let pods = node_to_pods
                 .get(&name)
@@ -120,8 +122,8 @@ impl DaemonSetReconciler {
                             reasons::FAILED_DAEMON_POD,
                             format!(
                                 "Found failed daemon pod {}/{} on node {name}, will try to kill it",
-                                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                                pod.metadata.name.as_deref().unwrap_or_default()
+                                pod.namespace_str(),
+                                pod.name_str()
                             ),
                         );
                         plan.delete.push(pod.clone());
@@ -230,7 +232,7 @@ impl DaemonSetReconciler {
         hash: &str,
         plan: Plan,
     ) -> Result<(), Error> {
-        let namespace = ds.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = ds.namespace_str();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         self.expectations.expect(
             key,
@@ -283,7 +285,7 @@ impl DaemonSetReconciler {
         let results = futures::future::join_all(plan.delete.iter().map(|pod| {
             let api = &api;
             async move {
-                let name = pod.metadata.name.clone().unwrap_or_default();
+                let name = pod.name_any();
                 let params = DeleteParams {
                     preconditions: pod.metadata.uid.clone().map(|uid| Preconditions {
                         uid: Some(uid),
@@ -340,7 +342,7 @@ impl DaemonSetReconciler {
         let (mut desired, mut current, mut misscheduled, mut ready, mut available, mut updated) =
             (0, 0, 0, 0, 0, 0);
         for node in nodes {
-            let name = node.metadata.name.as_deref().unwrap_or_default();
+            let name = node.name_str();
             let mut pods: Vec<&Arc<Pod>> = node_to_pods.get(name).into_iter().flatten().collect();
             let placement = node_should_run_daemon_pod(node, ds);
             if placement.should_run {
@@ -382,7 +384,7 @@ impl DaemonSetReconciler {
         if ds.status.as_ref() == Some(&status) {
             return Ok(());
         }
-        let namespace = ds.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = ds.namespace_str();
         let api = Api::<DaemonSet>::namespaced(self.client.clone(), namespace);
         let mut current = ds.clone();
         current.status = Some(status);
@@ -405,7 +407,7 @@ impl Reconciler<DaemonSet> for DaemonSetReconciler {
         if ds.metadata.deletion_timestamp.is_some() {
             return Ok(Action::await_change());
         }
-        let namespace = ds.metadata.namespace.clone().unwrap_or_default();
+        let namespace = ds.namespace().unwrap_or_default();
         let uid = ds.metadata.uid.clone().unwrap_or_default();
         let template = ds
             .spec

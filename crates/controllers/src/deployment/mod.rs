@@ -73,6 +73,7 @@
 //! ```
 
 use capstan_api::compat::{self, Maybe};
+use capstan_api::ext::MetaExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -257,10 +258,7 @@ impl DeploymentReconciler {
     }
 
     fn deployment_api(&self, d: &Deployment) -> Api<Deployment> {
-        Api::namespaced(
-            self.client.clone(),
-            d.metadata.namespace.as_deref().unwrap_or_default(),
-        )
+        Api::namespaced(self.client.clone(), d.namespace_str())
     }
 }
 
@@ -455,7 +453,7 @@ pub fn controller(
         if controller_ref(&rs.metadata).is_some() {
             return Vec::new();
         }
-        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = rs.namespace_str();
         matching_deployments(&for_rs, namespace, rs.metadata.labels.as_ref())
     });
     // A Pod matters to Recreate Deployments, which wait for old Pods to be gone.

@@ -2,6 +2,7 @@
 //! old ReplicaSets beyond `revisionHistoryLimit`.
 
 use super::*;
+use capstan_api::ext::MetaExt;
 
 impl DeploymentReconciler {
     /// Kubernetes' `rolloutRecreate`.
@@ -71,7 +72,7 @@ impl DeploymentReconciler {
                 ..DeleteParams::default()
             };
             match self
-                .rs_api(rs.metadata.namespace.as_deref().unwrap_or_default())
+                .rs_api(rs.namespace_str())
                 .delete(name_of(&rs.metadata), &params)
                 .await
             {

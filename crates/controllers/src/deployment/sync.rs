@@ -3,6 +3,8 @@
 //! (proportional scaling, pause).
 
 use super::*;
+use capstan_api::ext::MetaExt;
+use capstan_api::kube_core::ResourceExt;
 
 impl DeploymentReconciler {
     // -----------------------------------------------------------------------------------
@@ -16,7 +18,7 @@ impl DeploymentReconciler {
         selector: &Selector,
     ) -> Result<Vec<ReplicaSet>, Error> {
         let uid = d.metadata.uid.as_deref().unwrap_or_default();
-        let namespace = d.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = d.namespace_str();
         let deleting = d.metadata.deletion_timestamp.is_some();
         let mut claimed = Vec::new();
         let mut can_adopt: Option<bool> = None;
@@ -93,7 +95,7 @@ impl DeploymentReconciler {
             "ownerReferences": owners,
             "resourceVersion": rs.metadata.resource_version,
         }});
-        let api = self.rs_api(rs.metadata.namespace.as_deref().unwrap_or_default());
+        let api = self.rs_api(rs.namespace_str());
         match api
             .patch(
                 name_of(&rs.metadata),
@@ -121,7 +123,7 @@ impl DeploymentReconciler {
             .filter_map(|rs| rs.metadata.uid.clone())
             .map(|uid| (uid, Vec::new()))
             .collect();
-        let namespace = d.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = d.namespace_str();
         for pod in self.pods.by_index(NAMESPACE_INDEX, namespace) {
             if !selector::matches(selector, pod.metadata.labels.as_ref()) {
                 continue;
@@ -193,7 +195,7 @@ impl DeploymentReconciler {
         }
         copy.spec.or_default_mut().replicas = Some(new_scale);
         let updated = self
-            .rs_api(rs.metadata.namespace.as_deref().unwrap_or_default())
+            .rs_api(rs.namespace_str())
             .update(&PostParams::default(), &copy)
             .await?;
         if size_changed {
@@ -255,7 +257,7 @@ impl DeploymentReconciler {
             if annotations_changed || min_ready.unwrap_or(0) != rs_min_ready.unwrap_or(0) {
                 copy.spec.or_default_mut().min_ready_seconds = min_ready;
                 let updated = self
-                    .rs_api(copy.metadata.namespace.as_deref().unwrap_or_default())
+                    .rs_api(copy.namespace_str())
                     .update(&PostParams::default(), &copy)
                     .await?;
                 rs_list[index] = updated.clone();
@@ -316,7 +318,7 @@ impl DeploymentReconciler {
             .match_labels
             .get_or_insert_with(BTreeMap::new)
             .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
-        let namespace = d.metadata.namespace.clone().unwrap_or_default();
+        let namespace = d.namespace().unwrap_or_default();
         let name = format!("{}-{hash}", name_of(&d.metadata));
         let mut new_rs = ReplicaSet {
             metadata: ObjectMeta {

@@ -2,6 +2,7 @@
 //! Service selects, their addresses, ports and hostnames).
 
 use super::*;
+use capstan_api::ext::MetaExt;
 
 // ---------------------------------------------------------------------------------------
 // Pods and Services: what both controllers share
@@ -94,7 +95,7 @@ pub fn selector_matches(
 /// The keys of every Service in `services` (the informer cache) in the Pod's namespace whose
 /// selector matches the Pod's labels.
 pub fn services_selecting(services: &Cache<Service>, pod: &Pod) -> Vec<ObjectKey> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let namespace = pod.namespace_str();
     services
         .by_index(NAMESPACE_INDEX, namespace)
         .iter()
@@ -111,7 +112,7 @@ pub(crate) fn selected_pods(pods: &Cache<Pod>, service: &Service) -> Vec<Arc<Pod
     let Some(selector) = managed_selector(service) else {
         return Vec::new();
     };
-    let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
+    let namespace = service.namespace_str();
     let mut selected: Vec<Arc<Pod>> = pods
         .by_index(NAMESPACE_INDEX, namespace)
         .into_iter()

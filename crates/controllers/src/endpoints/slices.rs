@@ -40,12 +40,13 @@
 //! Write failures (other than conflicts) are reported as `FailedToUpdateEndpointSlices`
 //! warning Events on the Service, and retried with per-key backoff.
 
+use capstan_api::kube_core::ResourceExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use capstan_api::compat::{self, MaybeList};
-use capstan_api::ext::{PodExt, ServiceExt};
+use capstan_api::ext::{MetaExt, PodExt, ServiceExt};
 use capstan_api::k8s_openapi::api::core::v1::{Pod, Service};
 use capstan_api::k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
@@ -113,7 +114,7 @@ fn service_of(slice: &EndpointSlice) -> Option<String> {
         return None;
     }
     let service = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-    let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+    let namespace = slice.namespace_str();
     Some(format!("{namespace}/{service}"))
 }
 
@@ -268,10 +269,7 @@ pub fn slice_labels(service: &Service) -> BTreeMap<String, String> {
     labels.remove(LABEL_SERVICE_NAME);
     labels.remove(LABEL_MANAGED_BY);
     labels.remove(HEADLESS_LABEL);
-    labels.insert(
-        LABEL_SERVICE_NAME.into(),
-        service.metadata.name.clone().unwrap_or_default(),
-    );
+    labels.insert(LABEL_SERVICE_NAME.into(), service.name_any());
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
     if !service.is_cluster_ip_set() {
         labels.insert(HEADLESS_LABEL.into(), String::new());
@@ -296,7 +294,7 @@ fn new_slice(
     endpoints: Vec<Endpoint>,
     labels: &BTreeMap<String, String>,
 ) -> EndpointSlice {
-    let name = service.metadata.name.clone().unwrap_or_default();
+    let name = service.name_any();
     EndpointSlice {
         metadata: ObjectMeta {
             generate_name: Some(format!("{name}-")),
@@ -594,7 +592,7 @@ impl EndpointSliceReconciler {
                 }),
                 ..DeleteParams::default()
             };
-            let name = slice.metadata.name.as_deref().unwrap_or_default();
+            let name = slice.name_str();
             match api.delete(name, &params).await {
                 Ok(_) => self.freshness.deleted(key, slice.as_ref()),
                 Err(error) if error.is_not_found() => {}
@@ -671,7 +669,7 @@ pub fn controller(
                 .filter(|slice| managed_by_us(slice))
                 .filter_map(|slice| {
                     let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-                    let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+                    let namespace = slice.namespace().unwrap_or_default();
                     Some(ObjectKey::namespaced(namespace, name.clone()))
                 })
                 .filter(|key| services.cache().get(key).is_none())
@@ -691,7 +689,7 @@ pub fn controller(
             let namespace = key.namespace.clone().unwrap_or_default();
             let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
             for slice in doomed {
-                let name = slice.metadata.name.as_deref().unwrap_or_default();
+                let name = slice.name_str();
                 match api.delete(name, &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(error) if error.is_not_found() => {}

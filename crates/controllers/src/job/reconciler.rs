@@ -3,6 +3,8 @@
 //! the in-memory state it keeps between syncs (pending finalizer removals, failure backoff).
 
 use super::*;
+use capstan_api::ext::MetaExt;
+use capstan_api::kube_core::ResourceExt;
 
 // ---------------------------------------------------------------------------------------
 // In-memory state
@@ -104,8 +106,8 @@ impl JobReconciler {
     /// is remembered as pending until the informer shows the removal.
     pub(super) async fn remove_finalizer(&self, pod: &Pod) -> Result<(), Error> {
         let uid = uid_of(pod);
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
         let api = self.pod_api(&namespace);
         self.removals.0.lock().insert(uid.clone());
         let mut current = pod.clone();
@@ -193,14 +195,14 @@ impl JobReconciler {
         job: &Job,
         pods: &[Arc<Pod>],
     ) -> (usize, HashSet<String>, Option<Error>) {
-        let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = job.namespace_str();
         let api = self.pod_api(namespace);
         self.expectations
             .expect(key, 0, pods.iter().map(|p| ObjectKey::of(p.as_ref())));
         let results = futures::future::join_all(pods.iter().map(|pod| {
             let api = &api;
             async move {
-                let name = pod.metadata.name.clone().unwrap_or_default();
+                let name = pod.name_any();
                 let outcome = async {
                     self.remove_finalizer(pod).await?;
                     let params = DeleteParams {
@@ -264,7 +266,7 @@ impl JobReconciler {
         job: &Job,
         count: usize,
     ) -> (usize, Option<Error>) {
-        let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = job.namespace_str();
         let api = self.pod_api(namespace);
         let template = job_pod(job);
         self.expectations.expect(key, count, []);
@@ -351,7 +353,7 @@ impl JobReconciler {
     }
 
     pub(super) async fn write_status(&self, job: &Job, status: JobStatus) -> Result<Job, Error> {
-        let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = job.namespace_str();
         let api = Api::<Job>::namespaced(self.client.clone(), namespace);
         let mut next = job.clone();
         next.status = Some(status);
@@ -367,7 +369,7 @@ impl Reconciler<Job> for JobReconciler {
 
     async fn reconcile(&self, job: Arc<Job>, ctx: &Context) -> Result<Action, Error> {
         let key = ctx.key().clone();
-        let namespace = job.metadata.namespace.clone().unwrap_or_default();
+        let namespace = job.namespace().unwrap_or_default();
         let uid = job.metadata.uid.clone().unwrap_or_default();
         let now = (self.clock)();
         // Expectations before the cache, as Kubernetes reads them.

@@ -2,6 +2,8 @@
 //! marking Pods of unhealthy Nodes not ready, and force-deleting Pods stuck terminating.
 
 use super::*;
+use capstan_api::ext::MetaExt;
+use capstan_api::kube_core::ResourceExt;
 
 impl NodeLifecycleController {
     /// The taint manager and the care of Pods on unhealthy nodes, over every node (`only` is
@@ -137,10 +139,7 @@ impl NodeLifecycleController {
     /// Sets a Pod's Ready condition to False (Kubernetes' `MarkPodsNotReady`). Returns whether
     /// it is done (or nothing is left to do).
     pub(super) async fn mark_not_ready(&self, pod: &Pod) -> bool {
-        let api: Api<Pod> = Api::namespaced(
-            self.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-        );
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), pod.namespace_str());
         let mut updated = pod.clone();
         let now = Time(self.now());
         if let Some(conditions) = updated.status.as_mut().and_then(|s| s.conditions.as_mut()) {
@@ -166,7 +165,7 @@ impl NodeLifecycleController {
     /// The taint manager's eviction: the Event, the `DisruptionTarget` condition, the delete.
     /// Returns whether the Pod is deleted (or being deleted, or gone).
     pub(super) async fn evict(&self, pod: &Pod) -> bool {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let namespace = pod.namespace().unwrap_or_default();
         let name = name_of(pod);
         self.recorder.normal(
             pod,
@@ -220,7 +219,7 @@ impl NodeLifecycleController {
 
     /// Deletes a terminating Pod of a node that is not Ready for good (grace period 0).
     pub(super) async fn force_delete(&self, pod: &Pod, node: &str) {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let namespace = pod.namespace().unwrap_or_default();
         let name = name_of(pod);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let params = DeleteParams {

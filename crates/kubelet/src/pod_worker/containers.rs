@@ -1,6 +1,7 @@
 //! The Pod's containers: pulling images, creating and starting containers, and restarting
 //! exited ones with the crash-loop back-off.
 
+use capstan_api::kube_core::ResourceExt;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
@@ -135,14 +136,8 @@ impl PodWorker {
             .command(container.command.clone().unwrap_or_default())
             .args(container.args.clone().unwrap_or_default())
             .label(POD_UID_LABEL, &uid)
-            .label(
-                POD_NAME_LABEL,
-                pod.metadata.name.clone().unwrap_or_default(),
-            )
-            .label(
-                POD_NAMESPACE_LABEL,
-                pod.metadata.namespace.clone().unwrap_or_default(),
-            )
+            .label(POD_NAME_LABEL, pod.name_any())
+            .label(POD_NAMESPACE_LABEL, pod.namespace().unwrap_or_default())
             .label(CONTAINER_NAME_LABEL, &container.name)
             .label(CONTAINER_HASH_LABEL, spec_hash(container));
         if let Some(dir) = &container.working_dir {

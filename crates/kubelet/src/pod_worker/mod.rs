@@ -17,6 +17,7 @@ mod sandbox;
 mod sync;
 mod termination;
 
+use capstan_api::ext::MetaExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -160,8 +161,8 @@ pub(crate) struct PodWorker {
 fn pod_label(pod: &Pod) -> String {
     format!(
         "{}_{}({})",
-        pod.metadata.name.as_deref().unwrap_or_default(),
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.name_str(),
+        pod.namespace_str(),
         pod.metadata.uid.as_deref().unwrap_or_default()
     )
 }

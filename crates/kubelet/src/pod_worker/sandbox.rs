@@ -1,6 +1,7 @@
 //! The Pod's sandbox: finding the one the runtime has, running a new one and attaching its
 //! network, and tearing both down.
 
+use capstan_api::kube_core::ResourceExt;
 use capstan_net::Attachment;
 use capstan_runtime as rt;
 
@@ -26,8 +27,8 @@ impl PodWorker {
 
     pub(super) fn attachment(&self, sandbox_id: &str, netns: &str) -> Attachment {
         Attachment::new(sandbox_id, netns).pod(
-            self.pod.metadata.namespace.clone().unwrap_or_default(),
-            self.pod.metadata.name.clone().unwrap_or_default(),
+            self.pod.namespace().unwrap_or_default(),
+            self.pod.name_any(),
             self.uid(),
         )
     }
@@ -106,8 +107,8 @@ impl PodWorker {
     async fn run_sandbox(&mut self, attempt: u32) -> Result<Option<Sandbox>> {
         let pod = self.pod.clone();
         let (name, namespace, uid) = (
-            pod.metadata.name.clone().unwrap_or_default(),
-            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.name_any(),
+            pod.namespace().unwrap_or_default(),
             self.uid(),
         );
         let mut metadata = rt::PodSandboxMetadata::new(&name, &namespace, &uid);

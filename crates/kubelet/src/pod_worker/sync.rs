@@ -1,6 +1,7 @@
 //! One sync of a Pod: reading the runtime's state, taking the next steps, and writing the
 //! Pod's status when it changed.
 
+use capstan_api::kube_core::ResourceExt;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -294,7 +295,7 @@ impl PodWorker {
             return Ok(phase);
         }
         let api = self.api();
-        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let name = self.pod.name_any();
         let uid = &self.pod.metadata.uid;
         // Whether it was written (not gone, not replaced).
         let written = retry_on_error(5, KubeletError::is_conflict, |_| async {

@@ -1,6 +1,7 @@
 //! A deleted Pod: stopping its containers gracefully, tearing its sandbox down and deleting
 //! the Pod for good.
 
+use capstan_api::kube_core::ResourceExt;
 use std::time::Duration;
 
 use capstan_api::kube_core::params::{DeleteParams, Preconditions};
@@ -67,7 +68,7 @@ impl PodWorker {
             }),
             ..DeleteParams::default()
         };
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let name = pod.name_any();
         match self.api().delete(&name, &params).await {
             Ok(_) => Ok(()),
             Err(error) if error.is_not_found() || error.is_conflict() => Ok(()),

@@ -49,6 +49,7 @@
 //! One cluster CIDR (one address family) per controller; dual-stack clusters are not
 //! handled.
 
+use capstan_api::ext::MetaExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -150,7 +151,7 @@ pub fn pod_cidr_claim(node: &Node, family_v4: bool) -> PodCidrClaim {
 }
 
 fn name_of(node: &Node) -> &str {
-    node.metadata.name.as_deref().unwrap_or_default()
+    node.name_str()
 }
 
 fn uid_of(node: &Node) -> &str {

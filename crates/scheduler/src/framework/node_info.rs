@@ -1,5 +1,6 @@
 //! One node as plugins see it during a cycle.
 
+use capstan_api::ext::MetaExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -82,11 +83,7 @@ pub(crate) fn controller_of(pod: &Pod) -> Option<&OwnerReference> {
 
 /// `namespace/name` of a pod.
 pub fn pod_key(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or(""),
-        pod.metadata.name.as_deref().unwrap_or("")
-    )
+    format!("{}/{}", pod.namespace_str(), pod.name_str())
 }
 
 /// A node and the pods on it (bound or assumed), as Filter and Score read it.
@@ -248,10 +245,11 @@ impl NodeInfo {
     /// Removes the pod with `key` (`namespace/name`); `false` when it was not here.
     pub fn remove_pod(&mut self, key: &str) -> bool {
         let (namespace, name) = key.split_once('/').unwrap_or(("", key));
-        let Some(i) = self.pods.iter().position(|p| {
-            p.pod.metadata.name.as_deref().unwrap_or("") == name
-                && p.pod.metadata.namespace.as_deref().unwrap_or("") == namespace
-        }) else {
+        let Some(i) = self
+            .pods
+            .iter()
+            .position(|p| p.pod.name_str() == name && p.pod.namespace_str() == namespace)
+        else {
             return false;
         };
         let info = self.pods.swap_remove(i);

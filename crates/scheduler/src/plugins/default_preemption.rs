@@ -14,6 +14,7 @@
 //! Not modelled: PodDisruptionBudgets, and reserving a nominated node's freed room against
 //! other pods.
 
+use capstan_api::ext::MetaExt;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -316,7 +317,7 @@ impl DefaultPreemption {
 
     async fn evict(&self, preemptor: &Pod, node: &str, victim: &Pod) -> Result<(), ApiError> {
         let ns = victim.metadata.namespace.as_deref().unwrap_or("default");
-        let name = victim.metadata.name.as_deref().unwrap_or_default();
+        let name = victim.name_str();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => {}
@@ -334,7 +335,7 @@ impl DefaultPreemption {
     /// Writes `status.nominatedNodeName`, retrying on conflicts.
     async fn nominate(&self, pod: &Pod, node: &str) -> Result<(), ApiError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let name = pod.name_str();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         // The first write and five retries.
         retry_on_conflict(6, |_| async {

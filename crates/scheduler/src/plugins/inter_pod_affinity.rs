@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use capstan_api::ext::PodExt;
+use capstan_api::ext::{MetaExt, PodExt};
 use capstan_api::k8s_openapi::api::core::v1::{
     Node, Pod, PodAffinityTerm, WeightedPodAffinityTerm,
 };
@@ -130,7 +130,7 @@ impl Term {
         };
         let in_namespace = match &self.namespaces {
             Namespaces::All => true,
-            Namespaces::Listed(ns) => ns.contains(pod.metadata.namespace.as_deref().unwrap_or("")),
+            Namespaces::Listed(ns) => ns.contains(pod.namespace_str()),
         };
         in_namespace && matches(selector, pod.metadata.labels.as_ref())
     }
@@ -168,7 +168,7 @@ fn compile_preferred(terms: Option<&Vec<WeightedPodAffinityTerm>>, ns: &str) -> 
 
 impl Terms {
     fn of(pod: &Pod) -> Terms {
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+        let ns = pod.namespace_str();
         let Some(affinity) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
             return Terms::default();
         };
@@ -256,7 +256,7 @@ impl PreFilterPlugin for InterPodAffinity {
         for info in &anti_nodes {
             let Some(node) = info.node() else { continue };
             for existing in info.pods().iter().filter(|p| p.has_required_anti_affinity) {
-                let ns = existing.pod.metadata.namespace.as_deref().unwrap_or("");
+                let ns = existing.pod.namespace_str();
                 let anti = existing
                     .pod
                     .spec

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use capstan_api::ext::{NodeExt, PodExt, TaintExt};
+use capstan_api::ext::{MetaExt, NodeExt, PodExt, TaintExt};
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, TopologySpreadConstraint};
 use capstan_api::kube_core::{Expression, Selector};
 use capstan_api::selector::{label_selector_from, matches};
@@ -286,7 +286,7 @@ impl Constraint {
             .iter()
             .filter(|p| {
                 p.pod.metadata.deletion_timestamp.is_none()
-                    && p.pod.metadata.namespace.as_deref().unwrap_or("") == namespace
+                    && p.pod.namespace_str() == namespace
                     && self.selects(&p.pod)
             })
             .count() as i64
@@ -331,7 +331,7 @@ fn count_domains(
     skip_hostname: bool,
     nodes: &[Arc<NodeInfo>],
 ) -> Vec<HashMap<String, i64>> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+    let ns = pod.namespace_str();
     let mut counts = vec![HashMap::new(); constraints.len()];
     if skip_hostname && constraints.iter().all(Constraint::is_hostname) {
         return counts;
@@ -507,7 +507,7 @@ impl ScorePlugin for PodTopologySpread {
                 continue;
             };
             let here = if c.is_hostname() {
-                c.count(pod.metadata.namespace.as_deref().unwrap_or(""), info)
+                c.count(pod.namespace_str(), info)
             } else {
                 s.counts[i].get(value).copied().unwrap_or(0)
             };

@@ -1,6 +1,5 @@
 //! Unit tests of the work queue, on tokio's paused clock.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
 use tokio::task::yield_now;
@@ -8,12 +7,11 @@ use tokio::time::{advance, timeout};
 
 use super::*;
 
-/// Fails a test that hangs. On the paused clock it fires as soon as nothing else can run.
-async fn within<F: Future>(test: F) -> F::Output {
-    timeout(Duration::from_secs(60), test)
-        .await
-        .expect("the test hung")
-}
+use capstan_api::testing::within;
+
+/// How long a test may take before it fails as hung. On the paused clock it fires as soon
+/// as nothing else can run.
+const LIMIT: Duration = Duration::from_secs(60);
 
 async fn yield_a_few_times() {
     for _ in 0..10 {
@@ -37,7 +35,7 @@ fn secs(secs: u64) -> Duration {
 
 #[tokio::test(start_paused = true)]
 async fn a_key_added_twice_before_it_is_taken_is_processed_once() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         queue.add("a");
         queue.add("b");
@@ -55,7 +53,7 @@ async fn a_key_added_twice_before_it_is_taken_is_processed_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_is_never_handed_to_two_workers_at_once() {
-    within(async {
+    within(LIMIT, async {
         const KEYS: usize = 4;
         let queue = WorkQueue::<usize>::new();
         let in_flight: Arc<Vec<AtomicBool>> =
@@ -102,7 +100,7 @@ async fn a_key_is_never_handed_to_two_workers_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_key_re_added_while_being_processed_runs_again_after_done() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         queue.add("a");
         let first = queue.get().await.unwrap();
@@ -121,7 +119,7 @@ async fn a_key_re_added_while_being_processed_runs_again_after_done() {
 
 #[tokio::test(start_paused = true)]
 async fn a_get_cancelled_after_being_woken_passes_the_key_to_another_waiting_worker() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         let first = tokio::spawn({
             let queue = queue.clone();
@@ -142,7 +140,7 @@ async fn a_get_cancelled_after_being_woken_passes_the_key_to_another_waiting_wor
 
 #[tokio::test(start_paused = true)]
 async fn a_delayed_add_fires_after_its_delay_and_not_before() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         let start = Instant::now();
         queue.add_after("a", secs(10));
@@ -160,7 +158,7 @@ async fn a_delayed_add_fires_after_its_delay_and_not_before() {
 
 #[tokio::test(start_paused = true)]
 async fn a_zero_delay_adds_at_once() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         queue.add_after("a", Duration::ZERO);
         assert_eq!(queue.len(), 1);
@@ -171,7 +169,7 @@ async fn a_zero_delay_adds_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn the_earliest_of_several_delayed_adds_of_a_key_wins() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         let start = Instant::now();
         queue.add_after("a", secs(10));
@@ -213,7 +211,7 @@ fn exponential_backoff_doubles_from_5ms_up_to_1000s_and_forget_resets_it() {
 
 #[tokio::test(start_paused = true)]
 async fn the_token_bucket_allows_a_burst_of_100_then_spaces_retries_by_100ms() {
-    within(async {
+    within(LIMIT, async {
         let bucket = TokenBucket::default();
         for key in 0..100 {
             assert_eq!(bucket.when(&key), Duration::ZERO);
@@ -235,7 +233,7 @@ async fn the_token_bucket_allows_a_burst_of_100_then_spaces_retries_by_100ms() {
 
 #[tokio::test(start_paused = true)]
 async fn max_of_waits_as_long_as_the_slower_limiter() {
-    within(async {
+    within(LIMIT, async {
         let limiter = MaxOf::new(ExponentialBackoff::default(), TokenBucket::new(1.0, 1));
         assert_eq!(limiter.when(&"a"), ms(5), "the backoff is slower");
         assert_eq!(limiter.when(&"a"), secs(1), "the bucket is slower");
@@ -249,7 +247,7 @@ async fn max_of_waits_as_long_as_the_slower_limiter() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_hands_out_the_queued_keys_then_returns_none() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         queue.add("a");
         queue.add("b");
@@ -266,7 +264,7 @@ async fn shutdown_hands_out_the_queued_keys_then_returns_none() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_wakes_a_waiting_get() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::<&str>::new();
         let waiting = tokio::spawn({
             let queue = queue.clone();
@@ -282,7 +280,7 @@ async fn shutdown_wakes_a_waiting_get() {
 
 #[tokio::test(start_paused = true)]
 async fn adds_after_shutdown_are_ignored() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         queue.add_after("waiting", secs(1));
         queue.shut_down();
@@ -302,7 +300,7 @@ async fn adds_after_shutdown_are_ignored() {
 
 #[tokio::test(start_paused = true)]
 async fn shut_down_with_drain_waits_for_the_keys_in_flight() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         queue.add("a");
         let in_flight = queue.get().await.unwrap();
@@ -328,7 +326,7 @@ async fn shut_down_with_drain_waits_for_the_keys_in_flight() {
 
 #[tokio::test(start_paused = true)]
 async fn metrics_reflect_depth_adds_retries_and_latencies() {
-    within(async {
+    within(LIMIT, async {
         let queue = WorkQueue::new();
         queue.add("a");
         queue.add("b");
@@ -387,7 +385,7 @@ async fn metrics_reflect_depth_adds_retries_and_latencies() {
 
 #[tokio::test(start_paused = true)]
 async fn the_timer_task_ends_when_the_queue_is_dropped() {
-    within(async {
+    within(LIMIT, async {
         let before = alive_tasks();
         let queue = WorkQueue::new();
         queue.add_after("a", secs(3600));
@@ -403,7 +401,7 @@ async fn the_timer_task_ends_when_the_queue_is_dropped() {
 
 #[tokio::test(start_paused = true)]
 async fn the_timer_task_ends_at_shutdown_and_drops_the_delayed_keys() {
-    within(async {
+    within(LIMIT, async {
         let before = alive_tasks();
         let queue = WorkQueue::new();
         queue.add_after("a", secs(1));

@@ -2,6 +2,7 @@
 //! scaling across active ReplicaSets.
 
 use super::*;
+use capstan_api::kube_core::ResourceExt;
 
 // ---------------------------------------------------------------------------------------
 // Scaling arithmetic
@@ -83,7 +84,7 @@ pub fn proportional_sizes(d: &Deployment, active: &[ReplicaSet]) -> Vec<(String,
     let mut added = 0;
     let mut sizes: Vec<(String, i32)> = Vec::with_capacity(sorted.len());
     for rs in &sorted {
-        let name = rs.metadata.name.clone().unwrap_or_default();
+        let name = rs.name_any();
         if to_add != 0 {
             let share = proportion(rs, d, to_add, added);
             sizes.push((name, rs_replicas(rs) + share));

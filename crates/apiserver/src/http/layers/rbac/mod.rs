@@ -56,6 +56,7 @@ mod rules;
 mod subjects;
 mod visit;
 
+use capstan_api::ext::MetaExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,7 +162,7 @@ impl RbacAuthorizer {
             .role_bindings
             .cache()
             .add_index(SUBJECT_INDEX, |binding: &RoleBinding| {
-                let namespace = binding.metadata.namespace.as_deref().unwrap_or_default();
+                let namespace = binding.namespace_str();
                 subject_keys(binding.subjects.as_deref(), Some(namespace))
             });
         authorizer

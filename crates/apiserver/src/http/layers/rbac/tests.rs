@@ -1,7 +1,6 @@
 //! Tests of RBAC decisions against a registry holding the RBAC objects.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use capstan_api::k8s_openapi::api::rbac::v1::AggregationRule;
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -20,11 +19,10 @@ use crate::registry::Registry;
 
 const SYNC: Duration = Duration::from_secs(10);
 
-async fn within<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(30), test)
-        .await
-        .expect("the test finished in time")
-}
+use capstan_api::testing::within;
+
+/// How long one test may take.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// A registry over a memory store, and helpers to write RBAC objects into it.
 struct Cluster {
@@ -244,7 +242,7 @@ async fn allowed(authorizer: &RbacAuthorizer, attributes: &Attributes) -> bool {
 
 #[tokio::test]
 async fn nothing_is_allowed_without_a_binding_and_the_reason_names_the_missing_permission() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         cluster
             .role("team", "reader", vec![rule(&["get"], &[""], &["pods"])])
@@ -283,7 +281,7 @@ async fn nothing_is_allowed_without_a_binding_and_the_reason_names_the_missing_p
 
 #[tokio::test]
 async fn a_role_binding_grants_its_role_only_in_its_own_namespace() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         let read = vec![rule(&["get", "list"], &[""], &["pods"])];
         cluster.role("team", "reader", read.clone()).await;
@@ -323,7 +321,7 @@ async fn a_role_binding_grants_its_role_only_in_its_own_namespace() {
 
 #[tokio::test]
 async fn a_role_binding_to_a_cluster_role_grants_it_only_in_the_binding_namespace() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         cluster
             .cluster_role(
@@ -356,7 +354,7 @@ async fn a_role_binding_to_a_cluster_role_grants_it_only_in_the_binding_namespac
 
 #[tokio::test]
 async fn a_cluster_role_binding_grants_everywhere_including_cluster_scoped_resources() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         cluster
             .cluster_role(
@@ -398,7 +396,7 @@ async fn a_cluster_role_binding_grants_everywhere_including_cluster_scoped_resou
 
 #[tokio::test]
 async fn group_subjects_match_any_of_the_users_groups() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         cluster
             .role("team", "editor", vec![rule(&["*"], &[""], &["configmaps"])])
@@ -430,7 +428,7 @@ async fn group_subjects_match_any_of_the_users_groups() {
 
 #[tokio::test]
 async fn service_account_subjects_default_to_the_binding_namespace() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         let read = vec![rule(&["get"], &[""], &["secrets"])];
         cluster.role("team", "reader", read.clone()).await;
@@ -488,7 +486,7 @@ async fn service_account_subjects_default_to_the_binding_namespace() {
 
 #[tokio::test]
 async fn verbs_and_api_groups_match_exactly_or_by_star() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         cluster
             .role(
@@ -551,7 +549,7 @@ async fn verbs_and_api_groups_match_exactly_or_by_star() {
 
 #[tokio::test]
 async fn subresources_match_only_when_named_or_wildcarded() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         let roles = [
             ("plain", rule(&["*"], &["*"], &["pods"])),
@@ -597,7 +595,7 @@ async fn subresources_match_only_when_named_or_wildcarded() {
 
 #[tokio::test]
 async fn resource_names_restrict_by_name_and_never_match_collections() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         cluster
             .role(
@@ -635,7 +633,7 @@ async fn resource_names_restrict_by_name_and_never_match_collections() {
 
 #[tokio::test]
 async fn non_resource_urls_match_exactly_or_by_prefix_only_through_cluster_role_bindings() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         cluster
             .cluster_role(
@@ -688,7 +686,7 @@ async fn non_resource_urls_match_exactly_or_by_prefix_only_through_cluster_role_
 
 #[tokio::test]
 async fn aggregated_cluster_roles_include_the_rules_of_matching_cluster_roles() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         let to =
             |target: &str| BTreeMap::from([(format!("aggregate-to-{target}"), "true".to_string())]);
@@ -762,7 +760,7 @@ async fn aggregated_cluster_roles_include_the_rules_of_matching_cluster_roles() 
 
 #[tokio::test]
 async fn system_masters_may_do_anything_even_before_sync() {
-    within(async {
+    within(LIMIT, async {
         // A server that accepts connections and never answers: the informers never sync.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client =
@@ -794,7 +792,7 @@ async fn system_masters_may_do_anything_even_before_sync() {
 
 #[tokio::test]
 async fn requests_are_denied_until_the_cache_has_synced() {
-    within(async {
+    within(LIMIT, async {
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client: Arc<dyn Client> = Arc::new(
             crate::remote::RemoteClient::new(&format!("http://{}", silent.local_addr().unwrap()))
@@ -834,7 +832,7 @@ async fn requests_are_denied_until_the_cache_has_synced() {
 
 #[tokio::test]
 async fn bindings_to_missing_or_unsupported_roles_grant_nothing_and_say_so() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         cluster
             .role_binding("team", "dangling", role_ref("Role", "gone"), vec![user("alice")])
@@ -871,7 +869,7 @@ async fn eventually(rbac: &RbacAuthorizer, attributes: &Attributes) {
 
 #[tokio::test]
 async fn changes_to_roles_and_bindings_take_effect_once_the_informers_see_them() {
-    within(async {
+    within(LIMIT, async {
         let cluster = Cluster::new();
         let rbac = cluster.authorizer().await;
         let a = alice();

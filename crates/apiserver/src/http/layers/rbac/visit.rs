@@ -1,6 +1,7 @@
 //! One decision's walk over roles: Roles, ClusterRoles and their aggregation, with what
 //! could not be resolved reported in the denial.
 
+use capstan_api::ext::MetaExt;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -67,7 +68,7 @@ impl Visit<'_> {
                 continue;
             }
             for candidate in all.iter() {
-                let candidate_name = candidate.metadata.name.as_deref().unwrap_or_default();
+                let candidate_name = candidate.name_str();
                 if visited.contains(candidate_name)
                     || !selectors
                         .iter()
