@@ -129,3 +129,88 @@ impl<K: Resource, R: Reconciler<K>> ManagedController<K, R> {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use capstan_api::k8s_openapi::api::core::v1::ConfigMap;
+    use capstan_api::testing::within;
+
+    use super::*;
+    use crate::runtime::{Action, Context};
+
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    /// A reconciler with nothing to do.
+    struct Idle;
+
+    #[async_trait::async_trait]
+    impl Reconciler<ConfigMap> for Idle {
+        type Error = capstan_api::Error;
+
+        async fn reconcile(&self, _: Arc<ConfigMap>, _: &Context) -> Result<Action, Self::Error> {
+            Ok(Action::await_change())
+        }
+    }
+
+    /// A companion that waits for the shutdown, then takes a moment, then says it returned.
+    fn companion(
+        returned: &Arc<AtomicBool>,
+    ) -> impl FnOnce(ShutdownHandle) -> BoxFuture<'static, ()> {
+        let returned = returned.clone();
+        move |handle| {
+            async move {
+                handle.wait().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                returned.store(true, Ordering::SeqCst);
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn run_returns_once_shut_down_and_every_companion_has_returned() {
+        within(LIMIT, async {
+            let returned = Arc::new(AtomicBool::new(false));
+            let client = capstan_apiserver::testing::client();
+            let managed =
+                ManagedController::new(Controller::<ConfigMap>::from_client(client), Idle)
+                    .with_companion(companion(&returned));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let run = tokio::spawn(managed.run(async {
+                let _ = stopped.await;
+            }));
+            stop.send(()).unwrap();
+            run.await.unwrap().unwrap();
+            assert!(
+                returned.load(Ordering::SeqCst),
+                "run returned before its companion"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_cannot_start_stops_its_companions_and_says_why() {
+        within(LIMIT, async {
+            let returned = Arc::new(AtomicBool::new(false));
+            let client = capstan_apiserver::testing::client();
+            let managed =
+                ManagedController::new(Controller::<ConfigMap>::from_client(client), Idle)
+                    .concurrency(0)
+                    .with_companion(companion(&returned));
+            let result = managed.run(std::future::pending()).await;
+            assert!(
+                matches!(result, Err(ControllerError::ZeroConcurrency { .. })),
+                "{result:?}"
+            );
+            assert!(
+                returned.load(Ordering::SeqCst),
+                "the companion was left running"
+            );
+        })
+        .await;
+    }
+}
