@@ -40,12 +40,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 #[track_caller]
 pub fn within<F: Future>(limit: Duration, future: F) -> impl Future<Output = F::Output> {
     let caller = Location::caller();
-    async move {
-        match tokio::time::timeout(limit, future).await {
-            Ok(output) => output,
-            Err(_) => panic!("test timed out after {limit:?} (within at {caller})"),
-        }
-    }
+    deadline(limit, future, move || {
+        format!("test timed out after {limit:?} (within at {caller})")
+    })
 }
 
 /// [`within`], with a description of what is awaited for the panic message.
@@ -62,11 +59,20 @@ pub fn within_named<F: Future>(
 ) -> impl Future<Output = F::Output> {
     let caller = Location::caller();
     let description = description.into();
-    async move {
-        match tokio::time::timeout(limit, future).await {
-            Ok(output) => output,
-            Err(_) => panic!("timed out after {limit:?} waiting for {description} (at {caller})"),
-        }
+    deadline(limit, future, move || {
+        format!("timed out after {limit:?} waiting for {description} (at {caller})")
+    })
+}
+
+/// Runs `future` to its end, or panics with `message()` once `limit` has passed.
+async fn deadline<F: Future>(
+    limit: Duration,
+    future: F,
+    message: impl FnOnce() -> String,
+) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{}", message()),
     }
 }
 
