@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use capstan_api::testing::{eventually, eventually_some, within, within_named, POLL_INTERVAL};
-pub use capstan_apiserver::testing::{client, registry};
+pub use capstan_apiserver::testing::{client, create_namespace, registry};
 pub use capstan_controller::testing::{
     EventLog, FakeKubelet, FakeNodes, FakeScheduler, KubeletOptions, ObjectHistory,
 };

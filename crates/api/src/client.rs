@@ -101,7 +101,9 @@ pub trait Client: Send + Sync + 'static {
     /// `creationTimestamp`, and a generated name when only `generateName` was set).
     ///
     /// Errors: [`Error::AlreadyExists`] when the name is taken, [`Error::Invalid`] when
-    /// validation fails, [`Error::NotFound`] when the namespace does not exist.
+    /// validation fails, [`Error::NotFound`] when the namespace does not exist
+    /// (`namespaces "foo" not found`), [`Error::Forbidden`] when it is being deleted
+    /// (Kubernetes' `NamespaceLifecycle`).
     async fn create(
         &self,
         resource: &ResourceInfo,
@@ -352,6 +354,30 @@ impl<K: Resource> Api<K> {
         })
     }
 
+    /// Lists objects like [`list`](Self::list), but decodes each item on its own: an item
+    /// that does not decode as `K` is an `Err(`[`Undecodable`]`)` in its place instead of
+    /// failing the whole page.
+    ///
+    /// This is the lossy path for informers, which must keep serving every other object when
+    /// one stored object no longer fits `K` (written by an older server, a bug, a changed
+    /// schema). Direct callers that want all or nothing use [`list`](Self::list).
+    /// Errors: as [`Client::list`]; decoding never fails the call.
+    pub async fn list_decoded(&self, params: &ListParams) -> Result<DecodedList<K>> {
+        let list = self
+            .client
+            .list(&self.resource, self.namespace(), params)
+            .await?;
+        Ok(DecodedList {
+            types: list.types,
+            metadata: list.metadata,
+            items: list
+                .items
+                .into_iter()
+                .map(|object| decode_each(&self.resource, object))
+                .collect(),
+        })
+    }
+
     /// Creates an object; see [`Client::create`].
     pub async fn create(&self, params: &PostParams, object: &K) -> Result<K> {
         let object = self.encode(object)?;
@@ -452,6 +478,33 @@ impl<K: Resource> Api<K> {
             .boxed())
     }
 
+    /// Watches objects like [`watch`](Self::watch), but an event whose object does not
+    /// decode as `K` carries an `Err(`[`Undecodable`]`)` (with the object's namespace, name
+    /// and resourceVersion) instead of ending in an error item, so the watcher can drop its
+    /// stale copy and go on. Errors: as [`Client::watch`].
+    pub async fn watch_decoded(
+        &self,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<Decoded<K>>>>> {
+        let events = self
+            .client
+            .watch(&self.resource, self.namespace(), params, resource_version)
+            .await?;
+        let resource = self.resource.clone();
+        Ok(events
+            .map(move |event| {
+                Ok(match event? {
+                    WatchEvent::Added(o) => WatchEvent::Added(decode_each(&resource, o)),
+                    WatchEvent::Modified(o) => WatchEvent::Modified(decode_each(&resource, o)),
+                    WatchEvent::Deleted(o) => WatchEvent::Deleted(decode_each(&resource, o)),
+                    WatchEvent::Bookmark(bookmark) => WatchEvent::Bookmark(bookmark),
+                    WatchEvent::Error(status) => WatchEvent::Error(status),
+                })
+            })
+            .boxed())
+    }
+
     fn encode(&self, object: &K) -> Result<DynamicObject> {
         to_dynamic(&self.resource, object)
     }
@@ -482,6 +535,53 @@ impl<K: Resource> Api<K> {
             }
         })
     }
+}
+
+/// An object a list or watch returned that does not decode as the handle's kind; see
+/// [`Api::list_decoded`] and [`Api::watch_decoded`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Undecodable {
+    /// The object's namespace, as sent (`None` for cluster-scoped kinds).
+    pub namespace: Option<String>,
+    /// The object's name.
+    pub name: String,
+    /// The object's resourceVersion, as sent.
+    pub resource_version: Option<String>,
+    /// Why it did not decode: an [`Error::Internal`] naming the kind, the object and serde's
+    /// message.
+    pub error: Error,
+}
+
+/// One item of [`Api::list_decoded`] or one object of [`Api::watch_decoded`]: the typed
+/// object, or why it is not one.
+pub type Decoded<K> = std::result::Result<K, Box<Undecodable>>;
+
+/// A list page whose items were decoded one by one; see [`Api::list_decoded`].
+#[derive(Clone, Debug)]
+pub struct DecodedList<K> {
+    /// The list's apiVersion and kind.
+    pub types: TypeMeta,
+    /// The list's resourceVersion and continue token.
+    pub metadata: kube_core::ListMeta,
+    /// Every item, in the server's order.
+    pub items: Vec<Decoded<K>>,
+}
+
+fn decode_each<K: serde::de::DeserializeOwned>(
+    resource: &ResourceInfo,
+    object: DynamicObject,
+) -> Decoded<K> {
+    let namespace = object.metadata.namespace.clone();
+    let name = object.name_any();
+    let resource_version = object.metadata.resource_version.clone();
+    from_dynamic(resource, object).map_err(|error| {
+        Box::new(Undecodable {
+            namespace,
+            name,
+            resource_version,
+            error,
+        })
+    })
 }
 
 /// Converts a typed object to a [`DynamicObject`], setting `apiVersion` and `kind` from
@@ -922,6 +1022,76 @@ mod tests {
 
             let gone = nodes.watch(&WatchParams::default(), "1").await;
             assert!(gone.err().is_some_and(|e| e.is_gone()));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn per_item_lists_and_watches_name_undecodable_objects_where_strict_ones_fail() {
+        within(LIMIT, async {
+            let memory = Arc::new(MemoryClient::default());
+            let client: Arc<dyn Client> = memory.clone();
+            let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+            pods.create(&PostParams::default(), &pod("good", "web"))
+                .await
+                .unwrap();
+            let bad: DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": { "name": "bad", "namespace": "default", "resourceVersion": "9" },
+                "spec": { "containers": "not a list" },
+            }))
+            .unwrap();
+            let key = Pod::info().key(Some("default"), "bad").unwrap();
+            memory.objects.lock().unwrap().insert(key, bad);
+
+            assert!(matches!(
+                pods.list(&ListParams::default()).await,
+                Err(Error::Internal { .. })
+            ));
+            let list = pods.list_decoded(&ListParams::default()).await.unwrap();
+            let (good, bad): (Vec<_>, Vec<_>) = list.items.into_iter().partition(Result::is_ok);
+            assert_eq!(good.len(), 1);
+            let undecodable = bad.into_iter().next().unwrap().unwrap_err();
+            assert_eq!(
+                (
+                    undecodable.namespace.as_deref(),
+                    undecodable.name.as_str(),
+                    undecodable.resource_version.as_deref()
+                ),
+                (Some("default"), "bad", Some("9"))
+            );
+            assert!(
+                undecodable
+                    .error
+                    .to_string()
+                    .contains(r#"cannot convert Pod "bad""#),
+                "{}",
+                undecodable.error
+            );
+
+            let strict: Vec<_> = pods
+                .watch(&WatchParams::default(), "0")
+                .await
+                .unwrap()
+                .collect()
+                .await;
+            assert!(strict.iter().any(Result::is_err));
+            let events: Vec<_> = pods
+                .watch_decoded(&WatchParams::default(), "0")
+                .await
+                .unwrap()
+                .collect()
+                .await;
+            let names: Vec<_> = events
+                .into_iter()
+                .map(|event| match event.unwrap() {
+                    WatchEvent::Added(Ok(pod)) => pod.name_any(),
+                    WatchEvent::Added(Err(undecodable)) => format!("!{}", undecodable.name),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            assert_eq!(names, ["!bad", "good"]);
         })
         .await;
     }

@@ -19,6 +19,8 @@
 //!   [`TolerationExt::tolerates`](ext::TolerationExt::tolerates),
 //!   [`NodeSelectorExt::matches`](ext::NodeSelectorExt::matches), ...), one tested
 //!   implementation each.
+//! - **Quantities**: [`quantity`], Kubernetes' resource quantities (`100m`, `1Gi`) parsed
+//!   exactly, for the registry's validation, the scheduler and the kubelet.
 //! - **Health**: [`health`], the named checks every component serves on `/healthz`, `/livez`
 //!   and `/readyz`, reported in kube-apiserver's format.
 //! - **Testing**: [`testing`], time limits for async tests ([`within`](testing::within),
@@ -70,6 +72,7 @@ pub mod error;
 pub mod ext;
 pub mod field;
 pub mod health;
+pub mod quantity;
 pub mod resource;
 pub mod selector;
 pub mod testing;

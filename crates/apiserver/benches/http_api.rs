@@ -76,6 +76,7 @@ async fn measure(name: &str, store: Arc<dyn Store>) {
         .unwrap();
     let client: Arc<dyn Client> = Arc::new(RemoteClient::new(&server.url()).unwrap());
     let namespace = format!("bench-{}", std::process::id());
+    capstan_apiserver::testing::create_namespace(&*client, &namespace).await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     api.create(&PostParams::default(), &config_map("target".into()))
         .await

@@ -91,6 +91,10 @@ fn bench_registry(c: &mut Criterion) {
         .into_iter()
         .map(|(name, store)| {
             let registry: Arc<dyn Client> = Arc::new(Registry::new(store.clone()));
+            let namespace = format!("bench-{run}");
+            rt.block_on(capstan_apiserver::testing::create_namespace(
+                &*registry, &namespace,
+            ));
             (
                 name,
                 store,

@@ -7,6 +7,8 @@
 //! - [`metrics`]: kube-apiserver's `apiserver_*` Prometheus series and the store's `etcd`
 //!   health check, which `http` serves on `/metrics` and `/readyz`.
 //! - [`codec`]: how objects sit in the store (JSON, resourceVersion from the mod revision).
+//! - [`compactor`]: discards the store's history every interval (kube-apiserver's
+//!   `--etcd-compaction-interval`), started by whoever serves the registry.
 //! - [`registry`]: typed Kubernetes objects over any `Store`, serving the `Client` trait with
 //!   kube-apiserver's semantics (resourceVersion, generation, status subresource, finalizers,
 //!   admission with Kubernetes' defaulting and validation, patches, paged lists); each
@@ -41,6 +43,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod codec;
+pub mod compactor;
 #[cfg(feature = "server")]
 pub mod http;
 pub mod metrics;

@@ -279,3 +279,117 @@ impl HealthCheck for StoreCheck {
         }
     }
 }
+
+#[cfg(all(test, feature = "etcd", feature = "server"))]
+mod etcd_readiness_tests {
+    //! `/readyz` and `/healthz` of a server on a real etcd that this test starts and stops.
+
+    use std::net::{SocketAddr, TcpListener};
+    use std::process::{Child, Command, Stdio};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::http::ApiServer;
+    use crate::registry::Registry;
+
+    /// A one-member etcd on free loopback ports, killed (and its data removed) on drop.
+    struct Etcd {
+        child: Child,
+        dir: std::path::PathBuf,
+        url: String,
+    }
+
+    impl Drop for Etcd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port")
+    }
+
+    fn start_etcd() -> Etcd {
+        let dir = std::env::temp_dir().join(format!("capstan-readyz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let binary = std::env::var("CAPSTAN_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let child = Command::new(binary)
+            .args(["--name", "readyz", "--data-dir"])
+            .arg(dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("readyz={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the etcd binary (set CAPSTAN_ETCD_BIN, or put etcd on the PATH)");
+        Etcd { child, dir, url }
+    }
+
+    async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = format!("GET {path} HTTP/1.0\r\nHost: capstan\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
+        let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (code, body.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_fails_with_kube_apiservers_detail_once_etcd_is_stopped() {
+        capstan_api::testing::within(std::time::Duration::from_secs(60), async {
+            let mut etcd = start_etcd();
+            let store = capstan_api::testing::eventually_some(
+                std::time::Duration::from_secs(20),
+                "etcd answers",
+                || {
+                    let url = etcd.url.clone();
+                    async move { capstan_store::etcd::EtcdStore::connect(&[url]).await.ok() }
+                },
+            )
+            .await;
+            let registry = std::sync::Arc::new(Registry::new(std::sync::Arc::new(store)));
+            let server = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let address = server.address();
+            assert_eq!(get(address, "/readyz").await, (200, "ok".into()));
+            assert_eq!(
+                get(address, "/readyz?verbose").await,
+                (200, "[+]ping ok\n[+]etcd ok\nreadyz check passed\n".into())
+            );
+
+            etcd.child.kill().unwrap();
+            etcd.child.wait().unwrap();
+            assert_eq!(
+                get(address, "/readyz?verbose").await,
+                (
+                    500,
+                    "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n".into()
+                )
+            );
+            let (code, body) = get(address, "/healthz?verbose").await;
+            assert_eq!(code, 500);
+            assert!(body.contains("[-]etcd failed: reason withheld\n"), "{body}");
+            assert_eq!(get(address, "/livez").await, (200, "ok".into()));
+        })
+        .await;
+    }
+}

@@ -76,14 +76,23 @@ impl KindSchema<'_> {
     /// Removes from `object` every field the schema does not know, and returns their paths in
     /// Kubernetes' notation (`spec.template.spec.containers[0].imagePullPolicy`), in the
     /// order met. Idempotent: a pruned object has nothing left to prune.
+    ///
+    /// The walk goes at most [`MAX_PRUNE_DEPTH`] levels down (recursive schemas such as a
+    /// CRD's `JSONSchemaProps` would follow a value as deep as it goes); anything deeper is
+    /// left as it is. The HTTP API refuses bodies nesting more than 100 levels before they are
+    /// parsed, so objects arriving over HTTP are always pruned whole.
     pub fn prune(&self, object: &mut Value, keys: Keys) -> Vec<String> {
         let mut unknown = Vec::new();
         let mut path = String::new();
         self.schemas
-            .prune(self.root, object, keys, &mut path, &mut unknown);
+            .prune(self.root, object, keys, &mut path, &mut unknown, 0);
         unknown
     }
 }
+
+/// How deep [`KindSchema::prune`] walks a value: 256 levels, well past any object the HTTP
+/// API accepts, and shallow enough for the stack of any thread.
+pub const MAX_PRUNE_DEPTH: usize = 256;
 
 impl Schemas {
     /// The schemas of every built-in kind, built on first use.
@@ -213,7 +222,11 @@ impl Schemas {
         keys: Keys,
         path: &mut String,
         unknown: &mut Vec<String>,
+        depth: usize,
     ) {
+        if depth >= MAX_PRUNE_DEPTH {
+            return;
+        }
         match (&self.nodes[node], value) {
             (
                 Node::Object {
@@ -231,7 +244,7 @@ impl Schemas {
                     }
                     path.push_str(key);
                     match known {
-                        Some(&next) => self.prune(next, child, keys, path, unknown),
+                        Some(&next) => self.prune(next, child, keys, path, unknown, depth + 1),
                         None if keys == Keys::StrategicPatch && key.starts_with('$') => {}
                         None => {
                             unknown.push(path.clone());
@@ -248,7 +261,7 @@ impl Schemas {
                 for (index, item) in values.iter_mut().enumerate() {
                     let start = path.len();
                     path.push_str(&format!("[{index}]"));
-                    self.prune(*items, item, keys, path, unknown);
+                    self.prune(*items, item, keys, path, unknown, depth + 1);
                     path.truncate(start);
                 }
             }
@@ -491,6 +504,45 @@ mod tests {
             unknown,
             ["spec.versions[0].schema.openAPIV3Schema.properties.spec.bogus"]
         );
+    }
+
+    #[test]
+    fn pruning_a_value_deeper_than_the_bound_stops_at_the_bound() {
+        // A CRD schema nested 50,000 `properties` deep follows the recursive JSONSchemaProps
+        // schema all the way down; the walk stops at MAX_PRUNE_DEPTH instead of the stack's end.
+        let mut nested = json!({"type": "string", "bogus": true});
+        for _ in 0..50_000 {
+            // Built by moving, not with `json!`, which would copy the value recursively.
+            let mut properties = Map::new();
+            properties.insert("x".into(), nested);
+            let mut level = Map::new();
+            level.insert("type".into(), "object".into());
+            level.insert("properties".into(), Value::Object(properties));
+            nested = Value::Object(level);
+        }
+        let mut schema_of_v1 = Map::new();
+        schema_of_v1.insert("openAPIV3Schema".into(), nested);
+        let mut version = Map::new();
+        version.insert("name".into(), "v1".into());
+        version.insert("schema".into(), Value::Object(schema_of_v1));
+        let mut crd = json!({"spec": {"versions": []}});
+        crd["spec"]["versions"]
+            .as_array_mut()
+            .unwrap()
+            .push(Value::Object(version));
+        let walk = std::thread::Builder::new()
+            // 100,000 levels would overflow this stack without the bound.
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let unknown = schema("apiextensions.k8s.io", "CustomResourceDefinition")
+                    .prune(&mut crd, Keys::Object);
+                // Dropping the value recurses as deep as it nests: leak it instead.
+                std::mem::forget(crd);
+                unknown
+            })
+            .unwrap();
+        let unknown = walk.join().expect("the walk stays within its stack");
+        assert!(unknown.is_empty(), "{unknown:?}");
     }
 
     #[test]

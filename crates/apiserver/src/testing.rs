@@ -31,3 +31,24 @@ pub fn registry() -> Arc<Registry> {
 pub fn client() -> Arc<dyn Client> {
     registry()
 }
+
+/// Creates the Namespace `name` unless it exists, so a test may create objects in it (a
+/// create in a missing namespace is 404, as in Kubernetes). Idempotent.
+///
+/// # Panics
+///
+/// When the create fails for another reason than the namespace existing.
+pub async fn create_namespace(client: &dyn Client, name: &str) {
+    let resource = capstan_api::ResourceInfo::builtin("", "Namespace").expect("a built-in kind");
+    let namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name},
+    }))
+    .expect("a Namespace decodes");
+    let params = capstan_api::kube_core::params::PostParams::default();
+    match client.create(&resource, None, namespace, &params).await {
+        Ok(_) | Err(capstan_api::Error::AlreadyExists { .. }) => {}
+        Err(error) => panic!("creating the namespace {name}: {error}"),
+    }
+}

@@ -90,6 +90,7 @@ fn pod(name: &str) -> Pod {
 async fn server() -> ApiServer {
     let registry = capstan_apiserver::testing::registry();
     let client: Arc<dyn Client> = registry.clone();
+    capstan_apiserver::testing::create_namespace(&*client, "team").await;
     let pp = PostParams::default();
     Api::<Role>::namespaced(client.clone(), "team")
         .create(&pp, &pod_reader())
@@ -226,8 +227,12 @@ async fn a_user_without_bindings_gets_a_kubernetes_forbidden_status() {
         );
         let bob = as_user(&server, "bob-token");
         forbidden(pods(&bob, "team").get("web").await);
+        // The bootstrap `system:discovery` role is bound to every authenticated user, as in
+        // Kubernetes; other non-resource paths need a grant.
         let (code, _) = raw_get(server.address(), "/apis", "bob-token").await;
-        assert_eq!(code, 403, "discovery needs a grant too");
+        assert_eq!(code, 200, "discovery is open to authenticated users");
+        let (code, _) = raw_get(server.address(), "/metrics", "bob-token").await;
+        assert_eq!(code, 403, "metrics need a grant");
     })
     .await;
 }
@@ -321,6 +326,7 @@ async fn the_authorizer_follows_a_remote_api_server_too() {
         let alice = as_user(&front, "alice-token");
         forbidden(pods(&alice, "team").list(&ListParams::default()).await);
 
+        capstan_apiserver::testing::create_namespace(&*remote, "team").await;
         let pp = PostParams::default();
         Api::<Role>::namespaced(remote.clone(), "team")
             .create(&pp, &pod_reader())

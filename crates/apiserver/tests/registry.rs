@@ -258,6 +258,7 @@ mod cases {
         store: Arc<dyn Store>,
     ) {
         let api: Api<ConfigMap> = Api::namespaced(client(&store), "rv");
+        capstan_apiserver::testing::create_namespace(&**api.client(), "rv").await;
         let created = api
             .create(&post(), &config_map("settings", json!({"a": "1"})))
             .await
@@ -991,6 +992,7 @@ mod cases {
         drop(api);
         drop(registry);
         let restarted: Api<Service> = Api::namespaced(client(&store), "other");
+        capstan_apiserver::testing::create_namespace(&**restarted.client(), "other").await;
         for i in 0..20 {
             let created = restarted
                 .create(&post(), &http_service(&format!("after-{i}")))
@@ -1778,6 +1780,7 @@ mod cases {
     pub(crate) async fn list_across_namespaces_and_of_cluster_scoped_kinds(store: Arc<dyn Store>) {
         let client = client(&store);
         for namespace in ["a", "b"] {
+            capstan_apiserver::testing::create_namespace(&*client, namespace).await;
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
             api.create(&post(), &config_map("c", json!({})))
                 .await

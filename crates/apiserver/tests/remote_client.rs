@@ -813,3 +813,31 @@ async fn a_server_that_is_not_running_is_service_unavailable() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn deleting_a_namespace_remotely_reports_it_pending_while_its_content_is_removed() {
+    bounded(async {
+        let (server, _store) = serve().await;
+        let client = remote(&server);
+        let namespaces =
+            Api::<capstan_api::k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+        let mut namespace = capstan_api::k8s_openapi::api::core::v1::Namespace::default();
+        namespace.metadata.name = Some("leaving".into());
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        match namespaces
+            .delete("leaving", &DeleteParams::default())
+            .await
+            .unwrap()
+        {
+            Deletion::Pending(namespace) => assert_eq!(
+                namespace.status.and_then(|s| s.phase).as_deref(),
+                Some("Terminating")
+            ),
+            Deletion::Deleted(_) => panic!("a namespace with the kubernetes finalizer is pending"),
+        }
+    })
+    .await;
+}

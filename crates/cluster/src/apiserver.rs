@@ -90,6 +90,9 @@ pub struct ApiServerConfig {
     /// `127.0.0.1`, `::1`, `localhost`, the `kubernetes` Service's names and its ClusterIP;
     /// the kubeconfig trusts the CA. A generated admin token is kept here too.
     pub cert_dir: Option<PathBuf>,
+    /// How often the store's history is compacted (`--etcd-compaction-interval`, as
+    /// kube-apiserver's; zero: never). Default: 5 minutes.
+    pub compaction_interval: std::time::Duration,
 }
 
 impl ApiServerConfig {
@@ -101,6 +104,7 @@ impl ApiServerConfig {
             token: None,
             tls: None,
             cert_dir: None,
+            compaction_interval: capstan_apiserver::compactor::DEFAULT_COMPACTION_INTERVAL,
         }
     }
 }
@@ -187,7 +191,7 @@ impl RunningApiServer {
 pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let store = open_store(&config.store).await?;
     let registry = Arc::new(Registry::new(store));
-    let mut options = ApiServerOptions::default();
+    let mut options = ApiServerOptions::default().compaction_interval(config.compaction_interval);
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut token = config.token.clone();
     #[cfg(feature = "tls")]

@@ -159,6 +159,46 @@ pub struct ServeArgs {
     /// Where to write the kubeconfig for kubectl and the other components.
     #[arg(long, default_value = "capstan.kubeconfig")]
     pub kubeconfig: PathBuf,
+    /// How often the store's history is compacted, as kube-apiserver's flag: a duration such
+    /// as `5m`, `90s` or `1h30m` (a bare number is seconds); `0` turns compaction off.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub etcd_compaction_interval: Duration,
+}
+
+/// Reads a duration as Go writes one (`1h30m`, `5m0s`, `250ms`); a bare number is seconds.
+///
+/// Errors: anything else, naming what was given.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (expected e.g. 5m, 90s, 1h30m or 0)");
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        let amount: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "h" => Duration::from_secs(3600),
+            "m" => Duration::from_secs(60),
+            "s" => Duration::from_secs(1),
+            "ms" => Duration::from_millis(1),
+            _ => return Err(invalid()),
+        };
+        let amount = u32::try_from(amount).map_err(|_| invalid())?;
+        total += scale.checked_mul(amount).ok_or_else(invalid)?;
+        rest = &rest[unit..];
+    }
+    Ok(total)
 }
 
 /// Where `--tls` keeps what it generates when `--cert-dir` is not given.
@@ -181,6 +221,7 @@ impl ServeArgs {
                     .clone()
                     .unwrap_or_else(|| DEFAULT_CERT_DIR.into())
             }),
+            compaction_interval: self.etcd_compaction_interval,
         }
     }
 }
@@ -744,6 +785,24 @@ impl LiveView {
                 self.show("cluster (live)", &nodes, &pods, false);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod compaction_flag_tests {
+    use super::*;
+
+    #[test]
+    fn compaction_intervals_read_as_kube_apiserver_durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5m0s"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "5x", "m", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
 }

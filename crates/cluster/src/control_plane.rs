@@ -20,7 +20,9 @@ use capstan_net::ipam::ClusterCidr;
 use capstan_scheduler::config::{ConfigError, KubeSchedulerConfiguration};
 use capstan_scheduler::metrics::SchedulerMetrics;
 use capstan_scheduler::{default_framework, in_tree_registry, Scheduler};
-use capstan_watch::{InformerFactory, InformerSyncCheck, ReflectorOptions, WorkQueueMetrics};
+use capstan_watch::{
+    InformerFactory, InformerMetrics, InformerSyncCheck, ReflectorOptions, WorkQueueMetrics,
+};
 use ipnet::IpNet;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -301,7 +303,10 @@ pub fn start_controller_manager(
     let endpoint = options.endpoint(
         &name,
         &HealthEndpoints::new().readyz(synced.clone()),
-        |registry| queues.register(registry),
+        |registry| {
+            queues.register(registry);
+            InformerMetrics::new().register(registry);
+        },
     )?;
     Ok(Component::spawn(name, move |stop| async move {
         loop {
@@ -346,7 +351,10 @@ fn scheduler_observability(
     let endpoint = options.endpoint(
         name,
         &HealthEndpoints::new().readyz(synced.clone()),
-        |registry| metrics.register(registry),
+        |registry| {
+            metrics.register(registry);
+            InformerMetrics::new().register(registry);
+        },
     )?;
     Ok((metrics, synced, endpoint))
 }

@@ -30,14 +30,18 @@
 //!   object, type, reason and source within [`EventOptions::similar_events_window`] (10
 //!   minutes), further ones go to a single Event whose message is
 //!   `(combined from similar events): <latest message>`, counted like a repeat.
+//! - **Spam is filtered**, as client-go's `EventSourceObjectSpamFilter` does: each source
+//!   (component and host) and involved object (apiVersion, kind, namespace, name, uid) has
+//!   a token bucket of [`EventOptions::spam_burst`] (25) tokens, refilled one per
+//!   [`EventOptions::spam_refill_interval`] (5 minutes). Every Event, after aggregation,
+//!   takes a token; without one it is dropped (counted in [`EventMetrics::filtered`]). The
+//!   buckets are kept in an LRU of [`EventOptions::cache_size`].
 //! - **Writes are retried** on retryable errors (5xx, 429, timeouts) up to
 //!   [`EventOptions::max_tries`] times, [`EventOptions::retry_interval`] apart (the first wait
 //!   jittered), as client-go does; other errors drop the Event with a log line.
 //! - [`EventBroadcaster::flush`] waits until everything recorded before it is written (or
 //!   given up); [`EventBroadcaster::shutdown`] also stops the task. Dropping the broadcaster
 //!   aborts the task at once; recorders then drop what they record.
-//!
-//! client-go's spam filter (a token bucket per object) is not implemented.
 //!
 //! For tests, [`EventOptions::history_capacity`] keeps the last Events written, in writing
 //! order, readable with [`EventBroadcaster::history`]; the Events are also in the API.
@@ -112,6 +116,11 @@ pub const DEFAULT_SIMILAR_EVENTS_WINDOW: Duration = Duration::from_secs(600);
 /// The default window for aggregating repeats: kube-apiserver's default event TTL, after
 /// which the Event would be gone anyway.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(3600);
+/// client-go's spam filter burst: Events one source may record about one object at once.
+pub const DEFAULT_SPAM_BURST: u32 = 25;
+/// client-go's spam filter refill: one more Event per source and object every 5 minutes
+/// (a rate of 1/300 per second).
+pub const DEFAULT_SPAM_REFILL_INTERVAL: Duration = Duration::from_secs(300);
 /// The prefix of a combined Event's message, as in client-go.
 pub const COMBINED_MESSAGE_PREFIX: &str = "(combined from similar events): ";
 
@@ -148,7 +157,8 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 pub struct EventOptions {
     /// Events queued for writing before further ones are dropped.
     pub queue_capacity: usize,
-    /// Entries in each of the correlator's LRU caches (repeats and similar events).
+    /// Entries in each of the correlator's LRU caches (repeats, similar events and spam
+    /// buckets).
     pub cache_size: usize,
     /// How long after its last occurrence a repeat still increments the existing Event.
     pub dedup_window: Duration,
@@ -157,6 +167,11 @@ pub struct EventOptions {
     pub similar_events_threshold: usize,
     /// The window in which distinct messages are counted for combining.
     pub similar_events_window: Duration,
+    /// Tokens in each source-and-object bucket of the spam filter (its burst); 0 disables
+    /// the filter.
+    pub spam_burst: u32,
+    /// Time for one token to come back to a bucket.
+    pub spam_refill_interval: Duration,
     /// Tries to write one Event on retryable errors.
     pub max_tries: u32,
     /// Wait between tries.
@@ -175,6 +190,8 @@ impl Default for EventOptions {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             similar_events_threshold: DEFAULT_SIMILAR_EVENTS_THRESHOLD,
             similar_events_window: DEFAULT_SIMILAR_EVENTS_WINDOW,
+            spam_burst: DEFAULT_SPAM_BURST,
+            spam_refill_interval: DEFAULT_SPAM_REFILL_INTERVAL,
             max_tries: DEFAULT_MAX_TRIES,
             retry_interval: DEFAULT_RETRY_INTERVAL,
             history_capacity: 0,
@@ -191,6 +208,8 @@ impl fmt::Debug for EventOptions {
             .field("dedup_window", &self.dedup_window)
             .field("similar_events_threshold", &self.similar_events_threshold)
             .field("similar_events_window", &self.similar_events_window)
+            .field("spam_burst", &self.spam_burst)
+            .field("spam_refill_interval", &self.spam_refill_interval)
             .field("max_tries", &self.max_tries)
             .field("retry_interval", &self.retry_interval)
             .field("history_capacity", &self.history_capacity)
@@ -222,6 +241,14 @@ impl EventOptions {
     pub fn similar_events(mut self, threshold: usize, window: Duration) -> Self {
         self.similar_events_threshold = threshold;
         self.similar_events_window = window;
+        self
+    }
+
+    /// Sets the spam filter's [`spam_burst`](Self::spam_burst) (0 disables it) and
+    /// [`spam_refill_interval`](Self::spam_refill_interval).
+    pub fn spam_filter(mut self, burst: u32, refill_interval: Duration) -> Self {
+        self.spam_burst = burst;
+        self.spam_refill_interval = refill_interval;
         self
     }
 
@@ -259,6 +286,8 @@ pub struct EventMetrics {
     pub patched: u64,
     /// Events given up after errors.
     pub failed: u64,
+    /// Events dropped by the spam filter.
+    pub filtered: u64,
 }
 
 #[derive(Default)]
@@ -268,6 +297,7 @@ struct Counters {
     created: AtomicU64,
     patched: AtomicU64,
     failed: AtomicU64,
+    filtered: AtomicU64,
 }
 
 struct Shared {
@@ -361,6 +391,7 @@ impl EventBroadcaster {
             created: counters.created.load(Ordering::Relaxed),
             patched: counters.patched.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
+            filtered: counters.filtered.load(Ordering::Relaxed),
         }
     }
 
@@ -541,6 +572,16 @@ async fn write_events(
                     .map(|time| time.0)
                     .unwrap_or_else(|| (shared.options.clock)());
                 let (event, repeat) = correlator.correlate(*event, now);
+                // As client-go: aggregated and counted first, then filtered.
+                if !correlator.allow(&event, now) {
+                    shared.counters.filtered.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        reason = event.reason.as_deref().unwrap_or_default(),
+                        object = event.involved_object.name.as_deref().unwrap_or_default(),
+                        "event dropped by the spam filter"
+                    );
+                    continue;
+                }
                 if let Some(written) = write_event(&client, &shared, event, repeat).await {
                     let capacity = shared.options.history_capacity;
                     if capacity > 0 {
@@ -682,10 +723,48 @@ struct Observed {
     last: Timestamp,
 }
 
-/// client-go's `EventCorrelator`, without the spam filter.
+/// What the spam filter counts by (client-go's `getSpamKey`): the source and the involved
+/// object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SpamKey {
+    component: Option<String>,
+    host: Option<String>,
+    api_version: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    uid: Option<String>,
+}
+
+impl SpamKey {
+    fn of(event: &Event) -> Self {
+        let source = event.source.clone().unwrap_or_default();
+        let object = &event.involved_object;
+        SpamKey {
+            component: source.component,
+            host: source.host,
+            api_version: object.api_version.clone(),
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            uid: object.uid.clone(),
+        }
+    }
+}
+
+/// A token bucket, refilled lazily from the time of its last use.
+struct Bucket {
+    tokens: f64,
+    last: Timestamp,
+}
+
+/// client-go's `EventCorrelator`: the aggregator, the repeat logger and the spam filter.
 struct Correlator {
     similar: Lru<SimilarKey, Similar>,
     observed: Lru<RepeatKey, Observed>,
+    spam: Lru<SpamKey, Bucket>,
+    spam_burst: u32,
+    spam_refill_interval: Duration,
     similar_threshold: usize,
     similar_window: Duration,
     dedup_window: Duration,
@@ -697,6 +776,9 @@ impl Correlator {
         Correlator {
             similar: Lru::new(options.cache_size),
             observed: Lru::new(options.cache_size),
+            spam: Lru::new(options.cache_size),
+            spam_burst: options.spam_burst,
+            spam_refill_interval: options.spam_refill_interval,
             similar_threshold: options.similar_events_threshold,
             similar_window: options.similar_events_window,
             dedup_window: options.dedup_window,
@@ -761,6 +843,42 @@ impl Correlator {
             },
         );
         (event, false)
+    }
+
+    /// The spam filter: whether `event`'s source and object still have a token at `now`
+    /// (taking it). A new bucket starts full.
+    fn allow(&mut self, event: &Event, now: Timestamp) -> bool {
+        if self.spam_burst == 0 {
+            return true;
+        }
+        let burst = f64::from(self.spam_burst);
+        let key = SpamKey::of(event);
+        if self.spam.get_mut(&key).is_none() {
+            self.spam.insert(
+                key.clone(),
+                Bucket {
+                    tokens: burst,
+                    last: now,
+                },
+            );
+        }
+        let bucket = self.spam.get_mut(&key).expect("just inserted");
+        let refill = self.spam_refill_interval.as_secs_f64();
+        let earned = if refill > 0.0 {
+            elapsed(now, bucket.last).as_secs_f64() / refill
+        } else {
+            burst
+        };
+        bucket.tokens = (bucket.tokens + earned).min(burst);
+        if now > bucket.last {
+            bucket.last = now;
+        }
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// `<object name>.<hex nanoseconds>`, strictly increasing per correlator.
@@ -842,6 +960,55 @@ mod tests {
         lru.insert("a", 4); // replacing does not grow it
         assert_eq!(lru.len(), 2);
         assert_eq!(lru.get_mut(&"a"), Some(&mut 4));
+    }
+
+    fn about(object: &str, component: &str, reason: &str) -> Event {
+        Event {
+            involved_object: ObjectReference {
+                kind: Some("Pod".into()),
+                namespace: Some("default".into()),
+                name: Some(object.into()),
+                uid: Some(format!("uid-{object}")),
+                ..ObjectReference::default()
+            },
+            source: Some(EventSource {
+                component: Some(component.into()),
+                host: None,
+            }),
+            reason: Some(reason.into()),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn the_spam_filter_allows_a_burst_of_25_per_source_and_object_then_one_per_5_minutes() {
+        let mut correlator = Correlator::new(&EventOptions::default());
+        let start = Timestamp::from_second(1_750_000_000).unwrap();
+        let at = |seconds: i64| Timestamp::from_second(1_750_000_000 + seconds).unwrap();
+        let allowed = (0..30)
+            .filter(|i| correlator.allow(&about("web", "kubelet", &format!("R{i}")), start))
+            .count();
+        assert_eq!(allowed, 25, "the burst");
+        // Another object, or another source about the same object, has its own bucket.
+        assert!(correlator.allow(&about("db", "kubelet", "R"), start));
+        assert!(correlator.allow(&about("web", "scheduler", "R"), start));
+        // Tokens come back at one per 5 minutes, never beyond the burst.
+        assert!(!correlator.allow(&about("web", "kubelet", "R"), at(299)));
+        assert!(correlator.allow(&about("web", "kubelet", "R"), at(300)));
+        assert!(!correlator.allow(&about("web", "kubelet", "R"), at(301)));
+        assert!(correlator.allow(&about("web", "kubelet", "R"), at(600)));
+        let refilled = (0..30)
+            .filter(|_| correlator.allow(&about("web", "kubelet", "R"), at(600 + 300 * 100)))
+            .count();
+        assert_eq!(refilled, 25, "a long pause refills to the burst only");
+    }
+
+    #[test]
+    fn a_spam_burst_of_zero_disables_the_filter() {
+        let mut correlator =
+            Correlator::new(&EventOptions::default().spam_filter(0, Duration::ZERO));
+        let now = Timestamp::from_second(1_750_000_000).unwrap();
+        assert!((0..100).all(|_| correlator.allow(&about("web", "kubelet", "R"), now)));
     }
 
     #[test]

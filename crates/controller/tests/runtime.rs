@@ -371,6 +371,7 @@ async fn a_change_to_an_owned_child_reconciles_its_controlling_owner() {
             .create(&post, &config_map("unowned", Vec::new(), "1"))
             .await
             .unwrap();
+        capstan_apiserver::testing::create_namespace(&*client, "elsewhere").await;
         Api::<ConfigMap>::namespaced(client.clone(), "elsewhere")
             .create(
                 &post,

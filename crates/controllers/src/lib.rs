@@ -41,6 +41,7 @@ pub mod endpoints;
 pub mod garbage_collector;
 pub mod job;
 pub mod manager;
+pub mod namespace;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod util;

@@ -1097,6 +1097,7 @@ async fn cluster_scoped_owners_collect_namespaced_dependents_and_invalid_referen
         };
         let stray = create(&client, &fleet(), "stray", vec![ghost]).await;
         // An owner in another namespace counts as absent: its dependent goes.
+        capstan_apiserver::testing::create_namespace(&*client, "other").await;
         let elsewhere = create_in(&client, &widget(), "other", "elsewhere", vec![]).await;
         create(
             &client,

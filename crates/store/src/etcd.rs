@@ -8,6 +8,12 @@
 //!
 //! Writes are never retried here, because a retried compare-and-swap could apply twice. Reads
 //! are not retried either: the caller decides, guided by [`Error::is_retryable`].
+//!
+//! A range read of many keys is paged internally, all pages at one revision, so that no single
+//! gRPC response exceeds the client's message limit (4 MiB): pages are sized by count from the
+//! bytes per key seen so far, and a page refused as too large is read again in halves. A list of
+//! any size therefore succeeds, consistent at one revision, without raising the transport
+//! limit.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -24,6 +30,20 @@ use crate::{
     CompareOp, CompareTarget, Error, Event, EventKind, KeyValue, Op, OpResult, Range,
     RangeResponse, Result, Revision, Store, Txn, TxnResponse, WatchRequest, WatchStream,
 };
+
+/// Keys asked for in the first page of a range read, before the size of a key is known.
+const FIRST_PAGE_KEYS: usize = 256;
+
+/// The most keys asked for in one page of a range read.
+const MAX_PAGE_KEYS: usize = 10_000;
+
+/// The response size a page of a range read aims at: half the client's default 4 MiB message
+/// limit, so a page sized from earlier keys' average still fits when its keys run larger.
+const TARGET_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// How often a range read without a revision starts over when etcd compacts its snapshot
+/// between two pages.
+const RANGE_RESTARTS: usize = 3;
 
 /// The environment variable holding comma-separated etcd client URLs, e.g.
 /// `http://127.0.0.1:2379`.
@@ -86,6 +106,116 @@ impl EtcdStore {
         EtcdStore { client }
     }
 
+    /// One etcd range request: at most `limit` keys (0: all) of `start..end` at `revision`.
+    async fn range_once(
+        &self,
+        start: &Bytes,
+        end: &Bytes,
+        limit: usize,
+        revision: Option<Revision>,
+    ) -> std::result::Result<RangeResponse, etcd_client::Error> {
+        let mut options = GetOptions::new();
+        if !end.is_empty() {
+            options = options.with_range(end.to_vec());
+        }
+        if limit > 0 {
+            options = options.with_limit(limit as i64);
+        }
+        if let Some(revision) = revision {
+            options = options.with_revision(revision);
+        }
+        let mut response = self
+            .client
+            .kv_client()
+            .get(start.to_vec(), Some(options))
+            .await?;
+        let revision = revision.unwrap_or_else(|| response.header().map_or(0, |h| h.revision()));
+        Ok(RangeResponse {
+            more: response.more(),
+            count: response.count(),
+            kvs: response.take_kvs().into_iter().map(from_etcd).collect(),
+            revision,
+        })
+    }
+
+    /// Reads a range of keys page by page at one revision (the first page's, unless `range`
+    /// names one), up to `range.limit` keys (0: all). See the module docs.
+    async fn range_paged(&self, range: &Range) -> std::result::Result<RangeResponse, Error> {
+        let mut revision = range.revision;
+        let mut start = range.start.clone();
+        let mut kvs: Vec<KeyValue> = Vec::new();
+        let mut total: Option<i64> = None;
+        let mut page_keys = FIRST_PAGE_KEYS;
+        loop {
+            let want = match range.limit {
+                0 => page_keys,
+                limit => (limit - kvs.len()).min(page_keys),
+            };
+            let page = match self.range_once(&start, &range.end, want, revision).await {
+                Ok(page) => page,
+                Err(e) if is_message_too_large(&e) && want > 1 => {
+                    page_keys = (want / 2).max(1);
+                    continue;
+                }
+                Err(e) => return Err(self.revision_error(e, revision.unwrap_or_default()).await),
+            };
+            revision.get_or_insert(page.revision);
+            // The first page counts the whole range; later pages count what is left of it.
+            total.get_or_insert(page.count);
+            let bytes: usize = page
+                .kvs
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len())
+                .sum();
+            if let Some(per_key) = bytes.checked_div(page.kvs.len()) {
+                page_keys = (TARGET_PAGE_BYTES / per_key.max(1)).clamp(1, MAX_PAGE_KEYS);
+            }
+            let more = page.more;
+            kvs.extend(page.kvs);
+            let full = range.limit > 0 && kvs.len() >= range.limit;
+            match kvs.last() {
+                Some(last) if more && !full => start = after(&last.key),
+                _ => break,
+            }
+        }
+        let count = total.unwrap_or_default();
+        Ok(RangeResponse {
+            more: count > kvs.len() as i64,
+            count,
+            kvs,
+            revision: revision.unwrap_or_default(),
+        })
+    }
+
+    /// The revision etcd has compacted to, learnt from a watch at `requested` (older than
+    /// it): etcd's range errors do not carry it, a canceled watch does. `None` if etcd does
+    /// not tell within a second.
+    async fn compact_revision(&self, requested: Revision) -> Option<Revision> {
+        let probe = async {
+            let options = WatchOptions::new().with_start_revision(requested.max(1));
+            let stream = self
+                .client
+                .watch_client()
+                .watch(vec![0], Some(options))
+                .await
+                .ok()?;
+            let (_requests, mut responses) = stream.split();
+            while let Ok(Some(response)) = responses.message().await {
+                if response.compact_revision() > 0 {
+                    return Some(response.compact_revision());
+                }
+                if response.canceled() {
+                    return None;
+                }
+            }
+            None
+        };
+        tokio::time::timeout(Duration::from_secs(1), probe)
+            .await
+            .ok()
+            .flatten()
+    }
+
     async fn current_or_unknown(&self) -> Revision {
         self.current_revision().await.unwrap_or_default()
     }
@@ -96,7 +226,10 @@ impl EtcdStore {
         match map_error(error) {
             Error::Compacted { compacted, .. } => Error::Compacted {
                 requested,
-                compacted,
+                compacted: match compacted {
+                    Some(compacted) => Some(compacted),
+                    None => self.compact_revision(requested).await,
+                },
             },
             Error::FutureRevision { .. } => Error::FutureRevision {
                 requested,
@@ -123,38 +256,30 @@ pub fn endpoints_from_env() -> Option<Vec<String>> {
 impl Store for EtcdStore {
     async fn range(&self, range: Range) -> Result<RangeResponse> {
         range.validate()?;
-        let mut options = GetOptions::new();
-        if !range.end.is_empty() {
-            options = options.with_range(range.end.to_vec());
-        }
-        if range.limit > 0 {
-            options = options.with_limit(range.limit as i64);
-        }
-        if let Some(revision) = range.revision {
-            options = options.with_revision(revision);
-        }
-        let mut response = match self
-            .client
-            .kv_client()
-            .get(range.start.to_vec(), Some(options))
-            .await
-        {
-            Ok(response) => response,
-            Err(e) => {
-                return Err(self
+        if range.end.is_empty() {
+            // One key: one response, which always fits.
+            return match self
+                .range_once(&range.start, &range.end, range.limit, range.revision)
+                .await
+            {
+                Ok(response) => Ok(response),
+                Err(e) => Err(self
                     .revision_error(e, range.revision.unwrap_or_default())
-                    .await)
+                    .await),
+            };
+        }
+        let mut restarts = 0;
+        loop {
+            match self.range_paged(&range).await {
+                // The snapshot this read chose was compacted between its pages: read anew.
+                Err(Error::Compacted { .. })
+                    if range.revision.is_none() && restarts < RANGE_RESTARTS =>
+                {
+                    restarts += 1;
+                }
+                outcome => return outcome,
             }
-        };
-        let revision = range
-            .revision
-            .unwrap_or_else(|| response.header().map_or(0, |h| h.revision()));
-        Ok(RangeResponse {
-            more: response.more(),
-            count: response.count(),
-            kvs: response.take_kvs().into_iter().map(from_etcd).collect(),
-            revision,
-        })
+        }
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
@@ -526,6 +651,24 @@ fn map_error(error: etcd_client::Error) -> Error {
     }
 }
 
+/// The smallest key after `key`.
+fn after(key: &[u8]) -> Bytes {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next.into()
+}
+
+/// Whether the client refused a response for exceeding its message size limit.
+fn is_message_too_large(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.message().contains("message length too large")
+        }
+        _ => false,
+    }
+}
+
 /// The gRPC status codes that can mean "try again later".
 mod tonic_code {
     pub(super) use tonic::Code::{Cancelled, DeadlineExceeded, Unavailable, Unknown};
@@ -546,6 +689,7 @@ fn is_transport_failure(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StoreExt;
 
     fn grpc(code: tonic::Code, message: &str) -> etcd_client::Error {
         etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
@@ -585,6 +729,87 @@ mod tests {
             "etcdserver: permission denied",
         ));
         assert!(matches!(other, Error::Backend { .. }), "{other}");
+    }
+
+    /// The store at [`ENDPOINTS_ENV`], which these tests need.
+    async fn real_etcd() -> EtcdStore {
+        EtcdStore::from_env().await.unwrap_or_else(|e| {
+            panic!("this test needs a real etcd: run `scripts/test`, or set {ENDPOINTS_ENV}: {e}")
+        })
+    }
+
+    /// A key prefix no other run uses.
+    fn unique_prefix(name: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("/capstan-test/{name}/{}-{nanos}/", std::process::id())
+    }
+
+    /// Writes `count` keys of `value` under `prefix`, `per_txn` keys per transaction.
+    async fn fill(store: &EtcdStore, prefix: &str, count: usize, per_txn: usize, value: &Bytes) {
+        for first in (0..count).step_by(per_txn) {
+            let puts = (first..(first + per_txn).min(count))
+                .map(|i| Op::put(format!("{prefix}{i:06}"), value.clone()));
+            store.txn(Txn::new().and_then(puts)).await.unwrap();
+        }
+    }
+
+    async fn within<F: std::future::Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(240), future)
+            .await
+            .expect("test timed out")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_larger_than_the_message_limit_is_read_in_pages_at_one_revision() {
+        within(async {
+            let store = real_etcd().await;
+            let prefix = unique_prefix("large-range");
+            let value = Bytes::from(vec![b'x'; 1024]);
+            fill(&store, &prefix, 30_000, 100, &value).await;
+            let before = store.current_revision().await.unwrap();
+            // A write after the read's snapshot must not show up in it.
+            let all = store.range(Range::prefix(prefix.clone())).await.unwrap();
+            assert_eq!(all.kvs.len(), 30_000);
+            assert_eq!((all.count, all.more), (30_000, false));
+            assert!(all.revision >= before);
+            assert!(all.kvs.windows(2).all(|w| w[0].key < w[1].key));
+            assert!(all.kvs.iter().all(|kv| kv.mod_revision <= all.revision));
+            store.put(format!("{prefix}zzz-later"), "v").await.unwrap();
+            let at = store
+                .range(Range::prefix(prefix.clone()).at_revision(all.revision))
+                .await
+                .unwrap();
+            assert_eq!(
+                at.kvs.len(),
+                30_000,
+                "the old snapshot, paged at its revision"
+            );
+            let limited = store
+                .range(Range::prefix(prefix.clone()).limit(25_000))
+                .await
+                .unwrap();
+            assert_eq!(limited.kvs.len(), 25_000);
+            assert_eq!((limited.count, limited.more), (30_001, true));
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_shrink_when_a_few_large_values_exceed_the_message_limit() {
+        within(async {
+            let store = real_etcd().await;
+            let prefix = unique_prefix("large-values");
+            // Five values of 1.2 MiB: 6 MiB together, over the 4 MiB limit of one response.
+            let value = Bytes::from(vec![b'y'; 1200 * 1024]);
+            fill(&store, &prefix, 5, 1, &value).await;
+            let all = store.range(Range::prefix(prefix.clone())).await.unwrap();
+            assert_eq!(all.kvs.len(), 5);
+            assert!(all.kvs.iter().all(|kv| kv.value.len() == value.len()));
+            assert!(!all.more);
+        })
+        .await;
     }
 
     #[test]

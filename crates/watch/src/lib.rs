@@ -9,7 +9,8 @@
 //!   their own to inject faults.
 //! - [`reflector`]: lists in pages, then watches from the list's resourceVersion; resumes a
 //!   dropped stream after a jittered exponential [`Backoff`], relists on 410 Gone, and never
-//!   holds two full copies of the data.
+//!   holds two full copies of the data. An object that does not decode as the kind is
+//!   logged, counted ([`InformerMetrics`]) and treated as absent, never a reason to stop.
 //! - [`backoff`]: [`ExponentialDelay`], the one exponential delay (base, factor, cap) that
 //!   every component's backoff computes with, and the running [`Backoff`] on top of it.
 //! - [`cache`]: the informer [`Cache`]: `Arc<K>` reads, a built-in namespace index and custom
@@ -61,10 +62,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use async_trait::async_trait;
+use capstan_api::client::{Decoded, DecodedList};
 use capstan_api::kube_core::params::{ListParams, WatchParams};
 use capstan_api::kube_core::{ObjectList, WatchEvent};
 use capstan_api::{Api, Resource, Result};
 use futures::stream::BoxStream;
+use futures::StreamExt;
 
 pub mod backoff;
 pub mod cache;
@@ -75,8 +78,9 @@ pub mod reflector;
 
 pub use backoff::{Backoff, ExponentialDelay};
 pub use cache::{Cache, Delta, ObjectKey, NAMESPACE_INDEX};
+pub use capstan_api::client::Undecodable;
 pub use informer::{InformerFactory, InformerSyncCheck, SharedInformer, SyncTracking};
-pub use metrics::WorkQueueMetrics;
+pub use metrics::{InformerMetrics, WorkQueueMetrics};
 pub use queue::{Processing, QueueMetrics, RateLimiter, WorkQueue};
 pub use reflector::{Reflector, ReflectorOptions};
 
@@ -102,7 +106,46 @@ pub trait Watch<K: Resource>: Send + Sync + 'static {
 
     /// Watches changes after `resource_version`.
     async fn watch(&self, params: &WatchParams, resource_version: &str) -> Result<EventStream<K>>;
+
+    /// [`list`](Watch::list) with each item decoded on its own: what the reflector calls, so
+    /// that one object that does not decode as `K` is skipped instead of failing the list.
+    ///
+    /// The default wraps [`list`](Watch::list) (a source of typed objects has nothing left
+    /// to decode); sources that decode, like [`Api`], override it.
+    async fn list_decoded(&self, params: &ListParams) -> Result<DecodedList<K>> {
+        let list = self.list(params).await?;
+        Ok(DecodedList {
+            types: list.types,
+            metadata: list.metadata,
+            items: list.items.into_iter().map(Ok).collect(),
+        })
+    }
+
+    /// [`watch`](Watch::watch) with each event's object decoded on its own: an object that
+    /// does not decode as `K` arrives as an `Err(Undecodable)` naming it, instead of an error
+    /// item that would end the stream. The default wraps [`watch`](Watch::watch).
+    async fn watch_decoded(
+        &self,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<DecodedEventStream<K>> {
+        let events = self.watch(params, resource_version).await?;
+        Ok(events
+            .map(|event| {
+                event.map(|event| match event {
+                    WatchEvent::Added(object) => WatchEvent::Added(Ok(object)),
+                    WatchEvent::Modified(object) => WatchEvent::Modified(Ok(object)),
+                    WatchEvent::Deleted(object) => WatchEvent::Deleted(Ok(object)),
+                    WatchEvent::Bookmark(bookmark) => WatchEvent::Bookmark(bookmark),
+                    WatchEvent::Error(status) => WatchEvent::Error(status),
+                })
+            })
+            .boxed())
+    }
 }
+
+/// The events of a watch decoded per object; see [`Watch::watch_decoded`].
+pub type DecodedEventStream<K> = BoxStream<'static, Result<WatchEvent<Decoded<K>>>>;
 
 #[async_trait]
 impl<K: Resource> Watch<K> for Api<K> {
@@ -112,5 +155,17 @@ impl<K: Resource> Watch<K> for Api<K> {
 
     async fn watch(&self, params: &WatchParams, resource_version: &str) -> Result<EventStream<K>> {
         Api::watch(self, params, resource_version).await
+    }
+
+    async fn list_decoded(&self, params: &ListParams) -> Result<DecodedList<K>> {
+        Api::list_decoded(self, params).await
+    }
+
+    async fn watch_decoded(
+        &self,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<DecodedEventStream<K>> {
+        Api::watch_decoded(self, params, resource_version).await
     }
 }

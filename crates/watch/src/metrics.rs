@@ -1,4 +1,6 @@
-//! client-go's work queue metrics, as Prometheus series read from the queues at scrape time.
+//! client-go's work queue metrics, as Prometheus series read from the queues at scrape time,
+//! and the informers' own series ([`InformerMetrics`]: objects skipped because they do not
+//! decode).
 //!
 //! A [`WorkQueueMetrics`] collects the queues registered with it by name
 //! ([`WorkQueue::register_metrics`](crate::WorkQueue::register_metrics); a controller
@@ -274,6 +276,66 @@ impl Collector for WorkQueueMetrics {
     }
 }
 
+/// Objects the reflectors of this process could not decode, by resource (`deployments.apps`).
+/// Process-wide, as client-go's reflector metrics are: every reflector counts here, whoever
+/// built it.
+static DECODE_ERRORS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+/// The informers' own series, read at scrape time from the process-wide counts:
+///
+/// | series | type |
+/// |---|---|
+/// | `capstan_informer_decode_errors_total` | counter, labelled `resource`: listed or watched objects skipped because they do not decode as their kind |
+///
+/// Register it once per registry with [`register`](Self::register); clones read the same
+/// counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InformerMetrics;
+
+impl InformerMetrics {
+    /// The series' handle (stateless: the counts are process-wide).
+    pub fn new() -> Self {
+        InformerMetrics
+    }
+
+    /// Registers the `capstan_informer_*` series into `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(*self));
+    }
+
+    /// Objects of `resource` (its qualified name, `deployments.apps`) skipped so far by every
+    /// reflector of the process because they did not decode.
+    pub fn decode_errors(resource: &str) -> u64 {
+        DECODE_ERRORS.lock().get(resource).copied().unwrap_or(0)
+    }
+
+    /// Counts one object of `resource` that did not decode; called by the reflector.
+    pub(crate) fn count_decode_error(resource: &str) {
+        *DECODE_ERRORS
+            .lock()
+            .entry(resource.to_string())
+            .or_default() += 1;
+    }
+}
+
+impl Collector for InformerMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = DECODE_ERRORS.lock().clone();
+        // The `_total` suffix is added by the encoder for counters.
+        let mut metric = encoder.encode_descriptor(
+            "capstan_informer_decode_errors",
+            "Listed or watched objects an informer skipped because they do not decode as their kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for (resource, count) in &counts {
+            let labels = [("resource", resource.as_str())];
+            counter(&mut metric.encode_family(&labels)?, *count)?;
+        }
+        Ok(())
+    }
+}
+
 /// Encodes `registry` in Prometheus' text format (version 0.0.4), as Kubernetes components
 /// serve `/metrics`.
 pub fn encode_text(registry: &Registry) -> String {
@@ -299,6 +361,24 @@ mod tests {
     fn value(text: &str, series: &str) -> Option<f64> {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn decode_errors_are_served_by_resource() {
+        InformerMetrics::count_decode_error("widgets.example.test");
+        InformerMetrics::count_decode_error("widgets.example.test");
+        assert_eq!(InformerMetrics::decode_errors("widgets.example.test"), 2);
+        let mut registry = Registry::default();
+        InformerMetrics::new().register(&mut registry);
+        let text = encode_text(&registry);
+        assert_eq!(
+            value(
+                &text,
+                r#"capstan_informer_decode_errors_total{resource="widgets.example.test"}"#
+            ),
+            Some(2.0),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

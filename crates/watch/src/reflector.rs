@@ -6,6 +6,14 @@
 //! means the source's history is gone: the reflector lists again, and the cache ends equal to
 //! a fresh list.
 //!
+//! An object that does not decode as `K` (stored by an older server, a custom kind whose
+//! schema changed, a bug) never stops the reflector: the source is read through
+//! [`Watch::list_decoded`] and [`Watch::watch_decoded`], and such an object is logged (a
+//! `warn` with the kind, its namespace/name and the serde error), counted in
+//! `capstan_informer_decode_errors_total` ([`InformerMetrics`]) and treated as absent: a
+//! cached copy of it is removed (handlers see it deleted), and a later version that decodes
+//! is added again. Every other object stays correct.
+//!
 //! A relist never holds two full copies of the data: each page is applied as it arrives
 //! (objects whose resourceVersion did not change keep their cached `Arc`), only the keys
 //! seen are remembered, and at the end the objects not seen are deleted.
@@ -21,7 +29,8 @@ use futures::StreamExt;
 
 use crate::backoff::Backoff;
 use crate::cache::{Cache, ObjectKey};
-use crate::Watch;
+use crate::metrics::InformerMetrics;
+use crate::{Undecodable, Watch};
 
 /// How a reflector lists and watches.
 #[derive(Debug, Clone)]
@@ -125,10 +134,16 @@ impl<K: Resource> Reflector<K> {
             params.limit = Some(self.options.page_size);
         }
         let resource_version = loop {
-            let page = self.source.list(&params).await?;
-            for object in page.items {
-                seen.insert(ObjectKey::of(&object));
-                self.cache.upsert(object);
+            let page = self.source.list_decoded(&params).await?;
+            for item in page.items {
+                match item {
+                    Ok(object) => {
+                        seen.insert(ObjectKey::of(&object));
+                        self.cache.upsert(object);
+                    }
+                    // Not marked seen: a cached copy of it is removed below.
+                    Err(undecodable) => skip_undecodable::<K>(&undecodable, "LIST"),
+                }
             }
             match page.metadata.continue_.filter(|token| !token.is_empty()) {
                 Some(token) => params.continue_token = Some(token),
@@ -157,21 +172,35 @@ impl<K: Resource> Reflector<K> {
         params.timeout = Some(self.options.watch_timeout.as_secs().max(1) as u32);
         let mut events = self
             .source
-            .watch(&params, &self.cache.resource_version())
+            .watch_decoded(&params, &self.cache.resource_version())
             .await?;
         let mut seen = 0;
         while let Some(event) = events.next().await {
             seen += 1;
             let resource_version = match event? {
-                WatchEvent::Added(object) | WatchEvent::Modified(object) => {
+                WatchEvent::Added(Ok(object)) | WatchEvent::Modified(Ok(object)) => {
                     let resource_version = object.meta().resource_version.clone();
                     self.cache.upsert(object);
                     resource_version
                 }
-                WatchEvent::Deleted(object) => {
+                WatchEvent::Deleted(Ok(object)) => {
                     let resource_version = object.meta().resource_version.clone();
                     self.cache.remove(&ObjectKey::of(&object), Some(object));
                     resource_version
+                }
+                // The object exists but cannot be read as `K`: whatever copy the cache holds
+                // is stale, so it goes (handlers see it deleted); a later version that
+                // decodes comes back as added.
+                WatchEvent::Added(Err(undecodable))
+                | WatchEvent::Modified(Err(undecodable))
+                | WatchEvent::Deleted(Err(undecodable)) => {
+                    skip_undecodable::<K>(&undecodable, "WATCH");
+                    let key = ObjectKey {
+                        namespace: undecodable.namespace.clone(),
+                        name: undecodable.name.clone(),
+                    };
+                    self.cache.remove(&key, None);
+                    undecodable.resource_version
                 }
                 WatchEvent::Bookmark(bookmark) => Some(bookmark.metadata.resource_version),
                 WatchEvent::Error(status) => return Err(Error::from_status(*status)),
@@ -182,4 +211,22 @@ impl<K: Resource> Reflector<K> {
         }
         Ok(seen)
     }
+}
+
+/// Logs and counts an object the source sent that does not decode as `K`.
+fn skip_undecodable<K: Resource>(undecodable: &Undecodable, verb: &str) {
+    let resource = K::info().qualified_resource();
+    InformerMetrics::count_decode_error(&resource);
+    let object = match &undecodable.namespace {
+        Some(namespace) => format!("{namespace}/{}", undecodable.name),
+        None => undecodable.name.clone(),
+    };
+    tracing::warn!(
+        kind = K::kind(&()).as_ref(),
+        %resource,
+        %object,
+        verb,
+        error = %undecodable.error,
+        "skipping an object that does not decode; it is treated as absent"
+    );
 }

@@ -4,7 +4,8 @@
 //! health (`/healthz`, `/livez`, `/readyz` with real checks, see [`observe`]), `/metrics`
 //! (kube-apiserver's `apiserver_*` series), and every resource path of the kinds the registry
 //! serves (see [`rest`]). [`ApiServer::bind`] serves it on a TCP address and can write a
-//! kubeconfig for `kubectl`.
+//! kubeconfig for `kubectl`; [`ApiServer::shutdown`] stops it gracefully (requests in flight
+//! finish, watches end cleanly, new connections are refused).
 //!
 //! [`layers`] holds the limit, authentication and authorization layers;
 //! [`ApiServer::bind_with`] applies them as its [`ApiServerOptions`] say (and [`ApiServer::bind`]
@@ -113,6 +114,8 @@ pub fn router_with(
     };
     Router::new()
         .route("/version", get(|| async { Json(discovery::version()) }))
+        // The Python client asks for `/version/`; kube-apiserver serves both.
+        .route("/version/", get(|| async { Json(discovery::version()) }))
         .merge(observe::health_router(health))
         .merge(observe::metrics_router(metrics))
         .route("/api", get(core_versions))
@@ -179,6 +182,7 @@ async fn resource(
         method,
         uri.path().to_string(),
         query,
+        uri.query().map(String::from),
         headers,
         body,
     )
@@ -186,11 +190,50 @@ async fn resource(
 }
 
 /// A running API server.
+///
+/// [`shutdown`](Self::shutdown) stops it gracefully; dropping it stops it at once (every
+/// connection is dropped).
 pub struct ApiServer {
     address: SocketAddr,
     /// `http` or `https`.
     scheme: &'static str,
     task: tokio::task::JoinHandle<()>,
+    /// Set to `true` to stop accepting, end watches and drain the connections.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Compacts the registry's store while the server lives ([`ApiServer::bind_with`]).
+    compactor: Option<crate::compactor::Compactor>,
+}
+
+tokio::task_local! {
+    /// The shutdown signal of the server a connection belongs to (see [`serve_io`]).
+    static SHUTDOWN: tokio::sync::watch::Receiver<bool>;
+}
+
+/// The listen backlog: the system's maximum (`/proc/sys/net/core/somaxconn`), at least 4096,
+/// so that a burst of clients connecting at once is queued rather than dropped (a dropped SYN
+/// costs the client a one-second retransmission).
+fn listen_backlog() -> u32 {
+    let system = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    system.max(4096)
+}
+
+/// Binds `address` as Go's `net.Listen` does: `SO_REUSEADDR` (a restarted server rebinds its
+/// port while old connections linger in TIME_WAIT), and a backlog of the system's maximum
+/// (`/proc/sys/net/core/somaxconn`), at least 4096.
+///
+/// Errors: the address cannot be bound.
+pub fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(listen_backlog())
 }
 
 /// How connections are served.
@@ -213,12 +256,19 @@ impl ApiServer {
         Self::bind_with(registry, address, ApiServerOptions::default()).await
     }
 
-    /// Serves `registry` on `address` with `options`: the layers in Kubernetes' order (limits,
-    /// authentication, authorization, then the API; see [`ApiServerOptions::apply`]) and the
-    /// header-read timeout. With `ApiServerOptions::tls` set (feature `tls`), it serves
+    /// Serves `registry` on `address` with `options`: the layers in Kubernetes' order (timeout,
+    /// authentication, in-flight limit, authorization, body limit, then the API; see
+    /// [`ApiServerOptions::apply`]) and the header-read timeout. The socket is bound by
+    /// [`listen`] (large backlog, `SO_REUSEADDR`). With `ApiServerOptions::tls` set (feature `tls`), it serves
     /// HTTPS only (see the `tls` module).
     ///
-    /// Errors: the address cannot be bound, or (with TLS) rustls refuses the TLS material.
+    /// Before serving, it creates what kube-apiserver bootstraps and is missing
+    /// ([`Registry::bootstrap`], [`Registry::bootstrap_kubernetes_service`] for the bound
+    /// address). While it serves, a [`Compactor`](crate::compactor::Compactor) compacts the
+    /// store every [`ApiServerOptions::compaction_interval`].
+    ///
+    /// Errors: the address cannot be bound, the bootstrap objects cannot be written, or (with
+    /// TLS) rustls refuses the TLS material.
     pub async fn bind_with(
         registry: Arc<Registry>,
         address: SocketAddr,
@@ -233,10 +283,17 @@ impl ApiServer {
         };
         #[cfg(not(feature = "tls"))]
         let transport = Transport::Plain;
-        let listener = tokio::net::TcpListener::bind(address).await?;
+        let listener = listen(address)?;
         let address = listener.local_addr()?;
+        // kube-apiserver's bootstrap: system namespaces, default RBAC, `kubernetes` Service.
+        registry.bootstrap().await.map_err(std::io::Error::other)?;
+        registry
+            .bootstrap_kubernetes_service(address)
+            .await
+            .map_err(std::io::Error::other)?;
         let health = options.health(&registry);
         let kinds = observe::registry_kinds(&registry);
+        let store = registry.store().clone();
         let app = router_with(
             registry,
             address.to_string(),
@@ -244,17 +301,16 @@ impl ApiServer {
             options.metrics_registry.clone(),
         );
         let app = options.apply_with_kinds(app, Some(kinds));
-        Ok(Self::serve_with(
-            listener,
-            app,
-            options.limits.header_read_timeout,
-            transport,
-        ))
+        let mut server =
+            Self::serve_with(listener, app, options.limits.header_read_timeout, transport);
+        server.compactor = crate::compactor::Compactor::start(store, options.compaction_interval);
+        Ok(server)
     }
 
     /// Serves any `app` on `listener` (which it owns from now on): HTTP/1.1 and HTTP/2, each
     /// connection closed if a request's headers take longer than `header_read_timeout` to
-    /// arrive. Apply [`ApiServerOptions::apply`] (or the [`layers`] one by one) to `app` first.
+    /// arrive. Apply [`ApiServerOptions::apply`] (or the [`layers`] one by one) to `app` first,
+    /// and bind `listener` with [`listen`] for a backlog that absorbs bursts of clients.
     pub fn serve(
         listener: tokio::net::TcpListener,
         app: Router,
@@ -293,11 +349,20 @@ impl ApiServer {
             #[cfg(feature = "tls")]
             Transport::Tls(_) => "https",
         };
-        let task = tokio::spawn(accept(listener, app, header_read_timeout, transport));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(accept(
+            listener,
+            app,
+            header_read_timeout,
+            transport,
+            stopped,
+        ));
         ApiServer {
             address,
             scheme,
             task,
+            stop,
+            compactor: None,
         }
     }
 
@@ -328,34 +393,66 @@ impl ApiServer {
         std::fs::write(path, kubeconfig_with_token(&self.url(), token))
     }
 
-    /// Waits until the server stops (it runs until dropped or the runtime ends).
+    /// Waits until the server stops (it runs until dropped, shut down, or the runtime ends).
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
     }
+
+    /// Stops the server gracefully, as kube-apiserver does on SIGTERM: it closes the listener
+    /// at once (new connections are refused), ends every watch cleanly (the chunked stream
+    /// ends with its last chunk, so clients see an end, not a truncated body, and reconnect
+    /// elsewhere), lets requests in flight finish, and closes each connection once idle.
+    /// Whatever is still running after `grace` is dropped. Returns when every connection is
+    /// closed.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.send_replace(true);
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
+    }
 }
 
-/// Accepts connections until aborted; aborting it drops every connection too.
+/// Resolves once `stop` says the server stops (never, if its sender is gone without saying
+/// so).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let sender_gone = stop.wait_for(|stopped| *stopped).await.is_err();
+    if sender_gone {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Accepts connections until aborted (which drops every connection too) or until `stop`
+/// turns true: then it closes the listener and waits for the connections to drain.
 async fn accept(
     listener: tokio::net::TcpListener,
     app: Router,
     header_read_timeout: Duration,
     transport: Transport,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
+            _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match &transport {
                     Transport::Plain => {
-                        connections.spawn(connection(stream, app.clone(), header_read_timeout));
+                        connections.spawn(SHUTDOWN.scope(
+                            stop.clone(),
+                            connection(stream, app.clone(), header_read_timeout),
+                        ));
                     }
                     #[cfg(feature = "tls")]
                     Transport::Tls(acceptor) => {
-                        connections.spawn(tls::connection(
-                            stream,
-                            app.clone(),
-                            header_read_timeout,
-                            acceptor.clone(),
+                        connections.spawn(SHUTDOWN.scope(
+                            stop.clone(),
+                            tls::connection(
+                                stream,
+                                app.clone(),
+                                header_read_timeout,
+                                acceptor.clone(),
+                            ),
                         ));
                     }
                 },
@@ -368,6 +465,8 @@ async fn accept(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 /// Serves one connection. A client must start its first request within `header_read_timeout`
@@ -376,9 +475,20 @@ async fn accept(
 async fn connection(stream: tokio::net::TcpStream, app: Router, header_read_timeout: Duration) {
     let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
-    match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
+    let mut stop = SHUTDOWN.try_with(Clone::clone).ok();
+    let stopped = async {
+        match &mut stop {
+            Some(stop) => stopped(stop).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => match peeked {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        },
+        // A connection that has not sent a request yet is simply closed.
+        _ = stopped => return,
     }
     let io = hyper_util::rt::TokioIo::new(stream);
     serve_io(io, app, axum::http::Extensions::new(), header_read_timeout).await;
@@ -395,13 +505,32 @@ async fn serve_io<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     use hyper_util::rt::{TokioExecutor, TokioTimer};
-    let app = tower::ServiceExt::map_request(
-        app,
+    let stop = SHUTDOWN.try_with(Clone::clone).ok();
+    let service_stop = stop.clone();
+    let app = tower::service_fn(
         move |mut request: axum::http::Request<hyper::body::Incoming>| {
             if !extensions.is_empty() {
                 request.extensions_mut().extend(extensions.clone());
             }
-            request
+            let long_running =
+                layers::RequestInfo::new(request.method(), request.uri()).is_long_running();
+            let response = tower::ServiceExt::oneshot(app.clone(), request);
+            let stop = service_stop.clone().filter(|_| long_running);
+            async move {
+                let response = response.await?;
+                // A watch's stream ends when the server stops, so that graceful shutdown
+                // can finish its response with the last chunk rather than cut it.
+                Ok::<_, std::convert::Infallible>(match stop {
+                    Some(mut stop) => response.map(|body| {
+                        let stopped = async move { stopped(&mut stop).await };
+                        axum::body::Body::from_stream(futures::StreamExt::take_until(
+                            body.into_data_stream(),
+                            stopped,
+                        ))
+                    }),
+                    None => response,
+                })
+            }
         },
     );
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -411,7 +540,22 @@ async fn serve_io<I>(
         .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let service = hyper_util::service::TowerToHyperService::new(app);
-    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let outcome = match stop {
+        Some(mut stop) => {
+            tokio::select! {
+                outcome = connection.as_mut() => outcome,
+                _ = stopped(&mut stop) => {
+                    // Finish the requests in flight, then close (HTTP/2: GOAWAY).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        }
+        None => connection.await,
+    };
+    if let Err(e) = outcome {
         tracing::debug!("connection ended: {e}");
     }
 }

@@ -412,6 +412,7 @@ fn cell(kind: &str, column: &str, object: &Value, now: i64) -> Value {
         ("Event", "Last Seen") => {
             let last = [
                 &object["lastTimestamp"],
+                &object["deprecatedLastTimestamp"],
                 &object["eventTime"],
                 &metadata["creationTimestamp"],
             ]
@@ -423,12 +424,22 @@ fn cell(kind: &str, column: &str, object: &Value, now: i64) -> Value {
         }
         ("Event", "Type") => Value::String(text(&object["type"])),
         ("Event", "Reason") => Value::String(text(&object["reason"])),
-        ("Event", "Object") => Value::String(format!(
-            "{}/{}",
-            text(&object["involvedObject"]["kind"]).to_lowercase(),
-            text(&object["involvedObject"]["name"])
-        )),
-        ("Event", "Message") => Value::String(text(&object["message"])),
+        // events.k8s.io/v1 Events name the object `regarding` and carry their text in `note`.
+        ("Event", "Object") => {
+            let regarding = [&object["involvedObject"], &object["regarding"]]
+                .into_iter()
+                .find(|v| !v.is_null())
+                .unwrap_or(&Value::Null);
+            Value::String(format!(
+                "{}/{}",
+                text(&regarding["kind"]).to_lowercase(),
+                text(&regarding["name"])
+            ))
+        }
+        ("Event", "Message") => match &object["message"] {
+            Value::Null => Value::String(text(&object["note"])),
+            message => Value::String(text(message)),
+        },
         ("Namespace", "Status") => Value::String(text(&status["phase"])),
         ("ConfigMap", "Data") => json!(
             object["data"].as_object().map_or(0, |d| d.len())
@@ -631,6 +642,28 @@ mod tests {
                 "ScalingReplicaSet",
                 "deployment/nginx",
                 "Scaled up replica set nginx-879cf7b8c to 1"
+            ])
+        );
+    }
+
+    #[test]
+    fn events_k8s_io_events_read_their_regarding_object_and_note() {
+        let event = json!({
+            "metadata": {"name": "e", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "type": "Warning", "reason": "BackOff",
+            "regarding": {"kind": "Pod", "name": "web-0"},
+            "note": "Back-off restarting failed container",
+            "deprecatedLastTimestamp": "2026-01-01T00:00:00Z",
+        });
+        let row = row("Event", &event, IncludeObject::Metadata, 1_767_225_660);
+        assert_eq!(
+            row["cells"],
+            json!([
+                "60s",
+                "Warning",
+                "BackOff",
+                "pod/web-0",
+                "Back-off restarting failed container"
             ])
         );
     }

@@ -39,6 +39,7 @@ use capstan_api::{Error, ResourceInfo, Result};
 use serde_json::Value;
 
 pub use super::defaults::Defaulting;
+pub use super::kinds::namespace::{NamespaceLifecycle, SYSTEM_NAMESPACES};
 pub use super::validation::Validation;
 
 /// The verb being admitted.
@@ -113,6 +114,15 @@ pub trait AdmissionStep: Send + Sync + 'static {
 
     /// Admits (possibly changing, for a mutating step) `object`, or rejects the request.
     async fn admit(&self, request: &AdmissionRequest<'_>, object: &mut Value) -> Result<()>;
+
+    /// Whether a mutating step's output always decodes into the kind's typed object when its
+    /// input did. The default is `false`: after such a step, the registry decodes the object
+    /// into its typed form again before storing it, so a step that writes a mistyped field
+    /// gets the write refused (400) instead of storing it. The built-in [`Defaulting`] keeps
+    /// types and says so.
+    fn keeps_types(&self) -> bool {
+        false
+    }
 }
 
 /// An ordered list of [`AdmissionStep`]s.
@@ -136,10 +146,20 @@ impl AdmissionChain {
         AdmissionChain::default()
     }
 
-    /// Kubernetes' built-in behaviour: [`Defaulting`] then [`Validation`]. What
-    /// [`Registry::new`](super::Registry::new) uses.
+    /// Kubernetes' built-in defaulting and validation: [`Defaulting`] then [`Validation`],
+    /// with no namespace lifecycle (see [`builtin_over`](Self::builtin_over)).
     pub fn builtin() -> Self {
         AdmissionChain::new().with(Defaulting).with(Validation)
+    }
+
+    /// Kubernetes' built-in behaviour over `store` (the registry's own), what
+    /// [`Registry::new`](super::Registry::new) uses: [`Defaulting`], then
+    /// [`NamespaceLifecycle`] (reading namespaces from `store`), then [`Validation`].
+    pub fn builtin_over(store: Arc<dyn capstan_store::Store>) -> Self {
+        AdmissionChain::new()
+            .with(Defaulting)
+            .with(NamespaceLifecycle::new(store))
+            .with(Validation)
     }
 
     /// Adds a step at the end of its phase.
@@ -160,6 +180,14 @@ impl AdmissionChain {
             .chain(self.in_phase(AdmissionPhase::Validating))
             .map(|step| step.name())
             .collect()
+    }
+
+    /// Whether a mutating step may leave an object that no longer decodes into its typed
+    /// form (one whose [`AdmissionStep::keeps_types`] is `false`), so that the registry must
+    /// decode it again after [`mutate`](Self::mutate).
+    pub fn mutation_may_break_types(&self) -> bool {
+        self.in_phase(AdmissionPhase::Mutating)
+            .any(|step| !step.keeps_types())
     }
 
     /// Runs every mutating step on `object`, in order; stops at the first rejection.

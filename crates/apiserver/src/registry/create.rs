@@ -10,7 +10,7 @@ use super::{
     rules::pin_namespace,
     service_ips::IpPlan,
     storage::{self, write_error, WriteFailure},
-    Registry, ResourceState, MAX_WRITE_ATTEMPTS,
+    typed, Registry, ResourceState, MAX_WRITE_ATTEMPTS,
 };
 
 impl Registry {
@@ -27,6 +27,7 @@ impl Registry {
         let info = &state.info;
         object::check_types(info, &mut object)?;
         state.prune(&mut object);
+        typed::decode(info, &object)?;
         pin_namespace(info, namespace, &mut object)?;
         if object::meta_str(&object, "resourceVersion").is_some() {
             return Err(Error::bad_field(
@@ -45,6 +46,9 @@ impl Registry {
             dry_run,
         };
         self.admission.mutate(&request, &mut object).await?;
+        if self.admission.mutation_may_break_types() {
+            typed::decode(info, &object)?;
+        }
         object::check_types(info, &mut object)?;
         pin_namespace(info, namespace, &mut object)?;
         prepare_create(state, &mut object);
@@ -96,12 +100,13 @@ impl Registry {
             if dry_run {
                 return Ok(candidate);
             }
-            let bytes = codec::encode(&candidate)?;
+            let bytes = codec::encode(&strategy.to_stored(&candidate))?;
             let companions = plan.companions(namespace, &name);
             match storage::create(&*self.store, &key, bytes, &companions).await {
                 Ok(kv) => {
                     plan.commit();
                     let mut created = codec::decode(&kv)?;
+                    strategy.to_served(&mut created);
                     object::set_types(info, &mut created);
                     return Ok(created);
                 }

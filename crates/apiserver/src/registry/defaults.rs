@@ -16,7 +16,7 @@
 //! | CronJob | `concurrencyPolicy: Allow`, `suspend: false`, history limits 3 and 1 |
 //! | Service | `type: ClusterIP`, `sessionAffinity: None`, ports `protocol: TCP` and `targetPort` = `port`, traffic policies `Cluster` (the cluster IP itself is allocated by the registry) |
 //! | Namespace | `status.phase: Active`, label `kubernetes.io/metadata.name` |
-//! | Secret | `type: Opaque` |
+//! | Secret | `type: Opaque`; `stringData` merged into `data` (base64, `stringData` wins a clash) and dropped |
 //! | PersistentVolumeClaim | `volumeMode: Filesystem` |
 //! | Endpoints | ports `protocol: TCP` |
 //!
@@ -46,6 +46,10 @@ impl AdmissionStep for Defaulting {
 
     fn phase(&self) -> AdmissionPhase {
         AdmissionPhase::Mutating
+    }
+
+    fn keeps_types(&self) -> bool {
+        true
     }
 
     async fn admit(&self, request: &AdmissionRequest<'_>, object: &mut Value) -> Result<()> {

@@ -20,8 +20,9 @@ use super::{
 
 impl Registry {
     /// Deletes `name`: checks preconditions, runs validating admission, then either marks the
-    /// object as being deleted (finalizers left, or a grace period from the kind's strategy)
-    /// or removes it with what it holds (a Service's cluster IP record).
+    /// object as being deleted (finalizers left, a grace period from the kind's strategy, or
+    /// what the strategy holds it with: a Namespace's `spec.finalizers`, which also turns it
+    /// `Terminating`) or removes it with what it holds (a Service's cluster IP record).
     pub(super) async fn delete_object(
         &self,
         state: &ResourceState,
@@ -56,7 +57,8 @@ impl Registry {
                 Some(left) if object::is_deleting(&current) => left,
                 _ => 0,
             };
-            if !finalizers.is_empty() || grace > 0 || grace_left > 0 {
+            let held = state.strategy.holds_deletion(&current);
+            if !finalizers.is_empty() || grace > 0 || grace_left > 0 || held {
                 let mut pending = current.clone();
                 object::set_finalizers(&mut pending, &finalizers);
                 let deadline = |pending: &mut Value, grace: i64| {
@@ -72,11 +74,12 @@ impl Registry {
                         object::set_meta(&mut pending, "generation", Some((generation + 1).into()));
                     }
                     deadline(&mut pending, grace);
+                    state.strategy.prepare_deletion(&mut pending);
                 } else if grace < grace_left {
                     // A shorter grace period cuts the wait (the kubelet's final delete: 0).
                     deadline(&mut pending, grace);
                 }
-                if finalizers.is_empty() && object::grace_is_over(&pending) {
+                if finalizers.is_empty() && object::grace_is_over(&pending) && !held {
                     // Nothing holds it any more: delete below.
                     current = pending;
                 } else {

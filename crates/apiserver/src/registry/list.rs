@@ -154,6 +154,7 @@ impl Registry {
                 consumed += 1;
                 last_key = Some(kv.key.clone());
                 let mut item = codec::decode(kv)?;
+                state.strategy.to_served(&mut item);
                 let selected = selector::matches(&labels, Some(&object::labels(&item)))
                     && fields.matches(&item);
                 if selected {
@@ -247,6 +248,9 @@ fn list_start(params: &ListParams, prefix: &str) -> Result<Start> {
         (Some(revision), _) => Ok(latest(Some(revision))),
     }
 }
+
+#[cfg(test)]
+mod compaction_tests;
 
 #[cfg(test)]
 mod tests {

@@ -51,6 +51,7 @@
 //! ```
 
 pub mod admission;
+pub mod bootstrap;
 pub mod defaults;
 pub mod patch;
 pub mod validation;
@@ -64,6 +65,7 @@ mod object;
 mod rules;
 mod service_ips;
 pub(crate) mod storage;
+mod typed;
 mod update;
 
 #[cfg(test)]
@@ -238,6 +240,12 @@ pub struct Registry {
     watch_cache: WatchCacheOptions,
 }
 
+/// Converts an object read from storage to the shape `resource` serves (the kind strategy's
+/// `to_served`); the watch cache calls it on every object it caches.
+pub(crate) fn to_served(resource: &ResourceInfo, object: &mut Value) {
+    kinds::strategy_for(resource).to_served(object);
+}
+
 fn cached_watch(
     store: &Arc<dyn Store>,
     state: &ResourceState,
@@ -262,7 +270,8 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     /// A registry over `store` serving every built-in kind, with the built-in admission chain
-    /// ([`AdmissionChain::builtin`]) and the default service CIDR (`10.96.0.0/12`).
+    /// ([`AdmissionChain::builtin_over`] the store: a create in a missing namespace is 404,
+    /// and the system namespaces are created on their first use) and the default service CIDR (`10.96.0.0/12`).
     ///
     /// Every kind's watches are served by its own [`WatchCache`](crate::watch_cache::WatchCache),
     /// started on the kind's first watch ([`CachedWatchSource`]).
@@ -277,10 +286,11 @@ impl Registry {
                 (kind_key(&state.info), state)
             })
             .collect();
+        let admission = AdmissionChain::builtin_over(store.clone());
         Registry {
             store,
             kinds: RwLock::new(kinds),
-            admission: AdmissionChain::builtin(),
+            admission,
             service_ips: ServiceIpAllocator::new(ServiceCidr::default()),
             watch_cache,
         }
@@ -407,6 +417,7 @@ impl Registry {
         let key = info.key(namespace, name)?;
         let kv = self.read(info, &key, name).await?;
         let mut object = codec::decode(&kv)?;
+        state.strategy.to_served(&mut object);
         object::set_types(info, &mut object);
         Ok(object)
     }
@@ -534,7 +545,10 @@ impl Client for Registry {
         let state = self.resource_state(resource)?;
         self.delete_object(&state, namespace, name, params)
             .await?
-            .try_map(object::to_dynamic)
+            .try_map(|mut deleted| {
+                state.strategy.to_served(&mut deleted);
+                object::to_dynamic(deleted)
+            })
     }
 
     /// Delegates to the kind's [`WatchSource`]; fails with [`Error::MethodNotAllowed`] until

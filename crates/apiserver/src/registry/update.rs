@@ -14,7 +14,7 @@ use super::{
     rules::{conflict, pin_namespace, qualify},
     service_ips::{self, IpPlan, ServiceIpAllocator},
     storage::{self, write_error, WriteFailure},
-    Registry, ResourceState, MAX_WRITE_ATTEMPTS,
+    typed, Registry, ResourceState, MAX_WRITE_ATTEMPTS,
 };
 
 /// Which part of an object an update writes; the kind's strategy decides what each may change
@@ -69,9 +69,11 @@ impl Registry {
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(conflict(info, name));
             }
-            let current = codec::decode(&kv)?;
+            let mut current = codec::decode(&kv)?;
+            strategy.to_served(&mut current);
             let mut updated = transform(&current)?;
             object::check_types(info, &mut updated)?;
+            typed::decode(info, &updated)?;
             check_identity(info, namespace, name, &mut updated)?;
             let request = AdmissionRequest {
                 operation: Op::Update,
@@ -83,6 +85,9 @@ impl Registry {
                 dry_run,
             };
             self.admission.mutate(&request, &mut updated).await?;
+            if self.admission.mutation_may_break_types() {
+                typed::decode(info, &updated)?;
+            }
             object::check_types(info, &mut updated)?;
             check_identity(info, namespace, name, &mut updated)?;
             prepare_update(state, &current, &mut updated, subresource)?;
@@ -106,10 +111,11 @@ impl Registry {
             if dry_run {
                 return Ok(updated);
             }
-            let bytes = codec::encode(&updated)?;
+            let bytes = codec::encode(&strategy.to_stored(&updated))?;
             let finishing_deletion = object::is_deleting(&updated)
                 && object::finalizers(&updated).is_empty()
-                && object::grace_is_over(&updated);
+                && object::grace_is_over(&updated)
+                && !strategy.holds_deletion(&updated);
             // Finishing a deletion frees the Service's address with it.
             let freed_ip = match finishing_deletion && services {
                 true => service_ips::cluster_ip(&current),
@@ -146,6 +152,7 @@ impl Registry {
                         Some(kv) => codec::decode(&kv)?,
                         None => codec::decode_at(&bytes, revision)?,
                     };
+                    strategy.to_served(&mut stored);
                     object::set_types(info, &mut stored);
                     return Ok(stored);
                 }

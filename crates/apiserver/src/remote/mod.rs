@@ -734,7 +734,12 @@ impl Client for RemoteClient {
                 || object
                     .metadata
                     .deletion_grace_period_seconds
-                    .is_some_and(|grace| grace > 0));
+                    .is_some_and(|grace| grace > 0)
+                // A Namespace waits for the finalizers of its spec too (`kubernetes`: its
+                // content is being removed).
+                || object.data["spec"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty()));
         Ok(if code == StatusCode::ACCEPTED || held {
             Deletion::Pending(object)
         } else {

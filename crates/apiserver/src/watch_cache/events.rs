@@ -36,6 +36,7 @@ impl CachedObject {
         mut object: Value,
         revision: Revision,
     ) -> Self {
+        crate::registry::to_served(resource, &mut object);
         codec::set_resource_version(&mut object, revision);
         let metadata = &object["metadata"];
         let namespace = metadata["namespace"].as_str().map(String::from);

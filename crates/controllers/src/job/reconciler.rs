@@ -5,6 +5,7 @@
 use super::*;
 use capstan_api::ext::MetaExt;
 use capstan_api::kube_core::ResourceExt;
+use capstan_controller::events::EventType;
 
 // ---------------------------------------------------------------------------------------
 // In-memory state
@@ -557,20 +558,24 @@ impl Reconciler<Job> for JobReconciler {
 
         // 6. Finish once every finished Pod is counted.
         let mut done = false;
+        let mut finished_event = None;
         if let Some(condition) =
             finished.filter(|_| uncounted_succeeded.is_empty() && uncounted_failed.is_empty())
         {
             if condition.type_ == "Complete" {
                 status.completion_time = Some(Time(now));
-                self.recorder
-                    .normal(&*job, reasons::COMPLETED, "Job completed");
+                finished_event = Some((
+                    EventType::Normal,
+                    reasons::COMPLETED.to_string(),
+                    "Job completed".to_string(),
+                ));
             } else {
                 status.active = Some(0);
-                self.recorder.warning(
-                    &*job,
+                finished_event = Some((
+                    EventType::Warning,
                     condition.reason.clone().unwrap_or_default(),
                     condition.message.clone().unwrap_or_default(),
-                );
+                ));
             }
             status
                 .conditions
@@ -580,6 +585,11 @@ impl Reconciler<Job> for JobReconciler {
         }
         if current.status.clone().unwrap_or_default() != status {
             self.write_status(&current, status).await?;
+        }
+        // Only once the finish is written, as Kubernetes' `recordJobFinished`: a write that
+        // conflicts is retried, and must not record the finish again.
+        if let Some((type_, reason, message)) = finished_event {
+            self.recorder.event(&*job, type_, reason, message);
         }
         if let Some(error) = first_error {
             return Err(error);

@@ -59,6 +59,7 @@ use crate::endpoints::slices::EndpointSliceController;
 use crate::endpoints::EndpointsController;
 use crate::garbage_collector::GarbageCollector;
 use crate::job::JobController;
+use crate::namespace::NamespaceController;
 use crate::node_lifecycle::NodeLifecycleController;
 use crate::replicaset::ReplicaSetController;
 use capstan_controller::events::{EventBroadcaster, EventOptions};
@@ -137,7 +138,7 @@ impl std::fmt::Debug for ControllerManager {
 
 /// The names of the built-in controllers [`ControllerManager::with_builtins`] registers, as
 /// kube-controller-manager names them.
-pub const BUILTIN_CONTROLLERS: [&str; 8] = [
+pub const BUILTIN_CONTROLLERS: [&str; 9] = [
     crate::replicaset::NAME,
     crate::deployment::NAME,
     crate::endpoints::NAME,
@@ -146,6 +147,7 @@ pub const BUILTIN_CONTROLLERS: [&str; 8] = [
     crate::daemonset::NAME,
     crate::garbage_collector::NAME,
     crate::job::NAME,
+    crate::namespace::NAME,
 ];
 
 impl ControllerManager {
@@ -174,6 +176,7 @@ impl ControllerManager {
             .register::<DaemonSetController>()
             .register::<GarbageCollector>()
             .register::<JobController>()
+            .register::<NamespaceController>()
     }
 
     /// Registers the built-in controller `B` under [`B::NAME`](BuiltinController::NAME) and

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use capstan_api::quantity::parse_quantity;
 
 /// CPU a container without a CPU request counts as when scoring (kube-scheduler's
 /// `DefaultMilliCPURequest`, 0.1 core).
@@ -120,70 +121,16 @@ impl Resources {
     }
 }
 
-/// Parses a Kubernetes quantity into thousandths, rounding up (`"100m"` → 100, `"1"` → 1000).
+/// Parses a Kubernetes quantity into thousandths, rounding up (`"100m"` → 100, `"1"` → 1000);
+/// `None` when it does not follow Kubernetes' grammar (the registry refuses such objects).
 pub fn parse_milli(s: &str) -> Option<i64> {
-    parse_scaled(s, 3)
+    parse_quantity(s).ok().map(|q| q.milli_value())
 }
 
-/// Parses a Kubernetes quantity into units, rounding up (`"1Ki"` → 1024, `"1.5k"` → 1500).
+/// Parses a Kubernetes quantity into units, rounding up (`"1Ki"` → 1024, `"1.5k"` → 1500);
+/// `None` when it does not follow Kubernetes' grammar.
 pub fn parse_value(s: &str) -> Option<i64> {
-    parse_scaled(s, 0)
-}
-
-/// `s` × 10^`decimals`, rounded up, exactly (no floating point).
-fn parse_scaled(s: &str, decimals: u32) -> Option<i64> {
-    let s = s.trim();
-    let (num, suffix) =
-        match s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')) {
-            Some(i) => s.split_at(i),
-            None => (s, ""),
-        };
-    let (negative, num) = match num.strip_prefix('-') {
-        Some(n) => (true, n),
-        None => (false, num.strip_prefix('+').unwrap_or(num)),
-    };
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    // The mantissa as an integer with `frac.len()` decimal places.
-    let digits = format!("{int}{frac}");
-    let mut mantissa: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
-    let mut exp10: i32 = -(frac.len() as i32) + decimals as i32;
-    let mut mul: i128 = 1;
-    match suffix {
-        "" => {}
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        "Ki" => mul = 1 << 10,
-        "Mi" => mul = 1 << 20,
-        "Gi" => mul = 1 << 30,
-        "Ti" => mul = 1 << 40,
-        "Pi" => mul = 1 << 50,
-        "Ei" => mul = 1 << 60,
-        e if e.starts_with(['e', 'E']) => exp10 += e[1..].parse::<i32>().ok()?,
-        _ => return None,
-    }
-    mantissa = mantissa.checked_mul(mul)?;
-    let value = if exp10 >= 0 {
-        mantissa.checked_mul(10i128.checked_pow(exp10 as u32)?)?
-    } else {
-        let d = 10i128.checked_pow((-exp10) as u32)?;
-        (mantissa + d - 1) / d
-    };
-    let value = if negative { -value } else { value };
-    i64::try_from(value).ok()
+    parse_quantity(s).ok().map(|q| q.value())
 }
 
 #[cfg(test)]
@@ -204,6 +151,8 @@ mod tests {
             ("500M", Some(500_000_000_000), Some(500_000_000)),
             ("1x", None, None),
             ("", None, None),
+            ("1GB", None, None),
+            ("--1", None, None),
         ];
         for (s, milli, value) in cases {
             assert_eq!(parse_milli(s), *milli, "milli {s}");

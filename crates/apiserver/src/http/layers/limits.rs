@@ -2,7 +2,13 @@
 //!
 //! Each refusal is a Kubernetes `Status`. Watches and other long-running requests (see
 //! [`RequestInfo::is_long_running`]) are exempt from the in-flight limit and the timeout;
-//! a watch is bounded by its own `timeoutSeconds`.
+//! a watch is bounded by its own `timeoutSeconds`. Health probes (`/healthz`, `/livez`,
+//! `/readyz`) are exempt from the in-flight limit, as Kubernetes' `exempt` priority level
+//! serves them, so a flood never makes a server look dead.
+//!
+//! The in-flight limit runs after authentication: anonymous callers draw from a small budget
+//! of their own ([`Limits::max_anonymous_in_flight`]), so they cannot take the slots of
+//! authenticated users. The body is read only after authorization (see [`super`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
-use super::RequestInfo;
+use super::{RequestInfo, UserInfo};
 use crate::http::status::ApiError;
 
 /// Kubernetes' default request body limit: 3 MiB.
@@ -30,6 +36,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 400;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// kube-apiserver's `ReadHeaderTimeout`: 32 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(32);
+/// How many requests of anonymous callers may run at once (when anonymous requests are
+/// allowed): 20, a twentieth of the default in-flight limit.
+pub const DEFAULT_MAX_ANONYMOUS_IN_FLIGHT: usize = 20;
 
 /// The API server's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +47,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How many non-long-running requests may run at once; more get 429. Default: 400.
     pub max_in_flight: usize,
+    /// How many non-long-running requests of anonymous callers (`system:anonymous`) may run
+    /// at once, apart from `max_in_flight`; more get 429. Used only when anonymous requests
+    /// are allowed. Default: 20.
+    pub max_anonymous_in_flight: usize,
     /// How long a non-long-running request may run; longer gets 504. Default: 60 s.
     pub request_timeout: Duration,
     /// How long a client may take to send a request's headers before its connection is
@@ -50,6 +63,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_anonymous_in_flight: DEFAULT_MAX_ANONYMOUS_IN_FLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
@@ -67,7 +81,9 @@ fn refuse(error: Error) -> Response {
 /// `Content-Length` or, for chunked bodies, by counting.
 ///
 /// The body is read in full (up to the limit) before the request goes on, so nothing behind
-/// this layer sees a partial or oversized body. It also lifts axum's own 2 MB default
+/// this layer sees a partial or oversized body. [`ApiServerOptions::apply`](super::ApiServerOptions::apply)
+/// puts it behind authentication, the in-flight limit and authorization, so nothing of an
+/// unauthenticated or unauthorized caller's body is ever buffered. It also lifts axum's own 2 MB default
 /// extractor limit to this one.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimitLayer {
@@ -156,13 +172,16 @@ where
 
 /// Refuses requests beyond a number running at once with 429 `TooManyRequests` and
 /// `Retry-After: 1`, like kube-apiserver's `--max-requests-inflight`. Long-running requests
-/// (watches) neither count nor wait.
+/// (watches) and health probes neither count nor wait.
 ///
-/// The count is shared by every service this layer makes (axum applies a layer once per
-/// route), and by clones of the layer.
+/// Placed behind [`AuthnLayer`](super::AuthnLayer), it sees each request's [`UserInfo`]; with
+/// an [`anonymous`](Self::anonymous) budget, anonymous callers count against that budget
+/// alone. The counts are shared by every service this layer makes (axum applies a layer once
+/// per route), and by clones of the layer.
 #[derive(Debug, Clone)]
 pub struct InFlightLimitLayer {
     slots: Arc<Semaphore>,
+    anonymous: Option<Arc<Semaphore>>,
 }
 
 impl InFlightLimitLayer {
@@ -170,7 +189,14 @@ impl InFlightLimitLayer {
     pub fn new(max: usize) -> Self {
         InFlightLimitLayer {
             slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            anonymous: None,
         }
+    }
+
+    /// Anonymous callers get `max` requests at once of their own, and none of the others'.
+    pub fn anonymous(mut self, max: usize) -> Self {
+        self.anonymous = Some(Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))));
+        self
     }
 }
 
@@ -181,6 +207,7 @@ impl<S> Layer<S> for InFlightLimitLayer {
         InFlightLimit {
             inner,
             slots: self.slots.clone(),
+            anonymous: self.anonymous.clone(),
         }
     }
 }
@@ -190,6 +217,7 @@ impl<S> Layer<S> for InFlightLimitLayer {
 pub struct InFlightLimit<S> {
     inner: S,
     slots: Arc<Semaphore>,
+    anonymous: Option<Arc<Semaphore>>,
 }
 
 impl<S> Service<Request> for InFlightLimit<S>
@@ -207,10 +235,22 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let mut inner = super::take(&mut self.inner);
-        if RequestInfo::new(request.method(), request.uri()).is_long_running() {
+        let path = request.uri().path();
+        let is_probe = ["/healthz", "/livez", "/readyz"].iter().any(|probe| {
+            path == *probe || path.strip_prefix(probe).is_some_and(|r| r.starts_with('/'))
+        });
+        if is_probe || RequestInfo::new(request.method(), request.uri()).is_long_running() {
             return Box::pin(inner.call(request));
         }
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let anonymous = request
+            .extensions()
+            .get::<UserInfo>()
+            .is_some_and(UserInfo::is_anonymous);
+        let slots = match &self.anonymous {
+            Some(budget) if anonymous => budget,
+            _ => &self.slots,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
             return Box::pin(async {
                 Ok(refuse(Error::TooManyRequests {
                     message: "Too many requests, please try again later.".into(),

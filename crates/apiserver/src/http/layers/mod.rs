@@ -1,19 +1,31 @@
 //! The API server's security and limit layers, each a [`tower::Layer`] over axum's
 //! `Request<Body>` that answers its own refusals as Kubernetes `Status` objects.
 //!
-//! Kubernetes' order, outermost first, and what each refuses:
+//! Kubernetes' order (kube-apiserver's `DefaultBuildHandlerChain`), outermost first, and what
+//! each refuses:
 //!
-//! 1. [`limits`]: [`InFlightLimitLayer`] (429 with `Retry-After`), [`TimeoutLayer`] (504),
-//!    [`BodyLimitLayer`] (413). Watches and other long-running requests are exempt from the
-//!    in-flight limit and the timeout.
+//! 1. [`TimeoutLayer`] (504): a non-long-running request gets the request timeout, from its
+//!    first byte of body to its last byte of answer.
 //! 2. [`authn`]: [`AuthnLayer`] puts the caller's [`UserInfo`] in the request's extensions,
-//!    or answers 401. Authenticators: [`StaticTokens`] (bearer tokens), `X509ClientCerts`
-//!    (`x509`, feature `tls`: verified client certificates), and [`Authenticators`], which
-//!    tries several in turn.
-//! 3. [`authz`]: [`AuthzLayer`] asks an [`Authorizer`] about the request's [`Attributes`], and
+//!    or answers 401. It reads the request's head only, never its body. Authenticators:
+//!    [`StaticTokens`] (bearer tokens), `X509ClientCerts` (`x509`, feature `tls`: verified
+//!    client certificates), and [`Authenticators`], which tries several in turn.
+//! 3. [`InFlightLimitLayer`] (429 with `Retry-After`): authenticated callers share
+//!    [`Limits::max_in_flight`]; when anonymous requests are allowed, anonymous callers draw
+//!    from a small budget of their own ([`Limits::max_anonymous_in_flight`]), so a flood of
+//!    them never takes an authenticated user's slot (when anonymous requests are off they
+//!    were refused with 401 already). Watches, other long-running requests and health
+//!    probes are exempt.
+//! 4. [`authz`]: [`AuthzLayer`] asks an [`Authorizer`] about the request's [`Attributes`], and
 //!    answers 403 on a denial. Authorizers: [`AllowAll`], [`StaticPolicy`], and
 //!    [`RbacAuthorizer`] ([`rbac`]: kube-apiserver's RBAC mode, deciding from the cluster's
 //!    Roles, ClusterRoles and bindings, kept current by shared informers).
+//! 5. [`BodyLimitLayer`] (413): only now is the body read, up to [`Limits::max_body_bytes`].
+//!
+//! So nothing of a request's body is buffered before its caller is authenticated, admitted
+//! by the in-flight limit and authorized. Before that, a connection pins only what hyper
+//! reads of its head (at most hyper's read buffer, about 400 KiB, for at most
+//! [`Limits::header_read_timeout`]); the body waits in the kernel's socket buffers.
 //!
 //! [`ApiServerOptions::apply`] stacks them all in that order on any axum [`Router`], and
 //! [`ApiServer::bind_with`](super::ApiServer::bind_with) serves the result. The layers can also
@@ -24,11 +36,12 @@
 //! use axum::{routing::get, Router};
 //! use capstan_apiserver::http::layers::{AuthnLayer, InFlightLimitLayer, TimeoutLayer};
 //!
+//! // `layer` wraps what is already there: the last one applied runs first.
 //! let app: Router = Router::new()
 //!     .route("/healthz", get(|| async { "ok" }))
+//!     .layer(InFlightLimitLayer::new(400).anonymous(20))
 //!     .layer(AuthnLayer::new(None, true))
-//!     .layer(TimeoutLayer::new(Duration::from_secs(60)))
-//!     .layer(InFlightLimitLayer::new(400));
+//!     .layer(TimeoutLayer::new(Duration::from_secs(60)));
 //! ```
 
 pub mod authn;
@@ -64,7 +77,7 @@ pub(crate) fn take<S: Clone>(inner: &mut S) -> S {
 }
 
 /// Paths every caller may reach, authenticated or not: health and version.
-const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
+const PUBLIC_PATHS: [&str; 5] = ["/healthz", "/livez", "/readyz", "/version", "/version/"];
 
 /// Whether `path` is open to everyone (`/healthz`, `/livez`, `/readyz`, `/version`, and the
 /// health checks' sub-paths such as `/readyz/ping`). [`AuthnLayer`] lets unauthenticated callers
@@ -73,7 +86,7 @@ const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
 pub fn is_public_path(path: &str) -> bool {
     PUBLIC_PATHS.iter().any(|public| {
         path == *public
-            || (*public != "/version"
+            || (!public.starts_with("/version")
                 && path
                     .strip_prefix(public)
                     .is_some_and(|rest| rest.starts_with('/')))
@@ -219,6 +232,10 @@ pub struct ApiServerOptions {
     pub metrics_registry: Arc<prometheus_client::registry::Registry>,
     /// Checks served on `/readyz` (and `/healthz`) after `ping` and the store's `etcd`.
     pub readyz_checks: Vec<Arc<dyn HealthCheck>>,
+    /// How often `ApiServer::bind_with` compacts the store's history (kube-apiserver's
+    /// `--etcd-compaction-interval`; see [`crate::compactor`]). Default: 5 minutes; zero
+    /// turns compaction off.
+    pub compaction_interval: std::time::Duration,
 }
 
 impl Default for ApiServerOptions {
@@ -236,6 +253,7 @@ impl Default for ApiServerOptions {
             metrics: metrics.clone(),
             metrics_registry: Arc::new(registry),
             readyz_checks: Vec::new(),
+            compaction_interval: crate::compactor::DEFAULT_COMPACTION_INTERVAL,
         }
     }
 }
@@ -331,6 +349,12 @@ impl ApiServerOptions {
         self
     }
 
+    /// Sets how often the store's history is compacted (zero: never).
+    pub fn compaction_interval(mut self, interval: std::time::Duration) -> Self {
+        self.compaction_interval = interval;
+        self
+    }
+
     /// Adds `check` to `/readyz` (and `/healthz`).
     pub fn readyz_check(mut self, check: impl HealthCheck) -> Self {
         self.readyz_checks.push(Arc::new(check));
@@ -350,8 +374,9 @@ impl ApiServerOptions {
         health
     }
 
-    /// Stacks the layers on `router` in Kubernetes' order, outermost first: in-flight limit,
-    /// timeout, body limit, authentication, authorization, then the router's handlers.
+    /// Stacks the layers on `router` in Kubernetes' order, outermost first: timeout,
+    /// authentication, in-flight limit (with the anonymous budget when anonymous requests are
+    /// allowed), authorization, body limit, then the router's handlers.
     ///
     /// The header-read timeout is the HTTP server's, not a layer; `ApiServer::bind_with` and
     /// `ApiServer::serve` apply it.
@@ -370,15 +395,19 @@ impl ApiServerOptions {
         if let Some(kinds) = kinds {
             metrics = metrics.kinds(kinds);
         }
+        let mut in_flight = InFlightLimitLayer::new(self.limits.max_in_flight);
+        if self.allows_anonymous() {
+            in_flight = in_flight.anonymous(self.limits.max_anonymous_in_flight);
+        }
         router
+            .layer(BodyLimitLayer::new(self.limits.max_body_bytes))
             .layer(AuthzLayer::new(self.authorizer.clone()))
+            .layer(in_flight)
             .layer(AuthnLayer::new(
                 self.effective_authenticator(),
                 self.allows_anonymous(),
             ))
-            .layer(BodyLimitLayer::new(self.limits.max_body_bytes))
             .layer(TimeoutLayer::new(self.limits.request_timeout))
-            .layer(InFlightLimitLayer::new(self.limits.max_in_flight))
             .layer(metrics)
     }
 }
@@ -476,7 +505,14 @@ mod tests {
 
     #[test]
     fn health_and_version_are_public() {
-        for path in ["/healthz", "/livez", "/readyz", "/readyz/ping", "/version"] {
+        for path in [
+            "/healthz",
+            "/livez",
+            "/readyz",
+            "/readyz/ping",
+            "/version",
+            "/version/",
+        ] {
             assert!(is_public_path(path), "{path}");
         }
         for path in ["/api", "/healthzz", "/version/x", "/apis/apps/v1"] {

@@ -20,12 +20,14 @@
 //! [`defaults`](super::defaults), the name, label, number and pod spec validators in
 //! [`validation`](super::validation).
 
+mod configmap;
 mod cronjob;
 mod daemonset;
 mod deployment;
 mod endpoints;
+mod event;
 mod job;
-mod namespace;
+pub(super) mod namespace;
 mod persistentvolumeclaim;
 mod pod;
 mod podtemplate;
@@ -36,6 +38,7 @@ mod secret;
 mod service;
 mod statefulset;
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use capstan_api::{kube_core::params::DeleteParams, FieldError, ResourceInfo, Result};
@@ -131,6 +134,31 @@ pub(crate) trait KindStrategy: Sync {
     fn graceful_deletion_seconds(&self, _object: &Value, _params: &DeleteParams) -> i64 {
         0
     }
+
+    /// Whether something of the kind's own (beyond `metadata.finalizers` and a grace period)
+    /// still holds `object`'s deletion, such as a Namespace's `spec.finalizers`: while true, a
+    /// delete or update only marks it as being deleted. Default: nothing.
+    fn holds_deletion(&self, _object: &Value) -> bool {
+        false
+    }
+
+    /// Marks `object` as being deleted, once, when a delete first sets its
+    /// `deletionTimestamp` (a Namespace's `status.phase: Terminating`). Default: nothing.
+    fn prepare_deletion(&self, _object: &mut Value) {}
+
+    // Conversion ---------------------------------------------------------------------------
+
+    /// Converts `object`, read from storage, to the shape this group version serves (as
+    /// kube-apiserver converts from a resource's storage version), in place; idempotent. The
+    /// registry and the watch cache call it on every object they read. Default: served as
+    /// stored.
+    fn to_served(&self, _object: &mut Value) {}
+
+    /// `object`, written in the shape this group version serves, in the shape it is stored
+    /// in; the registry calls it on every object it writes. Default: stored as served.
+    fn to_stored<'a>(&self, object: &'a Value) -> Cow<'a, Value> {
+        Cow::Borrowed(object)
+    }
 }
 
 /// The strategy of kinds without rules of their own: every default.
@@ -154,12 +182,14 @@ static STRATEGIES: &[(&str, &str, &dyn KindStrategy)] = &[
     ("", "Service", &service::ServiceStrategy),
     ("", "Namespace", &namespace::NamespaceStrategy),
     ("", "Secret", &secret::SecretStrategy),
+    ("", "ConfigMap", &configmap::ConfigMapStrategy),
     (
         "",
         "PersistentVolumeClaim",
         &persistentvolumeclaim::PersistentVolumeClaimStrategy,
     ),
     ("", "Endpoints", &endpoints::EndpointsStrategy),
+    ("events.k8s.io", "Event", &event::EventsV1Strategy),
     ("apps", "Deployment", &deployment::DeploymentStrategy),
     ("apps", "ReplicaSet", &replicaset::ReplicaSetStrategy),
     ("apps", "DaemonSet", &daemonset::DaemonSetStrategy),
@@ -207,9 +237,9 @@ mod tests {
 
     #[test]
     fn kinds_without_rules_get_the_defaults() {
-        let config_maps = ResourceInfo::builtin("", "ConfigMap").unwrap();
+        let leases = ResourceInfo::builtin("coordination.k8s.io", "Lease").unwrap();
         let widgets = ResourceInfo::new("example.com", "v1", "Widget", "widgets", true);
-        for resource in [config_maps, widgets] {
+        for resource in [leases, widgets] {
             let strategy = strategy_for(&resource);
             assert_eq!(strategy.name_rule(), NameRule::Dns1123Subdomain);
             assert!(!strategy.holds_cluster_ip());

@@ -25,7 +25,18 @@
 //!   unique, known protocols and session affinity, target ports, an `externalName` for
 //!   `ExternalName` services.
 //!
-//! Custom kinds get the metadata checks only.
+//! - **Quantities**: every resource quantity of the built-in kinds (container and pod
+//!   `resources`, `overhead`, emptyDir `sizeLimit`, ResourceQuota `spec.hard`, LimitRange
+//!   limits, claims' requests, PersistentVolume capacity, Node `status.capacity` and
+//!   `allocatable`, also on status writes) follows Kubernetes' grammar and is not negative, and
+//!   a request is not above its limit.
+//! - **ConfigMaps and Secrets**: keys are config keys (`[-._a-zA-Z0-9]+`, not `.` or `..`), a
+//!   ConfigMap key is not in both `data` and `binaryData`, at most 1 MiB of data, nothing
+//!   changes once `immutable` is set; a Secret's `type` is immutable and the common types have
+//!   their keys (`tls.crt` and `tls.key`, `.dockerconfigjson`, ...).
+//!
+//! Custom kinds get the metadata checks only. Status writes get the status quantity checks
+//! only.
 //!
 //! Each kind's own checks live in its strategy (`registry/kinds/`); this module runs the
 //! metadata checks every kind gets, then the kind's, and holds the validators kinds share:
@@ -34,12 +45,16 @@
 //! - `metadata`: the metadata checks;
 //! - `fields`: integers, counts, ports, protocols, percentages;
 //! - `pod_spec`: pod specs and templates;
+//! - `quantities`: resource quantities, by kind;
+//! - `data`: ConfigMap and Secret keys, sizes and immutability;
 //! - `workloads`: what the `apps/v1` workloads share (selector, template, immutability).
 
+mod data;
 mod fields;
 mod metadata;
 mod names;
 mod pod_spec;
+mod quantities;
 mod workloads;
 
 use async_trait::async_trait;
@@ -53,6 +68,9 @@ use super::{
 
 pub use names::{is_dns1035_label, is_dns1123_label, is_dns1123_subdomain};
 
+pub(crate) use data::{
+    data_size, decoded, map_at, validate_config_keys, validate_immutable_data, MAX_DATA_SIZE,
+};
 pub(crate) use fields::{
     amount, check_protocol, integer, is_port_name, is_zero, non_negative, port_in_range, Amount,
 };
@@ -63,7 +81,7 @@ pub(crate) use workloads::{check_selector_immutable, validate_workload, Replicas
 
 /// The validating admission step enforcing Kubernetes' validation of built-in kinds (and the
 /// metadata rules of every kind); see the [module docs](self). Runs on creates and updates of
-/// the object itself; rejects with [`Error::Invalid`](capstan_api::Error::Invalid) naming every
+/// the object itself (and checks the status quantities on status writes); rejects with [`Error::Invalid`](capstan_api::Error::Invalid) naming every
 /// bad field.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Validation;
@@ -79,7 +97,15 @@ impl AdmissionStep for Validation {
     }
 
     async fn admit(&self, request: &AdmissionRequest<'_>, object: &mut Value) -> Result<()> {
-        if request.operation == Operation::Delete || request.subresource.is_some() {
+        if request.operation == Operation::Delete {
+            return Ok(());
+        }
+        if request.subresource == Some("status") {
+            let mut causes = Vec::new();
+            quantities::validate_status_quantities(request.resource, object, &mut causes);
+            return invalid_unless_empty(request, causes);
+        }
+        if request.subresource.is_some() {
             return Ok(());
         }
         let old = match request.operation {
@@ -97,6 +123,7 @@ pub fn validate(resource: &ResourceInfo, object: &Value, old: Option<&Value>) ->
     let mut causes = Vec::new();
     metadata::validate_metadata(resource, strategy.name_rule(), object, &mut causes);
     strategy.validate(object, old, &mut causes);
+    quantities::validate_kind_quantities(resource, object, &mut causes);
     causes
 }
 

@@ -10,6 +10,7 @@ use super::{
     fields::{check_protocol, integer, non_negative, port_in_range},
     metadata::validate_label_map,
     names::{check_dns, NameRule},
+    quantities::{validate_quantity, validate_requirements, validate_resource_list},
 };
 
 /// Where a pod spec sits, which decides the restart policies it may use.
@@ -111,6 +112,8 @@ pub(crate) fn validate_pod_spec(
     }
     non_negative(spec, "terminationGracePeriodSeconds", path, causes);
     non_negative(spec, "activeDeadlineSeconds", path, causes);
+    validate_resource_list(spec.get("overhead"), &format!("{path}.overhead"), causes);
+    validate_requirements(spec.get("resources"), &format!("{path}.resources"), causes);
 }
 
 /// Checks `volumes` and returns their names.
@@ -133,6 +136,10 @@ fn validate_volumes(
                     causes.push(FieldError::duplicate(field, name));
                 }
             }
+        }
+        if let Some(size) = volume.pointer("/emptyDir/sizeLimit") {
+            let field = format!("{path}.volumes[{i}].emptyDir.sizeLimit");
+            validate_quantity(size, field, causes);
         }
     }
     names
@@ -202,6 +209,11 @@ fn validate_container(
         }
         check_protocol(port, &field, causes);
     }
+    validate_requirements(
+        container.get("resources"),
+        &format!("{path}.resources"),
+        causes,
+    );
     for (j, mount) in container
         .get("volumeMounts")
         .and_then(Value::as_array)

@@ -91,3 +91,63 @@ fn volume_mounts_must_name_a_volume() {
         ["spec.containers[0].volumeMounts[0].name"]
     );
 }
+
+#[test]
+fn template_quantities_are_parsed_and_requests_stay_within_limits() {
+    let object = deployment(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": template(json!({"app": "web"}), json!([{
+            "name": "app", "image": "nginx",
+            "resources": {"requests": {"cpu": "2", "memory": "1GB"}, "limits": {"cpu": "1"}},
+        }])),
+    }));
+    assert_eq!(
+        fields("apps", "Deployment", object),
+        [
+            "spec.template.spec.containers[0].resources.requests[memory]",
+            "spec.template.spec.containers[0].resources.requests[cpu]",
+        ]
+    );
+}
+
+#[test]
+fn pod_overhead_and_empty_dir_size_limits_are_quantities() {
+    let pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
+        "overhead": {"cpu": "abc"},
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "-1Gi"}}],
+        "containers": [{"name": "a", "image": "b", "resources": {"limits": {"cpu": "1"}}}],
+    }});
+    assert_eq!(
+        fields("", "Pod", pod),
+        ["spec.volumes[0].emptyDir.sizeLimit", "spec.overhead[cpu]"]
+    );
+}
+
+#[test]
+fn limit_ranges_and_quotas_hold_valid_quantities() {
+    let range = json!({"metadata": {"name": "l", "namespace": "d"}, "spec": {"limits": [
+        {"type": "Container", "max": {"cpu": "2"}, "defaultRequest": {"memory": "1x"}},
+    ]}});
+    assert_eq!(
+        fields("", "LimitRange", range),
+        ["spec.limits[0].defaultRequest[memory]"]
+    );
+    let quota = json!({"metadata": {"name": "q", "namespace": "d"},
+                       "spec": {"hard": {"pods": "10", "requests.cpu": "-1"}}});
+    assert_eq!(
+        fields("", "ResourceQuota", quota),
+        ["spec.hard[requests.cpu]"]
+    );
+}
+
+#[test]
+fn config_map_and_secret_keys_must_be_config_keys() {
+    let config = json!({"metadata": {"name": "c", "namespace": "d"},
+                        "data": {"ok.key": "1", "a/b": "2"}, "binaryData": {"..": "YQ=="}});
+    assert_eq!(
+        fields("", "ConfigMap", config),
+        ["data[a/b]", "binaryData[..]"]
+    );
+    let secret = json!({"metadata": {"name": "s", "namespace": "d"}, "data": {"a b": "YQ=="}});
+    assert_eq!(fields("", "Secret", secret), ["data[a b]"]);
+}

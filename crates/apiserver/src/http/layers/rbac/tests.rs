@@ -104,6 +104,7 @@ impl Cluster {
     }
 
     async fn role(&self, namespace: &str, name: &str, rules: Vec<PolicyRule>) {
+        crate::testing::create_namespace(&*self.client, namespace).await;
         let role = Role {
             metadata: meta(Some(namespace), name),
             rules: Some(rules),
@@ -156,6 +157,7 @@ impl Cluster {
         role_ref: RoleRef,
         subjects: Vec<Subject>,
     ) {
+        crate::testing::create_namespace(&*self.client, namespace).await;
         let binding = RoleBinding {
             metadata: meta(Some(namespace), name),
             role_ref,
