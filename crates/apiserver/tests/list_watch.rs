@@ -147,6 +147,7 @@ async fn informer_survives_cut_streams_and_compaction(store: Arc<dyn Store>, nam
         ..Default::default()
     });
     let client: Arc<dyn Client> = Arc::new(registry);
+    capstan_apiserver::testing::create_namespace(&*client, namespace).await;
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     for i in 0..10 {
         api.create(&PostParams::default(), &config_map(&format!("seed-{i}"), i))
