@@ -626,40 +626,74 @@ fn spawn_recorder<K: Resource>(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let api = Api::<K>::all(client);
-        let list = loop {
-            match api.list(&ListParams::default()).await {
-                Ok(list) => break list,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
-        for object in list.items {
-            push(Change::Added, object);
-        }
+        // What has been reported so far, so that a relist reports only what changed.
+        let mut known: BTreeMap<ObjectKey, K> = BTreeMap::new();
         loop {
-            let mut events = match api.watch(&WatchParams::default(), &version).await {
-                Ok(events) => events,
-                Err(error) => {
-                    tracing::warn!(%error, "object history: watch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+            // List at the start, and again when the watch's resourceVersion has expired
+            // (410: the API no longer has the history from there).
+            let list = loop {
+                match api.list(&ListParams::default()).await {
+                    Ok(list) => break list,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             };
-            while let Some(event) = events.next().await {
-                let (change, object) = match event {
-                    Ok(WatchEvent::Added(o)) => (Change::Added, o),
-                    Ok(WatchEvent::Modified(o)) => (Change::Modified, o),
-                    Ok(WatchEvent::Deleted(o)) => (Change::Deleted, o),
-                    Ok(WatchEvent::Bookmark(b)) => {
-                        version = b.metadata.resource_version;
+            let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+            let listed: BTreeMap<ObjectKey, K> = list
+                .items
+                .into_iter()
+                .map(|object| (ObjectKey::of(&object), object))
+                .collect();
+            for (key, object) in &known {
+                if !listed.contains_key(key) {
+                    push(Change::Deleted, object.clone());
+                }
+            }
+            for (key, object) in &listed {
+                match known.get(key) {
+                    None => push(Change::Added, object.clone()),
+                    Some(seen)
+                        if seen.meta().resource_version != object.meta().resource_version =>
+                    {
+                        push(Change::Modified, object.clone())
+                    }
+                    Some(_) => {}
+                }
+            }
+            known = listed;
+            'watch: loop {
+                let mut events = match api.watch(&WatchParams::default(), &version).await {
+                    Ok(events) => events,
+                    Err(error) if error.is_gone() => break 'watch,
+                    Err(error) => {
+                        tracing::warn!(%error, "object history: watch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
-                    Ok(WatchEvent::Error(_)) | Err(_) => break,
                 };
-                if let Some(v) = object.meta().resource_version.clone() {
-                    version = v;
+                while let Some(event) = events.next().await {
+                    let (change, object) = match event {
+                        Ok(WatchEvent::Added(o)) => (Change::Added, o),
+                        Ok(WatchEvent::Modified(o)) => (Change::Modified, o),
+                        Ok(WatchEvent::Deleted(o)) => (Change::Deleted, o),
+                        Ok(WatchEvent::Bookmark(b)) => {
+                            version = b.metadata.resource_version;
+                            continue;
+                        }
+                        Ok(WatchEvent::Error(status)) if status.code == 410 => break 'watch,
+                        Err(error) if error.is_gone() => break 'watch,
+                        // Resume from the last version seen.
+                        Ok(WatchEvent::Error(_)) | Err(_) => break,
+                    };
+                    if let Some(v) = object.meta().resource_version.clone() {
+                        version = v;
+                    }
+                    let key = ObjectKey::of(&object);
+                    match change {
+                        Change::Deleted => known.remove(&key),
+                        _ => known.insert(key, object.clone()),
+                    };
+                    push(change, object);
                 }
-                push(change, object);
             }
         }
     })

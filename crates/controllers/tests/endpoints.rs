@@ -790,3 +790,67 @@ async fn more_than_a_hundred_pods_split_across_slices_and_shrink_in_place() {
     })
     .await;
 }
+
+/// A sync that read a Service just before its deletion may write its Endpoints or slices
+/// after the cleanup swept them; no later sync of a deleted Service comes to remove them.
+/// Such a late write (made here by hand, after the Service is gone) is swept too; what the
+/// controllers did not write is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_controllers_write_for_a_service_already_deleted_is_removed() {
+    within(LIMIT, async {
+        let client = capstan_apiserver::testing::client();
+        let endpoints = ObjectHistory::<Endpoints>::record(client.clone());
+        let slices = ObjectHistory::<EndpointSlice>::record(client.clone());
+        let controllers = Controllers::start(&client, 100);
+        // A barrier: once the Service's objects exist, the controllers are running.
+        create_service(&client, "web", true).await;
+        endpoints
+            .wait_until(|state| state.contains_key(&key("web")))
+            .await;
+        let late = |name: &str, ours: bool| Endpoints {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: ours.then(|| {
+                    BTreeMap::from([(LABEL_MANAGED_BY.to_string(), "endpoint-controller".into())])
+                }),
+                ..ObjectMeta::default()
+            },
+            subsets: None,
+        };
+        let api = Api::<Endpoints>::namespaced(client.clone(), NS);
+        api.create(&PostParams::default(), &late("gone", true))
+            .await
+            .unwrap();
+        api.create(&PostParams::default(), &late("hand-made", false))
+            .await
+            .unwrap();
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "gone-abcde",
+                "labels": { LABEL_SERVICE_NAME: "gone", SLICE_MANAGED_BY: MANAGED_BY },
+            },
+            "addressType": "IPv4",
+            "endpoints": [],
+        }))
+        .unwrap();
+        Api::<EndpointSlice>::namespaced(client.clone(), NS)
+            .create(&PostParams::default(), &slice)
+            .await
+            .unwrap();
+        endpoints
+            .wait_until(|state| {
+                !state.contains_key(&key("gone")) && state.contains_key(&key("hand-made"))
+            })
+            .await;
+        slices
+            .wait_until(|state| !state.contains_key(&key("gone-abcde")))
+            .await;
+        assert!(endpoints
+            .revisions()
+            .iter()
+            .any(|r| r.change == Change::Deleted
+                && r.object.metadata.name.as_deref() == Some("gone")));
+        controllers.stop().await;
+    })
+    .await;
+}

@@ -54,6 +54,9 @@
 //!   `checkLeftoverEndpoints`), except leader-election records
 //!   ([`LEADER_ELECTION_ANNOTATION`]). This runs beside the reconciler, on its own work
 //!   queue with per-key backoff, because the runtime does not reconcile deleted objects.
+//!   An Endpoints the controller writes (its label) while its Service is already gone (a
+//!   sync that read the Service just before the deletion) is swept as it appears, so a
+//!   deleted Service never leaves its Endpoints behind.
 //! - **A lagging cache** never causes duplicate or lost writes: after each write the
 //!   controller waits (requeueing the Service after 100 ms) until its Endpoints cache has
 //!   observed that write before it computes again, and every update carries the
@@ -338,8 +341,20 @@ pub fn controller(
             }
         }
     };
+    // The Endpoints this controller wrote (its label), by their Service's key.
+    let written = written_keys(&endpoints, |endpoints: &Endpoints| {
+        let ours = endpoints
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(LABEL_MANAGED_BY))
+            .is_some_and(|by| by == COMPONENT);
+        ours.then(|| ObjectKey::of(endpoints))
+    });
     ManagedController::new(controller, reconciler).with_companion(move |handle| {
-        run_cleanup(COMPONENT, services, synced, leftovers, sweep, handle)
+        run_cleanup(
+            COMPONENT, services, written, synced, leftovers, sweep, handle,
+        )
     })
 }
 

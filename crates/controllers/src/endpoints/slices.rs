@@ -699,8 +699,15 @@ pub fn controller(
             Ok(())
         }
     };
-    ManagedController::new(controller, reconciler)
-        .with_companion(move |handle| run_cleanup(NAME, services, synced, leftovers, sweep, handle))
+    // The slices this controller wrote, by their Service's key.
+    let written = super::written_keys(&slices, |slice: &EndpointSlice| {
+        let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+        managed_by_us(slice)
+            .then(|| ObjectKey::namespaced(slice.namespace().unwrap_or_default(), name.clone()))
+    });
+    ManagedController::new(controller, reconciler).with_companion(move |handle| {
+        run_cleanup(NAME, services, written, synced, leftovers, sweep, handle)
+    })
 }
 
 impl BuiltinController for EndpointSliceController {
