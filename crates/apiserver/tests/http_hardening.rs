@@ -1017,3 +1017,59 @@ async fn a_request_outliving_the_grace_period_is_dropped() {
     })
     .await;
 }
+
+/// kube-apiserver serves no deletecollection for Namespaces: a DELETE of the collection is
+/// 405 and changes nothing (before, it set namespaces terminating one by one until it reached
+/// a system namespace), and discovery does not list the verb.
+#[tokio::test]
+async fn namespaces_have_no_delete_collection() {
+    within(DEADLINE, async {
+        let server = server().await;
+        let address = server.address();
+        let created = request(
+            address,
+            "POST",
+            "/api/v1/namespaces",
+            "application/json",
+            br#"{"metadata":{"name":"team"}}"#,
+        )
+        .await;
+        assert_eq!(created.code, 201);
+        let before = get(address, "/api/v1/namespaces").await;
+        let refused = request(
+            address,
+            "DELETE",
+            "/api/v1/namespaces",
+            "application/json",
+            b"",
+        )
+        .await;
+        assert_eq!(
+            refused.code,
+            405,
+            "{}",
+            String::from_utf8_lossy(&refused.body)
+        );
+        assert_eq!(get(address, "/api/v1/namespaces").await.body, before.body);
+        let discovery: serde_json::Value =
+            serde_json::from_slice(&get(address, "/api/v1").await.body).unwrap();
+        let verbs = |name: &str| {
+            discovery["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .map(|r| r["verbs"].clone())
+                .unwrap()
+        };
+        assert!(!verbs("namespaces")
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("deletecollection")));
+        assert!(verbs("configmaps")
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("deletecollection")));
+    })
+    .await;
+}

@@ -94,8 +94,12 @@ pub fn resources(all: &[ResourceInfo], group: &str, version: &str) -> Option<API
                 "update",
                 "watch",
             ]
+            .into_iter()
+            .filter(|verb| {
+                *verb != "deletecollection" || super::rest::supports_delete_collection(resource)
+            })
             .map(String::from)
-            .to_vec(),
+            .collect(),
             short_names: (!resource.short_names().is_empty())
                 .then(|| resource.short_names().to_vec()),
             categories: (resource.group().is_empty() || resource.group() == "apps")

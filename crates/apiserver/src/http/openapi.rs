@@ -304,6 +304,11 @@ fn add_paths(paths: &mut Map<String, Value>, resource: &ResourceInfo, schema: &s
             "parameters": scope_parameters,
         }),
     );
+    if !super::rest::supports_delete_collection(resource) {
+        if let Some(collection) = paths.get_mut(&collection).and_then(Value::as_object_mut) {
+            collection.remove("delete");
+        }
+    }
     if resource.namespaced() {
         paths.insert(
             format!("{prefix}/{plural}"),

@@ -299,6 +299,16 @@ async fn serve(
                 .await?;
             Ok(warn(json(StatusCode::OK, &patched), &unknown, &validation))
         }
+        // kube-apiserver serves no deletecollection for Namespaces (each is deleted on its
+        // own, and the system namespaces never), so the method is not allowed.
+        (Method::DELETE, None, None) if !supports_delete_collection(resource) => {
+            Err(Error::MethodNotAllowed {
+                message: format!(
+                    "the server does not allow this method on the requested resource: DELETE {}",
+                    resource.qualified_resource()
+                ),
+            })
+        }
         (Method::DELETE, None, None) => {
             let params = delete_params(dry_run, query, body).await?;
             let deleted = client
@@ -324,6 +334,12 @@ async fn serve(
             ),
         }),
     }
+}
+
+/// Whether the kind serves `deletecollection`: every kind but core Namespaces, as in
+/// kube-apiserver.
+pub fn supports_delete_collection(resource: &ResourceInfo) -> bool {
+    !(resource.group().is_empty() && resource.kind() == "Namespace")
 }
 
 fn json<T: serde::Serialize>(code: StatusCode, value: &T) -> Response {
