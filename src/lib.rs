@@ -21,7 +21,9 @@
 //! (the REST API on axum), `http-client` (`RemoteClient`) and `dns` (cluster DNS on hickory);
 //! without default features none of axum, hyper's server or hickory is compiled. `etcd` turns
 //! on [`store::etcd`](capstan_store); `tls` turns on HTTPS for the API server and the remote
-//! client; `containerd` turns on [`cri::containerd`](capstan_runtime).
+//! client; `containerd` turns on [`cri::containerd`](capstan_runtime); `kube` turns on
+//! `apiserver::kube_bridge` (kube-rs on an in-process cluster, and Capstan's components over
+//! kube-rs; see `docs/kube-rs.md`) and `testing::kube_cluster`.
 //!
 //! The application picks the Kubernetes API version: depend on `k8s-openapi` with a version
 //! feature (`latest`, as kube-rs applications do). Every version k8s-openapi 0.29 offers
@@ -70,6 +72,9 @@ mod guides {
     pub struct NetworkPluginSpiGuide;
     #[doc = include_str!("../docs/spi/proxy-backend.md")]
     pub struct ProxyBackendSpiGuide;
+    #[cfg(feature = "kube")]
+    #[doc = include_str!("../docs/kube-rs.md")]
+    pub struct KubeRsGuide;
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::core::v1::Node;
 use capstan_api::{Api, Client, ResourceInfo};
+use capstan_apiserver::apiextensions::{serve_custom_resources, CustomResourceController};
 use capstan_apiserver::registry::Registry;
 use capstan_controller::events::{EventBroadcaster, EventOptions, EventRecorder};
 use capstan_controllers::manager::{ControllerManager, ManagerError};
@@ -40,6 +41,22 @@ pub use capstan_apiserver::testing::{client, create_namespace, registry};
 pub use capstan_controller::testing::{
     EventLog, FakeKubelet, FakeNodes, FakeScheduler, KubeletOptions, ObjectHistory,
 };
+
+/// A cluster for kube-rs code in one line (feature `kube`): a new registry over its own
+/// in-memory store, and a `kube::Client` served by it in process, without a socket
+/// (`capstan::apiserver::kube_bridge::client`). Keep the registry to serve kinds of your own
+/// or to build more clients; for the built-in controllers, the fake scheduler and kubelets
+/// too, start a [`FakeCluster`] and bridge its [`registry`](FakeCluster::registry).
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
+#[cfg(feature = "kube")]
+pub fn kube_cluster() -> (Arc<Registry>, capstan_apiserver::kube_bridge::kube::Client) {
+    let registry = registry();
+    let client = capstan_apiserver::kube_bridge::client(registry.clone());
+    (registry, client)
+}
 
 /// How long [`FakeClusterBuilder::start`] waits for its Nodes to be registered.
 const NODES_REGISTERED_LIMIT: Duration = Duration::from_secs(10);
@@ -57,6 +74,8 @@ type ManagerTask = (
 /// failures.
 pub struct FakeCluster {
     registry: Arc<Registry>,
+    /// Serves the CustomResourceDefinitions created in the cluster, as the API server does.
+    _custom_resources: CustomResourceController,
     client: Arc<dyn Client>,
     nodes: Vec<String>,
     events: EventLog,
@@ -196,6 +215,7 @@ impl FakeClusterBuilder {
         for kind in self.kinds {
             registry.register(kind);
         }
+        let custom_resources = serve_custom_resources(registry.clone());
         let client: Arc<dyn Client> = registry.clone();
         let events = EventLog::record(client.clone());
         let broadcaster = EventBroadcaster::new(client.clone(), EventOptions::default());
@@ -236,6 +256,7 @@ impl FakeClusterBuilder {
         }
         FakeCluster {
             registry,
+            _custom_resources: custom_resources,
             client,
             nodes: self.nodes,
             events,

@@ -81,7 +81,7 @@ pub use k8s_openapi;
 pub use kube_core;
 
 pub use client::{Api, Client, Deletion, WatchStream};
-pub use error::{Error, FieldError, FieldErrorKind, Result};
+pub use error::{Error, FieldError, FieldErrorKind, FieldManagerConflict, Result};
 pub use field::{FieldOperator, FieldRequirement, FieldSelector};
 pub use resource::{Resource, ResourceInfo, ResourceScope, Subresources};
 pub use selector::{label_selector_from, parse_label_selector, SelectorError};

@@ -6,6 +6,10 @@
 //!   run in its own process against a remote API server.
 //! - [`metrics`]: kube-apiserver's `apiserver_*` Prometheus series and the store's `etcd`
 //!   health check, which `http` serves on `/metrics` and `/readyz`.
+//! - [`apiextensions`]: CustomResourceDefinitions served at run time (the controller that
+//!   registers their versions, structural schemas, CEL rules, printer columns).
+//! - `certificates` (feature `tls`): the signer of approved CertificateSigningRequests
+//!   (Kubernetes' `csrsigning` controller) with the cluster CA.
 //! - [`codec`]: how objects sit in the store (JSON, resourceVersion from the mod revision).
 //! - [`compactor`]: discards the store's history every interval (kube-apiserver's
 //!   `--etcd-compaction-interval`), started by whoever serves the registry.
@@ -21,6 +25,8 @@
 //!   [`CachedWatchSource`](watch_cache::CachedWatchSource), which serves the registry's watches
 //!   from a watch cache per kind, started on first use.
 //! - [`testing`]: the registry over a fresh in-memory store in one line, for tests.
+//! - `kube_bridge` (feature `kube`): a `kube::Client` served by the registry in process, and
+//!   `KubeClient`, the `Client` over kube-rs (a real cluster through kube's configuration).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -42,13 +48,21 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod apiextensions;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod certificates;
 pub mod codec;
 pub mod compactor;
 #[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "kube")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kube")))]
+pub mod kube_bridge;
 pub mod metrics;
 #[cfg(feature = "tls")]
 mod pem;
+pub mod protobuf;
 pub mod registry;
 #[cfg(feature = "client")]
 pub mod remote;

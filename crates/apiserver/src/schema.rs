@@ -185,6 +185,8 @@ impl Schemas {
             storage::StorageClass,
             apiextensions::CustomResourceDefinition,
             autoscaling::HorizontalPodAutoscaler,
+            k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler,
+            k8s_openapi::api::certificates::v1::CertificateSigningRequest,
             // Not a stored kind: the scale subresource's view.
             k8s_openapi::api::autoscaling::v1::Scale,
         ];

@@ -3,9 +3,10 @@
 //! Needs `kubectl` on the PATH (Debian's `kubernetes-client` works; `scripts/test` installs it
 //! when missing) and the seed manifests in the repository's `examples/manifests`.
 //! kubectl validates as it does against Kubernetes: it finds `fieldValidation` in the server's
-//! OpenAPI v3 documents and leaves unknown fields to the server (strict by default). Objects
-//! are created from manifests because recent kubectl's typed `create <kind>` commands send
-//! protobuf, which the server answers with 415 until it decodes protobuf.
+//! OpenAPI v3 documents and leaves unknown fields to the server (strict by default). Recent
+//! kubectl's typed `create <kind>` commands and its deletes send protobuf bodies
+//! (`application/vnd.kubernetes.protobuf`), which the server decodes like JSON ones
+//! (`kubectl_typed_create_commands_send_protobuf_and_succeed`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -349,7 +350,8 @@ async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
             error.contains("metadata.name"),
             "the error names the field: {error}"
         );
-        // A protobuf body (what recent kubectl's typed clients send) is 415, not a crash.
+        // A truncated protobuf body is a 400 Status, not a crash; a media type the server
+        // does not speak is 415.
         let response = raw_post(
             kubectl.server.address(),
             "/api/v1/namespaces/default/configmaps",
@@ -357,8 +359,16 @@ async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
             b"k8s\x00\x0a\x0f",
         )
         .await;
-        assert!(response.starts_with("HTTP/1.1 415"), "{response}");
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
         assert!(response.contains("\"kind\":\"Status\""), "{response}");
+        let response = raw_post(
+            kubectl.server.address(),
+            "/api/v1/namespaces/default/configmaps",
+            "application/cbor",
+            b"\xa0",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 415"), "{response}");
         let _ = std::fs::remove_dir_all(&dir);
         let listed = kubectl.ok(&["get", "configmaps", "-o", "name"]).await;
         assert!(listed.trim().is_empty(), "nothing was stored: {listed}");
@@ -619,6 +629,70 @@ async fn kubectl_explain_reads_the_servers_openapi_schemas() {
         assert!(replicas.contains("Number of desired pods"), "{replicas}");
         let containers = kubectl.ok(&["explain", "pods.spec.containers"]).await;
         assert!(containers.contains("imagePullPolicy"), "{containers}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_typed_create_commands_send_protobuf_and_succeed() {
+    within(LIMIT, async {
+        let kubectl = Kubectl::start().await;
+        for args in [
+            &["create", "namespace", "team"][..],
+            &["create", "deployment", "web", "--image=nginx", "--replicas=2", "--port=80"],
+            &["create", "job", "once", "--image=busybox"],
+            &["create", "cronjob", "tick", "--image=busybox", "--schedule=*/1 * * * *"],
+            &["create", "service", "clusterip", "web", "--tcp=80:8080"],
+            &["create", "configmap", "settings", "--from-literal=a=b"],
+            &["create", "secret", "generic", "token", "--from-literal=a=b"],
+        ] {
+            let created = kubectl.ok(args).await;
+            assert!(created.contains("created"), "{}: {created}", args.join(" "));
+        }
+        let get = |args: &'static [&'static str]| {
+            let kubectl = &kubectl;
+            async move {
+                let json = kubectl.ok(args).await;
+                serde_json::from_str::<serde_json::Value>(&json).unwrap()
+            }
+        };
+        let namespace = get(&["get", "namespace", "team", "-o", "json"]).await;
+        assert_eq!(namespace["metadata"]["name"], "team");
+        let deployment = get(&["get", "deployment", "web", "-o", "json"]).await;
+        assert_eq!(deployment["spec"]["replicas"], 2);
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "nginx");
+        assert_eq!(container["ports"][0]["containerPort"], 80);
+        // Defaulted as from JSON: the empty strings kubectl's protobuf carries read as unset.
+        assert_eq!(container["imagePullPolicy"], "Always");
+        assert_eq!(deployment["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(deployment["spec"]["selector"]["matchLabels"]["app"], "web");
+        assert!(deployment["metadata"]["creationTimestamp"].is_string());
+        let job = get(&["get", "job", "once", "-o", "json"]).await;
+        assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], "busybox");
+        assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+        let cronjob = get(&["get", "cronjob", "tick", "-o", "json"]).await;
+        assert_eq!(cronjob["spec"]["schedule"], "*/1 * * * *");
+        let service = get(&["get", "service", "web", "-o", "json"]).await;
+        assert_eq!(service["spec"]["ports"][0]["port"], 80);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080);
+        assert_eq!(service["spec"]["type"], "ClusterIP");
+        let config_map = get(&["get", "configmap", "settings", "-o", "json"]).await;
+        assert_eq!(config_map["data"]["a"], "b");
+        let secret = get(&["get", "secret", "token", "-o", "json"]).await;
+        assert_eq!(secret["data"]["a"], "Yg==");
+        assert_eq!(secret["type"], "Opaque");
+
+        // Deletes send protobuf DeleteOptions (a grace period of 0 when forced).
+        let deleted = kubectl
+            .ok(&["delete", "configmap", "settings", "--grace-period=0", "--force"])
+            .await;
+        assert!(deleted.contains("deleted"), "{deleted}");
+        let gone = kubectl.fails(&["get", "configmap", "settings"]).await;
+        assert!(gone.contains("NotFound") || gone.contains("not found"), "{gone}");
+        let deleted = kubectl.ok(&["delete", "job", "once"]).await;
+        assert!(deleted.contains("deleted"), "{deleted}");
+        kubectl.fails(&["get", "job", "once"]).await;
     })
     .await;
 }

@@ -2247,7 +2247,8 @@ mod cases {
             )
             .await
             .unwrap_err();
-        assert_eq!(apply.code(), 415);
+        // Server-side apply needs the configuration's apiVersion and kind.
+        assert_eq!(apply.code(), 400);
         let not_an_object = api
             .patch("web", &PatchParams::default(), &Patch::Strategic(json!(3)))
             .await

@@ -27,6 +27,16 @@ use kube_core::response::reason;
 
 pub use field_error::{FieldError, FieldErrorKind};
 
+/// One field of an [`Error::ApplyConflict`]: the field (`.spec.replicas`) and whom it conflicts
+/// with (`conflict with "kubectl" using apps/v1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldManagerConflict {
+    /// The field's path, as Kubernetes prints it (`.spec.containers[name="web"].image`).
+    pub field: String,
+    /// `conflict with "<manager>"`, plus ` using <apiVersion>` for an `Update` manager.
+    pub message: String,
+}
+
 /// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -72,6 +82,21 @@ pub enum Error {
         name: String,
         /// Why, e.g. [`Error::OBJECT_MODIFIED`].
         message: String,
+    },
+
+    /// 409 `Conflict` from server-side apply: the applied configuration changes fields that
+    /// other field managers own.
+    ///
+    /// Not retryable unchanged: apply with `force` to take the fields over, or stop applying
+    /// them. Message: kube-apiserver's, e.g. `Apply failed with 1 conflict: conflict with
+    /// "kubectl" using apps/v1: .spec.replicas`; each conflict becomes a
+    /// `FieldManagerConflict` cause.
+    #[error("{message}")]
+    ApplyConflict {
+        /// The whole message.
+        message: String,
+        /// One per contested field.
+        conflicts: Vec<FieldManagerConflict>,
     },
 
     /// 422 `Invalid`: the object failed validation; one [`FieldError`] per problem.
@@ -238,7 +263,9 @@ impl Error {
     pub fn code(&self) -> u16 {
         match self {
             Error::NotFound { .. } => 404,
-            Error::AlreadyExists { .. } | Error::Conflict { .. } => 409,
+            Error::AlreadyExists { .. } | Error::Conflict { .. } | Error::ApplyConflict { .. } => {
+                409
+            }
             Error::Invalid { .. } => 422,
             Error::BadRequest { .. } => 400,
             Error::Gone { .. } | Error::Expired { .. } => 410,
@@ -259,7 +286,7 @@ impl Error {
         match self {
             Error::NotFound { .. } => reason::NOT_FOUND,
             Error::AlreadyExists { .. } => reason::ALREADY_EXISTS,
-            Error::Conflict { .. } => reason::CONFLICT,
+            Error::Conflict { .. } | Error::ApplyConflict { .. } => reason::CONFLICT,
             Error::Invalid { .. } => reason::INVALID,
             Error::BadRequest { .. } => reason::BAD_REQUEST,
             Error::Gone { .. } => reason::GONE,
@@ -307,9 +334,10 @@ impl Error {
         matches!(self, Error::NotFound { .. })
     }
 
-    /// Whether this is [`Error::Conflict`] (not [`Error::AlreadyExists`], which shares 409).
+    /// Whether this is [`Error::Conflict`] or [`Error::ApplyConflict`] (not
+    /// [`Error::AlreadyExists`], which shares 409).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
+        matches!(self, Error::Conflict { .. } | Error::ApplyConflict { .. })
     }
 
     /// Whether this is [`Error::AlreadyExists`].

@@ -4,7 +4,10 @@
 
 use kube_core::response::{reason, Status, StatusCause, StatusDetails, StatusSummary};
 
-use super::{quote, Error, FieldError};
+use super::{quote, Error, FieldError, FieldManagerConflict};
+
+/// The `StatusCause` type of a server-side apply conflict.
+const FIELD_MANAGER_CONFLICT: &str = "FieldManagerConflict";
 
 impl Error {
     /// The wire form: a `Failure` [`Status`] with code, reason, message and, where Kubernetes
@@ -25,6 +28,19 @@ impl Error {
                 let (plural, group) = split_qualified(resource);
                 Some(details(name, group, plural, Vec::new()))
             }
+            Error::ApplyConflict { conflicts, .. } => Some(details(
+                "",
+                "",
+                "",
+                conflicts
+                    .iter()
+                    .map(|conflict| StatusCause {
+                        reason: FIELD_MANAGER_CONFLICT.to_string(),
+                        message: conflict.message.clone(),
+                        field: conflict.field.clone(),
+                    })
+                    .collect(),
+            )),
             Error::Invalid { kind, name, causes } => {
                 let (kind, group) = split_qualified(kind);
                 let causes = causes.iter().map(FieldError::to_cause).collect();
@@ -104,6 +120,22 @@ impl Error {
             reason::ALREADY_EXISTS => {
                 let (resource, name) = named(&message);
                 Error::AlreadyExists { resource, name }
+            }
+            reason::CONFLICT
+                if causes
+                    .iter()
+                    .any(|cause| cause.reason == FIELD_MANAGER_CONFLICT) =>
+            {
+                Error::ApplyConflict {
+                    message,
+                    conflicts: causes
+                        .iter()
+                        .map(|cause| FieldManagerConflict {
+                            field: cause.field.clone(),
+                            message: cause.message.clone(),
+                        })
+                        .collect(),
+                }
             }
             reason::CONFLICT => {
                 let (resource, name) = named(&message);

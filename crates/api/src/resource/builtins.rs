@@ -13,6 +13,7 @@ pub(super) struct BuiltIn {
     pub(super) short_names: &'static [&'static str],
     pub(super) subresources: Subresources,
     pub(super) field_labels: &'static [&'static str],
+    pub(super) categories: &'static [&'static str],
 }
 
 impl BuiltIn {
@@ -35,7 +36,14 @@ impl BuiltIn {
                 scale: false,
             },
             field_labels: &[],
+            categories: &[],
         }
+    }
+
+    /// Puts the kind in Kubernetes' `all` category (what `kubectl get all` lists).
+    const fn in_all(mut self) -> Self {
+        self.categories = &["all"];
+        self
     }
 
     const fn short(mut self, names: &'static [&'static str]) -> Self {
@@ -103,7 +111,8 @@ pub(super) static BUILT_INS: &[BuiltIn] = &[
     BuiltIn::new("", "v1", "Pod", "pods", NAMESPACED)
         .short(&["po"])
         .status()
-        .fields(POD_FIELDS),
+        .fields(POD_FIELDS)
+        .in_all(),
     BuiltIn::new("", "v1", "Node", "nodes", CLUSTER)
         .short(&["no"])
         .status()
@@ -111,7 +120,8 @@ pub(super) static BUILT_INS: &[BuiltIn] = &[
     BuiltIn::new("", "v1", "Service", "services", NAMESPACED)
         .short(&["svc"])
         .status()
-        .fields(&["spec.clusterIP", "spec.type"]),
+        .fields(&["spec.clusterIP", "spec.type"])
+        .in_all(),
     BuiltIn::new("", "v1", "Endpoints", "endpoints", NAMESPACED).short(&["ep"]),
     BuiltIn::new("", "v1", "Namespace", "namespaces", CLUSTER)
         .short(&["ns"])
@@ -133,7 +143,8 @@ pub(super) static BUILT_INS: &[BuiltIn] = &[
     .short(&["rc"])
     .status()
     .scale()
-    .fields(&["status.replicas"]),
+    .fields(&["status.replicas"])
+    .in_all(),
     BuiltIn::new("", "v1", "PersistentVolume", "persistentvolumes", CLUSTER)
         .short(&["pv"])
         .status(),
@@ -155,19 +166,23 @@ pub(super) static BUILT_INS: &[BuiltIn] = &[
     BuiltIn::new("apps", "v1", "Deployment", "deployments", NAMESPACED)
         .short(&["deploy"])
         .status()
-        .scale(),
+        .scale()
+        .in_all(),
     BuiltIn::new("apps", "v1", "ReplicaSet", "replicasets", NAMESPACED)
         .short(&["rs"])
         .status()
         .scale()
-        .fields(&["status.replicas"]),
+        .fields(&["status.replicas"])
+        .in_all(),
     BuiltIn::new("apps", "v1", "DaemonSet", "daemonsets", NAMESPACED)
         .short(&["ds"])
-        .status(),
+        .status()
+        .in_all(),
     BuiltIn::new("apps", "v1", "StatefulSet", "statefulsets", NAMESPACED)
         .short(&["sts"])
         .status()
-        .scale(),
+        .scale()
+        .in_all(),
     BuiltIn::new(
         "apps",
         "v1",
@@ -178,10 +193,12 @@ pub(super) static BUILT_INS: &[BuiltIn] = &[
     // batch/v1
     BuiltIn::new("batch", "v1", "Job", "jobs", NAMESPACED)
         .status()
-        .fields(&["status.successful"]),
+        .fields(&["status.successful"])
+        .in_all(),
     BuiltIn::new("batch", "v1", "CronJob", "cronjobs", NAMESPACED)
         .short(&["cj"])
-        .status(),
+        .status()
+        .in_all(),
     // coordination.k8s.io/v1
     BuiltIn::new("coordination.k8s.io", "v1", "Lease", "leases", NAMESPACED),
     // discovery.k8s.io/v1
@@ -297,5 +314,29 @@ pub(super) static BUILT_INS: &[BuiltIn] = &[
         NAMESPACED,
     )
     .short(&["hpa"])
-    .status(),
+    .status()
+    .in_all(),
+    // autoscaling/v1: the same objects as autoscaling/v2 (stored in v2's shape under the same
+    // key), converted by the kind's strategy; after v2 so that v2 is the preferred version.
+    BuiltIn::new(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        NAMESPACED,
+    )
+    .short(&["hpa"])
+    .status()
+    .in_all(),
+    // certificates.k8s.io/v1 (the `approval` subresource is served by the API server)
+    BuiltIn::new(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        CLUSTER,
+    )
+    .short(&["csr"])
+    .status()
+    .fields(&["spec.signerName"]),
 ];

@@ -17,6 +17,24 @@ pub struct Subresources {
     pub scale: bool,
 }
 
+/// One column a kind adds to its tables (`kubectl get`), as a CustomResourceDefinition's
+/// `additionalPrinterColumns` describes it: the value is read at `json_path` from each object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrinterColumn {
+    /// The column's header, e.g. `Replicas`.
+    pub name: String,
+    /// The OpenAPI type of the value: `integer`, `number`, `string`, `boolean` or `date`.
+    pub type_: String,
+    /// An OpenAPI format hint (`int32`, `date-time`, `name`, ...); empty for none.
+    pub format: String,
+    /// A human-readable description of the column.
+    pub description: String,
+    /// 0 for the default table; higher priorities are shown only with `-o wide`.
+    pub priority: i32,
+    /// A simple JSONPath into each object, e.g. `.spec.replicas`.
+    pub json_path: String,
+}
+
 /// Runtime description of a kind: names, scope, subresources, field labels and storage
 /// location.
 ///
@@ -33,6 +51,8 @@ pub struct ResourceInfo {
     short_names: Vec<String>,
     subresources: Subresources,
     field_labels: Vec<String>,
+    categories: Vec<String>,
+    printer_columns: Vec<PrinterColumn>,
     storage_resource: String,
 }
 
@@ -63,6 +83,10 @@ impl ResourceInfo {
             field_labels: builtin
                 .map(|b| to_strings(b.field_labels))
                 .unwrap_or_default(),
+            categories: builtin
+                .map(|b| to_strings(b.categories))
+                .unwrap_or_default(),
+            printer_columns: Vec::new(),
             storage_resource: storage_resource(group, plural),
         }
     }
@@ -126,6 +150,46 @@ impl ResourceInfo {
     ) -> Self {
         self.field_labels = labels.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Overrides the categories the kind belongs to (`all` makes `kubectl get all` list it).
+    #[must_use]
+    pub fn with_categories<S: Into<String>>(
+        mut self,
+        categories: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.categories = categories.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the extra table columns of the kind (a CustomResourceDefinition's
+    /// `additionalPrinterColumns`); built-in kinds have their own printers and none here.
+    #[must_use]
+    pub fn with_printer_columns(
+        mut self,
+        columns: impl IntoIterator<Item = PrinterColumn>,
+    ) -> Self {
+        self.printer_columns = columns.into_iter().collect();
+        self
+    }
+
+    /// Serves the kind's objects from the storage of `resource` (group and plural, e.g.
+    /// `example.com/widgets`): every version of a multi-version kind shares one storage
+    /// location, as kube-apiserver keeps one storage version per kind.
+    #[must_use]
+    pub fn with_storage_resource(mut self, resource: impl Into<String>) -> Self {
+        self.storage_resource = resource.into();
+        self
+    }
+
+    /// The categories the kind belongs to, e.g. `["all"]` for Pods.
+    pub fn categories(&self) -> &[String] {
+        &self.categories
+    }
+
+    /// The extra table columns of the kind; empty for built-in kinds.
+    pub fn printer_columns(&self) -> &[PrinterColumn] {
+        &self.printer_columns
     }
 
     /// API group; empty for the core group.

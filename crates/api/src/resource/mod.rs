@@ -29,7 +29,7 @@ use std::fmt::Debug;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use info::{ResourceInfo, Subresources};
+pub use info::{PrinterColumn, ResourceInfo, Subresources};
 
 /// The root every storage key lives under.
 pub const REGISTRY_ROOT: &str = "/registry";

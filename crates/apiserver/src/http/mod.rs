@@ -32,15 +32,23 @@
 //! # Ok(()) }
 //! ```
 
+pub mod apiservices;
+pub mod componentstatuses;
 pub mod discovery;
 pub mod layers;
+pub mod negotiation;
 pub mod observe;
 pub mod openapi;
+pub mod openapi_v2;
+mod openapi_v2_proto;
+mod requester;
 pub mod rest;
+pub mod reviews;
 pub mod status;
 pub mod table;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod virtual_resources;
 
 mod kubeconfig_writer;
 
@@ -107,6 +115,10 @@ pub fn router_with(
     health: &capstan_api::health::HealthEndpoints,
     metrics: Arc<prometheus_client::registry::Registry>,
 ) -> Router {
+    let virtual_routes = Router::new()
+        .merge(reviews::routes())
+        .merge(apiservices::routes(registry.clone()))
+        .merge(componentstatuses::routes(registry.clone()));
     let state = Served {
         registry,
         address,
@@ -122,14 +134,47 @@ pub fn router_with(
         .route("/api/{version}", get(group_version))
         .route("/apis", get(groups))
         .route("/apis/{group}/{version}", get(group_version))
+        .route("/openapi/v2", get(openapi_v2_document))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_document))
+        .merge(virtual_routes)
         .fallback(resource)
         .with_state(state)
 }
 
-async fn core_versions(State(served): State<Served>) -> Response {
-    Json(discovery::core_versions(&served.address)).into_response()
+async fn core_versions(State(served): State<Served>, headers: HeaderMap) -> Response {
+    match discovery::aggregated_version(&headers) {
+        Some(version) => aggregated_discovery(&served, true, version),
+        None => with_vary_accept(Json(discovery::core_versions(&served.address)).into_response()),
+    }
+}
+
+/// Aggregated discovery of the core group (`core`) or the named groups, in `version` of
+/// `apidiscovery.k8s.io`, with the `Content-Type` naming it.
+fn aggregated_discovery(served: &Served, core: bool, version: &'static str) -> Response {
+    let mut document = discovery::aggregated(&served.registry.resources(), core, version);
+    virtual_resources::extend_aggregated(&mut document.list, core);
+    let mut response = Json(document).into_response();
+    if let Ok(value) = discovery::aggregated_content_type(version).parse() {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, value);
+    }
+    with_vary_accept(response)
+}
+
+/// Marks a discovery response as negotiated by `Accept`, so caches keep both forms apart.
+fn with_vary_accept(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::VARY,
+        axum::http::HeaderValue::from_static("Accept"),
+    );
+    response
+}
+
+/// `/openapi/v2`: the Swagger 2.0 document, as JSON or as protobuf by `Accept`.
+async fn openapi_v2_document(State(served): State<Served>, headers: HeaderMap) -> Response {
+    openapi_v2_proto::serve(&served.openapi(), &headers)
 }
 
 async fn openapi_root(State(served): State<Served>) -> Response {
@@ -148,8 +193,15 @@ async fn openapi_document(State(served): State<Served>, uri: Uri) -> Response {
     }
 }
 
-async fn groups(State(served): State<Served>) -> Response {
-    Json(discovery::groups(&served.registry.resources())).into_response()
+async fn groups(State(served): State<Served>, headers: HeaderMap) -> Response {
+    match discovery::aggregated_version(&headers) {
+        Some(version) => aggregated_discovery(&served, false, version),
+        None => {
+            let mut groups = discovery::groups(&served.registry.resources());
+            virtual_resources::extend_groups(&mut groups);
+            with_vary_accept(Json(groups).into_response())
+        }
+    }
 }
 
 async fn group_version(State(served): State<Served>, uri: Uri) -> Response {
@@ -159,7 +211,8 @@ async fn group_version(State(served): State<Served>, uri: Uri) -> Response {
         [_, group, version] => (*group, *version),
         _ => ("", ""),
     };
-    match discovery::resources(&served.registry.resources(), group, version) {
+    let served_by_registry = discovery::resources(&served.registry.resources(), group, version);
+    match virtual_resources::extend_resources(served_by_registry, group, version) {
         Some(list) => Json(list).into_response(),
         None => ApiError(Error::NotFound {
             resource: uri.path().to_string(),
@@ -174,10 +227,11 @@ async fn resource(
     method: Method,
     uri: Uri,
     Query(query): Query<HashMap<String, String>>,
+    user: Option<axum::Extension<layers::UserInfo>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    rest::handle(
+    let handling = rest::handle(
         served.registry,
         method,
         uri.path().to_string(),
@@ -185,8 +239,8 @@ async fn resource(
         uri.query().map(String::from),
         headers,
         body,
-    )
-    .await
+    );
+    requester::as_requester(user.map(|axum::Extension(user)| user), handling).await
 }
 
 /// A running API server.
@@ -202,6 +256,13 @@ pub struct ApiServer {
     stop: tokio::sync::watch::Sender<bool>,
     /// Compacts the registry's store while the server lives ([`ApiServer::bind_with`]).
     compactor: Option<crate::compactor::Compactor>,
+    /// Serves the registry's CustomResourceDefinitions while the server lives
+    /// ([`ApiServer::bind_with`]).
+    custom_resources: Option<crate::apiextensions::CustomResourceController>,
+    /// Signs approved CertificateSigningRequests while the server lives, when its TLS
+    /// configuration has a signing CA ([`ApiServer::bind_with`]).
+    #[cfg(feature = "tls")]
+    csr_signer: Option<crate::certificates::CsrSigner>,
 }
 
 tokio::task_local! {
@@ -265,7 +326,11 @@ impl ApiServer {
     /// Before serving, it creates what kube-apiserver bootstraps and is missing
     /// ([`Registry::bootstrap`], [`Registry::bootstrap_kubernetes_service`] for the bound
     /// address). While it serves, a [`Compactor`](crate::compactor::Compactor) compacts the
-    /// store every [`ApiServerOptions::compaction_interval`].
+    /// store every [`ApiServerOptions::compaction_interval`], and the
+    /// [CustomResourceDefinition controller](crate::apiextensions::serve_custom_resources)
+    /// serves the stored and new CRDs. With a signing CA in `ApiServerOptions::tls` (feature
+    /// `tls`), a `certificates::CsrSigner` signs approved
+    /// CertificateSigningRequests; without one they stay unsigned.
     ///
     /// Errors: the address cannot be bound, the bootstrap objects cannot be written, or (with
     /// TLS) rustls refuses the TLS material.
@@ -294,6 +359,13 @@ impl ApiServer {
         let health = options.health(&registry);
         let kinds = observe::registry_kinds(&registry);
         let store = registry.store().clone();
+        let custom_resources = crate::apiextensions::serve_custom_resources(registry.clone());
+        #[cfg(feature = "tls")]
+        let csr_signer = options
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.signing_ca().cloned())
+            .map(|ca| crate::certificates::CsrSigner::start(registry.clone(), ca));
         let app = router_with(
             registry,
             address.to_string(),
@@ -304,6 +376,11 @@ impl ApiServer {
         let mut server =
             Self::serve_with(listener, app, options.limits.header_read_timeout, transport);
         server.compactor = crate::compactor::Compactor::start(store, options.compaction_interval);
+        server.custom_resources = Some(custom_resources);
+        #[cfg(feature = "tls")]
+        {
+            server.csr_signer = csr_signer;
+        }
         Ok(server)
     }
 
@@ -363,6 +440,9 @@ impl ApiServer {
             task,
             stop,
             compactor: None,
+            custom_resources: None,
+            #[cfg(feature = "tls")]
+            csr_signer: None,
         }
     }
 

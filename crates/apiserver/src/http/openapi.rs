@@ -16,18 +16,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use capstan_api::ResourceInfo;
 use serde_json::{json, Map, Value};
 
+use super::openapi_v2_proto::{self, Encoded};
 use crate::schema::{Schemas, SCHEMA_REF_PREFIX};
 
-/// The OpenAPI v3 documents of a set of served kinds, built once for that set.
+/// The OpenAPI v3 documents of a set of served kinds, built once for that set, and the
+/// OpenAPI v2 document made of them, built on first use.
 #[derive(Debug, Clone)]
 pub struct OpenApiV3 {
     resources: Vec<ResourceInfo>,
     /// Group-version path (`api/v1`, `apis/apps/v1`) → (document, hash of its bytes).
     documents: BTreeMap<String, (Value, String)>,
+    /// `/openapi/v2`, merged from `documents` when first asked for.
+    swagger: OnceLock<Arc<Value>>,
+    /// `/openapi/v2` encoded as JSON, when first asked for.
+    swagger_json: OnceLock<Arc<Encoded>>,
+    /// `/openapi/v2` encoded as protobuf, when first asked for.
+    swagger_protobuf: OnceLock<Arc<Encoded>>,
 }
 
 impl OpenApiV3 {
@@ -51,7 +60,37 @@ impl OpenApiV3 {
         OpenApiV3 {
             resources: resources.to_vec(),
             documents,
+            swagger: OnceLock::new(),
+            swagger_json: OnceLock::new(),
+            swagger_protobuf: OnceLock::new(),
         }
+    }
+
+    /// The OpenAPI v2 (Swagger 2.0) document of the same kinds (see [`super::openapi_v2`]),
+    /// built once.
+    pub fn swagger_v2(&self) -> Arc<Value> {
+        self.swagger
+            .get_or_init(|| {
+                Arc::new(super::openapi_v2::swagger(
+                    self.documents.values().map(|(document, _)| document),
+                ))
+            })
+            .clone()
+    }
+
+    /// The OpenAPI v2 document as JSON, with its entity tag, encoded once.
+    pub(crate) fn swagger_v2_json(&self) -> Arc<Encoded> {
+        self.swagger_json
+            .get_or_init(|| Arc::new(Encoded::new(self.swagger_v2().to_string().into_bytes())))
+            .clone()
+    }
+
+    /// The OpenAPI v2 document as gnostic's `openapi.v2.Document` protobuf message (see
+    /// [`super::openapi_v2_proto`]), with its entity tag, encoded once.
+    pub(crate) fn swagger_v2_protobuf(&self) -> Arc<Encoded> {
+        self.swagger_protobuf
+            .get_or_init(|| Arc::new(Encoded::new(openapi_v2_proto::encode(&self.swagger_v2()))))
+            .clone()
     }
 
     /// Whether these documents describe exactly `resources`.
@@ -173,6 +212,10 @@ fn collect_refs(schema: &Value, into: &mut Vec<String>) {
 }
 
 fn custom_schema(resource: &ResourceInfo) -> Value {
+    // A CustomResourceDefinition's version carries its own schema.
+    if let Some(schema) = crate::apiextensions::openapi_schema(resource) {
+        return schema;
+    }
     json!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,

@@ -29,7 +29,9 @@ pub fn status_json(error: &Error) -> Value {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.0.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (code, axum::Json(status_json(&self.0))).into_response();
+        let body = crate::protobuf::struct_order::to_vec(&status_json(&self.0));
+        let mut response =
+            (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(retry_after) = self.0.retry_after() {
             if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -72,6 +72,8 @@ pub struct TlsConfig {
     cert_chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
     client_ca: Vec<CertificateDer<'static>>,
+    /// The CA that signs approved CertificateSigningRequests, if any.
+    signing_ca: Option<crate::certificates::SigningCa>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -80,6 +82,7 @@ impl std::fmt::Debug for TlsConfig {
             .field("cert_chain", &self.cert_chain.len())
             .field("key", &"<redacted>")
             .field("client_ca", &self.client_ca.len())
+            .field("signing_ca", &self.signing_ca.is_some())
             .finish()
     }
 }
@@ -108,6 +111,7 @@ impl TlsConfig {
             cert_chain: certificates_from_pem(cert_chain, "serving certificate")?,
             key: Arc::new(private_key_from_pem(key, "serving key")?),
             client_ca: Vec::new(),
+            signing_ca: None,
         };
         config.server_config()?;
         Ok(config)
@@ -147,6 +151,40 @@ impl TlsConfig {
     /// Whether client certificates are requested and verified (a client CA is set).
     pub fn verifies_client_certificates(&self) -> bool {
         !self.client_ca.is_empty()
+    }
+
+    /// Signs approved CertificateSigningRequests with `ca` while the server runs (see
+    /// [`crate::certificates`]). Replaces any earlier signing CA.
+    pub fn with_signing_ca(mut self, ca: crate::certificates::SigningCa) -> Self {
+        self.signing_ca = Some(ca);
+        self
+    }
+
+    /// [`with_signing_ca`](Self::with_signing_ca) with the CA certificate and its PKCS#8 key
+    /// read from PEM files (kube-controller-manager's `--cluster-signing-cert-file` and
+    /// `--cluster-signing-key-file`).
+    ///
+    /// Errors: a file cannot be read; [`io::ErrorKind::InvalidData`] when the certificate is
+    /// not a CA or the key is not its own.
+    pub fn with_signing_ca_files(
+        self,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> io::Result<Self> {
+        use crate::certificates::{SigningCa, SigningCaError};
+        let ca = SigningCa::from_pem_files(cert, key).map_err(|e| match e {
+            SigningCaError::Io { path, source } => io::Error::new(
+                source.kind(),
+                format!("reading the signing CA {}: {source}", path.display()),
+            ),
+            error @ SigningCaError::Invalid(_) => invalid(error.to_string()),
+        })?;
+        Ok(self.with_signing_ca(ca))
+    }
+
+    /// The CA that signs approved CertificateSigningRequests, if any.
+    pub fn signing_ca(&self) -> Option<&crate::certificates::SigningCa> {
+        self.signing_ca.as_ref()
     }
 
     /// The rustls server configuration: TLS 1.2 and 1.3 on `ring`, ALPN `h2` then

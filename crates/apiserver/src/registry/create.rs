@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use super::{
     admission::{AdmissionRequest, Operation as Op},
+    apply::{self, Tracking},
     codec, names, object,
+    update::Subresource,
     rules::pin_namespace,
     service_ips::IpPlan,
     storage::{self, write_error, WriteFailure},
@@ -17,12 +19,26 @@ impl Registry {
     /// Creates `object` in `namespace`: admission, the registry's fields, a generated name
     /// (retried when taken), the kind's allocations, then one transaction. With `dry_run`,
     /// returns what would be stored and stores nothing.
+    #[cfg(test)]
     pub(super) async fn create_object(
+        &self,
+        state: &ResourceState,
+        namespace: Option<&str>,
+        object: Value,
+        dry_run: bool,
+    ) -> Result<Value> {
+        self.create_object_as(state, namespace, object, dry_run, Tracking::Update(None))
+            .await
+    }
+
+    /// [`create_object`](Self::create_object), recording field ownership as `tracking` says.
+    pub(super) async fn create_object_as(
         &self,
         state: &ResourceState,
         namespace: Option<&str>,
         mut object: Value,
         dry_run: bool,
+        tracking: Tracking<'_>,
     ) -> Result<Value> {
         let info = &state.info;
         object::check_types(info, &mut object)?;
@@ -52,6 +68,7 @@ impl Registry {
         object::check_types(info, &mut object)?;
         pin_namespace(info, namespace, &mut object)?;
         prepare_create(state, &mut object);
+        apply::track(state, None, &mut object, tracking, Subresource::Main);
 
         let generate_prefix = match (
             object::name(&object),
@@ -70,7 +87,7 @@ impl Registry {
                 })
             }
         };
-        let strategy = state.strategy;
+        let strategy = state.strategy();
         if strategy.holds_cluster_ip() {
             self.service_ips.ensure_loaded(&self.store, info).await?;
         }
@@ -96,6 +113,7 @@ impl Registry {
                 name: &name,
                 ..request
             };
+            state.validate_custom(&candidate, None)?;
             self.admission.validate(&request, &candidate).await?;
             if dry_run {
                 return Ok(candidate);

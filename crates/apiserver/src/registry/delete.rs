@@ -49,7 +49,7 @@ impl Registry {
             self.admission.validate(&request, &current).await?;
 
             let finalizers = finalizers_for(params.propagation_policy.as_ref(), &current);
-            let grace = state.strategy.graceful_deletion_seconds(&current, params);
+            let grace = state.strategy().graceful_deletion_seconds(&current, params);
             let grace_left = match object::metadata(&current)
                 .and_then(|m| m.get("deletionGracePeriodSeconds"))
                 .and_then(Value::as_i64)
@@ -57,7 +57,7 @@ impl Registry {
                 Some(left) if object::is_deleting(&current) => left,
                 _ => 0,
             };
-            let held = state.strategy.holds_deletion(&current);
+            let held = state.strategy().holds_deletion(&current);
             if !finalizers.is_empty() || grace > 0 || grace_left > 0 || held {
                 let mut pending = current.clone();
                 object::set_finalizers(&mut pending, &finalizers);
@@ -74,7 +74,7 @@ impl Registry {
                         object::set_meta(&mut pending, "generation", Some((generation + 1).into()));
                     }
                     deadline(&mut pending, grace);
-                    state.strategy.prepare_deletion(&mut pending);
+                    state.strategy().prepare_deletion(&mut pending);
                 } else if grace < grace_left {
                     // A shorter grace period cuts the wait (the kubelet's final delete: 0).
                     deadline(&mut pending, grace);
@@ -106,7 +106,7 @@ impl Registry {
                 return Ok(Deletion::Deleted(current));
             }
             let held_ip = state
-                .strategy
+                .strategy()
                 .holds_cluster_ip()
                 .then(|| service_ips::cluster_ip(&current))
                 .flatten();

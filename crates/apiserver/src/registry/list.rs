@@ -154,7 +154,7 @@ impl Registry {
                 consumed += 1;
                 last_key = Some(kv.key.clone());
                 let mut item = codec::decode(kv)?;
-                state.strategy.to_served(&mut item);
+                state.strategy().to_served(&mut item);
                 let selected = selector::matches(&labels, Some(&object::labels(&item)))
                     && fields.matches(&item);
                 if selected {

@@ -51,6 +51,7 @@
 //! ```
 
 pub mod admission;
+pub mod apply;
 pub mod bootstrap;
 pub mod defaults;
 pub mod patch;
@@ -93,7 +94,7 @@ use crate::watch_cache::{CachedWatchSource, WatchCacheOptions};
 pub use admission::{AdmissionChain, AdmissionPhase, AdmissionRequest, AdmissionStep, Operation};
 pub use service_ips::{ServiceCidr, DEFAULT_SERVICE_CIDR};
 
-use kinds::KindStrategy;
+pub(crate) use kinds::KindStrategy;
 use rules::{kind_key, not_found};
 use service_ips::ServiceIpAllocator;
 use storage::store_error;
@@ -157,9 +158,13 @@ pub struct ResourceState {
     info: ResourceInfo,
     builtin: bool,
     schema: Option<KindSchema<'static>>,
-    /// The kind's own rules (defaults, validation, status, deletion).
-    strategy: &'static dyn KindStrategy,
+    /// The kind's own rules (defaults, validation, status, deletion) from the built-in table.
+    builtin_strategy: &'static dyn KindStrategy,
+    /// A custom resource's rules (its CRD's schema), used instead of the table's.
+    custom: Option<Arc<crate::apiextensions::CustomResourceStrategy>>,
     watch: RwLock<Option<Arc<dyn WatchSource>>>,
+    /// The schema server-side apply merges by, when set (see [`apply`]).
+    apply_schema: RwLock<Option<Arc<apply::StructuralSchema>>>,
 }
 
 impl fmt::Debug for ResourceState {
@@ -176,14 +181,50 @@ impl ResourceState {
     fn new(info: ResourceInfo) -> Self {
         let builtin = ResourceInfo::builtin(info.group(), info.kind()).is_some();
         let schema = builtin.then(|| Schemas::builtin().of(&info)).flatten();
-        let strategy = kinds::strategy_for(&info);
+        let builtin_strategy = kinds::strategy_for(&info);
         ResourceState {
             info,
             builtin,
             schema,
-            strategy,
+            builtin_strategy,
+            custom: None,
             watch: RwLock::new(None),
+            apply_schema: RwLock::new(None),
         }
+    }
+
+    /// The kind's rules: a custom resource's own, else the built-in table's.
+    pub(crate) fn strategy(&self) -> &dyn KindStrategy {
+        match &self.custom {
+            Some(custom) => &**custom,
+            None => self.builtin_strategy,
+        }
+    }
+
+    /// A custom resource's rules, when the kind is served for a CustomResourceDefinition.
+    pub fn custom_resource(&self) -> Option<&crate::apiextensions::CustomResourceStrategy> {
+        self.custom.as_deref()
+    }
+
+    /// Runs a custom resource's own validation (schema, CEL rules) on a write of `object`
+    /// (`old`: the stored object on an update). Nothing for other kinds, whose rules run in
+    /// the [`Validation`](admission::Validation) admission step.
+    ///
+    /// Errors: [`Error::Invalid`] with every problem found.
+    fn validate_custom(&self, object: &Value, old: Option<&Value>) -> Result<()> {
+        let Some(custom) = &self.custom else {
+            return Ok(());
+        };
+        let mut causes = Vec::new();
+        custom.validate(object, old, &mut causes);
+        if causes.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Invalid {
+            kind: self.info.qualified_kind(),
+            name: object::name(object).unwrap_or_default().to_string(),
+            causes,
+        })
     }
 
     /// The kind's description, as registered.
@@ -210,9 +251,11 @@ impl ResourceState {
     /// Drops the fields the kind's schema does not know (built-in kinds only, as Kubernetes'
     /// decoder does), returning their paths.
     fn prune(&self, object: &mut Value) -> Vec<String> {
-        match &self.schema {
-            Some(schema) => schema.prune(object, Keys::Object),
-            None => Vec::new(),
+        match (&self.schema, &self.custom) {
+            (Some(schema), _) => schema.prune(object, Keys::Object),
+            // A custom resource is pruned and defaulted by its CRD's schema.
+            (None, Some(custom)) => custom.decode(object),
+            (None, None) => Vec::new(),
         }
     }
 
@@ -241,9 +284,18 @@ pub struct Registry {
 }
 
 /// Converts an object read from storage to the shape `resource` serves (the kind strategy's
-/// `to_served`); the watch cache calls it on every object it caches.
+/// `to_served`); the watch cache calls it on every object it caches. A custom kind's objects
+/// take the served version's `apiVersion` (conversion strategy `None`).
 pub(crate) fn to_served(resource: &ResourceInfo, object: &mut Value) {
     kinds::strategy_for(resource).to_served(object);
+    if ResourceInfo::builtin(resource.group(), resource.kind()).is_some() {
+        return;
+    }
+    if let Some(root) = object.as_object_mut() {
+        if root.get("apiVersion").and_then(Value::as_str) != Some(&resource.api_version()) {
+            root.insert("apiVersion".into(), Value::String(resource.api_version()));
+        }
+    }
 }
 
 fn cached_watch(
@@ -343,6 +395,55 @@ impl Registry {
         state
     }
 
+    /// Serves a custom resource version `resource` with its CRD's rules, as
+    /// [`register`](Self::register) does.
+    pub(crate) fn register_custom(
+        &self,
+        resource: ResourceInfo,
+        rules: Arc<crate::apiextensions::CustomResourceStrategy>,
+    ) -> Arc<ResourceState> {
+        let apply_schema = rules
+            .schema()
+            .map(|schema| Arc::new(apply::StructuralSchema::from_openapi(schema)));
+        let mut state = ResourceState::new(resource);
+        state.custom = Some(rules);
+        let state = Arc::new(state);
+        // Server-side apply merges a custom kind's lists as its CRD schema says.
+        state.set_apply_schema(apply_schema);
+        state.attach_watch(cached_watch(&self.store, &state, &self.watch_cache));
+        self.kinds
+            .write()
+            .insert(kind_key(&state.info), state.clone());
+        state
+    }
+
+    /// Patches the status of the object `name` (`PATCH .../{name}/status`): a JSON, merge or
+    /// strategic merge patch, or a server-side apply of the status, of which only `status`
+    /// changes are kept, as [`Client::update_status`] keeps them.
+    ///
+    /// Errors: as [`Client::patch`]; [`Error::NotFound`] when the kind has no status
+    /// subresource or the object does not exist (a status apply never creates it).
+    pub async fn patch_status(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Patch<Value>,
+        params: &PatchParams,
+    ) -> Result<DynamicObject> {
+        let state = self.resource_state(resource)?;
+        let patched = self
+            .patch_object(&state, namespace, name, patch, params, Subresource::Status)
+            .await?;
+        object::to_dynamic(patched)
+    }
+
+    /// Stops serving `resource` (matched on group, version and plural): its paths answer 404
+    /// from now on; stored objects are untouched. Returns the state it had, if it was served.
+    pub fn unregister(&self, resource: &ResourceInfo) -> Option<Arc<ResourceState>> {
+        self.kinds.write().remove(&kind_key(resource))
+    }
+
     /// The state of a served kind, matched on group, version and plural.
     ///
     /// Errors: [`Error::NotFound`] (with an empty name) when the kind is not served.
@@ -417,7 +518,7 @@ impl Registry {
         let key = info.key(namespace, name)?;
         let kv = self.read(info, &key, name).await?;
         let mut object = codec::decode(&kv)?;
-        state.strategy.to_served(&mut object);
+        state.strategy().to_served(&mut object);
         object::set_types(info, &mut object);
         Ok(object)
     }
@@ -467,7 +568,13 @@ impl Client for Registry {
         let state = self.resource_state(resource)?;
         let object = object::from_dynamic(&state.info, object)?;
         let created = self
-            .create_object(&state, namespace, object, params.dry_run)
+            .create_object_as(
+                &state,
+                namespace,
+                object,
+                params.dry_run,
+                apply::Tracking::Update(params.field_manager.as_deref()),
+            )
             .await?;
         object::to_dynamic(created)
     }
@@ -485,7 +592,14 @@ impl Client for Registry {
         let state = self.resource_state(resource)?;
         let object = object::from_dynamic(&state.info, object)?;
         let updated = self
-            .update_object(&state, namespace, object, Subresource::Main, params.dry_run)
+            .update_object(
+                &state,
+                namespace,
+                object,
+                Subresource::Main,
+                params.dry_run,
+                params.field_manager.as_deref(),
+            )
             .await?;
         object::to_dynamic(updated)
     }
@@ -506,14 +620,15 @@ impl Client for Registry {
                 object,
                 Subresource::Status,
                 params.dry_run,
+                params.field_manager.as_deref(),
             )
             .await?;
         object::to_dynamic(updated)
     }
 
-    /// Patches an object; see [`Client::patch`]. [`Patch::Apply`] (server-side apply) is not
-    /// supported yet and fails with [`Error::UnsupportedMediaType`], as does
-    /// [`Patch::Strategic`] on a custom kind. Fields the kind's schema does not know are
+    /// Patches an object; see [`Client::patch`]. [`Patch::Apply`] is server-side apply (see
+    /// [`apply`]); [`Patch::Strategic`] on a custom kind fails with
+    /// [`Error::UnsupportedMediaType`]. Fields the kind's schema does not know are
     /// dropped from the result, or, with `field_validation` set to `Strict`, refused with
     /// [`Error::BadRequest`] (nothing is written).
     async fn patch(
@@ -526,7 +641,7 @@ impl Client for Registry {
     ) -> Result<DynamicObject> {
         let state = self.resource_state(resource)?;
         let patched = self
-            .patch_object(&state, namespace, name, patch, params)
+            .patch_object(&state, namespace, name, patch, params, Subresource::Main)
             .await?;
         object::to_dynamic(patched)
     }
@@ -546,7 +661,7 @@ impl Client for Registry {
         self.delete_object(&state, namespace, name, params)
             .await?
             .try_map(|mut deleted| {
-                state.strategy.to_served(&mut deleted);
+                state.strategy().to_served(&mut deleted);
                 object::to_dynamic(deleted)
             })
     }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{
     admission::{AdmissionRequest, Operation as Op},
+    apply::{self, Tracking},
     codec, object, patch,
     rules::{conflict, pin_namespace, qualify},
     service_ips::{self, IpPlan, ServiceIpAllocator},
@@ -27,17 +28,22 @@ pub(super) enum Subresource {
     Main,
     /// Only `status`.
     Status,
+    /// Only a CertificateSigningRequest's approval conditions
+    /// ([`prepare_approval_update`](super::kinds::KindStrategy::prepare_approval_update)).
+    Approval,
 }
 
 /// The target and rules of one update.
-struct UpdateTarget<'a> {
-    state: &'a ResourceState,
-    namespace: Option<&'a str>,
-    name: &'a str,
+pub(super) struct UpdateTarget<'a> {
+    pub(super) state: &'a ResourceState,
+    pub(super) namespace: Option<&'a str>,
+    pub(super) name: &'a str,
     /// The client's `resourceVersion`: the write must be based on exactly that revision.
-    precondition: Option<Revision>,
-    subresource: Subresource,
-    dry_run: bool,
+    pub(super) precondition: Option<Revision>,
+    pub(super) subresource: Subresource,
+    pub(super) dry_run: bool,
+    /// How the write records field ownership (`metadata.managedFields`).
+    pub(super) tracking: Tracking<'a>,
 }
 
 impl Registry {
@@ -45,7 +51,11 @@ impl Registry {
     /// `transform`, runs admission and the registry's rules, and writes it with
     /// compare-and-swap, retrying from a fresh read when someone else wrote first (unless the
     /// client pinned a `resourceVersion`: then that is a [`Error::Conflict`]).
-    async fn guaranteed_update<F>(&self, target: UpdateTarget<'_>, transform: F) -> Result<Value>
+    pub(super) async fn guaranteed_update<F>(
+        &self,
+        target: UpdateTarget<'_>,
+        transform: F,
+    ) -> Result<Value>
     where
         F: Fn(&Value) -> Result<Value> + Send + Sync,
     {
@@ -56,10 +66,11 @@ impl Registry {
             precondition,
             subresource,
             dry_run,
+            tracking,
         } = target;
         let info = &state.info;
         let key = info.key(namespace, name)?;
-        let strategy = state.strategy;
+        let strategy = state.strategy();
         let services = strategy.holds_cluster_ip() && subresource == Subresource::Main;
         if services {
             self.service_ips.ensure_loaded(&self.store, info).await?;
@@ -90,7 +101,19 @@ impl Registry {
             }
             object::check_types(info, &mut updated)?;
             check_identity(info, namespace, name, &mut updated)?;
+            // An apply's ownership survives the subresource's rules, which otherwise keep the
+            // stored metadata (a status apply records its manager like any apply).
+            let applied_fields = match tracking {
+                Tracking::Applied => object::metadata(&updated)
+                    .and_then(|metadata| metadata.get("managedFields"))
+                    .cloned(),
+                Tracking::Update(_) => None,
+            };
             prepare_update(state, &current, &mut updated, subresource)?;
+            if let Some(fields) = applied_fields {
+                object::metadata_mut(&mut updated).insert("managedFields".into(), fields);
+            }
+            apply::track(state, Some(&current), &mut updated, tracking, subresource);
             let plan = if services {
                 strategy.plan_cluster_ip(
                     &self.service_ips,
@@ -102,6 +125,7 @@ impl Registry {
             } else {
                 IpPlan::none()
             };
+            state.validate_custom(&updated, Some(&current))?;
             self.admission.validate(&request, &updated).await?;
             codec::set_resource_version(&mut updated, kv.mod_revision);
             if updated == current {
@@ -184,6 +208,7 @@ impl Registry {
         mut object: Value,
         subresource: Subresource,
         dry_run: bool,
+        field_manager: Option<&str>,
     ) -> Result<Value> {
         let info = &state.info;
         if subresource == Subresource::Status && !info.subresources().status {
@@ -207,12 +232,17 @@ impl Registry {
             precondition,
             subresource,
             dry_run,
+            tracking: Tracking::Update(field_manager),
         };
         self.guaranteed_update(target, |_| Ok(object.clone())).await
     }
 
-    /// Applies a JSON, merge or strategic merge patch to the object `name`, through the same
-    /// update path; server-side apply is refused.
+    /// Applies a JSON, merge or strategic merge patch or a server-side apply to the object
+    /// `name` (to its main resource, or to its status only with [`Subresource::Status`]),
+    /// through the same update path.
+    ///
+    /// Errors: as an update; [`Error::NotFound`] for a status patch of a kind without a status
+    /// subresource.
     pub(super) async fn patch_object(
         &self,
         state: &ResourceState,
@@ -220,14 +250,23 @@ impl Registry {
         name: &str,
         patch: &Patch<Value>,
         params: &PatchParams,
+        subresource: Subresource,
     ) -> Result<Value> {
+        apply::check_patch_options(params, matches!(patch, Patch::Apply(_)))?;
+        if subresource == Subresource::Status && !state.info.subresources().status {
+            return Err(Error::NotFound {
+                resource: qualify(&format!("{}/status", state.info.plural()), state.info.group()),
+                name: name.to_string(),
+            });
+        }
         let dry_run = params.dry_run;
         let strict = matches!(params.field_validation, Some(ValidationDirective::Strict));
+        let manager = params.field_manager.as_deref();
         let info = &state.info;
         let (body, strategic) = match patch {
             Patch::Json(operations) => {
                 return self
-                    .json_patch_object(state, namespace, name, operations, dry_run, strict)
+                    .json_patch_object(state, namespace, name, operations, params, subresource)
                     .await
             }
             Patch::Merge(body) => (body, false),
@@ -241,12 +280,10 @@ impl Registry {
                     ),
                 })
             }
-            Patch::Apply(_) => {
-                return Err(Error::UnsupportedMediaType {
-                    message: "server-side apply (application/apply-patch+yaml) is not supported \
-                              yet; use a JSON merge or strategic merge patch"
-                        .into(),
-                })
+            Patch::Apply(config) => {
+                return self
+                    .apply_object(state, namespace, name, config, params, subresource)
+                    .await
             }
             _ => {
                 return Err(Error::UnsupportedMediaType {
@@ -266,8 +303,9 @@ impl Registry {
             namespace,
             name,
             precondition,
-            subresource: Subresource::Main,
+            subresource,
             dry_run,
+            tracking: Tracking::Update(manager),
         };
         self.guaranteed_update(target, |current| {
             let patched = if strategic {
@@ -292,17 +330,19 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         operations: &json_patch::Patch,
-        dry_run: bool,
-        strict: bool,
+        params: &PatchParams,
+        subresource: Subresource,
     ) -> Result<Value> {
         let info = &state.info;
+        let strict = matches!(params.field_validation, Some(ValidationDirective::Strict));
         let target = UpdateTarget {
             state,
             namespace,
             name,
             precondition: None,
-            subresource: Subresource::Main,
-            dry_run,
+            subresource,
+            dry_run: params.dry_run,
+            tracking: Tracking::Update(params.field_manager.as_deref()),
         };
         self.guaranteed_update(target, |current| {
             let mut patched = current.clone();
@@ -362,7 +402,11 @@ pub(super) fn prepare_update(
 ) -> Result<()> {
     let info = &state.info;
     if subresource == Subresource::Status {
-        state.strategy.prepare_status_update(current, updated);
+        state.strategy().prepare_status_update(current, updated);
+        return Ok(());
+    }
+    if subresource == Subresource::Approval {
+        state.strategy().prepare_approval_update(current, updated);
         return Ok(());
     }
     let invalid = |cause: FieldError| Error::Invalid {
@@ -411,7 +455,7 @@ pub(super) fn prepare_update(
             None => metadata.remove(field),
         };
     }
-    state.strategy.prepare_main_update(info, current, updated);
+    state.strategy().prepare_main_update(info, current, updated);
     if let Some(generation) = object::generation(current) {
         if tracked_content_changed(info, current, updated) {
             object::set_meta(updated, "generation", Some((generation + 1).into()));

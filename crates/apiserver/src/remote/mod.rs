@@ -41,8 +41,8 @@
 mod kubeconfig;
 #[cfg(feature = "tls")]
 mod tls;
-mod url;
-mod watch;
+pub(crate) mod url;
+pub(crate) mod watch;
 
 use std::fmt;
 use std::path::Path;
@@ -446,7 +446,7 @@ async fn read_body(body: Incoming, method: &Method, path: &str) -> Result<Bytes>
 }
 
 /// `error` and its sources, joined by `": "`.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -460,7 +460,10 @@ fn chain(error: &dyn std::error::Error) -> String {
     message
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], resource: &ResourceInfo) -> Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    resource: &ResourceInfo,
+) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::internal(format!(
             "cannot decode the API server's answer for {}: {e}",
@@ -471,7 +474,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], resource: &ResourceInfo)
 
 /// The typed error a non-2xx response stands for: its `Status` body when it has one, else
 /// the HTTP code with the body as the message.
-fn error_from_response(code: StatusCode, body: &[u8]) -> Error {
+pub(crate) fn error_from_response(code: StatusCode, body: &[u8]) -> Error {
     let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let is_status = value.as_ref().is_some_and(|v| {
         v.get("kind").and_then(|k| k.as_str()) == Some("Status")
@@ -503,7 +506,7 @@ fn error_from_response(code: StatusCode, body: &[u8]) -> Error {
 }
 
 /// Sets `apiVersion` and `kind` on an object that came without them (as list items may).
-fn fill_types(resource: &ResourceInfo, object: &mut DynamicObject) {
+pub(crate) fn fill_types(resource: &ResourceInfo, object: &mut DynamicObject) {
     if object.types.is_none() {
         object.types = Some(TypeMeta {
             api_version: resource.api_version(),
@@ -512,7 +515,10 @@ fn fill_types(resource: &ResourceInfo, object: &mut DynamicObject) {
     }
 }
 
-fn json_body<T: serde::Serialize>(value: &T, resource: &ResourceInfo) -> Result<Vec<u8>> {
+pub(crate) fn json_body<T: serde::Serialize>(
+    value: &T,
+    resource: &ResourceInfo,
+) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| {
         Error::internal(format!(
             "cannot encode the request for {}: {e}",
@@ -522,7 +528,7 @@ fn json_body<T: serde::Serialize>(value: &T, resource: &ResourceInfo) -> Result<
 }
 
 /// `params` as the JSON `DeleteOptions` body of a DELETE.
-fn delete_options(params: &DeleteParams, resource: &ResourceInfo) -> Result<Vec<u8>> {
+pub(crate) fn delete_options(params: &DeleteParams, resource: &ResourceInfo) -> Result<Vec<u8>> {
     let mut options = serde_json::to_value(params)
         .map_err(|e| Error::internal(format!("cannot encode DeleteOptions: {e}")))?;
     if let Some(fields) = options.as_object_mut() {
@@ -533,7 +539,7 @@ fn delete_options(params: &DeleteParams, resource: &ResourceInfo) -> Result<Vec<
 }
 
 /// The name of an object to replace.
-fn name_of(object: &DynamicObject, resource: &ResourceInfo) -> Result<String> {
+pub(crate) fn name_of(object: &DynamicObject, resource: &ResourceInfo) -> Result<String> {
     object
         .metadata
         .name
@@ -548,6 +554,57 @@ fn name_of(object: &DynamicObject, resource: &ResourceInfo) -> Result<String> {
                 ),
             )
         })
+}
+
+/// What a successful DELETE of `name` answered with `code` and `bytes` did: the object gone,
+/// or still there waiting (202, or finalizers or a grace period left on what came back).
+///
+/// Errors: [`Error::Internal`] when the body is neither an object nor a `Status`.
+pub(crate) fn deletion(
+    code: StatusCode,
+    bytes: &[u8],
+    resource: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Deletion> {
+    let value: serde_json::Value = decode(bytes, resource)?;
+    let object = if value.get("kind").and_then(|k| k.as_str()) == Some("Status") {
+        // Some servers answer a finished delete with a Success Status naming the object.
+        let mut object = DynamicObject::new(name, &resource.to_api_resource());
+        object.metadata.namespace = namespace.map(String::from);
+        object
+    } else {
+        let mut object: DynamicObject = serde_json::from_value(value).map_err(|e| {
+            Error::internal(format!(
+                "cannot decode the API server's answer for {}: {e}",
+                resource.qualified_resource()
+            ))
+        })?;
+        fill_types(resource, &mut object);
+        object
+    };
+    // Kubernetes answers 200 whether the object is gone or still waiting (for finalizers,
+    // or out its grace period); what is left says which.
+    let held = object.metadata.deletion_timestamp.is_some()
+        && (object
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| !f.is_empty())
+            || object
+                .metadata
+                .deletion_grace_period_seconds
+                .is_some_and(|grace| grace > 0)
+            // A Namespace waits for the finalizers of its spec too (`kubernetes`: its
+            // content is being removed).
+            || object.data["spec"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty()));
+    Ok(if code == StatusCode::ACCEPTED || held {
+        Deletion::Pending(object)
+    } else {
+        Deletion::Deleted(object)
+    })
 }
 
 #[async_trait]
@@ -707,44 +764,7 @@ impl Client for RemoteClient {
         let (code, bytes) = self
             .call(Method::DELETE, path, Some(("application/json", body)))
             .await?;
-        let value: serde_json::Value = decode(&bytes, resource)?;
-        let object = if value.get("kind").and_then(|k| k.as_str()) == Some("Status") {
-            // Some servers answer a finished delete with a Success Status naming the object.
-            let mut object = DynamicObject::new(name, &resource.to_api_resource());
-            object.metadata.namespace = namespace.map(String::from);
-            object
-        } else {
-            let mut object: DynamicObject = serde_json::from_value(value).map_err(|e| {
-                Error::internal(format!(
-                    "cannot decode the API server's answer for {}: {e}",
-                    resource.qualified_resource()
-                ))
-            })?;
-            fill_types(resource, &mut object);
-            object
-        };
-        // Kubernetes answers 200 whether the object is gone or still waiting (for finalizers,
-        // or out its grace period); what is left says which.
-        let held = object.metadata.deletion_timestamp.is_some()
-            && (object
-                .metadata
-                .finalizers
-                .as_ref()
-                .is_some_and(|f| !f.is_empty())
-                || object
-                    .metadata
-                    .deletion_grace_period_seconds
-                    .is_some_and(|grace| grace > 0)
-                // A Namespace waits for the finalizers of its spec too (`kubernetes`: its
-                // content is being removed).
-                || object.data["spec"]["finalizers"]
-                    .as_array()
-                    .is_some_and(|f| !f.is_empty()));
-        Ok(if code == StatusCode::ACCEPTED || held {
-            Deletion::Pending(object)
-        } else {
-            Deletion::Deleted(object)
-        })
+        deletion(code, &bytes, resource, namespace, name)
     }
 
     async fn watch(

@@ -7,7 +7,7 @@ use capstan_api::{Error, ResourceInfo, Result};
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for a path segment or a
 /// query value.
-pub(super) fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -24,7 +24,7 @@ pub(super) fn encode(value: &str) -> String {
 ///
 /// Errors: [`Error::BadRequest`] on `metadata.namespace` for a namespace on a cluster-scoped
 /// kind, or none on a namespaced kind outside a collection call.
-pub(super) fn check_scope(
+pub(crate) fn check_scope(
     resource: &ResourceInfo,
     namespace: Option<&str>,
     collection: bool,
@@ -53,7 +53,7 @@ pub(super) fn check_scope(
 }
 
 /// `/api/v1[/namespaces/<ns>]/<plural>` or `/apis/<group>/<version>[/namespaces/<ns>]/<plural>`.
-pub(super) fn collection(resource: &ResourceInfo, namespace: Option<&str>) -> String {
+pub(crate) fn collection(resource: &ResourceInfo, namespace: Option<&str>) -> String {
     let mut path = if resource.group().is_empty() {
         format!("/api/{}", encode(resource.version()))
     } else {
@@ -75,7 +75,7 @@ pub(super) fn collection(resource: &ResourceInfo, namespace: Option<&str>) -> St
 /// The path of one object, with an optional subresource.
 ///
 /// Errors: [`Error::BadRequest`] on `metadata.name` for an empty name.
-pub(super) fn object(
+pub(crate) fn object(
     resource: &ResourceInfo,
     namespace: Option<&str>,
     name: &str,
@@ -99,10 +99,10 @@ pub(super) fn object(
 
 /// A query string being built: `?a=1&b=2`, values percent-encoded.
 #[derive(Default)]
-pub(super) struct Query(String);
+pub(crate) struct Query(String);
 
 impl Query {
-    pub(super) fn push(&mut self, key: &str, value: impl AsRef<str>) -> &mut Self {
+    pub(crate) fn push(&mut self, key: &str, value: impl AsRef<str>) -> &mut Self {
         self.0.push(if self.0.is_empty() { '?' } else { '&' });
         self.0.push_str(key);
         self.0.push('=');
@@ -110,7 +110,7 @@ impl Query {
         self
     }
 
-    pub(super) fn push_opt(&mut self, key: &str, value: Option<impl AsRef<str>>) -> &mut Self {
+    pub(crate) fn push_opt(&mut self, key: &str, value: Option<impl AsRef<str>>) -> &mut Self {
         if let Some(value) = value {
             self.push(key, value);
         }
@@ -118,12 +118,12 @@ impl Query {
     }
 
     /// `path` followed by the query string.
-    pub(super) fn on(&self, path: String) -> String {
+    pub(crate) fn on(&self, path: String) -> String {
         path + &self.0
     }
 }
 
-pub(super) fn list_query(params: &ListParams) -> Query {
+pub(crate) fn list_query(params: &ListParams) -> Query {
     let mut query = Query::default();
     query
         .push_opt(
@@ -150,7 +150,7 @@ pub(super) fn list_query(params: &ListParams) -> Query {
     query
 }
 
-pub(super) fn watch_query(params: &WatchParams, resource_version: &str) -> Query {
+pub(crate) fn watch_query(params: &WatchParams, resource_version: &str) -> Query {
     let mut query = Query::default();
     query
         .push("watch", "1")
@@ -175,11 +175,11 @@ pub(super) fn watch_query(params: &WatchParams, resource_version: &str) -> Query
     query
 }
 
-pub(super) fn post_query(params: &PostParams) -> Query {
+pub(crate) fn post_query(params: &PostParams) -> Query {
     write_query(params.dry_run, params.field_manager.as_deref())
 }
 
-pub(super) fn patch_query(params: &PatchParams) -> Query {
+pub(crate) fn patch_query(params: &PatchParams) -> Query {
     let mut query = write_query(params.dry_run, params.field_manager.as_deref());
     if params.force {
         query.push("force", "true");

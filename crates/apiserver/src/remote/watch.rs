@@ -1,17 +1,16 @@
 //! A watch response body, read incrementally and split into newline-delimited
 //! `WatchEvent`s.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use capstan_api::kube_core::{DynamicObject, WatchEvent};
 use capstan_api::{Error, ResourceInfo, Result, WatchStream};
 use futures::StreamExt;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::fill_types;
 
-struct Lines {
-    body: Incoming,
+struct Lines<B> {
+    body: B,
     buffer: BytesMut,
     resource: ResourceInfo,
     /// The body has ended (or failed); only what is buffered remains.
@@ -20,7 +19,11 @@ struct Lines {
     stopped: bool,
 }
 
-impl Lines {
+impl<B> Lines<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+{
     /// The next complete line, without its newline; at the end of the body, the unterminated
     /// remainder.
     fn take_line(&mut self) -> Option<BytesMut> {
@@ -118,8 +121,13 @@ impl Lines {
     }
 }
 
-/// The events of a watch whose response (status 2xx) has body `body`.
-pub(super) fn events(body: Incoming, resource: ResourceInfo) -> WatchStream {
+/// The events of a watch whose response (status 2xx) has body `body`, read as they arrive:
+/// any HTTP body (hyper's, or kube-rs' for `KubeClient`).
+pub(crate) fn events<B>(body: B, resource: ResourceInfo) -> WatchStream
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::error::Error + 'static,
+{
     let lines = Lines {
         body,
         buffer: BytesMut::new(),

@@ -58,7 +58,8 @@ impl CachedObject {
                 (label, value)
             })
             .collect();
-        let json = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
+        // Encoded once, in Go struct order, and shared by every watcher.
+        let json = Bytes::from(crate::protobuf::struct_order::to_vec(&object));
         CachedObject {
             key,
             namespace,

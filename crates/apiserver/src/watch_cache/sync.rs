@@ -34,7 +34,7 @@ pub(super) fn bookmark(
     CacheEvent {
         kind: CacheEventType::Bookmark,
         revision,
-        object: Bytes::from(object.to_string()),
+        object: Bytes::from(crate::protobuf::struct_order::to_vec(&object)),
     }
 }
 

@@ -53,8 +53,24 @@ pub(super) enum GraphEvent {
     Delete(Meta),
     /// A worker verified that nothing with this identity exists.
     VirtualDelete(Identity),
-    /// One monitor applied its first list.
-    Synced,
+    /// A monitor applied its first list, or the discovery its first list of CRDs.
+    Synced(SyncKey),
+    /// A monitor started: until the graph has synced, it waits for this one's first list too.
+    Awaiting(SyncKey),
+    /// A monitor stopped: nothing waits for its first list any more.
+    Stopped(SyncKey),
+    /// A custom kind's CRD was deleted, and every object of it with it: its nodes go.
+    KindRetired(GroupKind),
+}
+
+/// What the graph waits for before it counts as synced.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum SyncKey {
+    /// The first list of one kind's monitor.
+    Kind(GroupKind),
+    /// The first list of `CustomResourceDefinition`s (which starts the monitors of the kinds
+    /// established then).
+    CustomResourceDiscovery,
 }
 
 #[derive(Clone, Debug)]
@@ -77,21 +93,28 @@ pub(super) struct Graph {
 pub(super) async fn graph_builder(
     shared: Arc<Shared>,
     mut changes: mpsc::UnboundedReceiver<GraphEvent>,
-    monitors: usize,
+    mut awaited: HashSet<SyncKey>,
 ) {
-    let mut synced = 0;
-    if monitors == 0 {
+    let mut synced = awaited.is_empty();
+    if synced {
         shared.synced.send_replace(true);
     }
     while let Some(event) = changes.recv().await {
         let mut graph = shared.graph.lock();
         match event {
-            GraphEvent::Synced => {
-                synced += 1;
-                if synced == monitors {
+            GraphEvent::Synced(key) | GraphEvent::Stopped(key) => {
+                awaited.remove(&key);
+                if !synced && awaited.is_empty() {
+                    synced = true;
                     shared.synced.send_replace(true);
                 }
             }
+            GraphEvent::Awaiting(key) => {
+                if !synced {
+                    awaited.insert(key);
+                }
+            }
+            GraphEvent::KindRetired(key) => retire_kind(&shared, &mut graph, &key),
             GraphEvent::Upsert { old, new } => upsert(&shared, &mut graph, old.as_ref(), &new),
             GraphEvent::Delete(meta) => {
                 if graph.nodes.contains_key(&meta.identity.uid) {
@@ -105,6 +128,24 @@ pub(super) async fn graph_builder(
             }
             GraphEvent::VirtualDelete(identity) => virtual_delete(&shared, &mut graph, identity),
         }
+    }
+}
+
+/// Removes every observed node of the kind `key` (its CRD and its objects are gone),
+/// queueing their dependents.
+pub(super) fn retire_kind(shared: &Shared, graph: &mut Graph, key: &GroupKind) {
+    let gone: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|(_, node)| {
+            node.observed
+                && node.identity.kind == key.1
+                && group_of(&node.identity.api_version) == key.0
+        })
+        .map(|(uid, _)| uid.clone())
+        .collect();
+    for uid in gone {
+        remove_node(shared, graph, &uid, None);
     }
 }
 

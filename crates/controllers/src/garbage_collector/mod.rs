@@ -30,6 +30,13 @@
 //!   [`Client::list`] and [`Client::watch`] on dynamic objects (the GC needs metadata only),
 //!   resume dropped watches, relist on 410, and turn what they see into graph events
 //!   (added, updated with the previous state, deleted).
+//! - **Custom resource discovery** (with [`GarbageCollector::discover_custom_resources`], as
+//!   the controller manager runs it) watches `CustomResourceDefinition`s while running, as
+//!   kube-controller-manager resyncs its monitors from discovery: every `Established` CRD
+//!   gets one monitor for its kind (through its storage version, or its first served one),
+//!   started when it becomes established and stopped when the CRD is deleted. A kind whose
+//!   CRD was deleted is *retired*: its instances were all deleted with the CRD, so its
+//!   objects leave the graph and references to it count as absent owners.
 //! - **The graph builder** applies those events, one at a time, to the ownership graph: uid →
 //!   node (identity, owners by uid, dependents). An owner referenced but never seen is a
 //!   *virtual* node, queued for verification. A deleted node queues its dependents (and its
@@ -54,10 +61,13 @@
 //! - **Invalid references are ignored with a warning**: a cluster-scoped object cannot be
 //!   owned by a namespaced kind (it is never collected through that reference); a namespaced
 //!   owner is looked up in its dependent's namespace only, so an owner in another namespace
-//!   counts as absent. References to kinds the collector was not given are retried with
-//!   backoff (the kind may be registered later), never treated as absent.
+//!   counts as absent. References to kinds the collector does not monitor are retried with
+//!   backoff (the kind may be served later), never treated as absent, unless the kind is
+//!   retired (its CRD was deleted while the collector watched).
 //! - **Startup and shutdown.** Workers start once every kind's first list has been applied
-//!   to the graph (or after [`GarbageCollector::sync_timeout`], with a warning). On shutdown
+//!   to the graph, the kinds of the CRDs established at startup included (or after
+//!   [`GarbageCollector::sync_timeout`], with a warning); kinds discovered later are
+//!   monitored without pausing the workers. On shutdown
 //!   workers take no new uid, the operations in flight finish, then monitors stop and
 //!   [`GarbageCollector::run`] returns.
 //! - Like Kubernetes' collector, the graph may lag the API: a dependent created while its
@@ -71,7 +81,8 @@
 //! use capstan_controllers::garbage_collector::GarbageCollector;
 //!
 //! async fn run(client: Arc<dyn Client>, custom: Vec<ResourceInfo>) {
-//!     let gc = GarbageCollector::new(client, ResourceInfo::builtins().chain(custom));
+//!     let gc = GarbageCollector::new(client, ResourceInfo::builtins().chain(custom))
+//!         .discover_custom_resources();
 //!     let handle = gc.handle();
 //!     let task = tokio::spawn(gc.run(async { /* e.g. tokio::signal::ctrl_c() */ }));
 //!     handle.wait_for_sync().await;
@@ -94,7 +105,7 @@ use capstan_api::kube_core::{DynamicObject, WatchEvent};
 use capstan_api::{Client, Error, ResourceInfo};
 use capstan_watch::{Backoff, WorkQueue};
 use futures::StreamExt;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -105,12 +116,14 @@ use futures::FutureExt;
 
 use crate::context::{BuiltinController, ControllerContext, StopSignal};
 
+mod discovery;
 mod graph;
 mod monitor;
 #[cfg(test)]
 mod tests;
 mod worker;
 
+use discovery::*;
 use graph::*;
 use monitor::*;
 use worker::*;
@@ -144,6 +157,7 @@ pub struct GarbageCollector {
     changes: mpsc::UnboundedReceiver<GraphEvent>,
     workers: usize,
     sync_timeout: Duration,
+    discover_custom_resources: bool,
 }
 
 impl fmt::Debug for GarbageCollector {
@@ -152,6 +166,7 @@ impl fmt::Debug for GarbageCollector {
             .field("kinds", &self.resources.len())
             .field("workers", &self.workers)
             .field("sync_timeout", &self.sync_timeout)
+            .field("discover_custom_resources", &self.discover_custom_resources)
             .finish_non_exhaustive()
     }
 }
@@ -162,14 +177,14 @@ impl GarbageCollector {
     /// against them. Duplicates (same group and kind) are ignored. Nothing runs until
     /// [`run`](Self::run).
     pub fn new(client: Arc<dyn Client>, resources: impl IntoIterator<Item = ResourceInfo>) -> Self {
-        let mut mapper = HashMap::new();
+        let mut kinds = HashMap::new();
         let mut monitored = Vec::new();
         for resource in resources {
-            let key = (resource.group().to_string(), resource.kind().to_string());
-            if mapper.contains_key(&key) {
+            let key = group_kind(&resource);
+            if kinds.contains_key(&key) {
                 continue;
             }
-            mapper.insert(key, resource.clone());
+            kinds.insert(key, resource.clone());
             monitored.push(resource);
         }
         let (changes_tx, changes) = mpsc::unbounded_channel();
@@ -177,7 +192,9 @@ impl GarbageCollector {
         GarbageCollector {
             shared: Arc::new(Shared {
                 client,
-                mapper,
+                kinds: RwLock::new(kinds),
+                retired: Mutex::new(HashSet::new()),
+                monitors: Mutex::new(HashMap::new()),
                 graph: Mutex::new(Graph::default()),
                 absent: Mutex::new(AbsentOwners::default()),
                 attempt_to_delete: WorkQueue::new(),
@@ -190,7 +207,18 @@ impl GarbageCollector {
             changes,
             workers: DEFAULT_WORKERS,
             sync_timeout: Duration::from_secs(60),
+            discover_custom_resources: false,
         }
+    }
+
+    /// Also monitors the kinds of every `Established` `CustomResourceDefinition` while
+    /// running, following CRD changes through the client: a kind is monitored from when its
+    /// CRD is established until the CRD is deleted (see the [module docs](self)). Kinds given
+    /// to [`new`](Self::new) keep their monitor whatever CRDs say.
+    #[must_use]
+    pub fn discover_custom_resources(mut self) -> Self {
+        self.discover_custom_resources = true;
+        self
     }
 
     /// Sets how many workers serve each queue (delete and orphan); at least 1. Default:
@@ -244,27 +272,38 @@ impl GarbageCollector {
             changes,
             workers,
             sync_timeout,
+            discover_custom_resources,
         } = self;
         let mut background: Vec<JoinHandle<()>> = Vec::new();
         let monitors = resources.len();
+        let mut awaited: HashSet<SyncKey> = HashSet::new();
+        let mut fixed_kinds = HashSet::new();
         for resource in resources {
-            background.push(tokio::spawn(monitor(
-                shared.client.clone(),
-                resource,
-                shared.changes.clone(),
+            let key = group_kind(&resource);
+            awaited.insert(SyncKey::Kind(key.clone()));
+            fixed_kinds.insert(key);
+            shared.spawn_monitor(resource);
+        }
+        if discover_custom_resources {
+            awaited.insert(SyncKey::CustomResourceDiscovery);
+            background.push(tokio::spawn(discover_custom_kinds(
+                shared.clone(),
+                fixed_kinds,
             )));
         }
         background.push(tokio::spawn(graph_builder(
             shared.clone(),
             changes,
-            monitors,
+            awaited,
         )));
 
         let mut shutdown = std::pin::pin!(shutdown);
         let mut synced = shared.synced.subscribe();
         tokio::select! {
             () = &mut shutdown => {
+                // Discovery first, so that it starts no monitor after they are taken.
                 abort_all(background).await;
+                abort_all(shared.take_monitors()).await;
                 return;
             }
             synced = tokio::time::timeout(sync_timeout, async move {
@@ -300,6 +339,7 @@ impl GarbageCollector {
             }
         }
         abort_all(background).await;
+        abort_all(shared.take_monitors()).await;
     }
 }
 
@@ -358,6 +398,21 @@ impl GarbageCollectorHandle {
             .is_some_and(|n| n.observed)
     }
 
+    /// The kinds monitored now (given ones and discovered ones), sorted by group and kind.
+    pub fn monitored_kinds(&self) -> Vec<ResourceInfo> {
+        let mut kinds: Vec<ResourceInfo> = self.shared.kinds.read().values().cloned().collect();
+        kinds.sort_by(|a, b| (a.group(), a.kind()).cmp(&(b.group(), b.kind())));
+        kinds
+    }
+
+    /// Whether the kind `kind` of `group` is monitored now.
+    pub fn is_monitoring(&self, group: &str, kind: &str) -> bool {
+        self.shared
+            .kinds
+            .read()
+            .contains_key(&(group.to_string(), kind.to_string()))
+    }
+
     /// The uids of the objects the graph knows as dependents of `uid`, sorted.
     pub fn dependents(&self, uid: &str) -> Vec<String> {
         let graph = self.shared.graph.lock();
@@ -408,10 +463,12 @@ impl BuiltinController for GarbageCollector {
     const NAME: &'static str = NAME;
     const ALIASES: &'static [&'static str] = &["garbagecollector"];
 
-    /// A collector over every built-in kind (each can own or be owned), reporting its queues
-    /// in the factory's work-queue metrics when it has them.
+    /// A collector over every built-in kind and every custom kind served while it runs (each
+    /// can own or be owned), reporting its queues in the factory's work-queue metrics when it
+    /// has them.
     fn from_context(ctx: &ControllerContext) -> Self {
-        let collector = GarbageCollector::new(ctx.client.clone(), ResourceInfo::builtins());
+        let collector = GarbageCollector::new(ctx.client.clone(), ResourceInfo::builtins())
+            .discover_custom_resources();
         match ctx.factory.queue_metrics() {
             Some(metrics) => collector.queue_metrics(metrics),
             None => collector,
@@ -432,8 +489,12 @@ impl BuiltinController for GarbageCollector {
 
 struct Shared {
     client: Arc<dyn Client>,
-    /// (group, kind) → the kind, for owner references.
-    mapper: HashMap<(String, String), ResourceInfo>,
+    /// (group, kind) → the kind monitored, for owner references.
+    kinds: RwLock<HashMap<GroupKind, ResourceInfo>>,
+    /// Custom kinds whose CRD was deleted while the collector watched, and not served since.
+    retired: Mutex<HashSet<GroupKind>>,
+    /// The running monitor of each monitored kind.
+    monitors: Mutex<HashMap<GroupKind, JoinHandle<()>>>,
     graph: Mutex<Graph>,
     absent: Mutex<AbsentOwners>,
     attempt_to_delete: WorkQueue<String>,
@@ -451,10 +512,35 @@ struct Counters {
     errors: AtomicU64,
 }
 
+/// Why the collector has no monitored kind for an apiVersion and a kind.
+#[derive(Debug, PartialEq, Eq)]
+enum UnmonitoredKind {
+    /// Its CRD was deleted: no object of it exists.
+    Retired,
+    /// Never monitored, or not any more: maybe later.
+    Unknown,
+}
+
 impl Shared {
-    fn resource_for(&self, api_version: &str, kind: &str) -> Option<&ResourceInfo> {
-        self.mapper
+    fn resource_for(&self, api_version: &str, kind: &str) -> Option<ResourceInfo> {
+        self.kinds
+            .read()
             .get(&(group_of(api_version).to_string(), kind.to_string()))
+            .cloned()
+    }
+
+    /// The monitored kind of `api_version`'s group named `kind`, read through the version
+    /// its monitor uses.
+    fn lookup_kind(&self, api_version: &str, kind: &str) -> Result<ResourceInfo, UnmonitoredKind> {
+        if let Some(resource) = self.resource_for(api_version, kind) {
+            return Ok(resource);
+        }
+        let key = (group_of(api_version).to_string(), kind.to_string());
+        if self.retired.lock().contains(&key) {
+            Err(UnmonitoredKind::Retired)
+        } else {
+            Err(UnmonitoredKind::Unknown)
+        }
     }
 
     /// Where the owner named by `reference` lives, as seen from `dependent`: a namespaced
@@ -463,7 +549,7 @@ impl Shared {
     fn owner_identity(&self, dependent: &Identity, reference: &OwnerReference) -> Identity {
         let namespaced = self
             .resource_for(&reference.api_version, &reference.kind)
-            .is_none_or(ResourceInfo::namespaced);
+            .is_none_or(|resource| resource.namespaced());
         Identity {
             api_version: reference.api_version.clone(),
             kind: reference.kind.clone(),
@@ -511,6 +597,13 @@ impl fmt::Display for Identity {
             None => write!(f, "{} {} ({})", self.kind, self.name, self.uid),
         }
     }
+}
+
+/// A kind's group and name: what identifies it whatever the version.
+type GroupKind = (String, String);
+
+fn group_kind(resource: &ResourceInfo) -> GroupKind {
+    (resource.group().to_string(), resource.kind().to_string())
 }
 
 fn group_of(api_version: &str) -> &str {

@@ -7,7 +7,7 @@ use super::*;
 // monitors
 
 /// Lists and watches one kind forever, sending graph events; the first complete list is
-/// followed by [`GraphEvent::Synced`].
+/// followed by [`GraphEvent::Synced`] with the kind's key.
 pub(super) async fn monitor(
     client: Arc<dyn Client>,
     resource: ResourceInfo,
@@ -44,7 +44,7 @@ pub(super) async fn monitor(
                     }
                     if !synced {
                         synced = true;
-                        send(GraphEvent::Synced);
+                        send(GraphEvent::Synced(SyncKey::Kind(group_kind(&resource))));
                     }
                     resource_version
                 }

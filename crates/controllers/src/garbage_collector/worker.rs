@@ -116,10 +116,7 @@ pub(super) fn requeue_if_unobserved(shared: &Shared, uid: &str) -> Outcome {
     }
 }
 
-pub(super) fn resource_of<'a>(
-    shared: &'a Shared,
-    identity: &Identity,
-) -> Result<&'a ResourceInfo, Failure> {
+pub(super) fn resource_of(shared: &Shared, identity: &Identity) -> Result<ResourceInfo, Failure> {
     shared
         .resource_for(&identity.api_version, &identity.kind)
         .ok_or_else(|| Failure::UnknownKind(format!("{}/{}", identity.api_version, identity.kind)))
@@ -159,7 +156,16 @@ pub(super) async fn attempt_to_delete(shared: &Shared, uid: &str) -> Result<Outc
     if item.being_deleted && !item.deleting_dependents {
         return Ok(Outcome::Forget);
     }
-    let resource = resource_of(shared, &item.identity)?;
+    let resource = match shared.lookup_kind(&item.identity.api_version, &item.identity.kind) {
+        Ok(resource) => resource,
+        Err(UnmonitoredKind::Retired) => {
+            // Its CRD went with every object of it.
+            shared.enqueue_virtual_delete(item.identity.clone());
+            return Ok(Outcome::Forget);
+        }
+        Err(UnmonitoredKind::Unknown) => resource_of(shared, &item.identity)?,
+    };
+    let resource = &resource;
     let Some(latest) = get_live(shared, resource, &item.identity).await? else {
         shared.enqueue_virtual_delete(item.identity.clone());
         return Ok(Outcome::Forget);
@@ -270,11 +276,21 @@ pub(super) async fn classify_references(
         waiting: Vec::new(),
     };
     for reference in references {
-        let resource = shared
-            .resource_for(&reference.api_version, &reference.kind)
-            .ok_or_else(|| {
-                Failure::UnknownKind(format!("{}/{}", reference.api_version, reference.kind))
-            })?;
+        let resource = match shared.lookup_kind(&reference.api_version, &reference.kind) {
+            Ok(resource) => resource,
+            Err(UnmonitoredKind::Retired) => {
+                // Its CRD went with every object of it: the owner is gone.
+                classes.dangling.push(reference.clone());
+                continue;
+            }
+            Err(UnmonitoredKind::Unknown) => {
+                return Err(Failure::UnknownKind(format!(
+                    "{}/{}",
+                    reference.api_version, reference.kind
+                )))
+            }
+        };
+        let resource = &resource;
         if resource.namespaced() && item.namespace.is_none() {
             tracing::warn!(
                 %item,
@@ -357,7 +373,7 @@ pub(super) async fn attempt_to_orphan(shared: &Shared, uid: &str) -> Result<Outc
         return Ok(Outcome::Forget);
     };
     let resource = resource_of(shared, &owner.identity)?;
-    match get_live(shared, resource, &owner.identity).await? {
+    match get_live(shared, &resource, &owner.identity).await? {
         Some(live)
             if live.metadata.deletion_timestamp.is_some()
                 && live
@@ -380,7 +396,7 @@ pub(super) async fn attempt_to_orphan(shared: &Shared, uid: &str) -> Result<Outc
     let results: Vec<Result<(), Failure>> = futures::stream::iter(dependents)
         .map(|dependent| async move {
             let resource = resource_of(shared, &dependent)?;
-            patch_owner_references(shared, resource, &dependent, |references| {
+            patch_owner_references(shared, &resource, &dependent, |references| {
                 let before = references.len();
                 references.retain(|r| r.uid != uid);
                 references.len() != before
@@ -393,7 +409,7 @@ pub(super) async fn attempt_to_orphan(shared: &Shared, uid: &str) -> Result<Outc
     if let Some(failure) = results.into_iter().find_map(Result::err) {
         return Err(failure);
     }
-    remove_finalizer(shared, resource, &owner.identity, ORPHAN_FINALIZER).await?;
+    remove_finalizer(shared, &resource, &owner.identity, ORPHAN_FINALIZER).await?;
     Ok(Outcome::Forget)
 }
 

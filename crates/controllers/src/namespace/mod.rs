@@ -6,8 +6,9 @@
 //! - **Which namespaces.** Those with a `deletionTimestamp` whose `spec.finalizers` still hold
 //!   `kubernetes`; any other is left alone.
 //! - **What it deletes.** Every object of every namespaced kind the [`Discovery`] names in
-//!   that namespace: the built-in kinds plus the kinds served from
-//!   `CustomResourceDefinition`s by default ([`CrdDiscovery`]). An object with finalizers
+//!   that namespace: the built-in kinds plus the kinds served from established
+//!   `CustomResourceDefinition`s by default ([`CrdDiscovery`]). A kind whose list answers 404
+//!   (no longer, or not yet, served) has nothing to delete. An object with finalizers
 //!   stays (marked for deletion) until those finalizers are removed by whoever owns them; the
 //!   namespace waits for it.
 //! - **Progress.** Kubernetes' namespace conditions are kept in `status.conditions`:
@@ -42,6 +43,7 @@ use futures::FutureExt;
 use serde_json::{json, Value};
 
 use crate::context::{BuiltinController, ControllerContext, StopSignal};
+use crate::util::custom_resources::list_served_custom_kinds;
 
 #[cfg(test)]
 mod tests;
@@ -78,7 +80,9 @@ pub trait Discovery: Send + Sync + 'static {
 }
 
 /// The served kinds through any [`Client`]: the built-in kinds, plus one kind per served
-/// version of every `CustomResourceDefinition`.
+/// version of every `Established` `CustomResourceDefinition` (one that is not established yet
+/// serves nothing: its endpoints answer 404), as
+/// [`ServedCustomKinds`](crate::util::ServedCustomKinds) reads them.
 pub struct CrdDiscovery {
     client: Arc<dyn Client>,
 }
@@ -94,31 +98,8 @@ impl CrdDiscovery {
 impl Discovery for CrdDiscovery {
     async fn resources(&self) -> Result<Vec<ResourceInfo>, Error> {
         let mut resources: Vec<ResourceInfo> = ResourceInfo::builtins().collect();
-        let crds = ResourceInfo::builtin("apiextensions.k8s.io", "CustomResourceDefinition")
-            .expect("CustomResourceDefinition is a built-in kind");
-        let list = self
-            .client
-            .list(&crds, None, &ListParams::default())
-            .await?;
-        for crd in list.items {
-            let spec = &crd.data["spec"];
-            let (Some(group), Some(kind), Some(plural)) = (
-                spec["group"].as_str(),
-                spec["names"]["kind"].as_str(),
-                spec["names"]["plural"].as_str(),
-            ) else {
-                continue;
-            };
-            let namespaced = spec["scope"].as_str() != Some("Cluster");
-            let versions = spec["versions"].as_array().cloned().unwrap_or_default();
-            for version in versions {
-                if version["served"].as_bool() == Some(false) {
-                    continue;
-                }
-                if let Some(name) = version["name"].as_str() {
-                    resources.push(ResourceInfo::new(group, name, kind, plural, namespaced));
-                }
-            }
+        for (_, served) in list_served_custom_kinds(&*self.client).await? {
+            resources.extend(served.versions);
         }
         Ok(resources)
     }
@@ -214,8 +195,10 @@ impl NamespaceReconciler {
             .await
         {
             Ok(list) => list,
-            // Not served (any more), or not listable: nothing of it to delete.
-            Err(Error::NotFound { .. } | Error::MethodNotAllowed { .. }) => return Ok(()),
+            // Not served (any more, or not yet: a CRD not established answers 404), or not
+            // listable: nothing of it to delete.
+            Err(error) if error.is_not_found() => return Ok(()),
+            Err(Error::MethodNotAllowed { .. }) => return Ok(()),
             Err(error) => return Err(error),
         };
         for object in list.items {

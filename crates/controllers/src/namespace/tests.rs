@@ -73,6 +73,39 @@ async fn condition(client: &Arc<dyn Client>, type_: &str) -> (String, String) {
     )
 }
 
+/// The CustomResourceDefinition of Widgets (`widgets.example.com`, namespaced, `v1`), created
+/// and, when `established`, reported `Established` as the API server's CRD controller does.
+async fn widget_definition(client: &Arc<dyn Client>, established: bool) {
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object"}}}],
+        },
+    });
+    let crds = kind("apiextensions.k8s.io", "CustomResourceDefinition");
+    create(client, &crds, None, crd).await;
+    if established {
+        let mut crd = client
+            .get(&crds, None, "widgets.example.com")
+            .await
+            .unwrap();
+        crd.data["status"] = json!({"conditions": [
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted"},
+        ]});
+        client
+            .update_status(&crds, None, crd, &PostParams::default())
+            .await
+            .unwrap();
+    }
+}
+
 async fn remove_finalizers(client: &Arc<dyn Client>, resource: &ResourceInfo, name: &str) {
     client
         .patch(
@@ -178,19 +211,7 @@ async fn custom_kinds_served_from_definitions_are_deleted_too() {
         let widgets = ResourceInfo::new("example.com", "v1", "Widget", "widgets", true);
         registry.register(widgets.clone());
         let client: Arc<dyn Client> = registry.clone();
-        let crd = json!({
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": "widgets.example.com"},
-            "spec": {
-                "group": "example.com",
-                "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
-                "scope": "Namespaced",
-                "versions": [{"name": "v1", "served": true, "storage": true,
-                              "schema": {"openAPIV3Schema": {"type": "object"}}}],
-            },
-        });
-        create(&client, &kind("apiextensions.k8s.io", "CustomResourceDefinition"), None, crd).await;
+        widget_definition(&client, true).await;
         populated(&client, 1, 0, &[]).await;
         let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
                             "metadata": {"name": "w", "finalizers": ["example.com/hold"]}});
@@ -204,9 +225,67 @@ async fn custom_kinds_served_from_definitions_are_deleted_too() {
             "Some resources are remaining: widgets.example.com has 1 objects"
         );
         remove_finalizers(&client, &widgets, "w").await;
-        assert_eq!(reconciler.sync("team").await.unwrap(), Action::await_change());
+        assert_eq!(
+            reconciler.sync("team").await.unwrap(),
+            Action::await_change()
+        );
         assert!(client.get(&namespaces(), None, "team").await.is_err());
         assert!(client.get(&widgets, Some("team"), "w").await.is_err());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_definition_not_yet_established_serves_no_kind_to_discover() {
+    within(LIMIT, async {
+        let client: Arc<dyn Client> = registry();
+        widget_definition(&client, false).await;
+        let discovered = CrdDiscovery::new(client.clone()).resources().await.unwrap();
+        assert!(
+            !discovered.iter().any(|r| r.group() == "example.com"),
+            "{discovered:?}"
+        );
+        assert!(discovered.iter().any(|r| r.kind() == "ConfigMap"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_established_definition_serves_one_kind_per_served_version() {
+    within(LIMIT, async {
+        let client: Arc<dyn Client> = registry();
+        widget_definition(&client, true).await;
+        let discovered = CrdDiscovery::new(client.clone()).resources().await.unwrap();
+        let widgets: Vec<String> = discovered
+            .iter()
+            .filter(|r| r.group() == "example.com")
+            .map(ResourceInfo::api_version)
+            .collect();
+        assert_eq!(widgets, ["example.com/v1"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_kind_whose_list_answers_not_found_has_nothing_to_delete() {
+    within(LIMIT, async {
+        let client: Arc<dyn Client> = registry();
+        populated(&client, 1, 0, &[]).await;
+        delete_namespace(&client).await;
+        // Discovered, but not served by the registry: its list is 404.
+        let unserved = ResourceInfo::new("example.com", "v1", "Gadget", "gadgets", true);
+        let reconciler =
+            NamespaceReconciler::new(client.clone()).with_discovery(StaticDiscovery(move || {
+                ResourceInfo::builtins()
+                    .chain([unserved.clone()])
+                    .collect::<Vec<_>>()
+            }));
+        assert_eq!(
+            reconciler.sync("team").await.unwrap(),
+            Action::await_change()
+        );
+        let gone = client.get(&namespaces(), None, "team").await.unwrap_err();
+        assert!(gone.is_not_found(), "{gone}");
     })
     .await;
 }

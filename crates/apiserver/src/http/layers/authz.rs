@@ -11,6 +11,9 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use capstan_api::k8s_openapi::api::authorization::v1::{
+    NonResourceRule, ResourceRule, SubjectRulesReviewStatus,
+};
 use capstan_api::Error;
 use futures::future::BoxFuture;
 use tower::{Layer, Service};
@@ -109,12 +112,27 @@ pub enum Decision {
 pub trait Authorizer: Send + Sync {
     /// Decides on `attributes`.
     async fn authorize(&self, attributes: &Attributes) -> Decision;
+
+    /// The rules granting `user` anything in `namespace` (`""`: cluster-wide grants only), as
+    /// a `SelfSubjectRulesReview` reports them. Default: none, with `incomplete: true`, as
+    /// kube-apiserver answers for an authorizer that cannot list its rules.
+    async fn rules_for(&self, user: &UserInfo, namespace: &str) -> SubjectRulesReviewStatus {
+        let _ = (user, namespace);
+        SubjectRulesReviewStatus {
+            incomplete: true,
+            ..Default::default()
+        }
+    }
 }
 
 #[async_trait]
 impl<A: Authorizer + ?Sized> Authorizer for Arc<A> {
     async fn authorize(&self, attributes: &Attributes) -> Decision {
         (**self).authorize(attributes).await
+    }
+
+    async fn rules_for(&self, user: &UserInfo, namespace: &str) -> SubjectRulesReviewStatus {
+        (**self).rules_for(user, namespace).await
     }
 }
 
@@ -126,6 +144,25 @@ pub struct AllowAll;
 impl Authorizer for AllowAll {
     async fn authorize(&self, _: &Attributes) -> Decision {
         Decision::Allow
+    }
+
+    /// Everything: `*` on every resource and every path, as kube-apiserver's `AlwaysAllow`.
+    async fn rules_for(&self, _: &UserInfo, _: &str) -> SubjectRulesReviewStatus {
+        let all = || vec!["*".to_string()];
+        SubjectRulesReviewStatus {
+            resource_rules: vec![ResourceRule {
+                verbs: all(),
+                api_groups: Some(all()),
+                resources: Some(all()),
+                resource_names: None,
+            }],
+            non_resource_rules: vec![NonResourceRule {
+                verbs: all(),
+                non_resource_urls: Some(all()),
+            }],
+            incomplete: false,
+            evaluation_error: None,
+        }
     }
 }
 
@@ -301,6 +338,33 @@ impl Authorizer for StaticPolicy {
         } else {
             Decision::Deny(String::new())
         }
+    }
+
+    /// The rules naming `user` (or one of its groups) whose namespaces hold `namespace`.
+    async fn rules_for(&self, user: &UserInfo, namespace: &str) -> SubjectRulesReviewStatus {
+        let mut status = SubjectRulesReviewStatus::default();
+        for rule in &self.rules {
+            let subject = matches(&rule.users, &user.name)
+                || user.groups.iter().any(|g| matches(&rule.user_groups, g));
+            if !subject || !matches(&rule.namespaces, namespace) {
+                continue;
+            }
+            if !rule.resources.is_empty() {
+                status.resource_rules.push(ResourceRule {
+                    verbs: rule.verbs.clone(),
+                    api_groups: Some(rule.api_groups.clone()),
+                    resources: Some(rule.resources.clone()),
+                    resource_names: None,
+                });
+            }
+            if !rule.paths.is_empty() {
+                status.non_resource_rules.push(NonResourceRule {
+                    verbs: rule.verbs.clone(),
+                    non_resource_urls: Some(rule.paths.clone()),
+                });
+            }
+        }
+        status
     }
 }
 

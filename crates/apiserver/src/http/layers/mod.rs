@@ -399,7 +399,13 @@ impl ApiServerOptions {
         if self.allows_anonymous() {
             in_flight = in_flight.anonymous(self.limits.max_anonymous_in_flight);
         }
+        // The review APIs answer with the server's own authorizer and authenticator.
+        let review_backends = crate::http::reviews::ReviewBackends {
+            authorizer: self.authorizer.clone(),
+            authenticator: self.effective_authenticator(),
+        };
         router
+            .layer(axum::Extension(review_backends))
             .layer(BodyLimitLayer::new(self.limits.max_body_bytes))
             .layer(AuthzLayer::new(self.authorizer.clone()))
             .layer(in_flight)

@@ -334,11 +334,18 @@ static CLUSTER_ROLES: &[ClusterRoleSpec] = &[
         name: "system:basic-user",
         labels: &[],
         aggregates: &[],
-        rules: &[rule(
-            &["authorization.k8s.io"],
-            &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-            &["create"],
-        )],
+        rules: &[
+            rule(
+                &["authorization.k8s.io"],
+                &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                &["create"],
+            ),
+            rule(
+                &["authentication.k8s.io"],
+                &["selfsubjectreviews"],
+                &["create"],
+            ),
+        ],
     },
     ClusterRoleSpec {
         name: "system:public-info-viewer",

@@ -20,12 +20,14 @@
 //! [`defaults`](super::defaults), the name, label, number and pod spec validators in
 //! [`validation`](super::validation).
 
+mod certificatesigningrequest;
 mod configmap;
 mod cronjob;
 mod daemonset;
 mod deployment;
 mod endpoints;
 mod event;
+mod horizontalpodautoscaler;
 mod job;
 pub(super) mod namespace;
 mod persistentvolumeclaim;
@@ -84,6 +86,12 @@ pub(crate) trait KindStrategy: Sync {
             };
         }
         *updated = merged;
+    }
+
+    /// An update of the `approval` subresource (CertificateSigningRequests): what it keeps
+    /// from `current`. Default: as an update of `status`.
+    fn prepare_approval_update(&self, current: &Value, updated: &mut Value) {
+        self.prepare_status_update(current, updated);
     }
 
     /// An update of the object itself: when the kind has a status subresource, `updated`
@@ -197,11 +205,40 @@ static STRATEGIES: &[(&str, &str, &dyn KindStrategy)] = &[
     ("batch", "Job", &job::JobStrategy),
     ("batch", "CronJob", &cronjob::CronJobStrategy),
     ("rbac.authorization.k8s.io", ANY_KIND, &rbac::RbacStrategy),
+    (
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        &crate::apiextensions::CustomResourceDefinitionStrategy,
+    ),
+    (
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        &horizontalpodautoscaler::HorizontalPodAutoscalerStrategy,
+    ),
+    (
+        "certificates.k8s.io",
+        "CertificateSigningRequest",
+        &certificatesigningrequest::CertificateSigningRequestStrategy,
+    ),
 ];
+
+/// Strategies of one version of a kind whose versions share a storage and differ in shape:
+/// API group, version, kind, strategy. Looked up before [`STRATEGIES`].
+static VERSIONED: &[(&str, &str, &str, &dyn KindStrategy)] = &[(
+    "autoscaling",
+    "v1",
+    "HorizontalPodAutoscaler",
+    &horizontalpodautoscaler::HorizontalPodAutoscalerV1Strategy,
+)];
 
 /// The strategy of `resource`'s kind, matched on group and kind (so a built-in kind
 /// registered again keeps its rules); kinds without rules of their own get the defaults.
 pub(crate) fn strategy_for(resource: &ResourceInfo) -> &'static dyn KindStrategy {
+    if let Some((_, _, _, strategy)) = VERSIONED.iter().find(|(group, version, kind, _)| {
+        *group == resource.group() && *version == resource.version() && *kind == resource.kind()
+    }) {
+        return *strategy;
+    }
     STRATEGIES
         .iter()
         .find(|(group, kind, _)| {

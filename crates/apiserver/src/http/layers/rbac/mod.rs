@@ -54,6 +54,7 @@
 
 mod rules;
 mod subjects;
+mod rules_review;
 mod visit;
 
 use capstan_api::ext::MetaExt;
@@ -278,6 +279,14 @@ impl RbacAuthorizer {
 impl Authorizer for RbacAuthorizer {
     async fn authorize(&self, attributes: &Attributes) -> Decision {
         self.decide(attributes)
+    }
+
+    async fn rules_for(
+        &self,
+        user: &super::UserInfo,
+        namespace: &str,
+    ) -> capstan_api::k8s_openapi::api::authorization::v1::SubjectRulesReviewStatus {
+        self.rules_review(user, namespace)
     }
 }
 

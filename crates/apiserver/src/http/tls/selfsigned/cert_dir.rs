@@ -86,6 +86,7 @@ impl CertDir {
                 match serving_fits(&ca, &serving_files.0, chain.as_bytes(), &server_names)? {
                     Ok(()) => {
                         return Ok(SelfSigned {
+                            ca_key_pem: ca.key.serialize_pem(),
                             ca_pem: ca.cert_pem,
                             chain_pem: chain,
                             key_pem: key,
@@ -104,6 +105,7 @@ impl CertDir {
         write_file(&serving_files.1, key_pem.as_bytes(), true)?;
         write_file(&serving_files.0, chain_pem.as_bytes(), false)?;
         Ok(SelfSigned {
+            ca_key_pem: ca.key.serialize_pem(),
             ca_pem: ca.cert_pem,
             chain_pem,
             key_pem,

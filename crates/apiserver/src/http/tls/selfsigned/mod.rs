@@ -8,7 +8,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `ca.crt`, `ca.key` | the CA (ECDSA P-256, ten years, path length 0) |
+//! | `ca.crt`, `ca.key` | the CA (ECDSA P-256, ten years, path length 0), which also signs approved CertificateSigningRequests ([`SelfSigned::tls_config`]) |
 //! | `apiserver.crt`, `apiserver.key` | the serving certificate then the CA (as kube-apiserver writes it), and the serving key (ECDSA P-256, one year, `serverAuth`) |
 //! | `admin.token` | a random bearer token ([`CertDir::load_or_generate_token`]) |
 //!
@@ -261,6 +261,8 @@ pub enum Origin {
 #[derive(Clone)]
 pub struct SelfSigned {
     ca_pem: String,
+    /// The CA's key (PEM, PKCS#8), which signs approved CertificateSigningRequests.
+    ca_key_pem: String,
     chain_pem: String,
     key_pem: String,
     origin: Origin,
@@ -296,11 +298,23 @@ impl SelfSigned {
         self.origin
     }
 
-    /// The server's TLS configuration serving this certificate (no client certificates).
+    /// The server's TLS configuration serving this certificate (no client certificates),
+    /// with the CA as its signing CA, so approved CertificateSigningRequests are signed by
+    /// it (see [`crate::certificates`]).
     ///
     /// Errors: as [`TlsConfig::from_pem`] (rustls refuses the material).
     pub fn tls_config(&self) -> io::Result<TlsConfig> {
-        TlsConfig::from_pem(self.chain_pem.as_bytes(), self.key_pem.as_bytes())
+        let tls = TlsConfig::from_pem(self.chain_pem.as_bytes(), self.key_pem.as_bytes())?;
+        Ok(tls.with_signing_ca(self.signing_ca()?))
+    }
+
+    /// The CA with its key, to sign CertificateSigningRequests.
+    ///
+    /// Errors: [`io::ErrorKind::InvalidData`] when the CA cannot sign (not expected of a CA
+    /// this module generated or accepted).
+    pub fn signing_ca(&self) -> io::Result<crate::certificates::SigningCa> {
+        crate::certificates::SigningCa::from_pem(self.ca_pem.as_bytes(), self.ca_key_pem.as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 }
 
@@ -312,6 +326,7 @@ pub fn generate(names: &ServingNames) -> Result<SelfSigned, SelfSignedError> {
     let ca = Ca::generate()?;
     let (chain_pem, key_pem) = ca.issue(names)?;
     Ok(SelfSigned {
+        ca_key_pem: ca.key.serialize_pem(),
         ca_pem: ca.cert_pem,
         chain_pem,
         key_pem,
