@@ -408,11 +408,21 @@ async fn kubectl_creates_approves_and_denies_requests() {
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(
             header,
-            ["NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"]
+            [
+                "NAME",
+                "AGE",
+                "SIGNERNAME",
+                "REQUESTOR",
+                "REQUESTEDDURATION",
+                "CONDITION"
+            ]
         );
         let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
         // Created anonymously over plain HTTP: the requestor is the anonymous user.
-        let alice = rows.iter().find(|r| r[0] == "alice").expect("a row for alice");
+        let alice = rows
+            .iter()
+            .find(|r| r[0] == "alice")
+            .expect("a row for alice");
         assert_eq!(
             alice[2..],
             [
@@ -539,15 +549,23 @@ mod signing {
 
     /// The request's `status.certificate` as DER, once it has one.
     async fn issued(client: &dyn Client, name: &str) -> Vec<u8> {
-        eventually_some(Duration::from_secs(30), format!("{name} signed"), || async {
-            let object = client.get(&resource(), None, name).await.ok()?;
-            let value = serde_json::to_value(object).ok()?;
-            let encoded = value["status"]["certificate"].as_str()?.to_string();
-            let pem = base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .unwrap();
-            Some(rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap().to_vec())
-        })
+        eventually_some(
+            Duration::from_secs(30),
+            format!("{name} signed"),
+            || async {
+                let object = client.get(&resource(), None, name).await.ok()?;
+                let value = serde_json::to_value(object).ok()?;
+                let encoded = value["status"]["certificate"].as_str()?.to_string();
+                let pem = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .unwrap();
+                Some(
+                    rustls_pki_types::CertificateDer::from_pem_slice(&pem)
+                        .unwrap()
+                        .to_vec(),
+                )
+            },
+        )
         .await
     }
 
@@ -566,7 +584,10 @@ mod signing {
             x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
                 .unwrap();
         let info = &request.certification_request_info;
-        (info.subject.as_raw().to_vec(), info.subject_pki.raw.to_vec())
+        (
+            info.subject.as_raw().to_vec(),
+            info.subject_pki.raw.to_vec(),
+        )
     }
 
     #[tokio::test]

@@ -639,9 +639,22 @@ async fn kubectl_typed_create_commands_send_protobuf_and_succeed() {
         let kubectl = Kubectl::start().await;
         for args in [
             &["create", "namespace", "team"][..],
-            &["create", "deployment", "web", "--image=nginx", "--replicas=2", "--port=80"],
+            &[
+                "create",
+                "deployment",
+                "web",
+                "--image=nginx",
+                "--replicas=2",
+                "--port=80",
+            ],
             &["create", "job", "once", "--image=busybox"],
-            &["create", "cronjob", "tick", "--image=busybox", "--schedule=*/1 * * * *"],
+            &[
+                "create",
+                "cronjob",
+                "tick",
+                "--image=busybox",
+                "--schedule=*/1 * * * *",
+            ],
             &["create", "service", "clusterip", "web", "--tcp=80:8080"],
             &["create", "configmap", "settings", "--from-literal=a=b"],
             &["create", "secret", "generic", "token", "--from-literal=a=b"],
@@ -665,11 +678,17 @@ async fn kubectl_typed_create_commands_send_protobuf_and_succeed() {
         assert_eq!(container["ports"][0]["containerPort"], 80);
         // Defaulted as from JSON: the empty strings kubectl's protobuf carries read as unset.
         assert_eq!(container["imagePullPolicy"], "Always");
-        assert_eq!(deployment["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["restartPolicy"],
+            "Always"
+        );
         assert_eq!(deployment["spec"]["selector"]["matchLabels"]["app"], "web");
         assert!(deployment["metadata"]["creationTimestamp"].is_string());
         let job = get(&["get", "job", "once", "-o", "json"]).await;
-        assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], "busybox");
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["image"],
+            "busybox"
+        );
         assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
         let cronjob = get(&["get", "cronjob", "tick", "-o", "json"]).await;
         assert_eq!(cronjob["spec"]["schedule"], "*/1 * * * *");
@@ -685,14 +704,66 @@ async fn kubectl_typed_create_commands_send_protobuf_and_succeed() {
 
         // Deletes send protobuf DeleteOptions (a grace period of 0 when forced).
         let deleted = kubectl
-            .ok(&["delete", "configmap", "settings", "--grace-period=0", "--force"])
+            .ok(&[
+                "delete",
+                "configmap",
+                "settings",
+                "--grace-period=0",
+                "--force",
+            ])
             .await;
         assert!(deleted.contains("deleted"), "{deleted}");
         let gone = kubectl.fails(&["get", "configmap", "settings"]).await;
-        assert!(gone.contains("NotFound") || gone.contains("not found"), "{gone}");
+        assert!(
+            gone.contains("NotFound") || gone.contains("not found"),
+            "{gone}"
+        );
         let deleted = kubectl.ok(&["delete", "job", "once"]).await;
         assert!(deleted.contains("deleted"), "{deleted}");
         kubectl.fails(&["get", "job", "once"]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_cordons_the_node_and_deletes_its_pods() {
+    within(LIMIT, async {
+        let kubectl = Kubectl::start().await;
+        let manifest = kubectl.dir.0.join("node-and-pod.yaml");
+        std::fs::write(
+            &manifest,
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: worker\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: default\n\
+             spec:\n  nodeName: worker\n  containers:\n  - name: web\n    image: nginx\n",
+        )
+        .unwrap();
+        kubectl
+            .ok(&["create", "-f", manifest.to_str().unwrap()])
+            .await;
+        // The Pod has no controller, so drain needs --force; it cordons the node, then
+        // deletes the Pod (no eviction subresource here) with DeleteOptions in protobuf.
+        let drained = kubectl
+            .ok(&[
+                "drain",
+                "worker",
+                "--force",
+                "--grace-period=0",
+                "--timeout=30s",
+            ])
+            .await;
+        assert!(drained.contains("drained"), "{drained}");
+        let node = kubectl
+            .ok(&[
+                "get",
+                "node",
+                "worker",
+                "-o",
+                "jsonpath={.spec.unschedulable}",
+            ])
+            .await;
+        assert_eq!(node.trim(), "true");
+        let pods = kubectl.ok(&["get", "pods", "-o", "name"]).await;
+        assert!(pods.trim().is_empty(), "the pod is gone: {pods}");
     })
     .await;
 }

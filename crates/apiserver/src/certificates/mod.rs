@@ -19,7 +19,7 @@
 //! alone, for other signers to sign. Errors of the list or the watch are retried with a
 //! backoff (from a fresh list).
 //!
-//! [`ApiServer::bind_with`](crate::http::ApiServer::bind_with) runs one while it serves when
+//! `http::ApiServer::bind_with` (feature `server`) runs one while it serves when
 //! its TLS configuration carries a signing CA (`TlsConfig::with_signing_ca`; the self-signed
 //! certificate directory's CA is one). Without TLS, or with TLS but no CA key, nothing signs:
 //! approved requests stay without a certificate, as in a cluster without a signer.

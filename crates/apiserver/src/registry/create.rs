@@ -8,11 +8,12 @@ use super::{
     admission::{AdmissionRequest, Operation as Op},
     apply::{self, Tracking},
     codec, names, object,
-    update::Subresource,
     rules::pin_namespace,
     service_ips::IpPlan,
     storage::{self, write_error, WriteFailure},
-    typed, Registry, ResourceState, MAX_WRITE_ATTEMPTS,
+    typed,
+    update::Subresource,
+    Registry, ResourceState, MAX_WRITE_ATTEMPTS,
 };
 
 impl Registry {

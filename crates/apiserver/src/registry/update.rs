@@ -255,7 +255,10 @@ impl Registry {
         apply::check_patch_options(params, matches!(patch, Patch::Apply(_)))?;
         if subresource == Subresource::Status && !state.info.subresources().status {
             return Err(Error::NotFound {
-                resource: qualify(&format!("{}/status", state.info.plural()), state.info.group()),
+                resource: qualify(
+                    &format!("{}/status", state.info.plural()),
+                    state.info.group(),
+                ),
                 name: name.to_string(),
             });
         }

@@ -47,7 +47,12 @@ fn find_match(list: &[Value], item: &Value, keys: &[String]) -> Option<usize> {
 }
 
 /// `live` with `config` merged in; see the [module docs](self).
-pub(super) fn merge(schema: &StructuralSchema, node: Node, live: Option<&Value>, config: &Value) -> Value {
+pub(super) fn merge(
+    schema: &StructuralSchema,
+    node: Node,
+    live: Option<&Value>,
+    config: &Value,
+) -> Value {
     let Some(live) = live else {
         return config.clone();
     };

@@ -8,8 +8,10 @@
 //!   `kubectl certificate approve|deny` sends) changes `status.conditions` only.
 //!
 //! A request may not be both approved and denied. Nothing here signs: a signer fills
-//! `status.certificate` of approved requests through `status`; the server runs none yet, so
-//! approved requests stay unsigned.
+//! `status.certificate` of approved requests through `status`. With the `tls` feature and a
+//! signing CA, the HTTP server runs one (`crate::certificates`); otherwise approved requests
+//! stay unsigned. Over HTTP, `spec.username`, `spec.uid`, `spec.groups` and `spec.extra` are
+//! the creator's, whatever the client sent.
 
 use base64::Engine as _;
 use capstan_api::{

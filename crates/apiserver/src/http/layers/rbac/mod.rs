@@ -53,8 +53,8 @@
 //! included), `rules.rs` matches a policy rule against the request.
 
 mod rules;
-mod subjects;
 mod rules_review;
+mod subjects;
 mod visit;
 
 use capstan_api::ext::MetaExt;
