@@ -2,7 +2,8 @@
 //! subresource) and HorizontalPodAutoscalers served as `autoscaling/v1` and `autoscaling/v2`
 //! from one storage, through the in-process router and through the real `kubectl`.
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +14,11 @@ use base64::Engine as _;
 use capstan_api::testing::within;
 use capstan_api::Client;
 use capstan_apiserver::http::layers::ApiServerOptions;
-use capstan_apiserver::http::{router, ApiServer};
+use capstan_apiserver::http::router;
 use capstan_apiserver::registry::Registry;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use support::kubectl::Kubectl;
 use tower::ServiceExt;
 
 /// Every test's deadline.
@@ -317,72 +319,19 @@ async fn discovery_lists_both_autoscaling_versions_with_v2_preferred() {
     .await;
 }
 
-/// A bound server and its kubeconfig, removed on drop.
-struct Kubectl {
-    server: ApiServer,
-    dir: PathBuf,
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Kubectl {
-    async fn start(registry: Arc<Registry>) -> Kubectl {
-        let server = ApiServer::bind_with(
-            registry,
-            "127.0.0.1:0".parse().unwrap(),
-            ApiServerOptions::default(),
-        )
-        .await
-        .expect("bind a loopback port");
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("capstan-csr-hpa-{nonce}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        server.write_kubeconfig(&dir.join("kubeconfig")).unwrap();
-        Kubectl { server, dir }
-    }
-
-    /// Runs kubectl: (exit success, stdout, stderr).
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let output = tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.dir.join("kubeconfig"))
-            .args(args)
-            .output()
-            .await
-            .expect("kubectl on the PATH");
-        let _ = &self.server;
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-}
-
 #[tokio::test]
 async fn kubectl_creates_approves_and_denies_requests() {
     within(DEADLINE, async {
         let registry = registry().await;
         let client: Arc<dyn Client> = registry.clone();
-        let kubectl = Kubectl::start(registry).await;
+        let kubectl = Kubectl::serve(registry).await;
         for name in ["alice", "bob"] {
-            let file = kubectl.dir.join(format!("{name}.json"));
-            std::fs::write(&file, csr(name).to_string()).unwrap();
-            let (ok, out, err) = kubectl.run(&["create", "-f", file.to_str().unwrap()]).await;
-            assert!(ok, "{out}{err}");
+            let file = kubectl.write(&format!("{name}.json"), csr(name).to_string());
+            kubectl.ok(&["create", "-f", file.to_str().unwrap()]).await;
         }
-        let (ok, out, err) = kubectl.run(&["certificate", "approve", "alice"]).await;
-        assert!(ok, "{out}{err}");
+        let out = kubectl.ok(&["certificate", "approve", "alice"]).await;
         assert!(out.contains("approved"), "{out}");
-        let (ok, out, err) = kubectl.run(&["certificate", "deny", "bob"]).await;
-        assert!(ok, "{out}{err}");
+        kubectl.ok(&["certificate", "deny", "bob"]).await;
 
         let resource =
             capstan_api::ResourceInfo::builtin("certificates.k8s.io", "CertificateSigningRequest")
@@ -395,15 +344,18 @@ async fn kubectl_creates_approves_and_denies_requests() {
         assert_eq!(condition_types(&bob), ["Denied"]);
 
         // kubectl refuses on its own (the server's refusal is tested through the router).
-        let (ok, out, err) = kubectl.run(&["certificate", "deny", "alice"]).await;
-        assert!(!ok, "denying an approved request succeeded: {out}");
+        let refused = kubectl.run(&["certificate", "deny", "alice"]).await;
+        let (out, err) = (&refused.stdout, &refused.stderr);
+        assert!(
+            !refused.success(),
+            "denying an approved request succeeded: {out}"
+        );
         assert!(
             err.contains("already Approved") || err.contains("mutually exclusive"),
             "{err}"
         );
 
-        let (ok, out, err) = kubectl.run(&["get", "csr"]).await;
-        assert!(ok, "{err}");
+        let out = kubectl.ok(&["get", "csr"]).await;
         let mut lines = out.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(
@@ -441,13 +393,12 @@ async fn kubectl_creates_approves_and_denies_requests() {
 #[tokio::test]
 async fn kubectl_autoscale_posts_v1_and_reads_back_through_v2() {
     within(DEADLINE, async {
-        let kubectl = Kubectl::start(registry().await).await;
-        let (ok, out, err) = kubectl
-            .run(&["create", "deployment", "web", "--image=nginx"])
+        let kubectl = Kubectl::serve(registry().await).await;
+        kubectl
+            .ok(&["create", "deployment", "web", "--image=nginx"])
             .await;
-        assert!(ok, "{out}{err}");
-        let (ok, out, err) = kubectl
-            .run(&[
+        kubectl
+            .ok(&[
                 "autoscale",
                 "deployment",
                 "web",
@@ -456,11 +407,9 @@ async fn kubectl_autoscale_posts_v1_and_reads_back_through_v2() {
                 "--cpu-percent=80",
             ])
             .await;
-        assert!(ok, "{out}{err}");
-        let (ok, out, err) = kubectl
-            .run(&["get", "hpa.v2.autoscaling", "web", "-o", "json"])
+        let out = kubectl
+            .ok(&["get", "hpa.v2.autoscaling", "web", "-o", "json"])
             .await;
-        assert!(ok, "{err}");
         let v2: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v2["apiVersion"], "autoscaling/v2");
         assert_eq!(v2["spec"]["minReplicas"], 2);
@@ -469,8 +418,8 @@ async fn kubectl_autoscale_posts_v1_and_reads_back_through_v2() {
             v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
             80
         );
-        let (ok, out, err) = kubectl
-            .run(&[
+        let out = kubectl
+            .ok(&[
                 "get",
                 "horizontalpodautoscalers.v1.autoscaling",
                 "web",
@@ -478,7 +427,6 @@ async fn kubectl_autoscale_posts_v1_and_reads_back_through_v2() {
                 "json",
             ])
             .await;
-        assert!(ok, "{err}");
         let v1: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 80, "{v1}");
     })
@@ -665,41 +613,25 @@ mod signing {
                     StaticTokens::new()
                         .with("admin-token", UserInfo::new("admin", [SUPERUSER_GROUP])),
                 );
-            let server = ApiServer::bind_with(registry, "127.0.0.1:0".parse().unwrap(), options)
-                .await
-                .unwrap();
-            let nonce = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir = std::env::temp_dir().join(format!("capstan-csr-tls-{nonce}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let kubectl = Kubectl { server, dir };
-            kubectl
-                .server
-                .kubeconfig()
-                .certificate_authority(certificates.ca_pem())
-                .token("admin-token")
-                .write(&kubectl.dir.join("kubeconfig"))
-                .unwrap();
+            let kubectl = Kubectl::serve_with_kubeconfig(registry, options, |kubeconfig| {
+                kubeconfig
+                    .certificate_authority(certificates.ca_pem())
+                    .token("admin-token")
+            })
+            .await;
 
-            let file = kubectl.dir.join("dave.json");
-            std::fs::write(&file, csr("dave").to_string()).unwrap();
-            let (ok, out, err) = kubectl.run(&["create", "-f", file.to_str().unwrap()]).await;
-            assert!(ok, "{out}{err}");
-            let (ok, out, err) = kubectl.run(&["certificate", "approve", "dave"]).await;
-            assert!(ok, "{out}{err}");
+            let file = kubectl.write("dave.json", csr("dave").to_string());
+            kubectl.ok(&["create", "-f", file.to_str().unwrap()]).await;
+            kubectl.ok(&["certificate", "approve", "dave"]).await;
             let der = issued(&*client, "dave").await;
             let (_, certificate) = x509_parser::parse_x509_certificate(&der).unwrap();
             assert_eq!(certificate.subject().to_string(), "CN=dave, O=devs");
 
-            let (ok, out, err) = kubectl
-                .run(&["get", "csr", "dave", "-o", "jsonpath={.status.certificate}"])
+            let out = kubectl
+                .ok(&["get", "csr", "dave", "-o", "jsonpath={.status.certificate}"])
                 .await;
-            assert!(ok, "{err}");
             assert!(!out.trim().is_empty());
-            let (ok, out, err) = kubectl.run(&["get", "csr", "dave"]).await;
-            assert!(ok, "{err}");
+            let out = kubectl.ok(&["get", "csr", "dave"]).await;
             let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
             assert_eq!(row[3..], ["admin", "24h", "Approved,Issued"], "{out}");
         })

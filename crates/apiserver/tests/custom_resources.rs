@@ -3,6 +3,8 @@
 //! versions, the status and scale subresources, printer columns, short names, categories,
 //! watch, field selectors, deletion and restart.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -495,78 +497,19 @@ async fn invalid_crds_are_refused() {
 
 mod kubectl {
     use super::*;
-    use capstan_apiserver::http::ApiServer;
-    use std::path::PathBuf;
-    use std::process::Output;
+    use crate::support::kubectl::Kubectl;
 
-    struct Kubectl {
-        kubeconfig: PathBuf,
-        dir: PathBuf,
-        _server: ApiServer,
-    }
-
-    impl Drop for Kubectl {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    impl Kubectl {
-        async fn start() -> Kubectl {
-            let server = ApiServer::bind(
-                capstan_apiserver::testing::registry(),
-                "127.0.0.1:0".parse().unwrap(),
-            )
-            .await
-            .expect("bind a loopback port");
-            let nonce = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir = std::env::temp_dir().join(format!("capstan-crd-kubectl-{nonce}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let kubeconfig = dir.join("kubeconfig");
-            server.write_kubeconfig(&kubeconfig).unwrap();
-            Kubectl {
-                kubeconfig,
-                dir,
-                _server: server,
-            }
-        }
-
-        async fn run(&self, args: &[&str]) -> Output {
-            tokio::process::Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
-                .args(args)
-                .output()
-                .await
-                .expect("kubectl on the PATH")
-        }
-
-        async fn ok(&self, args: &[&str]) -> String {
-            let output = self.run(args).await;
-            assert!(
-                output.status.success(),
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        }
-
-        fn write(&self, name: &str, value: &Value) -> String {
-            let path = self.dir.join(name);
-            std::fs::write(&path, value.to_string()).unwrap();
-            path.to_string_lossy().into_owned()
-        }
+    /// Writes `value` as JSON to the file `name` in kubectl's directory; returns its path.
+    fn write(kubectl: &Kubectl, name: &str, value: &Value) -> String {
+        let path = kubectl.write(name, value.to_string());
+        path.to_string_lossy().into_owned()
     }
 
     #[tokio::test]
     async fn kubectl_applies_waits_for_gets_scales_and_deletes_a_crd() {
         within(Duration::from_secs(120), async {
             let kubectl = Kubectl::start().await;
-            let crd = kubectl.write("crd.json", &widget_crd());
+            let crd = write(&kubectl, "crd.json", &widget_crd());
             kubectl.ok(&["apply", "-f", &crd]).await;
             kubectl
                 .ok(&[
@@ -579,7 +522,7 @@ mod kubectl {
                 .await;
             let mut object = widget("w1", json!({"replicas": 2, "color": "red"}));
             object["metadata"]["namespace"] = "default".into();
-            let path = kubectl.write("w1.json", &object);
+            let path = write(&kubectl, "w1.json", &object);
             kubectl.ok(&["apply", "-f", &path]).await;
             let table = kubectl.ok(&["get", "widgets"]).await;
 
@@ -600,7 +543,7 @@ mod kubectl {
             assert!(all.contains("widget.example.com/w1"), "{all}");
             kubectl.ok(&["delete", "crd", "widgets.example.com"]).await;
             let gone = kubectl.run(&["get", "widgets"]).await;
-            assert!(!gone.status.success());
+            assert!(!gone.success());
         })
         .await;
     }

@@ -2,6 +2,8 @@
 //! responses and Kubernetes' printer columns, through the in-process router, kube-rs and the
 //! real `kubectl` (on the PATH; Debian's `kubernetes-client` works).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use capstan_apiserver::http::ApiServer;
 use capstan_apiserver::registry::Registry;
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
+use support::kubectl::Kubectl;
 use tower::ServiceExt as _;
 
 /// Every test's deadline.
@@ -421,70 +424,12 @@ async fn kube_rs_reads_and_watches_metadata_only() {
     .await;
 }
 
-/// kubectl against a server on loopback, with its own kubeconfig and cache directory.
-struct Kubectl {
-    server: ApiServer,
-    dir: std::path::PathBuf,
-}
-
-impl Kubectl {
-    async fn start(registry: Arc<Registry>) -> Kubectl {
-        let server = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("bind a loopback port");
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("capstan-discovery-{nonce}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        server.write_kubeconfig(&dir.join("kubeconfig")).unwrap();
-        Kubectl { server, dir }
-    }
-
-    /// Runs kubectl; returns whether it succeeded, its stdout and its stderr.
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let output = tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.dir.join("kubeconfig"))
-            .arg("--cache-dir")
-            .arg(self.dir.join("cache"))
-            .args(args)
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("cannot run kubectl ({e}): install it"));
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let (success, stdout, stderr) = self.run(args).await;
-        assert!(success, "kubectl {} failed: {stderr}", args.join(" "));
-        assert!(
-            !stderr.contains("couldn't get"),
-            "kubectl {}: {stderr}",
-            args.join(" ")
-        );
-        stdout
-    }
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = &self.server;
-    }
-}
-
 #[tokio::test]
 async fn kubectl_reads_discovery_columns_explanations_and_validates_lists() {
     within(DEADLINE, async {
         let registry = seeded_registry().await;
         registry.register(ResourceInfo::new("example.com", "v1", "Widget", "widgets", true));
-        let kubectl = Kubectl::start(registry).await;
+        let kubectl = Kubectl::serve(registry).await;
         let resources = kubectl.ok(&["api-resources"]).await;
         let cronjobs = resources
             .lines()
@@ -518,17 +463,15 @@ async fn kubectl_reads_discovery_columns_explanations_and_validates_lists() {
         // A List has no server-side validation support in kubectl's eyes, so `--validate`
         // validates its items on the client, against the OpenAPI v2 document it reads as
         // protobuf: built-in kinds by their schemas, custom kinds (open objects) as maps.
-        let list = kubectl.dir.join("list.yaml");
-        std::fs::write(
-            &list,
+        let list = kubectl.write(
+            "list.yaml",
             "apiVersion: v1\nkind: List\nitems:\n\
              - apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: first\n  data:\n    a: b\n\
              - apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: second\n\
              - apiVersion: apps/v1\n  kind: Deployment\n  metadata:\n    name: web\n  spec:\n    replicas: 2\n    selector:\n      matchLabels:\n        app: web\n    template:\n      metadata:\n        labels:\n          app: web\n      spec:\n        containers:\n        - name: web\n          image: nginx\n          ports:\n          - containerPort: 80\n\
              - apiVersion: v1\n  kind: Service\n  metadata:\n    name: web\n  spec:\n    selector:\n      app: web\n    ports:\n    - port: 80\n      targetPort: http\n\
              - apiVersion: example.com/v1\n  kind: Widget\n  metadata:\n    name: gear\n  spec:\n    teeth: 12\n",
-        )
-        .unwrap();
+        );
         let created = kubectl
             .ok(&["create", "-f", list.to_str().unwrap(), "--validate=true"])
             .await;
@@ -543,18 +486,17 @@ async fn kubectl_reads_discovery_columns_explanations_and_validates_lists() {
         }
 
         // An unknown field and a mistyped one are refused on the client: nothing is created.
-        let invalid = kubectl.dir.join("invalid.yaml");
-        std::fs::write(
-            &invalid,
+        let invalid = kubectl.write(
+            "invalid.yaml",
             "apiVersion: v1\nkind: List\nitems:\n\
              - apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: third\n  bogus: true\n\
              - apiVersion: apps/v1\n  kind: Deployment\n  metadata:\n    name: api\n  spec:\n    replicas: many\n    selector:\n      matchLabels:\n        app: api\n    template:\n      metadata:\n        labels:\n          app: api\n      spec:\n        containers:\n        - name: api\n          image: nginx\n",
-        )
-        .unwrap();
-        let (success, stdout, stderr) = kubectl
+        );
+        let outcome = kubectl
             .run(&["create", "-f", invalid.to_str().unwrap(), "--validate=true"])
             .await;
-        assert!(!success, "{stdout}");
+        let (stdout, stderr) = (&outcome.stdout, &outcome.stderr);
+        assert!(!outcome.success(), "{stdout}");
         assert!(stderr.contains("error validating data"), "{stderr}");
         assert!(
             stderr.contains(r#"unknown field "bogus" in io.k8s.api.core.v1.ConfigMap"#),
@@ -567,7 +509,7 @@ async fn kubectl_reads_discovery_columns_explanations_and_validates_lists() {
             "{stderr}"
         );
         assert!(!stdout.contains("created"), "{stdout}");
-        let (found, _, _) = kubectl.run(&["get", "configmap", "third"]).await;
+        let found = kubectl.run(&["get", "configmap", "third"]).await.success();
         assert!(!found, "the invalid List was partly created");
     })
     .await;

@@ -8,95 +8,21 @@
 //! (`application/vnd.kubernetes.protobuf`), which the server decodes like JSON ones
 //! (`kubectl_typed_create_commands_send_protobuf_and_succeed`).
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use capstan_api::testing::within;
-use capstan_apiserver::http::ApiServer;
+use support::kubectl::Kubectl;
 
-struct Kubectl {
-    kubeconfig: PathBuf,
-    server: ApiServer,
-    dir: TempDir,
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Kubectl {
-    async fn start() -> Kubectl {
-        let registry = capstan_apiserver::testing::registry();
-        let server = ApiServer::bind(registry, "127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("bind a loopback port");
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("capstan-kubectl-{nonce}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
-        Kubectl {
-            kubeconfig,
-            server,
-            dir: TempDir(dir),
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        let output = tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .await
-            .unwrap_or_else(|e| {
-                panic!("cannot run kubectl ({e}): install it (Debian's kubernetes-client) or run scripts/test")
-            });
-        output
-    }
-
-    /// Runs kubectl and returns its stdout, failing the test if it fails.
-    async fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args).await;
-        assert!(
-            output.status.success(),
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Creates a ConfigMap from a manifest (`kubectl create -f`, which sends JSON).
-    async fn create_config_map(&self, name: &str) {
-        let path = self.dir.0.join(format!("{name}.yaml"));
-        std::fs::write(
-            &path,
-            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n"),
-        )
-        .unwrap();
-        self.ok(&["create", "-f", path.to_str().unwrap()]).await;
-    }
-
-    /// Runs kubectl expecting it to fail; returns its stderr.
-    async fn fails(&self, args: &[&str]) -> String {
-        let output = self.run(args).await;
-        assert!(
-            !output.status.success(),
-            "kubectl {} should have failed",
-            args.join(" ")
-        );
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    }
+/// Creates a ConfigMap from a manifest (`kubectl create -f`, which sends JSON).
+async fn create_config_map(kubectl: &Kubectl, name: &str) {
+    let path = kubectl.write(
+        &format!("{name}.yaml"),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n"),
+    );
+    kubectl.ok(&["create", "-f", path.to_str().unwrap()]).await;
 }
 
 /// Sends one HTTP/1.1 request (`head` holds the request line and headers, without the
@@ -267,23 +193,16 @@ async fn kubectl_labels_with_and_without_overwrite_and_deletes() {
 async fn kubectl_watch_streams_new_objects() {
     within(LIMIT, async {
         let kubectl = Kubectl::start().await;
-        let watch = tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubectl.kubeconfig)
-            .args([
-                "get",
-                "configmaps",
-                "--watch",
-                "-o",
-                "name",
-                "--request-timeout=5s",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("kubectl on the PATH");
+        let watch = kubectl.spawn(&[
+            "get",
+            "configmaps",
+            "--watch",
+            "-o",
+            "name",
+            "--request-timeout=5s",
+        ]);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        kubectl.create_config_map("streamed").await;
+        create_config_map(&kubectl, "streamed").await;
         let output = tokio::time::timeout(Duration::from_secs(10), watch.wait_with_output())
             .await
             .expect("the watch ends by its timeout")
@@ -298,13 +217,8 @@ async fn kubectl_watch_streams_new_objects() {
 async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
     within(LIMIT, async {
         let kubectl = Kubectl::start().await;
-        let dir = std::env::temp_dir().join(format!("capstan-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, body: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, body).unwrap();
-            path.to_str().unwrap().to_string()
-        };
+        let write =
+            |name: &str, body: &str| kubectl.write(name, body).to_str().unwrap().to_string();
         let malformed = write("malformed.json", "{\"apiVersion\": \"v1\", ");
         let error = kubectl
             .fails(&[
@@ -353,7 +267,7 @@ async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
         // A truncated protobuf body is a 400 Status, not a crash; a media type the server
         // does not speak is 415.
         let response = raw_post(
-            kubectl.server.address(),
+            kubectl.address(),
             "/api/v1/namespaces/default/configmaps",
             "application/vnd.kubernetes.protobuf",
             b"k8s\x00\x0a\x0f",
@@ -362,17 +276,16 @@ async fn bad_requests_get_a_status_and_the_server_keeps_serving() {
         assert!(response.starts_with("HTTP/1.1 400"), "{response}");
         assert!(response.contains("\"kind\":\"Status\""), "{response}");
         let response = raw_post(
-            kubectl.server.address(),
+            kubectl.address(),
             "/api/v1/namespaces/default/configmaps",
             "application/cbor",
             b"\xa0",
         )
         .await;
         assert!(response.starts_with("HTTP/1.1 415"), "{response}");
-        let _ = std::fs::remove_dir_all(&dir);
         let listed = kubectl.ok(&["get", "configmaps", "-o", "name"]).await;
         assert!(listed.trim().is_empty(), "nothing was stored: {listed}");
-        kubectl.create_config_map("fine").await;
+        create_config_map(&kubectl, "fine").await;
     })
     .await;
 }
@@ -415,12 +328,10 @@ async fn kubectl_sorts_rows_by_any_field_of_the_whole_object() {
         let kubectl = Kubectl::start().await;
         // Created in an order that neither names nor data sort into.
         for (name, rank) in [("bravo", "3"), ("alpha", "2"), ("charlie", "1")] {
-            let path = kubectl.dir.0.join(format!("{name}.yaml"));
-            std::fs::write(
-                &path,
+            let path = kubectl.write(
+                &format!("{name}.yaml"),
                 format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  rank: \"{rank}\"\n"),
-            )
-            .unwrap();
+            );
             kubectl.ok(&["create", "-f", path.to_str().unwrap()]).await;
         }
         let names = |out: &str| {
@@ -440,7 +351,7 @@ async fn kubectl_sorts_rows_by_any_field_of_the_whole_object() {
         assert_eq!(names(&by_name), ["alpha", "bravo", "charlie"], "{by_name}");
         // A policy Kubernetes does not define is a 400 naming the parameter.
         let response = raw_get(
-            kubectl.server.address(),
+            kubectl.address(),
             "/api/v1/namespaces/default/configmaps?includeObject=Everything",
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
         )
@@ -521,23 +432,14 @@ async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
         let uid = kubectl
             .ok(&["get", "pod", "pod-example", "-o", "jsonpath={.metadata.uid}"])
             .await;
-        let watch = tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubectl.kubeconfig)
-            .args(["get", "events", "--watch", "--request-timeout=5s"])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("kubectl on the PATH");
+        let watch = kubectl.spawn(&["get", "events", "--watch", "--request-timeout=5s"]);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let event = kubectl.dir.0.join("event.yaml");
-        std::fs::write(
-            &event,
+        let event = kubectl.write(
+            "event.yaml",
             format!(
                 "apiVersion: v1\nkind: Event\nmetadata:\n  name: pod-example.1\ninvolvedObject:\n  kind: Pod\n  name: pod-example\n  namespace: default\n  uid: {uid}\nreason: Scheduled\nmessage: Successfully assigned default/pod-example to node01\ntype: Normal\nsource:\n  component: default-scheduler\n"
             ),
-        )
-        .unwrap();
+        );
         kubectl
             .ok(&["create", "-f", event.to_str().unwrap()])
             .await;
@@ -562,12 +464,10 @@ async fn kubectl_describes_a_pod_with_its_events_and_streams_new_events() {
 async fn kubectl_refuses_unknown_fields_strictly_and_warns_when_asked_to() {
     within(LIMIT, async {
         let kubectl = Kubectl::start().await;
-        let path = kubectl.dir.0.join("typo.yaml");
-        std::fs::write(
-            &path,
+        let path = kubectl.write(
+            "typo.yaml",
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typo\nspec:\n  replicaz: 3\n  selector:\n    matchLabels: {app: typo}\n  template:\n    metadata:\n      labels: {app: typo}\n    spec:\n      containers:\n      - name: app\n        image: nginx\n        imagePullPolic: Always\n",
-        )
-        .unwrap();
+        );
         let file = path.to_str().unwrap();
 
         // kubectl's default, --validate=strict, leaves the check to the server.
@@ -584,8 +484,8 @@ async fn kubectl_refuses_unknown_fields_strictly_and_warns_when_asked_to() {
 
         // --validate=warn stores the object without the unknown fields, and says so.
         let output = kubectl.run(&["apply", "--validate=warn", "-f", file]).await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{stderr}");
+        let stderr = &output.stderr;
+        assert!(output.success(), "{stderr}");
         assert!(
             stderr.contains(r#"Warning: unknown field "spec.replicaz""#),
             "{stderr}"
@@ -610,8 +510,8 @@ async fn kubectl_refuses_unknown_fields_strictly_and_warns_when_asked_to() {
                 r#"{"spec":{"paused":true,"pausd":true}}"#,
             ])
             .await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{stderr}");
+        let stderr = &output.stderr;
+        assert!(output.success(), "{stderr}");
         assert!(stderr.contains(r#"Warning: unknown field "spec.pausd""#), "{stderr}");
         let paused = kubectl
             .ok(&["get", "deploy", "typo", "-o", "jsonpath={.spec.paused}"])
@@ -729,14 +629,12 @@ async fn kubectl_typed_create_commands_send_protobuf_and_succeed() {
 async fn kubectl_drain_cordons_the_node_and_deletes_its_pods() {
     within(LIMIT, async {
         let kubectl = Kubectl::start().await;
-        let manifest = kubectl.dir.0.join("node-and-pod.yaml");
-        std::fs::write(
-            &manifest,
+        let manifest = kubectl.write(
+            "node-and-pod.yaml",
             "apiVersion: v1\nkind: Node\nmetadata:\n  name: worker\n---\n\
              apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: default\n\
              spec:\n  nodeName: worker\n  containers:\n  - name: web\n    image: nginx\n",
-        )
-        .unwrap();
+        );
         kubectl
             .ok(&["create", "-f", manifest.to_str().unwrap()])
             .await;

@@ -5,7 +5,8 @@
 //! The users: `root` (in `system:masters`, so `cluster-admin`) and `alice`, bound in
 //! `default` to a Role that allows only `get pods`.
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,11 @@ use capstan_apiserver::http::layers::{
     ApiServerOptions, Attributes, Authorizer, Decision, RbacAuthorizer, StaticTokens, UserInfo,
     SUPERUSER_GROUP,
 };
-use capstan_apiserver::http::{router, ApiServer};
+use capstan_apiserver::http::router;
 use capstan_apiserver::registry::Registry;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use support::kubectl::Kubectl;
 use tower::ServiceExt;
 
 /// Every test's deadline.
@@ -549,88 +551,36 @@ async fn restrict_anonymous_like_alice(registry: &Arc<Registry>) {
     }
 }
 
-/// A bound server and its kubeconfig, removed on drop.
-struct Kubectl {
-    server: ApiServer,
-    dir: PathBuf,
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Kubectl {
-    /// Serves `registry` with `options` on loopback.
-    async fn start(registry: Arc<Registry>, options: ApiServerOptions) -> Kubectl {
-        let server = ApiServer::bind_with(registry, "127.0.0.1:0".parse().unwrap(), options)
-            .await
-            .expect("bind a loopback port");
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("capstan-reviews-{nonce}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        server.write_kubeconfig(&dir.join("kubeconfig")).unwrap();
-        Kubectl { server, dir }
-    }
-
-    /// Runs kubectl: (exit success, stdout, stderr).
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let output = tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.dir.join("kubeconfig"))
-            .args(args)
-            .output()
-            .await
-            .expect("kubectl on the PATH");
-        let _ = &self.server;
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-}
-
 #[tokio::test]
 async fn kubectl_auth_can_i_answers_for_an_allow_all_server_and_a_restricted_user() {
     within(DEADLINE, async {
-        let open = Kubectl::start(
-            capstan_apiserver::testing::registry(),
-            ApiServerOptions::default(),
-        )
-        .await;
-        let (yes, out, err) = open.run(&["auth", "can-i", "create", "deployments"]).await;
-        assert!(yes, "{out}{err}");
+        let open = Kubectl::start().await;
+        let out = open.ok(&["auth", "can-i", "create", "deployments"]).await;
         assert_eq!(out.trim(), "yes");
 
         let (registry, rbac) = rbac_registry().await;
         restrict_anonymous_like_alice(&registry).await;
-        let restricted = Kubectl::start(registry, rbac_options(rbac).anonymous(true)).await;
-        let (yes, out, _) = restricted
+        let restricted = Kubectl::serve_with(registry, rbac_options(rbac).anonymous(true)).await;
+        let no = restricted
             .run(&["auth", "can-i", "create", "deployments"])
             .await;
-        assert!(!yes);
-        assert_eq!(out.trim(), "no");
+        assert!(!no.success());
+        assert_eq!(no.stdout.trim(), "no");
         // The binding reaches the authorizer's informers shortly after it is written.
-        let mut answer = (false, String::new(), String::new());
-        for _ in 0..50 {
-            answer = restricted.run(&["auth", "can-i", "get", "pods"]).await;
-            if answer.0 {
+        let mut answer = restricted.run(&["auth", "can-i", "get", "pods"]).await;
+        for _ in 1..50 {
+            if answer.success() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = restricted.run(&["auth", "can-i", "get", "pods"]).await;
         }
-        assert!(answer.0, "{answer:?}");
-        assert_eq!(answer.1.trim(), "yes");
+        assert!(answer.success(), "{answer:?}");
+        assert_eq!(answer.stdout.trim(), "yes");
 
-        let (ok, out, err) = restricted
-            .run(&["auth", "can-i", "--list", "-n", "default"])
+        let out = restricted
+            .ok(&["auth", "can-i", "--list", "-n", "default"])
             .await;
-        assert!(ok, "{err}");
         let pods = out
             .lines()
             .find(|line| line.starts_with("pods "))
@@ -638,8 +588,7 @@ async fn kubectl_auth_can_i_answers_for_an_allow_all_server_and_a_restricted_use
         assert!(pods.contains("[get]"), "{pods}");
         assert!(!out.contains("*.*"), "{out}");
 
-        let (ok, out, err) = restricted.run(&["auth", "whoami"]).await;
-        assert!(ok, "{err}");
+        let out = restricted.ok(&["auth", "whoami"]).await;
         assert!(out.contains("system:anonymous"), "{out}");
         assert!(out.contains("system:unauthenticated"), "{out}");
     })
@@ -649,27 +598,254 @@ async fn kubectl_auth_can_i_answers_for_an_allow_all_server_and_a_restricted_use
 #[tokio::test]
 async fn kubectl_gets_api_services_and_component_statuses() {
     within(DEADLINE, async {
-        let kubectl = Kubectl::start(
-            capstan_apiserver::testing::registry(),
-            ApiServerOptions::default(),
-        )
-        .await;
-        let (ok, out, err) = kubectl.run(&["get", "apiservices"]).await;
-        assert!(ok, "{err}");
+        let kubectl = Kubectl::start().await;
+        let out = kubectl.ok(&["get", "apiservices"]).await;
         let apps = out
             .lines()
             .find(|line| line.starts_with("v1.apps "))
             .unwrap_or_else(|| panic!("v1.apps in {out}"));
         assert!(apps.contains("Local") && apps.contains("True"), "{apps}");
 
-        let (ok, out, err) = kubectl.run(&["get", "cs"]).await;
-        assert!(ok, "{err}");
+        let cs = kubectl.run(&["get", "cs"]).await;
+        let (out, err) = (&cs.stdout, &cs.stderr);
+        assert!(cs.success(), "{err}");
         assert!(
             out.lines()
                 .any(|line| line.starts_with("etcd-0") && line.contains("Healthy")),
             "{out}"
         );
         assert!(err.contains("ComponentStatus is deprecated"), "{err}");
+    })
+    .await;
+}
+
+/// Sends `POST path` with `body` as `token`, with the `Impersonate-*` headers `impersonate`.
+async fn post_impersonating(
+    app: &Router,
+    path: &str,
+    token: &str,
+    impersonate: &[(&str, &str)],
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json");
+    for (name, value) in impersonate {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn an_admin_impersonating_alice_is_reviewed_and_decided_as_alice() {
+    within(DEADLINE, async {
+        let app = rbac_app().await;
+        let whoami = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+        let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+        let (code, answer) = post_impersonating(
+            &app,
+            whoami,
+            "root-token",
+            &[
+                ("Impersonate-User", "alice"),
+                ("Impersonate-Group", "devs"),
+                ("Impersonate-Extra-Scopes", "view"),
+            ],
+            review,
+        )
+        .await;
+        assert_eq!(code, StatusCode::CREATED, "{answer}");
+        let user = &answer["status"]["userInfo"];
+        assert_eq!(user["username"], "alice");
+        assert_eq!(user["groups"], json!(["devs", "system:authenticated"]));
+        assert_eq!(user["extra"], json!({"scopes": ["view"]}));
+
+        let ssar = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+        let as_alice = [("Impersonate-User", "alice")];
+        let (_, pods) = post_impersonating(
+            &app,
+            ssar,
+            "root-token",
+            &as_alice,
+            access_review("", "pods", "get"),
+        )
+        .await;
+        assert_eq!(pods["status"]["allowed"], true, "{pods}");
+        let (_, deployments) = post_impersonating(
+            &app,
+            ssar,
+            "root-token",
+            &as_alice,
+            access_review("apps", "deployments", "create"),
+        )
+        .await;
+        assert_eq!(deployments["status"]["allowed"], false, "{deployments}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn impersonation_without_the_permission_or_without_a_user_is_refused() {
+    within(DEADLINE, async {
+        let app = rbac_app().await;
+        let whoami = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+        let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+        let (code, refusal) = post_impersonating(
+            &app,
+            whoami,
+            "alice-token",
+            &[("Impersonate-User", "jane")],
+            review.clone(),
+        )
+        .await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{refusal}");
+        assert_eq!(refusal["reason"], "Forbidden");
+        let message = refusal["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                r#"users "jane" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#
+            ),
+            "{message}"
+        );
+
+        let (code, refusal) = post_impersonating(
+            &app,
+            whoami,
+            "root-token",
+            &[("Impersonate-Group", "devs")],
+            review,
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{refusal}");
+        assert_eq!(
+            refusal["message"],
+            "requested [{Group  devs    }] without impersonating a user"
+        );
+    })
+    .await;
+}
+
+/// Lets `system:anonymous` impersonate user `jane` and group `devs` (and nobody else), and
+/// lets jane get pods in `default`: this kubectl sends bearer tokens over HTTPS only, so over
+/// plain HTTP the impersonating caller is the anonymous one.
+async fn let_anonymous_impersonate_jane(registry: &Arc<Registry>) {
+    use capstan_api::k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let client: Arc<dyn Client> = registry.clone();
+    let pp = PostParams::default();
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "jane-impersonator"},
+        "rules": [
+            {"verbs": ["impersonate"], "apiGroups": [""], "resources": ["users"], "resourceNames": ["jane"]},
+            {"verbs": ["impersonate"], "apiGroups": [""], "resources": ["groups"], "resourceNames": ["devs"]},
+        ],
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "anonymous-impersonates-jane"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "jane-impersonator"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "system:anonymous"}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": "jane-gets-pods"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-getter"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client, "default")
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn kubectl_as_jane_answers_for_jane_and_a_refused_impersonation_is_forbidden() {
+    within(DEADLINE, async {
+        let (registry, rbac) = rbac_registry().await;
+        let_anonymous_impersonate_jane(&registry).await;
+        let kubectl = Kubectl::serve_with(registry, rbac_options(rbac).anonymous(true)).await;
+        // The bindings reach the authorizer's informers shortly after they are written.
+        let mut answer = kubectl.run(&["auth", "can-i", "get", "pods", "--as=jane"]).await;
+        for _ in 1..50 {
+            if answer.success() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = kubectl.run(&["auth", "can-i", "get", "pods", "--as=jane"]).await;
+        }
+        assert!(answer.success(), "{answer:?}");
+        assert_eq!(answer.stdout.trim(), "yes");
+
+        let out = kubectl
+            .ok(&["auth", "can-i", "get", "pods", "--as=jane", "--as-group=devs"])
+            .await;
+        assert_eq!(out.trim(), "yes");
+        let no = kubectl
+            .run(&["auth", "can-i", "create", "deployments", "--as=jane"])
+            .await;
+        assert!(!no.success());
+        assert_eq!(no.stdout.trim(), "no");
+        // Anonymous itself may not even ask (nor get pods): the answer above was jane's.
+        let anonymous = kubectl.run(&["auth", "can-i", "get", "pods"]).await;
+        assert!(!anonymous.success());
+        assert_ne!(anonymous.stdout.trim(), "yes", "{}", anonymous.stderr);
+
+        let out = kubectl.ok(&["auth", "whoami", "--as=jane"]).await;
+        let username = out
+            .lines()
+            .find(|line| line.starts_with("Username"))
+            .unwrap_or_else(|| panic!("a Username row in {out}"));
+        assert!(username.ends_with("jane"), "{out}");
+        assert!(out.contains("system:authenticated"), "{out}");
+        assert!(!out.contains("system:anonymous"), "{out}");
+        let out = kubectl
+            .ok(&["auth", "whoami", "--as=jane", "--as-group=devs"])
+            .await;
+        assert!(out.contains("devs"), "{out}");
+
+        let err = kubectl
+            .fails(&["get", "--raw", "/api/v1/namespaces/default/pods", "--as=bob"])
+            .await;
+        assert!(
+            err.contains(
+                r#"users "bob" is forbidden: User "system:anonymous" cannot impersonate resource "users" in API group "" at the cluster scope"#
+            ),
+            "{err}"
+        );
+        let err = kubectl
+            .fails(&[
+                "get",
+                "--raw",
+                "/api/v1/namespaces/default/pods",
+                "--as=jane",
+                "--as-group=admins",
+            ])
+            .await;
+        assert!(
+            err.contains(r#"groups "admins" is forbidden: User "system:anonymous" cannot impersonate resource "groups""#),
+            "{err}"
+        );
     })
     .await;
 }

@@ -1,8 +1,8 @@
 //! Server-side apply end to end: through the HTTP router in process, through the `Client`
 //! trait, through a kube-rs client over HTTP, and with the real `kubectl`.
 
-use std::path::PathBuf;
-use std::process::Output;
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use capstan_apiserver::http::ApiServer;
 use capstan_apiserver::registry::Registry;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use support::kubectl::Kubectl;
 use tower::ServiceExt;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -287,142 +288,75 @@ async fn kube_rs_applies_with_force_over_http() {
     .await;
 }
 
-struct Kubectl {
-    kubeconfig: PathBuf,
-    dir: PathBuf,
-    _server: ApiServer,
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Kubectl {
-    async fn start() -> Kubectl {
-        let server = ApiServer::bind(
-            capstan_apiserver::testing::registry(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("capstan-ssa-{nonce}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
-        Kubectl {
-            kubeconfig,
-            dir,
-            _server: server,
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .await
-            .expect("kubectl on the PATH")
-    }
-
-    fn manifest(&self, name: &str, replicas: u32, image: &str) -> String {
-        let path = self.dir.join(format!(
-            "{name}-{replicas}-{}.yaml",
-            image.replace([':', '/'], "-")
-        ));
-        std::fs::write(&path, format!(
+/// Writes a Deployment manifest of `replicas` copies of `image`, and returns its path.
+fn manifest(kubectl: &Kubectl, name: &str, replicas: u32, image: &str) -> String {
+    let path = kubectl.write(
+        &format!("{name}-{replicas}-{}.yaml", image.replace([':', '/'], "-")),
+        format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n        ports:\n        - containerPort: 80\n"
-        )).unwrap();
-        path.to_string_lossy().into_owned()
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "kubectl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        ),
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    path.to_string_lossy().into_owned()
 }
 
 #[tokio::test]
 async fn kubectl_server_side_apply_is_idempotent_conflicts_after_scale_and_forces() {
     within(Duration::from_secs(120), async {
         let kubectl = Kubectl::start().await;
-        let first = kubectl.manifest("web", 2, "nginx:1");
-        let out = stdout(&kubectl.run(&["apply", "--server-side", "-f", &first]).await);
+        let first = manifest(&kubectl, "web", 2, "nginx:1");
+        let out = kubectl.ok(&["apply", "--server-side", "-f", &first]).await;
         assert!(out.contains("serverside-applied"), "{out}");
-        let out = stdout(&kubectl.run(&["apply", "--server-side", "-f", &first]).await);
+        let out = kubectl.ok(&["apply", "--server-side", "-f", &first]).await;
         assert!(out.contains("serverside-applied"), "{out}");
-        let changed = kubectl.manifest("web", 2, "nginx:2");
-        stdout(
-            &kubectl
-                .run(&["apply", "--server-side", "-f", &changed])
-                .await,
-        );
-        let image = stdout(
-            &kubectl
-                .run(&[
-                    "get",
-                    "deployment",
-                    "web",
-                    "-o",
-                    "jsonpath={.spec.template.spec.containers[0].image}",
-                ])
-                .await,
-        );
+        let changed = manifest(&kubectl, "web", 2, "nginx:2");
+        kubectl
+            .ok(&["apply", "--server-side", "-f", &changed])
+            .await;
+        let image = kubectl
+            .ok(&[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ])
+            .await;
         assert_eq!(image, "nginx:2");
-        stdout(
-            &kubectl
-                .run(&["scale", "deployment", "web", "--replicas=5"])
-                .await,
-        );
-        let more = kubectl.manifest("web", 3, "nginx:2");
+        kubectl
+            .ok(&["scale", "deployment", "web", "--replicas=5"])
+            .await;
+        let more = manifest(&kubectl, "web", 3, "nginx:2");
         let refused = kubectl.run(&["apply", "--server-side", "-f", &more]).await;
         assert_eq!(refused.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&refused.stderr);
+        let stderr = &refused.stderr;
         assert!(
             stderr.contains("Apply failed with 1 conflict: conflict with \"kubectl"),
             "{stderr}"
         );
         assert!(stderr.contains(".spec.replicas"), "{stderr}");
-        stdout(
-            &kubectl
-                .run(&["apply", "--server-side", "--force-conflicts", "-f", &more])
-                .await,
-        );
-        let replicas = stdout(
-            &kubectl
-                .run(&[
-                    "get",
-                    "deployment",
-                    "web",
-                    "-o",
-                    "jsonpath={.spec.replicas}",
-                ])
-                .await,
-        );
+        kubectl
+            .ok(&["apply", "--server-side", "--force-conflicts", "-f", &more])
+            .await;
+        let replicas = kubectl
+            .ok(&[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ])
+            .await;
         assert_eq!(replicas, "3");
-        let fields = stdout(
-            &kubectl
-                .run(&[
-                    "get",
-                    "deployment",
-                    "web",
-                    "--show-managed-fields",
-                    "-o",
-                    "json",
-                ])
-                .await,
-        );
+        let fields = kubectl
+            .ok(&[
+                "get",
+                "deployment",
+                "web",
+                "--show-managed-fields",
+                "-o",
+                "json",
+            ])
+            .await;
         let object: Value = serde_json::from_str(&fields).unwrap();
         assert!(
             managers(&object).contains(&("kubectl".into(), "Apply".into())),
@@ -437,22 +371,20 @@ async fn kubectl_server_side_apply_is_idempotent_conflicts_after_scale_and_force
 async fn client_side_kubectl_apply_still_works_and_records_its_manager() {
     within(Duration::from_secs(120), async {
         let kubectl = Kubectl::start().await;
-        let first = kubectl.manifest("api", 1, "nginx:1");
-        stdout(&kubectl.run(&["apply", "-f", &first]).await);
-        let second = kubectl.manifest("api", 2, "nginx:1");
-        stdout(&kubectl.run(&["apply", "-f", &second]).await);
-        let json_out = stdout(
-            &kubectl
-                .run(&[
-                    "get",
-                    "deployment",
-                    "api",
-                    "--show-managed-fields",
-                    "-o",
-                    "json",
-                ])
-                .await,
-        );
+        let first = manifest(&kubectl, "api", 1, "nginx:1");
+        kubectl.ok(&["apply", "-f", &first]).await;
+        let second = manifest(&kubectl, "api", 2, "nginx:1");
+        kubectl.ok(&["apply", "-f", &second]).await;
+        let json_out = kubectl
+            .ok(&[
+                "get",
+                "deployment",
+                "api",
+                "--show-managed-fields",
+                "-o",
+                "json",
+            ])
+            .await;
         let object: Value = serde_json::from_str(&json_out).unwrap();
         assert_eq!(object["spec"]["replicas"], 2);
         assert!(

@@ -90,6 +90,11 @@ pub struct ApiServerConfig {
     /// `127.0.0.1`, `::1`, `localhost`, the `kubernetes` Service's names and its ClusterIP;
     /// the kubeconfig trusts the CA. A generated admin token is kept here too.
     pub cert_dir: Option<PathBuf>,
+    /// The CA certificate and key (PEM files) that sign approved CertificateSigningRequests
+    /// (`--cluster-signing-cert-file`, `--cluster-signing-key-file`, as
+    /// kube-controller-manager's; feature `tls`, over HTTPS). `None`: the CA generated in
+    /// [`cert_dir`](Self::cert_dir) signs them, and with certificate files nothing does.
+    pub signing_ca: Option<(PathBuf, PathBuf)>,
     /// How often the store's history is compacted (`--etcd-compaction-interval`, as
     /// kube-apiserver's; zero: never). Default: 5 minutes.
     pub compaction_interval: std::time::Duration,
@@ -104,6 +109,7 @@ impl ApiServerConfig {
             token: None,
             tls: None,
             cert_dir: None,
+            signing_ca: None,
             compaction_interval: capstan_apiserver::compactor::DEFAULT_COMPACTION_INTERVAL,
         }
     }
@@ -196,8 +202,26 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
     let mut token = config.token.clone();
     #[cfg(feature = "tls")]
     let ca_pem = match tls_material(config, &registry)? {
+        None if config.signing_ca.is_some() => {
+            return Err(ApiServerError::Serve {
+                address: config.listen,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "--cluster-signing-cert-file needs HTTPS",
+                ),
+            })
+        }
         None => None,
         Some((tls, ca_pem)) => {
+            let tls = match &config.signing_ca {
+                Some((cert, key)) => tls.with_signing_ca_files(cert, key).map_err(|source| {
+                    ApiServerError::Serve {
+                        address: config.listen,
+                        source,
+                    }
+                })?,
+                None => tls,
+            };
             options = options.tls(tls);
             if token.is_none() {
                 token = Some(admin_token(config.cert_dir.as_deref())?);
@@ -207,13 +231,15 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
     };
     #[cfg(not(feature = "tls"))]
     let ca_pem: Option<Vec<u8>> = match (&config.tls, &config.cert_dir) {
-        (None, None) => None,
-        (files, _) => {
+        (None, None) if config.signing_ca.is_none() => None,
+        (files, dir) => {
             return Err(crate::options::OptionError::NotBuilt {
                 flag: if files.is_some() {
                     "--tls-cert-file"
-                } else {
+                } else if dir.is_some() {
                     "--tls"
+                } else {
+                    "--cluster-signing-cert-file"
                 },
                 backend: "tls",
                 feature: "tls",

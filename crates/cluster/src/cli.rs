@@ -156,6 +156,14 @@ pub struct ServeArgs {
     /// The serving certificate's private key (PEM).
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signs approved CertificateSigningRequests, as
+    /// kube-controller-manager's flag (feature `tls`). Without it, --tls signs them with the
+    /// CA generated in --cert-dir, and --tls-cert-file does not sign them. Implies --tls.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --cluster-signing-cert-file.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
     /// Where to write the kubeconfig for kubectl and the other components.
     #[arg(long, default_value = "capstan.kubeconfig")]
     pub kubeconfig: PathBuf,
@@ -207,7 +215,10 @@ pub const DEFAULT_CERT_DIR: &str = "capstan-certs";
 impl ServeArgs {
     /// The API server's settings these flags ask for.
     pub fn config(&self) -> ApiServerConfig {
-        let https = self.tls || self.cert_dir.is_some() || self.tls_cert_file.is_some();
+        let https = self.tls
+            || self.cert_dir.is_some()
+            || self.tls_cert_file.is_some()
+            || self.cluster_signing_cert_file.is_some();
         ApiServerConfig {
             store: self.store.clone(),
             listen: self.listen,
@@ -221,6 +232,10 @@ impl ServeArgs {
                     .clone()
                     .unwrap_or_else(|| DEFAULT_CERT_DIR.into())
             }),
+            signing_ca: self
+                .cluster_signing_cert_file
+                .clone()
+                .zip(self.cluster_signing_key_file.clone()),
             compaction_interval: self.etcd_compaction_interval,
         }
     }
@@ -803,6 +818,58 @@ mod compaction_flag_tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         for bad in ["", "5x", "m", "-1s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod signing_flag_tests {
+    use super::*;
+
+    fn apiserver(args: &[&str]) -> Result<ApiServerConfig, clap::Error> {
+        let cli = Cli::try_parse_from(
+            ["capstan", "apiserver"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )?;
+        match cli.command {
+            Command::Apiserver(args) => Ok(args.serve.config()),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_cluster_signing_flags_name_the_ca_that_signs_and_imply_https() {
+        let config = apiserver(&[
+            "--cluster-signing-cert-file",
+            "/etc/ca.crt",
+            "--cluster-signing-key-file",
+            "/etc/ca.key",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.signing_ca,
+            Some((PathBuf::from("/etc/ca.crt"), PathBuf::from("/etc/ca.key")))
+        );
+        assert_eq!(config.cert_dir, Some(PathBuf::from(DEFAULT_CERT_DIR)));
+
+        let plain = apiserver(&[]).unwrap();
+        assert_eq!(plain.signing_ca, None);
+        assert_eq!(plain.cert_dir, None);
+    }
+
+    #[test]
+    fn a_signing_certificate_without_its_key_is_refused() {
+        for args in [
+            &["--cluster-signing-cert-file", "/etc/ca.crt"][..],
+            &["--cluster-signing-key-file", "/etc/ca.key"][..],
+        ] {
+            let error = apiserver(args).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{args:?}"
+            );
         }
     }
 }

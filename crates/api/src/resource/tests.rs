@@ -7,6 +7,7 @@ use k8s_openapi::{
         apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet},
         autoscaling::v2::HorizontalPodAutoscaler,
         batch::v1::{CronJob, Job},
+        certificates::v1::CertificateSigningRequest,
         coordination::v1::Lease,
         core::v1::{
             ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, PersistentVolume,
@@ -77,7 +78,19 @@ fn built_in_table_agrees_with_k8s_openapi_for_every_kind() {
     check::<StorageClass>();
     check::<CustomResourceDefinition>();
     check::<HorizontalPodAutoscaler>();
-    assert_eq!(ResourceInfo::builtins().count(), 37);
+    check::<CertificateSigningRequest>();
+    // autoscaling/v1 HorizontalPodAutoscalers: a second version of a kind, after the
+    // preferred one, sharing its storage.
+    let v1 = ResourceInfo::of::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>();
+    let served = ResourceInfo::builtins()
+        .find(|info| info.group() == "autoscaling" && info.version() == "v1")
+        .expect("autoscaling/v1 is served");
+    assert_eq!(served, v1);
+    assert_eq!(
+        served.storage_resource(),
+        HorizontalPodAutoscaler::info().storage_resource()
+    );
+    assert_eq!(ResourceInfo::builtins().count(), 39);
 }
 
 #[test]

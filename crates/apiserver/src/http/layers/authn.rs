@@ -5,7 +5,7 @@
 //! without credentials as `system:anonymous` when anonymous requests are allowed, and answers
 //! 401 `Unauthorized` otherwise.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +39,9 @@ pub struct UserInfo {
     pub uid: Option<String>,
     /// The groups the user is in.
     pub groups: Vec<String>,
+    /// Further attributes the authenticator (or an impersonating caller) gives the user, as
+    /// Kubernetes' `user.Info` extra: keys in lowercase, each with its values.
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -51,6 +54,7 @@ impl UserInfo {
             name: name.into(),
             uid: None,
             groups: groups.into_iter().map(Into::into).collect(),
+            extra: BTreeMap::new(),
         }
     }
 
@@ -180,6 +184,7 @@ impl StaticTokens {
                     name: name.clone(),
                     uid: Some(uid.clone()).filter(|uid| !uid.is_empty()),
                     groups,
+                    extra: BTreeMap::new(),
                 },
             );
         }
@@ -409,6 +414,7 @@ mod tests {
                 name: "alice".into(),
                 uid: Some("1001".into()),
                 groups: vec!["dev".into(), "ops".into()],
+                extra: BTreeMap::new(),
             }
         );
         assert!(tokens.tokens["t2"].groups.is_empty());

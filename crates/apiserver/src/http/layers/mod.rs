@@ -10,17 +10,20 @@
 //!    or answers 401. It reads the request's head only, never its body. Authenticators:
 //!    [`StaticTokens`] (bearer tokens), `X509ClientCerts` (`x509`, feature `tls`: verified
 //!    client certificates), and [`Authenticators`], which tries several in turn.
-//! 3. [`InFlightLimitLayer`] (429 with `Retry-After`): authenticated callers share
+//! 3. [`impersonation`]: [`ImpersonationLayer`] serves a request with `Impersonate-*` headers
+//!    as the user they name, once the [`Authorizer`] allows the caller verb `impersonate` on
+//!    each (403 otherwise; 400 for groups or extras without a user).
+//! 4. [`InFlightLimitLayer`] (429 with `Retry-After`): authenticated callers share
 //!    [`Limits::max_in_flight`]; when anonymous requests are allowed, anonymous callers draw
 //!    from a small budget of their own ([`Limits::max_anonymous_in_flight`]), so a flood of
 //!    them never takes an authenticated user's slot (when anonymous requests are off they
 //!    were refused with 401 already). Watches, other long-running requests and health
 //!    probes are exempt.
-//! 4. [`authz`]: [`AuthzLayer`] asks an [`Authorizer`] about the request's [`Attributes`], and
+//! 5. [`authz`]: [`AuthzLayer`] asks an [`Authorizer`] about the request's [`Attributes`], and
 //!    answers 403 on a denial. Authorizers: [`AllowAll`], [`StaticPolicy`], and
 //!    [`RbacAuthorizer`] ([`rbac`]: kube-apiserver's RBAC mode, deciding from the cluster's
 //!    Roles, ClusterRoles and bindings, kept current by shared informers).
-//! 5. [`BodyLimitLayer`] (413): only now is the body read, up to [`Limits::max_body_bytes`].
+//! 6. [`BodyLimitLayer`] (413): only now is the body read, up to [`Limits::max_body_bytes`].
 //!
 //! So nothing of a request's body is buffered before its caller is authenticated, admitted
 //! by the in-flight limit and authorized. Before that, a connection pins only what hyper
@@ -46,6 +49,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod impersonation;
 pub mod limits;
 pub mod rbac;
 #[cfg(feature = "tls")]
@@ -64,6 +68,7 @@ pub use authn::{Authenticator, Authenticators, AuthnLayer, StaticTokens, UserInf
 pub use authz::{
     AllowAll, Attributes, Authorizer, AuthzLayer, Decision, ResourceAttributes, Rule, StaticPolicy,
 };
+pub use impersonation::ImpersonationLayer;
 pub use limits::{BodyLimitLayer, InFlightLimitLayer, Limits, TimeoutLayer};
 pub use rbac::{RbacAuthorizer, RbacError, SUPERUSER_GROUP};
 #[cfg(feature = "tls")]
@@ -375,8 +380,8 @@ impl ApiServerOptions {
     }
 
     /// Stacks the layers on `router` in Kubernetes' order, outermost first: timeout,
-    /// authentication, in-flight limit (with the anonymous budget when anonymous requests are
-    /// allowed), authorization, body limit, then the router's handlers.
+    /// authentication, impersonation, in-flight limit (with the anonymous budget when
+    /// anonymous requests are allowed), authorization, body limit, then the router's handlers.
     ///
     /// The header-read timeout is the HTTP server's, not a layer; `ApiServer::bind_with` and
     /// `ApiServer::serve` apply it.
@@ -409,6 +414,7 @@ impl ApiServerOptions {
             .layer(BodyLimitLayer::new(self.limits.max_body_bytes))
             .layer(AuthzLayer::new(self.authorizer.clone()))
             .layer(in_flight)
+            .layer(ImpersonationLayer::new(self.authorizer.clone()))
             .layer(AuthnLayer::new(
                 self.effective_authenticator(),
                 self.allows_anonymous(),

@@ -20,7 +20,7 @@ pub fn reviewed_user(user: &UserInfo) -> ReviewedUser {
         username: Some(user.name.clone()),
         uid: user.uid.clone(),
         groups: Some(user.groups.clone()),
-        extra: None,
+        extra: Some(user.extra.clone()).filter(|extra| !extra.is_empty()),
     }
 }
 

@@ -263,6 +263,7 @@ fn subject_of(
         name: spec.user.clone().unwrap_or_default(),
         uid: spec.uid.clone().filter(|uid| !uid.is_empty()),
         groups: spec.groups.clone().unwrap_or_default(),
+        extra: spec.extra.clone().unwrap_or_default(),
     }
 }
 

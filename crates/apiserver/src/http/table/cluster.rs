@@ -46,13 +46,17 @@ const INGRESS: &[ColumnSpec] = &[
 fn ingress(ingress: &Value, now: i64) -> Vec<Value> {
     let spec = &ingress["spec"];
     let rules = spec["rules"].as_array().cloned().unwrap_or_default();
-    let hosts: Vec<String> = rules
-        .iter()
-        .take(3)
-        .map(|rule| text(&rule["host"]))
-        .filter(|host| !host.is_empty())
-        .collect();
-    let hosts = match (hosts.is_empty(), rules.len() > 3) {
+    // The first three hosts named; `+ N more...` (N counting rules, not hosts) once a rule
+    // follows the third.
+    let (mut hosts, mut more) = (Vec::new(), false);
+    for rule in &rules {
+        more |= hosts.len() == 3;
+        match text(&rule["host"]) {
+            host if !more && !host.is_empty() => hosts.push(host),
+            _ => {}
+        }
+    }
+    let hosts = match (hosts.is_empty(), more) {
         (true, _) => "*".to_string(),
         (false, false) => hosts.join(","),
         (false, true) => format!("{} + {} more...", hosts.join(","), rules.len() - 3),
@@ -63,10 +67,10 @@ fn ingress(ingress: &Value, now: i64) -> Vec<Value> {
     };
     vec![
         name(ingress),
-        json!(match text(&spec["ingressClassName"]) {
-            class if class.is_empty() => "<none>".to_string(),
-            class => class,
-        }),
+        match &spec["ingressClassName"] {
+            Value::Null => json!("<none>"),
+            class => string(class),
+        },
         json!(hosts),
         json!(load_balancer_addresses(&ingress["status"]["loadBalancer"])),
         json!(ports),
@@ -204,10 +208,7 @@ fn priority_class(class: &Value, now: i64) -> Vec<Value> {
         json!(class["value"].as_i64().unwrap_or(0)),
         json!(class["globalDefault"].as_bool().unwrap_or(false)),
         created(class, now),
-        json!(match text(&class["preemptionPolicy"]) {
-            policy if policy.is_empty() => "<unset>".to_string(),
-            policy => policy,
-        }),
+        string(&class["preemptionPolicy"]),
     ]
 }
 
@@ -235,7 +236,7 @@ const ROLE_BINDING: &[ColumnSpec] = &[
 ];
 
 /// A RoleBinding or ClusterRoleBinding: the role it grants, and its subjects by kind
-/// (service accounts as `namespace:name`).
+/// (service accounts as `namespace/name`).
 fn role_binding(binding: &Value, now: i64) -> Vec<Value> {
     let (mut users, mut groups, mut accounts) = (Vec::new(), Vec::new(), Vec::new());
     for subject in binding["subjects"].as_array().into_iter().flatten() {
@@ -244,7 +245,7 @@ fn role_binding(binding: &Value, now: i64) -> Vec<Value> {
             Some("User") => users.push(subject_name),
             Some("Group") => groups.push(subject_name),
             Some("ServiceAccount") => {
-                accounts.push(format!("{}:{subject_name}", text(&subject["namespace"])))
+                accounts.push(format!("{}/{subject_name}", text(&subject["namespace"])))
             }
             _ => {}
         }

@@ -254,8 +254,8 @@ fn node(node: &Value, now: i64) -> Vec<Value> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|c| c["type"] == "Ready")
-        .take(1)
+        .rfind(|c| c["type"] == "Ready")
+        .into_iter()
         .map(|c| match c["status"].as_str() {
             Some("True") => "Ready".to_string(),
             _ => "NotReady".to_string(),
@@ -379,10 +379,14 @@ fn endpoints(endpoints: &Value, now: i64) -> Vec<Value> {
 
 /// An Endpoints object's ready addresses as kubectl lists them: `ip:port` for every port of
 /// every subset (just `ip` when a subset has no ports), the first three, then `+ N more...`;
-/// `<none>` when there are none.
+/// `<none>` when there are no subsets, nothing when the subsets have no addresses.
 pub(super) fn endpoint_list(endpoints: &Value) -> String {
+    let subsets = endpoints["subsets"].as_array().cloned().unwrap_or_default();
+    if subsets.is_empty() {
+        return "<none>".into();
+    }
     let mut all = Vec::new();
-    for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+    for subset in &subsets {
         let addresses: Vec<String> = subset["addresses"]
             .as_array()
             .into_iter()
@@ -402,7 +406,7 @@ pub(super) fn endpoint_list(endpoints: &Value) -> String {
             }
         }
     }
-    list_with_more(&all, 3, "<none>")
+    list_with_more(&all, 3, "")
 }
 
 const NAMESPACE: &[ColumnSpec] = &[
@@ -549,22 +553,28 @@ const PERSISTENT_VOLUME: &[ColumnSpec] = &[
     ("VolumeMode", "string", 1),
 ];
 
-/// The storage class of a volume or claim: `storageClassName`, or the beta annotation.
+/// The storage class of a volume or claim: the beta annotation when it is there (even
+/// empty), else `storageClassName`.
 fn storage_class(object: &Value) -> String {
-    match text(&object["spec"]["storageClassName"]) {
-        name if !name.is_empty() => name,
-        _ => text(&object["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"]),
+    match &object["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"] {
+        Value::Null => text(&object["spec"]["storageClassName"]),
+        annotation => text(annotation),
+    }
+}
+
+/// A class name that may be unset: `<unset>` when absent, the name (even empty) otherwise.
+fn unset_or(value: &Value) -> Value {
+    match value {
+        Value::Null => json!("<unset>"),
+        value => string(value),
     }
 }
 
 fn persistent_volume(volume: &Value, now: i64) -> Vec<Value> {
     let spec = &volume["spec"];
-    let claim = match (
-        text(&spec["claimRef"]["namespace"]),
-        text(&spec["claimRef"]["name"]),
-    ) {
-        (_, name) if name.is_empty() => String::new(),
-        (namespace, name) => format!("{namespace}/{name}"),
+    let claim = match &spec["claimRef"] {
+        Value::Null => String::new(),
+        claim => format!("{}/{}", text(&claim["namespace"]), text(&claim["name"])),
     };
     let phase = if volume["metadata"]["deletionTimestamp"].is_null() {
         text(&volume["status"]["phase"])
@@ -579,10 +589,10 @@ fn persistent_volume(volume: &Value, now: i64) -> Vec<Value> {
         json!(phase),
         json!(claim),
         json!(storage_class(volume)),
-        or(text(&spec["volumeAttributesClassName"]), "<unset>"),
+        unset_or(&spec["volumeAttributesClassName"]),
         string(&volume["status"]["reason"]),
         json!(age(&volume["metadata"]["creationTimestamp"], now)),
-        or(text(&spec["volumeMode"]), "<unset>"),
+        unset_or(&spec["volumeMode"]),
     ]
 }
 
@@ -621,29 +631,26 @@ fn persistent_volume_claim(claim: &Value, now: i64) -> Vec<Value> {
         json!(capacity),
         json!(modes),
         json!(storage_class(claim)),
-        or(text(&status["currentVolumeAttributesClassName"]), "<unset>"),
+        unset_or(&claim["spec"]["volumeAttributesClassName"]),
         json!(age(&claim["metadata"]["creationTimestamp"], now)),
-        or(text(&claim["spec"]["volumeMode"]), "<unset>"),
+        unset_or(&claim["spec"]["volumeMode"]),
     ]
 }
 
 const RESOURCE_QUOTA: &[ColumnSpec] = &[
     ("Name", "string", 0),
-    ("Age", "string", 0),
     ("Request", "string", 0),
     ("Limit", "string", 0),
+    ("Age", "string", 0),
 ];
 
-/// A quota's use of each resource it limits (`pods: 1/10`), requests and limits apart,
-/// sorted by resource name.
+/// A quota's use of each resource its status says it limits (`pods: 1/10`), requests and
+/// limits apart, sorted by resource name; nothing before the quota has a status.
 fn resource_quota(quota: &Value, now: i64) -> Vec<Value> {
-    let hard = match &quota["status"]["hard"] {
-        Value::Object(hard) if !hard.is_empty() => hard.clone(),
-        _ => quota["spec"]["hard"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-    };
+    let hard = quota["status"]["hard"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let mut names: Vec<&String> = hard.keys().collect();
     names.sort();
     let (mut requests, mut limits) = (Vec::new(), Vec::new());
@@ -661,9 +668,9 @@ fn resource_quota(quota: &Value, now: i64) -> Vec<Value> {
     }
     vec![
         string(&quota["metadata"]["name"]),
-        json!(age(&quota["metadata"]["creationTimestamp"], now)),
         json!(requests.join(", ")),
         json!(limits.join(", ")),
+        json!(age(&quota["metadata"]["creationTimestamp"], now)),
     ]
 }
 

@@ -143,8 +143,20 @@ pub(super) fn labels(set: &Value) -> String {
 
 /// A `LabelSelector` as `metav1.FormatLabelSelector` writes it: its requirements sorted by
 /// key (`k=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`), joined by commas; `<none>` when it
-/// selects everything or is absent.
+/// selects everything or is absent, `<error>` when it is not a valid selector.
 pub(super) fn label_selector(selector: &Value) -> String {
+    match selector_string(selector) {
+        None => "<error>".into(),
+        Some(text) if text.is_empty() => "<none>".into(),
+        Some(text) => text,
+    }
+}
+
+/// A `LabelSelector` as the selector it converts to prints itself (`selector.String()`): the
+/// requirements of [`label_selector`], empty when it selects everything or is absent; `None`
+/// when an expression is not valid (an unknown operator, `In` or `NotIn` without values,
+/// `Exists` or `DoesNotExist` with some).
+pub(super) fn selector_string(selector: &Value) -> Option<String> {
     let mut requirements: Vec<(String, String)> = selector["matchLabels"]
         .as_object()
         .into_iter()
@@ -165,21 +177,17 @@ pub(super) fn label_selector(selector: &Value) -> String {
             .collect();
         values.sort();
         let requirement = match expression["operator"].as_str().unwrap_or_default() {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.clone(),
-            "DoesNotExist" => format!("!{key}"),
-            other => return format!("<error: unknown operator {other:?}>"),
+            "In" if !values.is_empty() => format!("{key} in ({})", values.join(",")),
+            "NotIn" if !values.is_empty() => format!("{key} notin ({})", values.join(",")),
+            "Exists" if values.is_empty() => key.clone(),
+            "DoesNotExist" if values.is_empty() => format!("!{key}"),
+            _ => return None,
         };
         requirements.push((key, requirement));
     }
     requirements.sort_by(|a, b| a.0.cmp(&b.0));
     let text: Vec<String> = requirements.into_iter().map(|(_, r)| r).collect();
-    if text.is_empty() {
-        "<none>".into()
-    } else {
-        text.join(",")
-    }
+    Some(text.join(","))
 }
 
 /// The names and images of a pod spec's containers, each joined by commas.
@@ -203,9 +211,13 @@ pub(super) fn list_with_more(items: &[String], max: usize, empty: &str) -> Strin
     }
 }
 
-/// The `storage` entry of a resource list (`capacity`), or nothing.
+/// The `storage` entry of a resource list (`capacity`), `0` when it has none, as Kubernetes
+/// prints a missing quantity.
 pub(super) fn storage(resources: &Value) -> String {
-    text(&resources["storage"])
+    match text(&resources["storage"]) {
+        quantity if quantity.is_empty() => "0".into(),
+        quantity => quantity,
+    }
 }
 
 /// Access modes abbreviated as Kubernetes prints them, in its order: `RWO,ROX,RWX,RWOP`.
@@ -229,19 +241,22 @@ pub(super) fn access_modes(modes: &Value) -> String {
     .join(",")
 }
 
-/// The addresses of a load balancer status (`ingress[].ip` or `.hostname`), joined by commas.
+/// The addresses of a load balancer status (`ingress[].ip`, else `.hostname`), sorted and
+/// without repeats, joined by commas.
 pub(super) fn load_balancer_addresses(status: &Value) -> String {
-    status["ingress"]
+    let mut addresses: Vec<String> = status["ingress"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|ingress| {
-            ingress["ip"]
-                .as_str()
-                .filter(|ip| !ip.is_empty())
-                .or_else(|| ingress["hostname"].as_str())
+            [&ingress["ip"], &ingress["hostname"]]
+                .into_iter()
+                .filter_map(Value::as_str)
+                .find(|address| !address.is_empty())
                 .map(String::from)
         })
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses.join(",")
 }

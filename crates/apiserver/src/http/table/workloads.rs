@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use super::core::desired_current_ready;
 use super::format::{
-    age, containers_and_images, human_duration, int, label_selector, labels, or_none, seconds,
-    string, text,
+    age, containers_and_images, human_duration, int, label_selector, labels, seconds,
+    selector_string, string, text,
 };
 use super::ColumnSpec;
 
@@ -64,7 +64,9 @@ fn deployment(deployment: &Value, now: i64) -> Vec<Value> {
         created(deployment, now),
         containers,
         images,
-        json!(label_selector(&spec["selector"])),
+        // A Deployment prints its selector as a selector, not a formatted one: empty when it
+        // selects everything, `<invalid>` when it cannot be converted.
+        json!(selector_string(&spec["selector"]).unwrap_or_else(|| "<invalid>".into())),
     ]
 }
 
@@ -203,7 +205,8 @@ const JOB: &[ColumnSpec] = &[
 ];
 
 /// A Job's state by its conditions, in Kubernetes' precedence: `Complete`, `Failed`,
-/// `Terminating`, `Suspended`, `FailureTarget`, `SuccessCriteriaMet`, else `Running`.
+/// `Terminating`, `Suspended`, `FailureTarget`, `SuccessCriteriaMet`, else `Running`. The
+/// first condition of a type decides whether the Job has it.
 fn job_status(job: &Value) -> &'static str {
     let conditions = job["status"]["conditions"]
         .as_array()
@@ -212,7 +215,8 @@ fn job_status(job: &Value) -> &'static str {
     let has = |kind: &str| {
         conditions
             .iter()
-            .any(|c| c["type"] == kind && c["status"] == "True")
+            .find(|c| c["type"] == kind)
+            .is_some_and(|c| c["status"] == "True")
     };
     if has("Complete") {
         "Complete"
@@ -286,7 +290,10 @@ fn cron_job(cron_job: &Value, now: i64) -> Vec<Value> {
     vec![
         name(cron_job),
         string(&spec["schedule"]),
-        or_none(text(&spec["timeZone"])),
+        match &spec["timeZone"] {
+            Value::Null => json!("<none>"),
+            zone => string(zone),
+        },
         super::format::bool_text(&spec["suspend"]),
         json!(status["active"].as_array().map_or(0, Vec::len)),
         json!(last_schedule),
@@ -309,7 +316,7 @@ const HPA: &[ColumnSpec] = &[
 
 /// A metric target of an `autoscaling/v2` HPA against its current value, as kubectl prints
 /// it: `cpu: 50%/80%`, `cpu: <unknown>/80%`, `200m/1` (pods), `2/1 (avg)` (object).
-fn hpa_metric(spec: &Value, current: &Value) -> Option<String> {
+fn hpa_metric(spec: &Value, current: &Value) -> String {
     let quantity_or_unknown = |value: &Value| match text(value) {
         v if v.is_empty() => "<unknown>".to_string(),
         v => v,
@@ -353,7 +360,7 @@ fn hpa_metric(spec: &Value, current: &Value) -> Option<String> {
             )
         }
     };
-    Some(match spec["type"].as_str()? {
+    match spec["type"].as_str().unwrap_or_default() {
         "Resource" => resource("resource"),
         "ContainerResource" => resource("containerResource"),
         "Pods" => format!(
@@ -364,20 +371,39 @@ fn hpa_metric(spec: &Value, current: &Value) -> Option<String> {
         "Object" => value_or_average("object"),
         "External" => value_or_average("external"),
         _ => "<unknown type>".to_string(),
-    })
+    }
 }
 
-fn horizontal_pod_autoscaler(hpa: &Value, now: i64) -> Vec<Value> {
-    let (spec, status) = (&hpa["spec"], &hpa["status"]);
+/// The metrics of an HPA and their current values; for an `autoscaling/v1` one, its CPU
+/// target and current utilization as the `Resource` metric they convert to.
+fn hpa_metrics(spec: &Value, status: &Value) -> (Vec<Value>, Vec<Value>) {
     let specs = spec["metrics"].as_array().cloned().unwrap_or_default();
     let statuses = status["currentMetrics"]
         .as_array()
         .cloned()
         .unwrap_or_default();
+    match &spec["targetCPUUtilizationPercentage"] {
+        Value::Number(target) if specs.is_empty() => {
+            let target = json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": target}}});
+            let current = match &status["currentCPUUtilizationPercentage"] {
+                Value::Number(current) => vec![json!({"type": "Resource", "resource": {
+                    "name": "cpu", "current": {"averageUtilization": current}}})],
+                _ => statuses,
+            };
+            (vec![target], current)
+        }
+        _ => (specs, statuses),
+    }
+}
+
+fn horizontal_pod_autoscaler(hpa: &Value, now: i64) -> Vec<Value> {
+    let (spec, status) = (&hpa["spec"], &hpa["status"]);
+    let (specs, statuses) = hpa_metrics(spec, status);
     let targets: Vec<String> = specs
         .iter()
         .enumerate()
-        .filter_map(|(i, metric)| hpa_metric(metric, statuses.get(i).unwrap_or(&Value::Null)))
+        .map(|(i, metric)| hpa_metric(metric, statuses.get(i).unwrap_or(&Value::Null)))
         .collect();
     let targets = match targets.len() {
         0 => "<none>".to_string(),
