@@ -132,6 +132,41 @@ fn bench_registry(c: &mut Criterion) {
     }
     group.finish();
 
+    // As HTTP clients write: with a field manager, so every create records its managedFields.
+    let with_manager = PostParams {
+        field_manager: Some("bench".into()),
+        ..PostParams::default()
+    };
+    let with_manager = &with_manager;
+    let mut group = c.benchmark_group("registry_create_pod_with_manager");
+    group.throughput(Throughput::Elements(CONCURRENCY as u64));
+    for (name, store, api) in &apis {
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.to_async(&rt).iter(|| {
+                let base = counter.fetch_add(CONCURRENCY as u64, Ordering::Relaxed);
+                let api = api.clone();
+                let store = store.clone();
+                async move {
+                    let creates = (0..CONCURRENCY as u64).map(|i| {
+                        let api = api.clone();
+                        async move {
+                            api.create(with_manager, &pod(format!("managed-{}", base + i)))
+                                .await
+                        }
+                    });
+                    for created in futures::future::join_all(creates).await {
+                        created.unwrap();
+                    }
+                    if base % COMPACT_EVERY < CONCURRENCY as u64 {
+                        let current = store.current_revision().await.unwrap();
+                        let _ = store.compact(current).await;
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
+
     let mut group = c.benchmark_group("registry_get_pod");
     group.throughput(Throughput::Elements(CONCURRENCY as u64));
     for (name, _, api) in &apis {

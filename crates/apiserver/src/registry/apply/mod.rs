@@ -91,6 +91,16 @@ pub(in crate::registry) fn track(
     tracking: Tracking<'_>,
     subresource: Subresource,
 ) {
+    let has_entries = |object: Option<&Value>| {
+        object.is_some_and(|object| object.pointer("/metadata/managedFields").is_some())
+    };
+    // A write without a manager over an object nobody owns records nothing: skip the walk.
+    if matches!(tracking, Tracking::Update(None))
+        && !has_entries(before)
+        && !has_entries(Some(after))
+    {
+        return;
+    }
     let schema = state.apply_schema();
     let subresource = (subresource == Subresource::Status).then_some("status");
     let manager = match tracking {
