@@ -39,6 +39,8 @@ const EXTRA_ROOTS: &[&str] = &[
     "k8s.io.api.authorization.v1.SelfSubjectRulesReview",
     "k8s.io.api.authentication.v1.TokenReview",
     "k8s.io.api.authentication.v1.SelfSubjectReview",
+    // `serviceaccounts/{name}/token` (kubectl create token).
+    "k8s.io.api.authentication.v1.TokenRequest",
 ];
 
 /// The JSON name of a field embedded inline (its fields are the parent's in JSON).
@@ -165,7 +167,11 @@ fn main() {
                     if !properties.is_empty() {
                         eprintln!("no JSON name for {name}.{proto_name}");
                     }
-                    lower_camel(proto_name)
+                    match proto_name {
+                        // Go's `UID` fields, which prost spells `u_id`, are `uid` in JSON.
+                        "u_id" => "uid".to_string(),
+                        _ => lower_camel(proto_name),
+                    }
                 }
             };
             let cardinality = match &field.key_type {

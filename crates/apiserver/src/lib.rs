@@ -67,5 +67,6 @@ pub mod registry;
 #[cfg(feature = "client")]
 pub mod remote;
 pub mod schema;
+pub mod serviceaccount;
 pub mod testing;
 pub mod watch_cache;

@@ -15,9 +15,13 @@ use std::sync::Arc;
 
 use capstan_api::Client;
 use capstan_apiserver::http::layers::{StaticTokens, UserInfo, SUPERUSER_GROUP};
+use capstan_apiserver::http::pod_streams::KubeletClientConfig;
 use capstan_apiserver::http::{ApiServer, ApiServerOptions, Kubeconfig};
 use capstan_apiserver::registry::Registry;
 use capstan_apiserver::remote::RemoteClient;
+use capstan_apiserver::serviceaccount::{
+    KeyError, ServiceAccountAdmission, ServiceAccountKeys, ServiceAccountTokens, TokenIssuer,
+};
 use capstan_store::Store;
 
 use crate::options::StoreOption;
@@ -60,6 +64,10 @@ pub enum ApiServerError {
     /// A backend or option this build leaves out.
     #[error(transparent)]
     Option(#[from] crate::options::OptionError),
+    /// The service account signing or verification keys could not be read, generated or
+    /// kept.
+    #[error("service account keys: {0}")]
+    ServiceAccountKeys(#[from] KeyError),
     /// The self-signed certificates or the admin token could not be read, generated or
     /// written (feature `tls`).
     #[cfg(feature = "tls")]
@@ -98,6 +106,23 @@ pub struct ApiServerConfig {
     /// How often the store's history is compacted (`--etcd-compaction-interval`, as
     /// kube-apiserver's; zero: never). Default: 5 minutes.
     pub compaction_interval: std::time::Duration,
+    /// Service accounts (default on): the `ServiceAccount` admission plugin (Pods get the
+    /// `default` account and the projected `kube-api-access-*` token volume, and are refused
+    /// for a missing account, so a controller manager running the service account controller
+    /// must serve the cluster), `serviceaccounts/token` and the token authenticator.
+    pub service_accounts: bool,
+    /// The key service account tokens are signed with (`--service-account-signing-key-file`:
+    /// PEM, RSA or P-256). `None`: one kept in [`cert_dir`](Self::cert_dir) as `sa.key`, or
+    /// without a certificate directory one generated for this run only.
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// Further keys whose tokens verify (`--service-account-key-file`, repeatable): the
+    /// public halves of keys rotated out.
+    pub service_account_key_files: Vec<PathBuf>,
+    /// The issuer of service account tokens (`--service-account-issuer`). `None`:
+    /// `https://kubernetes.default.svc.cluster.local`.
+    pub service_account_issuer: Option<String>,
+    /// The longest lifetime a TokenRequest gets (`--service-account-max-token-expiration`).
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
 }
 
 impl ApiServerConfig {
@@ -111,7 +136,45 @@ impl ApiServerConfig {
             cert_dir: None,
             signing_ca: None,
             compaction_interval: capstan_apiserver::compactor::DEFAULT_COMPACTION_INTERVAL,
+            service_accounts: true,
+            service_account_signing_key_file: None,
+            service_account_key_files: Vec::new(),
+            service_account_issuer: None,
+            service_account_max_token_expiration: None,
         }
+    }
+
+    /// The service account token issuer these settings ask for; see
+    /// [`service_account_signing_key_file`](Self::service_account_signing_key_file).
+    ///
+    /// Errors: [`ApiServerError::ServiceAccountKeys`] for an unreadable or unusable key file,
+    /// or a certificate directory where the key cannot be kept.
+    pub fn service_account_issuer(&self) -> Result<TokenIssuer, ApiServerError> {
+        let keys = match (&self.service_account_signing_key_file, &self.cert_dir) {
+            (Some(file), _) => ServiceAccountKeys::load(file, &self.service_account_key_files)?,
+            (None, dir) => {
+                let mut keys = match dir {
+                    Some(dir) => ServiceAccountKeys::load_or_generate(&dir.join("sa.key"))?,
+                    None => ServiceAccountKeys::generate()?,
+                };
+                for file in &self.service_account_key_files {
+                    let text = std::fs::read_to_string(file).map_err(|source| KeyError::Io {
+                        path: file.clone(),
+                        source,
+                    })?;
+                    keys = keys.with_verification_keys_pem(&text)?;
+                }
+                keys
+            }
+        };
+        let mut issuer = TokenIssuer::new(keys);
+        if let Some(url) = &self.service_account_issuer {
+            issuer = issuer.issuer(url.clone());
+        }
+        if let Some(max) = self.service_account_max_token_expiration {
+            issuer = issuer.max_expiration(max);
+        }
+        Ok(issuer)
     }
 }
 
@@ -196,8 +259,17 @@ impl RunningApiServer {
 /// ([`OptionError::NotBuilt`](crate::options::OptionError)).
 pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let store = open_store(&config.store).await?;
-    let registry = Arc::new(Registry::new(store));
-    let mut options = ApiServerOptions::default().compaction_interval(config.compaction_interval);
+    let mut registry = Registry::new(store.clone());
+    if config.service_accounts {
+        registry = registry.add_admission(ServiceAccountAdmission::new(store));
+    }
+    let registry = Arc::new(registry);
+    // The server's own credential for kubelets (logs, exec, port-forward, metrics): a fresh
+    // token each start, which the server authenticates as `kube-apiserver-kubelet-client` in
+    // `system:masters` when kubelets review it.
+    let mut options = ApiServerOptions::default()
+        .compaction_interval(config.compaction_interval)
+        .kubelet_client(KubeletClientConfig::with_generated_token());
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut token = config.token.clone();
     #[cfg(feature = "tls")]
@@ -253,6 +325,11 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
                 StaticTokens::new().with(token.clone(), UserInfo::new("admin", [SUPERUSER_GROUP])),
             )
             .anonymous(false);
+    }
+    if config.service_accounts {
+        let issuer = config.service_account_issuer()?;
+        options =
+            options.service_account_tokens(ServiceAccountTokens::new(issuer, registry.clone()));
     }
     let server = ApiServer::bind_with(registry.clone(), config.listen, options)
         .await

@@ -171,6 +171,20 @@ pub struct ServeArgs {
     /// as `5m`, `90s` or `1h30m` (a bare number is seconds); `0` turns compaction off.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub etcd_compaction_interval: Duration,
+    /// The PEM key (RSA or P-256) service account tokens are signed with, as kube-apiserver's
+    /// flag. Default: `sa.key` in the certificate directory, or a key for this run only.
+    #[arg(long)]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// A PEM file of further keys whose service account tokens verify (repeatable).
+    #[arg(long)]
+    pub service_account_key_file: Vec<PathBuf>,
+    /// The issuer of service account tokens. Default:
+    /// `https://kubernetes.default.svc.cluster.local`.
+    #[arg(long)]
+    pub service_account_issuer: Option<String>,
+    /// The longest lifetime a TokenRequest gets (a duration such as `24h`).
+    #[arg(long, value_parser = parse_duration)]
+    pub service_account_max_token_expiration: Option<Duration>,
 }
 
 /// Reads a duration as Go writes one (`1h30m`, `5m0s`, `250ms`); a bare number is seconds.
@@ -237,6 +251,11 @@ impl ServeArgs {
                 .clone()
                 .zip(self.cluster_signing_key_file.clone()),
             compaction_interval: self.etcd_compaction_interval,
+            service_accounts: true,
+            service_account_signing_key_file: self.service_account_signing_key_file.clone(),
+            service_account_key_files: self.service_account_key_file.clone(),
+            service_account_issuer: self.service_account_issuer.clone(),
+            service_account_max_token_expiration: self.service_account_max_token_expiration,
         }
     }
 }
@@ -286,6 +305,11 @@ pub struct ControlPlaneArgs {
     /// authentication: keep it on loopback); port 0 picks a free one, which is logged.
     #[arg(long, default_value = crate::observability::DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
+    /// The cluster's CA bundle (PEM) published in every namespace's `kube-root-ca.crt`
+    /// (controller manager only), as kube-controller-manager's flag: the API server's CA.
+    /// Without it, or when it cannot be read (logged), the bundle is empty.
+    #[arg(long, value_name = "FILE")]
+    pub root_ca_file: Option<PathBuf>,
 }
 
 impl ControlPlaneArgs {
@@ -307,6 +331,16 @@ impl ControlPlaneArgs {
         options.cluster_cidr = Some(self.cluster_cidr);
         options.metrics_listen = Some(self.metrics_listen);
         options.controllers = self.controllers.clone();
+        options.root_ca = self
+            .root_ca_file
+            .as_ref()
+            .and_then(|file| match std::fs::read(file) {
+                Ok(pem) => Some(Arc::new(pem)),
+                Err(error) => {
+                    tracing::error!(file = %file.display(), %error, "--root-ca-file unreadable");
+                    None
+                }
+            });
         options
     }
 }

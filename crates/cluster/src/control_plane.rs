@@ -187,6 +187,10 @@ pub struct ControlPlaneOptions {
     /// Kubernetes' names such as `replicaset-controller` or `node-ipam-controller`, or their
     /// old aliases). Default `*`.
     pub controllers: ControllerSelection,
+    /// The cluster's CA bundle (PEM) the root CA publisher writes into every namespace's
+    /// `kube-root-ca.crt` (kube-controller-manager's `--root-ca-file`): the API server's
+    /// serving CA over HTTPS. `None`: an empty bundle.
+    pub root_ca: Option<Arc<Vec<u8>>>,
 }
 
 impl ControlPlaneOptions {
@@ -200,6 +204,7 @@ impl ControlPlaneOptions {
             scheduler_config: None,
             metrics_listen: None,
             controllers: ControllerSelection::all(),
+            root_ca: None,
         }
     }
 
@@ -292,6 +297,10 @@ pub fn start_controller_manager(
     let elector = options.elector(&client, CONTROLLER_MANAGER_LEASE)?;
     let cidrs = options.cluster_cidr()?;
     let selection = options.controllers.clone();
+    let controller_options = capstan_controllers::context::ControllerOptions {
+        root_ca: options.root_ca.clone(),
+        ..Default::default()
+    };
     let enabled = controller_manager(client.clone(), cidrs.clone(), selection.clone())
         .enabled_controller_names()?
         .join(",");
@@ -311,6 +320,7 @@ pub fn start_controller_manager(
     Ok(Component::spawn(name, move |stop| async move {
         loop {
             let manager = controller_manager(client.clone(), cidrs.clone(), selection.clone())
+                .options(controller_options.clone())
                 .queue_metrics(queues.clone())
                 .informer_sync_check(synced.clone())
                 .leader_election(elector.clone());

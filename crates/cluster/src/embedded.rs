@@ -158,6 +158,9 @@ impl EmbeddedCluster {
             options.metrics_listen = metrics_listen;
             options.scheduler_config = config.scheduler_config.clone();
             options.controllers = config.controllers.clone();
+            options.root_ca = apiserver
+                .certificate_authority()
+                .map(|ca| Arc::new(ca.to_vec()));
             controller_managers.push(Some(start_controller_manager(
                 connect(&config.kubeconfig)?,
                 &options,
@@ -178,6 +181,11 @@ impl EmbeddedCluster {
             options.state_dir = config.state_dir.join(&name);
             options.kubelet_metrics_listen = metrics_listen;
             options.proxy_metrics_listen = metrics_listen;
+            options.kubelet_listen = options
+                .internal_ip
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 0));
             let node = start_node(
                 connect(&config.kubeconfig)?,
                 connect(&config.kubeconfig)?,
@@ -373,9 +381,11 @@ async fn stop_replica(replicas: &mut [Option<Component>], replica: usize) -> boo
     }
 }
 
-/// Node `index`'s InternalIP: 172.18.0.2, 172.18.0.3, ...
+/// Node `index`'s InternalIP, where its kubelet serves its API: a loopback address of its
+/// own, 127.0.1.2, 127.0.1.3, ... (250 per /24: 127.0.2.2 is node 250). Linux routes all of
+/// 127.0.0.0/8 to the loopback interface, so each node's address is reachable and distinct.
 fn node_ip(index: usize) -> String {
-    format!("172.18.{}.{}", index / 250, index % 250 + 2)
+    format!("127.0.{}.{}", 1 + index / 250, index % 250 + 2)
 }
 
 /// Whether the Node is Ready and the node lifecycle controller has lifted its condition

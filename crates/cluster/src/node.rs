@@ -105,6 +105,10 @@ pub struct NodeOptions {
     pub kubelet_metrics_listen: Option<SocketAddr>,
     /// Where the proxy serves `/metrics` and its health; `None` serves nothing.
     pub proxy_metrics_listen: Option<SocketAddr>,
+    /// Where the kubelet serves its API (logs, exec, attach, port-forward, stats; port 0
+    /// picks a free port), authenticating and authorizing callers through the API server
+    /// (`TokenReview`, `SubjectAccessReview`); `None` serves nothing.
+    pub kubelet_listen: Option<SocketAddr>,
 }
 
 impl NodeOptions {
@@ -130,6 +134,7 @@ impl NodeOptions {
             preload_images: Vec::new(),
             kubelet_metrics_listen: None,
             proxy_metrics_listen: None,
+            kubelet_listen: None,
         }
     }
 }
@@ -165,6 +170,11 @@ impl NodeKubelet {
     /// Whether the kubelet's last heartbeat found the runtime and the network healthy.
     pub fn is_ready(&self) -> bool {
         self.kubelet.is_ready()
+    }
+
+    /// Where the kubelet's API listens, when it serves one.
+    pub fn server_address(&self) -> Option<SocketAddr> {
+        self.kubelet.server_address()
     }
 
     /// The kubelet's `/metrics` and health listener, when it has one.
@@ -203,17 +213,21 @@ pub async fn start_kubelet(
         network_builder(options),
     ));
     let events = EventBroadcaster::new(client.clone(), EventOptions::default());
-    let kubelet = Kubelet::builder(
-        KubeletConfig::new(options.name.clone())
-            .internal_ip(options.internal_ip.clone())
-            .heartbeat_interval(options.heartbeat_interval),
-    )
-    .client(client)
-    .runtime(runtime)
-    .network(network.clone())
-    .events(events.recorder("kubelet").with_host(options.name.clone()))
-    .build()?
-    .start();
+    // Pods' volumes (service account tokens, ConfigMaps, ...) go under the node's state.
+    let mut config = KubeletConfig::new(options.name.clone())
+        .internal_ip(options.internal_ip.clone())
+        .heartbeat_interval(options.heartbeat_interval)
+        .root_dir(options.state_dir.join("kubelet"));
+    if let Some(listen) = options.kubelet_listen {
+        config = config.server_listen(listen);
+    }
+    let kubelet = Kubelet::builder(config)
+        .client(client)
+        .runtime(runtime)
+        .network(network.clone())
+        .events(events.recorder("kubelet").with_host(options.name.clone()))
+        .build()?
+        .start();
     let endpoint = bind_optional(
         &format!("kubelet/{}", options.name),
         options.kubelet_metrics_listen,
@@ -430,7 +444,9 @@ async fn runtime(options: &NodeOptions) -> Result<Arc<dyn ContainerRuntime>, Nod
         RuntimeOption::Fake => Ok(Arc::new(
             capstan_runtime::fake::FakeRuntime::builder()
                 .node_name(options.name.clone())
+                .clock(capstan_runtime::SystemClock)
                 .allow_unknown_pulls(true)
+                .run_commands(true)
                 .build(),
         )),
         #[cfg(feature = "containerd")]

@@ -33,6 +33,10 @@ pub type StopSignal = Shared<BoxFuture<'static, ()>>;
 pub struct ControllerOptions {
     /// The node lifecycle controller's settings (`--node-monitor-period` and the like).
     pub node_lifecycle: NodeLifecycleOptions,
+    /// The cluster's CA bundle (PEM): what the root CA publisher writes into every
+    /// namespace's `kube-root-ca.crt` (kube-controller-manager's `--root-ca-file`). `None`: the
+    /// API server has no CA (plain HTTP), and the ConfigMap carries an empty `ca.crt`.
+    pub root_ca: Option<Arc<Vec<u8>>>,
 }
 
 /// What a controller gets to start with; see the [module docs](self).

@@ -12,6 +12,8 @@
 //! - [`endpoints`]: Endpoints and EndpointSlices from the ready Pods a Service selects.
 //! - [`daemonset`]: one Pod per eligible Node (selectors, affinity, taints), rolling update.
 //! - [`job`]: parallelism, completions, tracking finalizers, backoff, deadline.
+//! - [`disruption`]: PodDisruptionBudget status (healthy, desired and expected Pods,
+//!   disruptions allowed) for the API server's eviction subresource.
 //! - [`util`]: what Kubernetes keeps in `controller_utils.go`: expectations, the Pod
 //!   deletion ranking, controller references and the Pod built from a template, slow-start
 //!   batches.
@@ -37,6 +39,7 @@
 pub mod context;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod job;
@@ -44,4 +47,5 @@ pub mod manager;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod serviceaccount;
 pub mod util;

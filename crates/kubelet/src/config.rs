@@ -1,9 +1,12 @@
 //! The kubelet's configuration.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{KubeletError, Result};
+use crate::server::ServerAuth;
 
 /// How long a node Lease is valid (`nodeLeaseDurationSeconds`).
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(40);
@@ -50,6 +53,18 @@ pub struct KubeletConfig {
     pub status_report_interval: Duration,
     /// How often each pod worker re-reads its containers.
     pub sync_period: Duration,
+    /// Where the kubelet's HTTP API ([`server`](crate::server)) listens; port 0 picks a free
+    /// port ([`RunningKubelet::server_address`](crate::RunningKubelet::server_address) says
+    /// which). `None` (the default) serves nothing.
+    pub server_listen: Option<SocketAddr>,
+    /// How the API authenticates and authorizes its callers (default: delegated to the API
+    /// server through the kubelet's client).
+    pub server_auth: ServerAuth,
+    /// The kubelet's own directory (`--root-dir`, `/var/lib/kubelet` in Kubernetes): Pods'
+    /// volumes are written under `<root_dir>/pods/<uid>/volumes`. `None` (the default) sets
+    /// up no volumes: containers start without their `volumeMounts`, which suits fake nodes
+    /// in benchmarks.
+    pub root_dir: Option<PathBuf>,
 }
 
 impl KubeletConfig {
@@ -73,6 +88,9 @@ impl KubeletConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             status_report_interval: DEFAULT_STATUS_REPORT_INTERVAL,
             sync_period: DEFAULT_SYNC_PERIOD,
+            server_listen: None,
+            server_auth: ServerAuth::default(),
+            root_dir: None,
         }
     }
 
@@ -121,6 +139,24 @@ impl KubeletConfig {
     /// Sets the pod workers' sync period.
     pub fn sync_period(mut self, period: Duration) -> Self {
         self.sync_period = period;
+        self
+    }
+
+    /// Serves the kubelet's HTTP API on `listen` (port 0: a free port).
+    pub fn server_listen(mut self, listen: SocketAddr) -> Self {
+        self.server_listen = Some(listen);
+        self
+    }
+
+    /// Sets the kubelet's directory, where Pods' volumes are written.
+    pub fn root_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.root_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets how the HTTP API authenticates and authorizes callers.
+    pub fn server_auth(mut self, auth: ServerAuth) -> Self {
+        self.server_auth = auth;
         self
     }
 

@@ -41,6 +41,16 @@ pub enum KubeletError {
         #[source]
         source: NetError,
     },
+    /// The kubelet's HTTP API could not listen on its address (in use, not local). Nothing
+    /// was started.
+    #[error("serving the kubelet API on {address}: {source}")]
+    Serve {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl KubeletError {

@@ -1,6 +1,7 @@
 //! The [`Kubelet`]: its builder, its main loop and the handle of a running one.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::pod_worker::{
     wait_until, Context, PodWorker, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
 };
 use crate::prober::{NetworkProber, Prober};
+use crate::server::{PodView, ServerParts};
 
 /// The node agent; see the [crate docs](crate). Build with [`Kubelet::builder`], run with
 /// [`Kubelet::start`].
@@ -35,6 +37,9 @@ pub struct Kubelet {
     prober: Arc<dyn Prober>,
     clock: Arc<dyn Clock>,
     events: Option<EventRecorder>,
+    /// The API's listener, bound by `build` when the configuration asks for one.
+    server: Option<std::net::TcpListener>,
+    tokens: Option<Arc<dyn crate::volumes::TokenSource>>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -57,6 +62,7 @@ pub struct KubeletBuilder {
     prober: Arc<dyn Prober>,
     clock: Arc<dyn Clock>,
     events: Option<EventRecorder>,
+    tokens: Option<Arc<dyn crate::volumes::TokenSource>>,
 }
 
 impl std::fmt::Debug for KubeletBuilder {
@@ -104,12 +110,30 @@ impl KubeletBuilder {
         self
     }
 
+    /// Where service account tokens for projected volumes come from (default: the API
+    /// server's `serviceaccounts/token` through the kubelet's client). Used only with a
+    /// [`root_dir`](KubeletConfig::root_dir).
+    pub fn tokens(mut self, source: Arc<dyn crate::volumes::TokenSource>) -> Self {
+        self.tokens = Some(source);
+        self
+    }
+
     /// The kubelet. [`KubeletError::InvalidConfig`] if the configuration is invalid or a
-    /// required part is missing.
+    /// required part is missing; [`KubeletError::Serve`] if the HTTP API's address
+    /// ([`KubeletConfig::server_listen`]) cannot be bound (it is bound here, served by
+    /// [`Kubelet::start`]).
     pub fn build(self) -> Result<Kubelet> {
         self.config.validate()?;
         let missing = |what: &str| KubeletError::InvalidConfig(format!("no {what} was given"));
+        let server = match self.config.server_listen {
+            Some(address) => Some(
+                crate::server::bind(address)
+                    .map_err(|source| KubeletError::Serve { address, source })?,
+            ),
+            None => None,
+        };
         Ok(Kubelet {
+            server,
             client: self.client.ok_or_else(|| missing("API client"))?,
             runtime: self.runtime.ok_or_else(|| missing("container runtime"))?,
             network: self.network.ok_or_else(|| missing("network plugin"))?,
@@ -119,6 +143,7 @@ impl KubeletBuilder {
             config: self.config,
             prober: self.prober,
             clock: self.clock,
+            tokens: self.tokens,
         })
     }
 }
@@ -149,12 +174,19 @@ pub struct RunningKubelet {
     syncs: Arc<AtomicU64>,
     node_name: String,
     stats: Arc<Stats>,
+    server: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl RunningKubelet {
     /// The node's name.
     pub fn node_name(&self) -> &str {
         &self.node_name
+    }
+
+    /// Where the kubelet's HTTP API listens (the bound address, with the port picked when
+    /// the configuration asked for port 0); `None` when it serves none.
+    pub fn server_address(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(|(address, _)| *address)
     }
 
     /// The kubelet's counters now.
@@ -203,6 +235,9 @@ impl RunningKubelet {
 impl Drop for RunningKubelet {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some((_, server)) = &self.server {
+            server.abort();
+        }
     }
 }
 
@@ -217,6 +252,7 @@ impl Kubelet {
             prober: Arc::new(NetworkProber),
             clock: Arc::new(SystemClock),
             events: None,
+            tokens: None,
         }
     }
 
@@ -227,22 +263,50 @@ impl Kubelet {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn start(self) -> RunningKubelet {
+    pub fn start(mut self) -> RunningKubelet {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let syncs = Arc::new(AtomicU64::new(0));
         let node_name = self.config.node_name.clone();
         let stats = Arc::new(Stats::new(node_name.clone()));
-        let task = tokio::spawn(self.run(shared.clone(), syncs.clone(), stats.clone()));
+        let pods = Arc::new(PodView::default());
+        let server = self.server.take().and_then(|listener| {
+            let address = listener.local_addr().ok()?;
+            let parts = ServerParts {
+                node_name: node_name.clone(),
+                client: self.client.clone(),
+                runtime: self.runtime.clone(),
+                clock: self.clock.clone(),
+                pods: pods.clone(),
+                auth: self.config.server_auth.clone(),
+            };
+            match crate::server::spawn(listener, parts) {
+                Ok(task) => Some((address, task)),
+                Err(error) => {
+                    tracing::warn!(%error, %address, "kubelet: serving the kubelet API failed");
+                    None
+                }
+            }
+        });
+        let port = server.as_ref().map(|(address, _)| address.port());
+        let task = tokio::spawn(self.run(shared.clone(), syncs.clone(), stats.clone(), pods, port));
         RunningKubelet {
             task,
             shared,
             syncs,
             node_name,
             stats,
+            server,
         }
     }
 
-    async fn run(self, shared: Arc<Mutex<Shared>>, syncs: Arc<AtomicU64>, stats: Arc<Stats>) {
+    async fn run(
+        self,
+        shared: Arc<Mutex<Shared>>,
+        syncs: Arc<AtomicU64>,
+        stats: Arc<Stats>,
+        pods: Arc<PodView>,
+        kubelet_port: Option<u16>,
+    ) {
         // `syncloop` fails once this loop ends, however it ends.
         struct Alive(Arc<Stats>);
         impl Drop for Alive {
@@ -258,7 +322,8 @@ impl Kubelet {
             self.runtime.clone(),
             self.network.clone(),
             self.clock.clone(),
-        );
+        )
+        .kubelet_port(kubelet_port);
         while let Err(error) = agent.register().await {
             tracing::warn!(node = %self.config.node_name, %error, "kubelet: registering the node failed; retrying");
             tokio::time::sleep(retry).await;
@@ -299,6 +364,18 @@ impl Kubelet {
             runtime_name,
             syncs,
             stats: stats.clone(),
+            volumes: self.config.root_dir.clone().map(|root| {
+                Arc::new(crate::volumes::VolumeManager::new(
+                    root,
+                    self.client.clone(),
+                    Some(self.tokens.clone().unwrap_or_else(|| {
+                        Arc::new(crate::volumes::ApiTokenSource::new(self.client.clone()))
+                    })),
+                ))
+            }),
+            service_env: Arc::new(crate::service_env::MasterServiceEnv::new(
+                self.client.clone(),
+            )),
         });
         // The PLEG's relist, for the running pods and containers gauges.
         {
@@ -322,6 +399,7 @@ impl Kubelet {
                 ..ReflectorOptions::default()
             },
         );
+        pods.set(informer.cache().clone());
         informer.wait_for_sync().await;
         let live: HashSet<String> = informer
             .cache()
@@ -435,6 +513,15 @@ async fn clean_up_orphans(ctx: &Context, live: &HashSet<String>) -> Result<()> {
             .remove_pod_sandbox(&sandbox.id)
             .await
             .map_err(|e| KubeletError::runtime("removing an orphaned sandbox", e))?;
+    }
+    // The volume directories of Pods that no longer exist (the kubelet's
+    // `cleanupOrphanedPodDirs`).
+    if let Some(volumes) = &ctx.volumes {
+        for uid in volumes.pod_uids() {
+            if !live.contains(&uid) {
+                volumes.tear_down(&uid);
+            }
+        }
     }
     Ok(())
 }

@@ -38,6 +38,12 @@
 //! runs for the others: a worker finds its Pod's sandbox and containers by label and creates
 //! nothing that already exists.
 //!
+//! **API.** With [`KubeletConfig::server_listen`] set, the kubelet serves its HTTP API
+//! ([`server`]): `/pods`, container logs, exec, attach, port-forward, `/stats/summary` and
+//! `/metrics/resource`, every route but `/healthz` behind bearer-token authentication and
+//! authorization (by default delegated to the API server), and the Node reports the port as
+//! its `daemonEndpoints.kubeletEndpoint`.
+//!
 //! **Time.** Back-offs, probe periods, heartbeats and sync periods are measured on an
 //! injected [`Clock`](capstan_runtime::Clock) (the runtime crate's). Tests share one
 //! `FakeClock` between the fake runtime and the kubelet and advance it by hand; tokio's
@@ -108,8 +114,12 @@ pub mod metrics;
 mod node;
 mod pod_worker;
 pub mod prober;
+pub mod server;
+mod service_env;
 mod status;
+pub mod streaming;
 mod time;
+pub mod volumes;
 
 pub use config::{KubeletConfig, NodeAddress, NODE_LEASE_NAMESPACE};
 pub use error::{KubeletError, Result};
@@ -118,3 +128,4 @@ pub use pod_worker::{
     CONTAINER_HASH_LABEL, CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
 };
 pub use prober::{HttpGet, NetworkProber, ProbeOutcome, Prober};
+pub use server::ServerAuth;

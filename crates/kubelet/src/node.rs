@@ -13,7 +13,8 @@ use std::time::SystemTime;
 
 use capstan_api::k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use capstan_api::k8s_openapi::api::core::v1::{
-    Node, NodeAddress as ApiNodeAddress, NodeCondition, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress as ApiNodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeStatus, NodeSystemInfo,
 };
 use capstan_api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use capstan_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -44,6 +45,8 @@ pub(crate) struct NodeAgent {
     clock: Arc<dyn Clock>,
     reported: Option<(Health, SystemTime)>,
     node_uid: Option<String>,
+    /// The port of the kubelet's API, reported as `daemonEndpoints.kubeletEndpoint.port`.
+    kubelet_port: Option<u16>,
 }
 
 impl NodeAgent {
@@ -63,7 +66,14 @@ impl NodeAgent {
             clock,
             reported: None,
             node_uid: None,
+            kubelet_port: None,
         }
+    }
+
+    /// Reports `port` as the kubelet's endpoint in the Node's status (none: left unset).
+    pub(crate) fn kubelet_port(mut self, port: Option<u16>) -> Self {
+        self.kubelet_port = port;
+        self
     }
 
     async fn health(&self) -> Health {
@@ -192,6 +202,14 @@ impl NodeAgent {
                 os_image: "Capstan".into(),
                 ..NodeSystemInfo::default()
             }),
+            daemon_endpoints: match self.kubelet_port {
+                Some(port) => Some(NodeDaemonEndpoints {
+                    kubelet_endpoint: Some(DaemonEndpoint {
+                        port: i32::from(port),
+                    }),
+                }),
+                None => previous.and_then(|s| s.daemon_endpoints.clone()),
+            },
             ..previous.cloned().unwrap_or_default()
         }
     }

@@ -123,6 +123,27 @@ pub(crate) fn container_status(
     }
 }
 
+/// One ephemeral container's API status: as [`container_status`], never ready, and
+/// without a restart count (an ephemeral container is never restarted).
+pub(crate) fn ephemeral_container_status(
+    spec: &Container,
+    observed: &Observed,
+    runtime: &str,
+    default_waiting: &str,
+) -> ContainerStatus {
+    let mut status = container_status(spec, observed, runtime, default_waiting);
+    status.ready = false;
+    status.started = Some(
+        observed
+            .latest
+            .as_ref()
+            .is_some_and(|l| l.state == rt::ContainerState::Running),
+    );
+    status.restart_count = 0;
+    status.last_state = None;
+    status
+}
+
 /// The Pod's phase, as Kubernetes derives it from its containers.
 pub(crate) fn phase(
     policy: RestartPolicy,
@@ -280,6 +301,36 @@ pub(crate) fn conditions(
     conditions
 }
 
+/// The Pod conditions the kubelet owns (Kubernetes' `PodConditionByKubelet`).
+const KUBELET_CONDITIONS: [&str; 5] = [
+    "PodScheduled",
+    "Ready",
+    "Initialized",
+    "ContainersReady",
+    "PodReadyToStartContainers",
+];
+
+/// `status` as the kubelet computed it, plus the conditions others own that the stored
+/// status holds (`DisruptionTarget` from an eviction, readiness gates), as Kubernetes'
+/// status manager merges them: the kubelet never drops a condition it does not own.
+pub(crate) fn merge_foreign_conditions(
+    mut status: PodStatus,
+    stored: Option<&PodStatus>,
+) -> PodStatus {
+    let foreign = stored
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()));
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    for condition in foreign {
+        if !conditions.iter().any(|c| c.type_ == condition.type_) {
+            conditions.push(condition.clone());
+        }
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +382,59 @@ mod tests {
         assert_eq!(
             phase(RestartPolicy::Always, &[], true, &backing_off),
             "Running"
+        );
+    }
+
+    #[test]
+    fn conditions_the_kubelet_does_not_own_survive_its_status_writes() {
+        let stored = PodStatus {
+            conditions: Some(vec![
+                condition("Ready", false, None, None),
+                condition(
+                    "DisruptionTarget",
+                    true,
+                    Some("EvictionByEvictionAPI"),
+                    Some("Eviction API: evicting".into()),
+                ),
+            ]),
+            ..PodStatus::default()
+        };
+        let computed = PodStatus {
+            conditions: Some(vec![condition("Ready", true, None, None)]),
+            ..PodStatus::default()
+        };
+        let merged = merge_foreign_conditions(computed, Some(&stored));
+        let conditions = merged.conditions.unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0].status, "True", "the kubelet's Ready wins");
+        assert_eq!(conditions[1].type_, "DisruptionTarget");
+    }
+
+    #[test]
+    fn an_ephemeral_container_is_never_ready_and_counts_no_restarts() {
+        let spec = Container {
+            name: "debugger".into(),
+            image: Some("busybox".into()),
+            ..Container::default()
+        };
+        let waiting_status = ephemeral_container_status(
+            &spec,
+            &Observed {
+                waiting: Some(("ErrImagePull".into(), "no such image".into())),
+                ..Observed::default()
+            },
+            "fake",
+            "ContainerCreating",
+        );
+        let state = waiting_status.state.unwrap().waiting.unwrap();
+        assert_eq!(state.reason.as_deref(), Some("ErrImagePull"));
+        assert!(!waiting_status.ready);
+        assert_eq!(waiting_status.started, Some(false));
+        let created =
+            ephemeral_container_status(&spec, &Observed::default(), "fake", "PodInitializing");
+        assert_eq!(
+            created.state.unwrap().waiting.unwrap().reason.as_deref(),
+            Some("PodInitializing")
         );
     }
 

@@ -6,8 +6,12 @@
 //!
 //! - [`fake`] (always built): [`fake::FakeRuntime`], in process and deterministic, with
 //!   scriptable per-image behaviour (start delays, exits, crash loops, pull failures, log
-//!   lines, exec handlers) and an injected [`Clock`]. It keeps no tasks or timers, so
-//!   thousands of fake nodes fit in one process.
+//!   lines, exec handlers, streaming exec handlers, files, listening ports, stdin answers,
+//!   resource usage) and an injected [`Clock`]. Each container has a writable file view
+//!   that honours its bind mounts, and busybox-like built-in commands (`sh -c`, `cat`,
+//!   `ls`, `tar` for `kubectl cp`, ...). It keeps no tasks or timers for idle containers
+//!   (only a live exec or forwarded connection runs a task), so thousands of fake nodes fit
+//!   in one process.
 //! - `containerd` (cargo feature `containerd`): `containerd::ContainerdRuntime` over
 //!   containerd's native gRPC API with runc: pods get pinned network, IPC and UTS namespaces,
 //!   containers an OCI spec with secure defaults and CRI log files, images come from
@@ -53,10 +57,15 @@ pub mod containerd;
 pub mod error;
 pub mod fake;
 pub mod oci;
+pub mod streaming;
 pub mod types;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{Result, RuntimeError};
+pub use streaming::{
+    AttachRequest, ByteReader, ByteWriter, ContainerStats, Duplex, DuplexStream, ProcessIo,
+    StdioOptions, StreamingExecRequest, TerminalSize,
+};
 pub use types::*;
 
 /// A stream of log lines; it ends when the log does (or, when following, when the container
@@ -133,6 +142,30 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// `FailedPrecondition` if the container is not running, `InvalidArgument` for an empty
     /// command, `Timeout` past the request's timeout.
     async fn exec_sync(&self, request: ExecRequest) -> Result<ExecResponse>;
+
+    // --- streaming (the kubelet's API: exec, attach, port-forward, stats) -------------
+
+    /// Starts a command in a running container with its stdio streamed (CRI's `Exec`).
+    /// `FailedPrecondition` if the container is not running, `NotFound` if there is no such
+    /// container, `InvalidArgument` for an empty command or for `stderr` with `tty`. A
+    /// command that cannot be started (not found in the image) is not an error: the session's
+    /// exit code says so (126 or 127, as a shell does).
+    async fn exec(&self, request: StreamingExecRequest) -> Result<ProcessIo>;
+
+    /// Connects to a running container's main process (CRI's `Attach`). Output is what the
+    /// process writes from now on. `FailedPrecondition` if it is not running, `NotFound` if
+    /// there is no such container.
+    async fn attach(&self, request: AttachRequest) -> Result<ProcessIo>;
+
+    /// Opens a TCP connection to `port` on the loopback address of a ready sandbox's network
+    /// namespace (CRI's `PortForward`), as a process in the pod would. `NotFound` for a
+    /// missing sandbox, `FailedPrecondition` for a stopped one, `Unavailable` when nothing
+    /// listens on the port (connection refused).
+    async fn port_forward(&self, pod_sandbox_id: &str, port: u16) -> Result<DuplexStream>;
+
+    /// A container's resource usage now. `NotFound` if there is no such container; a
+    /// container that is not running reports zero usage.
+    async fn container_stats(&self, id: &str) -> Result<ContainerStats>;
 
     // --- images ----------------------------------------------------------------------
 

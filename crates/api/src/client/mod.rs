@@ -17,7 +17,7 @@ use kube_core::{
     params::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams},
     DynamicObject, ObjectList, TypeMeta, WatchEvent,
 };
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     error::{Error, Result},
@@ -173,6 +173,33 @@ pub trait Client: Send + Sync + 'static {
         name: &str,
         params: &DeleteParams,
     ) -> Result<Deletion>;
+
+    /// Creates through a subresource of the object `name`, as a POST to
+    /// `.../{name}/{subresource}`: `serviceaccounts/token` (a `TokenRequest`), `pods/eviction`
+    /// (an `Eviction`), `pods/binding` (a `Binding`). `object` is the subresource's own kind,
+    /// and so is the answer (an eviction answers a `Status`).
+    ///
+    /// Errors: [`Error::NotFound`] when the object does not exist, the subresource's own
+    /// refusals ([`Error::TooManyRequests`] for an eviction a disruption budget forbids,
+    /// [`Error::Invalid`], ...). The default answers [`Error::MethodNotAllowed`]: a client
+    /// that serves no subresource creates.
+    async fn create_subresource(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: &str,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject> {
+        let _ = (namespace, name, object, params);
+        Err(Error::MethodNotAllowed {
+            message: format!(
+                "the server does not allow this method on the requested resource ({}/{subresource})",
+                resource.plural()
+            ),
+        })
+    }
 
     /// Deletes every object matching the label and field selectors in `list` (in `namespace`,
     /// or across all namespaces when `None`), each as [`delete`](Client::delete) would with
@@ -406,6 +433,37 @@ impl<K: Resource> Api<K> {
             .update_status(&self.resource, self.namespace(), object, params)
             .await?;
         self.decode(updated)
+    }
+
+    /// Creates `body` through subresource `subresource` of object `name` and decodes the
+    /// answer as `T` (`serviceaccounts/token` answers a `TokenRequest`); see
+    /// [`Client::create_subresource`].
+    pub async fn create_subresource<B: Serialize, T: DeserializeOwned>(
+        &self,
+        name: &str,
+        subresource: &str,
+        params: &PostParams,
+        body: &B,
+    ) -> Result<T> {
+        let object: DynamicObject = serde_json::to_value(body)
+            .and_then(serde_json::from_value)
+            .map_err(|e| {
+                Error::internal(format!("cannot encode the {subresource} request: {e}"))
+            })?;
+        let answer = self
+            .client
+            .create_subresource(
+                &self.resource,
+                self.namespace(),
+                name,
+                subresource,
+                object,
+                params,
+            )
+            .await?;
+        serde_json::to_value(answer)
+            .and_then(serde_json::from_value)
+            .map_err(|e| Error::internal(format!("cannot decode the {subresource} answer: {e}")))
     }
 
     /// Patches an object; see [`Client::patch`]. Patch types other than apply, merge and

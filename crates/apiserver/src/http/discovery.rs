@@ -128,6 +128,22 @@ pub fn resources(all: &[ResourceInfo], group: &str, version: &str) -> Option<API
                 });
             }
         }
+        for pod_subresource in pod_subresources(resource) {
+            list.push(APIResource {
+                name: format!("{}/{}", resource.plural(), pod_subresource.name),
+                singular_name: String::new(),
+                namespaced: true,
+                kind: pod_subresource.kind.into(),
+                verbs: pod_subresource.verbs(),
+                short_names: None,
+                categories: None,
+                group: (!pod_subresource.group.is_empty())
+                    .then(|| pod_subresource.group.to_string()),
+                version: (!pod_subresource.group.is_empty())
+                    .then(|| pod_subresource.version.to_string()),
+                storage_version_hash: None,
+            });
+        }
     }
     (!list.is_empty()).then(|| APIResourceList {
         group_version: if group.is_empty() {
@@ -161,6 +177,48 @@ fn verbs(resource: &ResourceInfo) -> Vec<String> {
 /// The verbs of the `status` and `scale` subresources.
 fn subresource_verbs() -> Vec<String> {
     ["get", "patch", "update"].map(String::from).to_vec()
+}
+
+/// A subresource of core Pods served besides `status` (see `rest::pods`).
+struct PodSubresource {
+    name: &'static str,
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    verbs: &'static [&'static str],
+}
+
+impl PodSubresource {
+    fn verbs(&self) -> Vec<String> {
+        self.verbs.iter().map(|v| v.to_string()).collect()
+    }
+}
+
+/// The Pod subresources `rest::pods` serves: `eviction` (a `policy/v1` Eviction, `create`,
+/// which `kubectl drain` looks for) and `ephemeralcontainers` (`kubectl debug`). None for
+/// other kinds.
+fn pod_subresources(resource: &ResourceInfo) -> &'static [PodSubresource] {
+    const POD: &[PodSubresource] = &[
+        PodSubresource {
+            name: "ephemeralcontainers",
+            group: "",
+            version: "v1",
+            kind: "Pod",
+            verbs: &["get", "patch", "update"],
+        },
+        PodSubresource {
+            name: "eviction",
+            group: "policy",
+            version: "v1",
+            kind: "Eviction",
+            verbs: &["create"],
+        },
+    ];
+    if resource.group().is_empty() && resource.kind() == "Pod" {
+        POD
+    } else {
+        &[]
+    }
 }
 
 /// Kubernetes' order of API versions (`CompareKubeAwareVersionStrings`): GA before beta before
@@ -319,6 +377,18 @@ fn resource_discovery(resource: &ResourceInfo) -> APIResourceDiscovery {
             response_kind: discovery_gvk("autoscaling", "v1", "Scale"),
             accepted_types: Vec::new(),
             verbs: subresource_verbs(),
+        });
+    }
+    for pod_subresource in pod_subresources(resource) {
+        served.push(APISubresourceDiscovery {
+            subresource: Some(pod_subresource.name.to_string()),
+            response_kind: discovery_gvk(
+                pod_subresource.group,
+                pod_subresource.version,
+                pod_subresource.kind,
+            ),
+            accepted_types: Vec::new(),
+            verbs: pod_subresource.verbs(),
         });
     }
     APIResourceDiscovery {

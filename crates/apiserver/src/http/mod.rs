@@ -36,14 +36,17 @@ pub mod apiservices;
 pub mod componentstatuses;
 pub mod discovery;
 pub mod layers;
+pub mod metrics_api;
 pub mod negotiation;
 pub mod observe;
 pub mod openapi;
 pub mod openapi_v2;
 mod openapi_v2_proto;
+pub mod pod_streams;
 mod requester;
 pub mod rest;
 pub mod reviews;
+pub mod service_accounts;
 pub mod status;
 pub mod table;
 #[cfg(feature = "tls")]
@@ -117,8 +120,11 @@ pub fn router_with(
 ) -> Router {
     let virtual_routes = Router::new()
         .merge(reviews::routes())
+        .merge(service_accounts::routes())
         .merge(apiservices::routes(registry.clone()))
-        .merge(componentstatuses::routes(registry.clone()));
+        .merge(componentstatuses::routes(registry.clone()))
+        .merge(pod_streams::routes(registry.clone()))
+        .merge(metrics_api::routes(registry.clone()));
     let state = Served {
         registry,
         address,

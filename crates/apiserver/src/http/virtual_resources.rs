@@ -2,8 +2,10 @@
 //!
 //! The registry's kinds reach discovery through `Registry::resources`; these do not, since
 //! nothing of them is stored: the review APIs (create only), `apiservices` and
-//! `componentstatuses` (read only), and the `approval` subresource of
-//! CertificateSigningRequests. [`extend_groups`] and [`extend_resources`] add them to what
+//! `componentstatuses` (read only), the `approval` subresource of
+//! CertificateSigningRequests, the subresources proxied to kubelets (`pods/log`,
+//! `pods/exec`, `pods/attach`, `pods/portforward`, `nodes/proxy`) and the resource metrics
+//! API (`metrics.k8s.io/v1beta1`). [`extend_groups`] and [`extend_resources`] add them to what
 //! discovery builds from the registry, with their own verbs; [`group_versions`] lists their
 //! group versions (for `apiservices`).
 
@@ -99,7 +101,55 @@ pub static VIRTUAL_RESOURCES: &[VirtualResource] = &[
             "certificatesigningrequests/approval",
         )
     },
+    // The subresources proxied to kubelets (`http::pod_streams`).
+    pod_stream("Pod", "pods/log", &["get"]),
+    pod_stream("PodExecOptions", "pods/exec", &["create", "get"]),
+    pod_stream("PodAttachOptions", "pods/attach", &["create", "get"]),
+    pod_stream(
+        "PodPortForwardOptions",
+        "pods/portforward",
+        &["create", "get"],
+    ),
+    VirtualResource {
+        namespaced: false,
+        ..pod_stream(
+            "NodeProxyOptions",
+            "nodes/proxy",
+            &["create", "delete", "get", "patch", "update"],
+        )
+    },
+    // The resource metrics API (`http::metrics_api`).
+    VirtualResource {
+        version: "v1beta1",
+        verbs: &["get", "list"],
+        ..review("metrics.k8s.io", "NodeMetrics", "nodes")
+    },
+    VirtualResource {
+        version: "v1beta1",
+        verbs: &["get", "list"],
+        namespaced: true,
+        ..review("metrics.k8s.io", "PodMetrics", "pods")
+    },
 ];
+
+/// A core subresource served by `http::pod_streams`, listed with its kind when the registry
+/// serves `v1`.
+const fn pod_stream(
+    kind: &'static str,
+    name: &'static str,
+    verbs: &'static [&'static str],
+) -> VirtualResource {
+    VirtualResource {
+        group: "",
+        version: "v1",
+        kind,
+        name,
+        namespaced: true,
+        verbs,
+        short_names: &[],
+        needs_registry: true,
+    }
+}
 
 /// The named group versions the virtual resources add by themselves (those not needing the
 /// registry), as `(group, version)`, each once.
@@ -286,7 +336,8 @@ mod tests {
             [
                 "authorization.k8s.io",
                 "authentication.k8s.io",
-                "apiregistration.k8s.io"
+                "apiregistration.k8s.io",
+                "metrics.k8s.io"
             ]
         );
         let authz = extend_resources(None, "authorization.k8s.io", "v1").unwrap();

@@ -316,6 +316,30 @@ impl Client for KubeClient {
         .await
     }
 
+    async fn create_subresource(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: &str,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject> {
+        url::check_scope(resource, namespace, false)?;
+        let path =
+            url::post_query(params).on(url::object(resource, namespace, name, Some(subresource))?);
+        let body = remote::json_body(&object, resource)?;
+        let (_, bytes) = self
+            .call(Method::POST, path, Some(("application/json", body)))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::internal(format!(
+                "cannot decode the answer of {}/{subresource}: {e}",
+                resource.qualified_resource()
+            ))
+        })
+    }
+
     async fn update_status(
         &self,
         resource: &ResourceInfo,

@@ -139,7 +139,8 @@ pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>, restart: RestartPo
     }
 }
 
-fn default_container(container: &mut Map<String, Value>) {
+/// A container's defaults (also an ephemeral container's, on its own subresource).
+pub(crate) fn default_container(container: &mut Map<String, Value>) {
     set_default(container, "terminationMessagePath", "/dev/termination-log");
     set_default(container, "terminationMessagePolicy", "File");
     let pull_policy = match container.get("image").and_then(Value::as_str) {

@@ -59,6 +59,8 @@ pub mod validation;
 
 mod create;
 mod delete;
+mod ephemeral;
+mod eviction;
 mod kinds;
 mod list;
 mod names;
@@ -92,6 +94,11 @@ use crate::schema::{strict_decoding_error, Keys, KindSchema, Schemas};
 use crate::watch_cache::{CachedWatchSource, WatchCacheOptions};
 
 pub use admission::{AdmissionChain, AdmissionPhase, AdmissionRequest, AdmissionStep, Operation};
+pub(crate) use eviction::success_status as eviction_success_status;
+pub use eviction::{
+    EvictionError, BUDGET_REFUSAL, DISRUPTION_BUDGET_CAUSE, MAX_DISRUPTED_POD_SIZE,
+    MULTIPLE_BUDGETS,
+};
 pub use service_ips::{ServiceCidr, DEFAULT_SERVICE_CIDR};
 
 pub(crate) use kinds::KindStrategy;
@@ -664,6 +671,40 @@ impl Client for Registry {
                 state.strategy().to_served(&mut deleted);
                 object::to_dynamic(deleted)
             })
+    }
+
+    /// Creates through a subresource; see [`Client::create_subresource`]. Served here:
+    /// `pods/eviction` ([`Registry::evict`]; the answer is a `Success` Status, a budget's
+    /// refusal is [`Error::TooManyRequests`], two budgets an [`Error::Internal`]). Other
+    /// subresources: [`Error::MethodNotAllowed`].
+    async fn create_subresource(
+        &self,
+        resource: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: &str,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject> {
+        if subresource == "eviction" && resource.group().is_empty() && resource.kind() == "Pod" {
+            let eviction = serde_json::to_value(object)
+                .map_err(|e| Error::bad_request(format!("encoding the Eviction: {e}")))?;
+            self.evict(
+                namespace.unwrap_or_default(),
+                name,
+                &eviction,
+                params.dry_run,
+            )
+            .await
+            .map_err(EvictionError::into_api_error)?;
+            return object::to_dynamic(eviction::success_status());
+        }
+        Err(Error::MethodNotAllowed {
+            message: format!(
+                "the server does not allow this method on the requested resource ({}/{subresource})",
+                resource.plural()
+            ),
+        })
     }
 
     /// Delegates to the kind's [`WatchSource`]; fails with [`Error::MethodNotAllowed`] until

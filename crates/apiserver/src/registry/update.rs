@@ -31,6 +31,21 @@ pub(super) enum Subresource {
     /// Only a CertificateSigningRequest's approval conditions
     /// ([`prepare_approval_update`](super::kinds::KindStrategy::prepare_approval_update)).
     Approval,
+    /// Only a Pod's `spec.ephemeralContainers` (the `ephemeralcontainers` subresource,
+    /// [`prepare_ephemeral_containers_update`](super::kinds::KindStrategy::prepare_ephemeral_containers_update)).
+    EphemeralContainers,
+}
+
+impl Subresource {
+    /// The subresource's name as admission steps see it: `status`, `ephemeralcontainers`, or
+    /// `None` for the object itself (and for approvals, validated as the object).
+    pub(super) fn admission_name(self) -> Option<&'static str> {
+        match self {
+            Subresource::Status => Some("status"),
+            Subresource::EphemeralContainers => Some("ephemeralcontainers"),
+            Subresource::Main | Subresource::Approval => None,
+        }
+    }
 }
 
 /// The target and rules of one update.
@@ -88,7 +103,7 @@ impl Registry {
             check_identity(info, namespace, name, &mut updated)?;
             let request = AdmissionRequest {
                 operation: Op::Update,
-                subresource: (subresource == Subresource::Status).then_some("status"),
+                subresource: subresource.admission_name(),
                 resource: info,
                 namespace,
                 name,
@@ -410,6 +425,12 @@ pub(super) fn prepare_update(
     }
     if subresource == Subresource::Approval {
         state.strategy().prepare_approval_update(current, updated);
+        return Ok(());
+    }
+    if subresource == Subresource::EphemeralContainers {
+        state
+            .strategy()
+            .prepare_ephemeral_containers_update(current, updated);
         return Ok(());
     }
     let invalid = |cause: FieldError| Error::Invalid {

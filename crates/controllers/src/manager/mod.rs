@@ -55,6 +55,7 @@ use tokio::task::JoinSet;
 
 use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
+use crate::disruption::DisruptionController;
 use crate::endpoints::slices::EndpointSliceController;
 use crate::endpoints::EndpointsController;
 use crate::garbage_collector::GarbageCollector;
@@ -138,7 +139,7 @@ impl std::fmt::Debug for ControllerManager {
 
 /// The names of the built-in controllers [`ControllerManager::with_builtins`] registers, as
 /// kube-controller-manager names them.
-pub const BUILTIN_CONTROLLERS: [&str; 9] = [
+pub const BUILTIN_CONTROLLERS: [&str; 12] = [
     crate::replicaset::NAME,
     crate::deployment::NAME,
     crate::endpoints::NAME,
@@ -148,6 +149,9 @@ pub const BUILTIN_CONTROLLERS: [&str; 9] = [
     crate::garbage_collector::NAME,
     crate::job::NAME,
     crate::namespace::NAME,
+    crate::disruption::NAME,
+    crate::serviceaccount::NAME,
+    crate::serviceaccount::ROOT_CA_PUBLISHER_NAME,
 ];
 
 impl ControllerManager {
@@ -177,6 +181,9 @@ impl ControllerManager {
             .register::<GarbageCollector>()
             .register::<JobController>()
             .register::<NamespaceController>()
+            .register::<DisruptionController>()
+            .register::<crate::serviceaccount::ServiceAccountsController>()
+            .register::<crate::serviceaccount::RootCaPublisher>()
     }
 
     /// Registers the built-in controller `B` under [`B::NAME`](BuiltinController::NAME) and

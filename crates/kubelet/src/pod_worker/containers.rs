@@ -143,9 +143,33 @@ impl PodWorker {
         if let Some(dir) = &container.working_dir {
             config = config.working_dir(dir);
         }
+        // A stdin (and TTY) as the spec asks, for `kubectl attach` and `kubectl debug -it`.
+        config.stdin = container.stdin.unwrap_or(false);
+        config.tty = container.tty.unwrap_or(false);
+        // The `kubernetes` Service's variables, unless the container sets the same names.
+        let own: std::collections::HashSet<&str> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        for (name, value) in self.ctx.service_env.variables().await {
+            if !own.contains(name.as_str()) {
+                config = config.env(name, value);
+            }
+        }
         for env in container.env.iter().flatten() {
             if let Some(value) = &env.value {
                 config = config.env(&env.name, value);
+            }
+        }
+        if let Some(volumes) = &self.volumes {
+            match volumes.mounts(&pod, container) {
+                Ok(mounts) => config.mounts.extend(mounts),
+                Err(error) => {
+                    self.ctx.warning(&pod, "Failed", format!("Error: {error}"));
+                    return Some(("CreateContainerConfigError".into(), error.to_string()));
+                }
             }
         }
         let id = match runtime

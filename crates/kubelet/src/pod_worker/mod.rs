@@ -71,6 +71,10 @@ pub(crate) struct Context {
     pub(crate) syncs: Arc<AtomicU64>,
     /// The kubelet's metrics.
     pub(crate) stats: Arc<crate::metrics::Stats>,
+    /// Pods' volumes (`None`: the kubelet has no root directory and mounts nothing).
+    pub(crate) volumes: Option<Arc<crate::volumes::VolumeManager>>,
+    /// The `kubernetes` Service's variables every container gets.
+    pub(crate) service_env: Arc<crate::service_env::MasterServiceEnv>,
 }
 
 impl Context {
@@ -156,6 +160,8 @@ pub(crate) struct PodWorker {
     /// When this worker first saw the Pod, until it is reported running
     /// (`kubelet_pod_start_duration_seconds`).
     seen_at: Option<SystemTime>,
+    /// Where the Pod's volumes are, once set up.
+    volumes: Option<crate::volumes::PodVolumes>,
 }
 
 fn pod_label(pod: &Pod) -> String {
@@ -204,6 +210,7 @@ impl PodWorker {
             start_time,
             finished,
             seen_at,
+            volumes: None,
         }
     }
 

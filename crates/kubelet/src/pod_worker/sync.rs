@@ -13,7 +13,30 @@ use capstan_runtime as rt;
 use super::{spec_hash, PodWorker, ProbeKind, CONTAINER_HASH_LABEL};
 use crate::error::{KubeletError, Result};
 use crate::status::{self, Observed, RestartPolicy};
+
+/// How soon a failed volume set-up is tried again.
+const VOLUME_RETRY: Duration = Duration::from_secs(2);
 use crate::time::time;
+
+/// The Pod's ephemeral containers as the containers the kubelet runs: the same fields
+/// without `targetContainerName`.
+///
+/// The target's process namespace is not joined: the runtime SPI offers no per-container
+/// namespace target (CRI's `NamespaceMode::TARGET`), so an ephemeral container sees the
+/// processes its sandbox shows (the pod-wide namespace on runtimes that share one).
+pub(super) fn ephemeral_containers(
+    spec: &capstan_api::k8s_openapi::api::core::v1::PodSpec,
+) -> Vec<Container> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|ephemeral| {
+            let mut value = serde_json::to_value(ephemeral).ok()?;
+            value.as_object_mut()?.remove("targetContainerName");
+            serde_json::from_value(value).ok()
+        })
+        .collect()
+}
 
 impl PodWorker {
     /// One pass; returns when to sync next at the latest.
@@ -36,11 +59,45 @@ impl PodWorker {
             return Ok(wake);
         };
         let mut observed = self.observe(&sandbox).await?;
+        // Volumes before any container: a container never starts without the files its
+        // spec mounts. Until they are there, every container not yet created waits.
+        if self.ensure_volumes(now, &mut wake).await.is_err() {
+            for container in spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(spec.containers.iter())
+            {
+                let slot = observed.entry(container.name.clone()).or_default();
+                if slot.latest.is_none() {
+                    slot.waiting = Some(("ContainerCreating".into(), String::new()));
+                }
+            }
+            self.write_status(&spec, policy, &observed, false, now)
+                .await?;
+            return Ok(wake);
+        }
         let live_ids: HashSet<String> = observed
             .values()
             .filter_map(|o| o.latest.as_ref().map(|l| l.id.clone()))
             .collect();
         self.probes.retain(|(id, _), _| live_ids.contains(id));
+
+        // Ephemeral containers first, as Kubernetes' `computePodActions` orders them, so a
+        // failing init container does not keep a debugger out: each is started once, never
+        // restarted (one whose start failed, such as an image pull, is tried again).
+        for container in &ephemeral_containers(&spec) {
+            if observed
+                .get(&container.name)
+                .is_some_and(|o| o.latest.is_some())
+            {
+                continue;
+            }
+            let waiting = self
+                .start_container(&sandbox, container, 0, now, &mut wake)
+                .await;
+            observed.entry(container.name.clone()).or_default().waiting = waiting;
+        }
 
         // Init containers, in order, each to completion.
         let mut initialized = true;
@@ -175,6 +232,35 @@ impl PodWorker {
         Ok(wake)
     }
 
+    /// Sets the Pod's volumes up the first time, and again when a token in them is due.
+    /// On failure records `FailedMount` and asks to be woken for a retry; the error's text is
+    /// returned.
+    async fn ensure_volumes(
+        &mut self,
+        now: SystemTime,
+        wake: &mut SystemTime,
+    ) -> std::result::Result<(), String> {
+        let Some(manager) = self.ctx.volumes.clone() else {
+            return Ok(());
+        };
+        let uid = self.uid();
+        if self.volumes.is_none() || manager.needs_refresh(&uid, now) {
+            match manager.set_up(&self.pod, now).await {
+                Ok(volumes) => self.volumes = Some(volumes),
+                Err(error) => {
+                    let message = error.to_string();
+                    self.ctx.warning(&self.pod, "FailedMount", message.clone());
+                    *wake = (*wake).min(now + VOLUME_RETRY);
+                    return Err(message);
+                }
+            }
+        }
+        if let Some(due) = manager.next_refresh(&uid) {
+            *wake = (*wake).min(due);
+        }
+        Ok(())
+    }
+
     /// Probes a running container; returns (started, ready).
     async fn probe_running(
         &mut self,
@@ -261,6 +347,20 @@ impl PodWorker {
                 status::container_status(c, o, runtime, default_waiting)
             })
             .collect();
+        // Ephemeral containers are reported apart; they never count toward the phase or
+        // readiness.
+        let ephemeral_waiting = if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
+        let ephemeral: Vec<_> = ephemeral_containers(spec)
+            .iter()
+            .map(|c| {
+                let o = observed.get(&c.name).unwrap_or(&empty);
+                status::ephemeral_container_status(c, o, runtime, ephemeral_waiting)
+            })
+            .collect();
         let phase = status::phase(policy, &init, initialized, &containers);
         let previous = self.last_status.clone();
         let conditions = status::conditions(
@@ -288,6 +388,7 @@ impl PodWorker {
             start_time: self.start_time.map(time),
             init_container_statuses: (!init.is_empty()).then_some(init),
             container_statuses: Some(containers),
+            ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
             qos_class: previous.as_ref().and_then(|p| p.qos_class.clone()),
             ..PodStatus::default()
         };
@@ -304,7 +405,10 @@ impl PodWorker {
                 Ok(_) => return Ok(false),
                 Err(error) => return Err(KubeletError::api("reading the pod", error)),
             };
-            current.status = Some(status.clone());
+            current.status = Some(status::merge_foreign_conditions(
+                status.clone(),
+                current.status.as_ref(),
+            ));
             match api.update_status(&PostParams::default(), &current).await {
                 Ok(_) => Ok(true),
                 Err(error) if error.is_not_found() => Ok(false),

@@ -57,6 +57,10 @@ impl PodWorker {
             self.release_sandbox(&sandbox.id).await?;
         }
         self.sandbox = None;
+        if let Some(volumes) = &self.ctx.volumes {
+            volumes.tear_down(&self.uid());
+            self.volumes = None;
+        }
         if gone {
             return Ok(());
         }

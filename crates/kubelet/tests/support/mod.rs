@@ -233,6 +233,28 @@ impl ContainerRuntime for RecordingRuntime {
     async fn exec_sync(&self, request: ExecRequest) -> Result<ExecResponse> {
         self.inner.exec_sync(request).await
     }
+    async fn exec(
+        &self,
+        request: capstan_runtime::StreamingExecRequest,
+    ) -> Result<capstan_runtime::ProcessIo> {
+        self.inner.exec(request).await
+    }
+    async fn attach(
+        &self,
+        request: capstan_runtime::AttachRequest,
+    ) -> Result<capstan_runtime::ProcessIo> {
+        self.inner.attach(request).await
+    }
+    async fn port_forward(
+        &self,
+        pod_sandbox_id: &str,
+        port: u16,
+    ) -> Result<capstan_runtime::DuplexStream> {
+        self.inner.port_forward(pod_sandbox_id, port).await
+    }
+    async fn container_stats(&self, id: &str) -> Result<capstan_runtime::ContainerStats> {
+        self.inner.container_stats(id).await
+    }
     async fn pull_image(&self, image: &ImageSpec) -> Result<String> {
         self.inner.pull_image(image).await
     }

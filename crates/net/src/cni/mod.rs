@@ -190,6 +190,42 @@ impl CniNetwork {
     }
 }
 
+impl CniNetwork {
+    /// Brings the sandbox's loopback interface up with the `loopback` plugin, as containerd's
+    /// CRI does for every pod, so a process in the pod (and port-forwarding, which connects
+    /// to `localhost` in the pod) can use `127.0.0.1`. Skipped when the plugin directories
+    /// hold no `loopback` binary (the network's own plugins may bring `lo` up).
+    async fn loopback_up(&self, attachment: &Attachment) -> Result<()> {
+        if self.find_plugin(LOOPBACK_PLUGIN).is_err() {
+            return Ok(());
+        }
+        let mut raw = Map::new();
+        raw.insert("type".to_owned(), Value::String(LOOPBACK_PLUGIN.to_owned()));
+        let plugin = PluginConfig {
+            plugin_type: LOOPBACK_PLUGIN.to_owned(),
+            raw,
+        };
+        let config = NetworkConfig {
+            name: "cni-loopback".to_owned(),
+            cni_version: self.inner.config.cni_version.clone(),
+            disable_check: true,
+            plugins: vec![plugin.clone()],
+            source: None,
+        };
+        let lo = Attachment {
+            ifname: "lo".to_owned(),
+            port_mappings: Vec::new(),
+            ..attachment.clone()
+        };
+        self.exec(&config, &plugin, Command::Add, &lo, None)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The reference plugin that brings `lo` up in a namespace.
+const LOOPBACK_PLUGIN: &str = "loopback";
+
 #[async_trait]
 impl NetworkPlugin for CniNetwork {
     fn name(&self) -> &str {
@@ -217,6 +253,7 @@ impl NetworkPlugin for CniNetwork {
         for plugin in &config.plugins {
             self.find_plugin(&plugin.plugin_type)?;
         }
+        self.loopback_up(attachment).await?;
         let mut prev: Option<Value> = None;
         let mut last_plugin = "";
         for (i, plugin) in config.plugins.iter().enumerate() {

@@ -212,7 +212,7 @@ pub(super) async fn start_container(runtime: &ContainerdRuntime, id: &str) -> Re
         .map_err(|s| map_status(s, "container", id))?
         .into_inner()
         .mounts;
-    let (stdout, stderr) = runtime.attach(id, Path::new(&record.log_path), true)?;
+    let io = runtime.attach(id, &record, true)?;
     // Taken before the start call, so a process exiting at once never appears to have
     // finished before it started.
     let mut now = SystemTime::now();
@@ -224,8 +224,10 @@ pub(super) async fn start_container(runtime: &ContainerdRuntime, id: &str) -> Re
             .create(runtime.request(api::CreateTaskRequest {
                 container_id: id.into(),
                 rootfs: mounts,
-                stdout,
-                stderr,
+                stdin: io.stdin,
+                stdout: io.stdout,
+                stderr: io.stderr,
+                terminal: io.terminal,
                 ..Default::default()
             }))
             .await?;

@@ -5,10 +5,9 @@ use containerd_client::services::v1 as api;
 use prost_types::Any;
 use tokio::sync::watch;
 
-use super::status::observe;
 use super::{internal, map_status, new_id, stdio, ContainerdRuntime, PROCESS_TYPE_URL, SIGKILL};
 use crate::error::{Result, RuntimeError};
-use crate::types::{ContainerState, ExecRequest, ExecResponse, OutputStream};
+use crate::types::{ExecRequest, ExecResponse, OutputStream};
 
 pub(super) async fn exec_sync(
     runtime: &ContainerdRuntime,
@@ -18,27 +17,7 @@ pub(super) async fn exec_sync(
         return Err(RuntimeError::InvalidArgument("empty exec command".into()));
     }
     let id = request.container_id.as_str();
-    let object = runtime
-        .get_object(id, "container")
-        .await?
-        .ok_or_else(|| RuntimeError::not_found("container", id))?;
-    let task = runtime.get_task(id).await?;
-    if observe(&object.labels, task.as_ref()).state != ContainerState::Running {
-        return Err(RuntimeError::FailedPrecondition(format!(
-            "container {id} is not running"
-        )));
-    }
-    let spec: serde_json::Value = serde_json::from_slice(
-        &object
-            .spec
-            .as_ref()
-            .map(|s| s.value.clone())
-            .unwrap_or_default(),
-    )
-    .map_err(|e| internal("decoding a container spec", e))?;
-    let mut process = spec.get("process").cloned().unwrap_or_default();
-    process["args"] = serde_json::json!(request.cmd);
-    process["terminal"] = serde_json::json!(false);
+    let process = super::streaming_exec::exec_process(runtime, id, &request.cmd, false).await?;
     let exec_id = format!("exec-{}", &new_id()?[..16]);
     let dir = runtime.container_dir(id).join(&exec_id);
     std::fs::create_dir_all(&dir).map_err(|e| internal(&dir.display().to_string(), e))?;

@@ -14,8 +14,14 @@
 //!   has its own. The runtime assigns no IP (the kubelet's network plugin does).
 //! - **Containers** get an OCI spec built here (`spec`). Their stdout and stderr are FIFOs
 //!   under `<state_dir>/containers/<id>/`, drained by this process into the CRI log file
-//!   `<log_directory>/<log_path>`; a watcher task waits for each task's exit, records the exit
-//!   code and time in the container's labels, and deletes the task.
+//!   `<log_directory>/<log_path>` and to attach sessions; a container created with `stdin`
+//!   gets a stdin FIFO whose write end this process keeps for attach, one with `tty` a
+//!   terminal (its output is then stdout alone). A watcher task waits for each task's exit,
+//!   records the exit code and time in the container's labels, and deletes the task.
+//! - **Streaming.** An exec is an extra process of the task with FIFOs of its own, under
+//!   `<state_dir>/containers/<id>/exec-<n>/`, removed once it exits; port-forward connects
+//!   from a thread that joins the pod's pinned network namespace; stats come from the
+//!   container's cgroup (`linux.cgroupsPath` of its spec, cgroup v2 or v1).
 //! - **Images** come from [`import_image`](ContainerRuntime::import_image) (OCI layout
 //!   tarballs: blobs into the content store, an image record, layers unpacked into the
 //!   snapshotter). This backend fetches from no registry: pulling an image that is not
@@ -24,8 +30,10 @@
 //! The backend's files: this one holds [`ContainerdConfig`], the [`ContainerdRuntime`] handle,
 //! what it records in containerd objects (labels and records) and its [`ContainerRuntime`]
 //! impl, which hands each call to the file of its area: `sandbox`, `container`, `logs`,
-//! `exec` and `image`. Below those, `objects` wraps containerd's container and task calls,
-//! `tasks` attaches output to tasks and records their exits, and `status` derives a
+//! `exec`, `streaming_exec`, `streaming_attach`, `port_forward`, `stats` and `image`
+//! (`session` holds the plumbing the streaming sessions share). Below those, `objects`
+//! wraps containerd's container and task calls, `tasks` attaches output to tasks (log file,
+//! attach broadcast, stdin FIFO) and records their exits, and `status` derives a
 //! container's state from its labels and task; `namespaces`, `spec` and `stdio` do the
 //! Linux-side work.
 
@@ -35,10 +43,15 @@ mod image;
 mod logs;
 mod namespaces;
 mod objects;
+mod port_forward;
 mod sandbox;
+mod session;
 mod spec;
+mod stats;
 mod status;
 mod stdio;
+mod streaming_attach;
+mod streaming_exec;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -151,6 +164,11 @@ struct ContainerRecord {
 /// The draining of one running task's output, ended once the task is deleted.
 struct Attached {
     done: watch::Sender<bool>,
+    /// What the task writes from now on, for attach sessions; a slow subscriber lags (loses
+    /// chunks) rather than holding the log writer up.
+    output: tokio::sync::broadcast::Sender<(OutputStream, Bytes)>,
+    /// The write end of the task's stdin FIFO, when the container was created with stdin.
+    stdin: Option<Arc<tokio::net::unix::pipe::Sender>>,
 }
 
 /// A [`ContainerRuntime`] over containerd. Cheap to clone (one gRPC channel). See the
@@ -389,6 +407,22 @@ impl ContainerRuntime for ContainerdRuntime {
 
     async fn container_logs(&self, id: &str, options: LogOptions) -> Result<LogStream> {
         logs::container_logs(self, id, options).await
+    }
+
+    async fn exec(&self, request: crate::StreamingExecRequest) -> Result<crate::ProcessIo> {
+        streaming_exec::exec(self, request).await
+    }
+
+    async fn attach(&self, request: crate::AttachRequest) -> Result<crate::ProcessIo> {
+        streaming_attach::attach(self, request).await
+    }
+
+    async fn port_forward(&self, pod_sandbox_id: &str, port: u16) -> Result<crate::DuplexStream> {
+        port_forward::port_forward(self, pod_sandbox_id, port).await
+    }
+
+    async fn container_stats(&self, id: &str) -> Result<crate::ContainerStats> {
+        stats::container_stats(self, id).await
     }
 
     async fn exec_sync(&self, request: ExecRequest) -> Result<ExecResponse> {

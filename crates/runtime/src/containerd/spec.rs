@@ -195,6 +195,10 @@ fn process_env(config: &ContainerConfig, image: &ImageConfig, hostname: &str) ->
     for variable in &config.envs {
         set(&variable.key, &variable.value);
     }
+    // As CRI does for a container on a terminal.
+    if config.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
@@ -339,7 +343,7 @@ pub(super) fn container_spec(
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": config.tty,
             "user": {"uid": uid, "gid": gid},
             "args": args,
             "env": process_env(config, image, &sandbox.hostname),
@@ -473,6 +477,30 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("CAP_SYS_ADMIN")));
+    }
+
+    #[test]
+    fn a_container_on_a_terminal_gets_one_with_term_set_unless_it_sets_term() {
+        let namespaces = PodNamespacePaths::default();
+        let plain = ContainerConfig::new("c", "i");
+        let spec = container_spec(&plain, &sandbox(), &image(), &namespaces, "/x").unwrap();
+        assert_eq!(spec["process"]["terminal"], false);
+        assert!(!spec["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TERM=xterm")));
+        let mut tty = ContainerConfig::new("c", "i");
+        tty.tty = true;
+        let spec = container_spec(&tty, &sandbox(), &image(), &namespaces, "/x").unwrap();
+        assert_eq!(spec["process"]["terminal"], true);
+        assert!(spec["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TERM=xterm")));
+        let tty = tty.env("TERM", "vt100");
+        let spec = container_spec(&tty, &sandbox(), &image(), &namespaces, "/x").unwrap();
+        let env = spec["process"]["env"].as_array().unwrap();
+        assert!(env.contains(&json!("TERM=vt100")) && !env.contains(&json!("TERM=xterm")));
     }
 
     #[test]

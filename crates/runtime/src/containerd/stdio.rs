@@ -26,14 +26,35 @@ fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> RuntimeError 
 /// read-write, so it neither blocks waiting for the shim nor reads end-of-file before the
 /// shim opens it; [`drain`] ends on its `done` signal instead.
 pub(super) fn fifo(path: &Path) -> Result<pipe::Receiver> {
+    make_fifo(path)?;
+    reopen(path)
+}
+
+fn make_fifo(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_error("removing", path, e)),
     }
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| io_error("mkfifo", path, e))?;
-    reopen(path)
+        .map_err(|e| io_error("mkfifo", path, e))
+}
+
+/// Creates a FIFO at `path` (replacing a stale one) for a process's stdin and opens its write
+/// end. It is opened read-write, so opening never waits for the shim; closing it (together
+/// with containerd's `CloseIO`, which closes the shim's own write end) gives the process
+/// end-of-file.
+pub(super) fn stdin_fifo(path: &Path) -> Result<pipe::Sender> {
+    make_fifo(path)?;
+    reopen_stdin(path)
+}
+
+/// Opens the write end of an existing stdin FIFO (after a restart of the node agent).
+pub(super) fn reopen_stdin(path: &Path) -> Result<pipe::Sender> {
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(path)
+        .map_err(|e| io_error("opening", path, e))
 }
 
 /// Opens the read end of an existing FIFO (after a restart of the node agent).

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use containerd_client::services::v1 as api;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::status::{exit_reason, nanos_label};
 use super::{
@@ -18,25 +19,54 @@ use super::{
 use crate::error::{Result, RuntimeError};
 use crate::types::OutputStream;
 
+/// How many output chunks an attach session may fall behind before it starts losing them.
+const ATTACH_BACKLOG: usize = 256;
+
+/// The stdio of a task as containerd's `CreateTaskRequest` takes it (empty: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct TaskIo {
+    pub(super) stdin: String,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
+    pub(super) terminal: bool,
+}
+
 impl ContainerdRuntime {
-    /// Starts draining a task's FIFOs into its log file; returns the FIFO paths.
-    pub(super) fn attach(
-        &self,
-        id: &str,
-        log_path: &Path,
-        fresh: bool,
-    ) -> Result<(String, String)> {
+    /// Starts draining a task's FIFOs into its log file and to attach sessions, and opens
+    /// its stdin FIFO when the container has one; returns the paths for the task. With a
+    /// terminal, output is one stream (stdout). `fresh`: create the FIFOs (a new task), else
+    /// reopen them (a task of an earlier process).
+    pub(super) fn attach(&self, id: &str, record: &ContainerRecord, fresh: bool) -> Result<TaskIo> {
         let dir = self.container_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| internal(&dir.display().to_string(), e))?;
-        let writer = stdio::LogWriter::open(log_path)?;
+        let writer = stdio::LogWriter::open(Path::new(&record.log_path))?;
+        let tty = record.config.tty;
+        let stdin = if record.config.stdin {
+            let path = dir.join("stdin");
+            // After a restart, a lost stdin FIFO costs attach its input, not the output.
+            let pipe = if fresh {
+                Some(stdio::stdin_fifo(&path)?)
+            } else {
+                stdio::reopen_stdin(&path).ok()
+            };
+            pipe.map(|pipe| (path.to_string_lossy().into_owned(), Arc::new(pipe)))
+        } else {
+            None
+        };
         let (done, done_rx) = watch::channel(false);
+        let (output, _) = broadcast::channel(ATTACH_BACKLOG);
         let alive = Arc::new(());
         self.inner
             .draining
             .lock()
             .insert(id.to_string(), Arc::downgrade(&alive));
+        let streams: &[OutputStream] = if tty {
+            &[OutputStream::Stdout]
+        } else {
+            &[OutputStream::Stdout, OutputStream::Stderr]
+        };
         let mut paths = Vec::new();
-        for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+        for &stream in streams {
             let path = dir.join(stream.as_str());
             let fifo = if fresh {
                 stdio::fifo(&path)?
@@ -46,20 +76,36 @@ impl ContainerdRuntime {
             let mut lines = writer.stream(stream);
             let done_rx = done_rx.clone();
             let alive = alive.clone();
+            let output = output.clone();
             tokio::spawn(async move {
-                stdio::drain(fifo, done_rx, |chunk| lines.push(chunk)).await;
+                stdio::drain(fifo, done_rx, |chunk| {
+                    lines.push(chunk);
+                    if output.receiver_count() > 0 {
+                        let _ = output.send((stream, Bytes::copy_from_slice(chunk)));
+                    }
+                })
+                .await;
                 lines.finish();
                 drop(alive);
             });
             paths.push(path.to_string_lossy().into_owned());
         }
-        self.inner
-            .attached
-            .lock()
-            .insert(id.to_string(), Attached { done });
-        let stderr = paths.pop().unwrap_or_default();
-        let stdout = paths.pop().unwrap_or_default();
-        Ok((stdout, stderr))
+        let (stdin_path, stdin_pipe) = stdin.unzip();
+        self.inner.attached.lock().insert(
+            id.to_string(),
+            Attached {
+                done,
+                output,
+                stdin: stdin_pipe,
+            },
+        );
+        let mut paths = paths.into_iter();
+        Ok(TaskIo {
+            stdin: stdin_path.unwrap_or_default(),
+            stdout: paths.next().unwrap_or_default(),
+            stderr: paths.next().unwrap_or_default(),
+            terminal: tty,
+        })
     }
 
     /// Ends the draining of a task's output (after its task was deleted, so the shim has
@@ -156,7 +202,7 @@ impl ContainerdRuntime {
             }
             // Output goes on only if the FIFOs survived; the exit is watched either way.
             if let Ok(record) = record_of::<ContainerRecord>(&object) {
-                let _ = self.attach(&object.id, Path::new(&record.log_path), false);
+                let _ = self.attach(&object.id, &record, false);
             }
             self.watch_exit(&object.id);
         }

@@ -21,6 +21,7 @@ pub struct FakeRuntimeBuilder {
     preload: Vec<String>,
     allow_unknown_pulls: bool,
     pod_ip_prefix: String,
+    run_commands: bool,
 }
 
 impl FakeRuntimeBuilder {
@@ -67,6 +68,39 @@ impl FakeRuntimeBuilder {
         self
     }
 
+    /// Whether containers run their command line as their main process (off by default).
+    ///
+    /// When on, a container whose image does not script its main process (no log lines, no
+    /// `exit_after`, no crash loop, no stdin handler and no
+    /// [`ImageBehaviour::ignore_command`]; see [`ImageBehaviour::scripts_main_process`])
+    /// and that has a command line (its config's `command`, or else the image's
+    /// [`ImageBehaviour::entrypoint`], followed by its `args`) runs that command line from
+    /// the moment it is running, with the same commands as `exec` (the image's handlers,
+    /// then the built-ins: `sh`, `sleep`, `httpd`, ...), the container's environment and
+    /// working directory:
+    ///
+    /// - what it writes to stdout and stderr becomes the container's log, line by line,
+    ///   timestamped on the runtime's clock (with a terminal, both are stdout);
+    /// - when it exits, the container exits with its code at that instant (`Completed` for
+    ///   0, `Error` otherwise), so the kubelet's restart policy and back-off apply;
+    /// - stopping the container kills it: exit code 143 (SIGTERM) unless the image's
+    ///   [`ImageBehaviour::term_exit_code`](field@ImageBehaviour::term_exit_code) is
+    ///   non-zero, 137 with a zero grace period;
+    /// - with `stdin` open on the container, what attached sessions write reaches its stdin;
+    /// - ports it listens on (`httpd -p PORT`) are reachable with `port_forward` while it
+    ///   runs and refused after.
+    ///
+    /// A command that is neither scripted nor built in makes `start_container` fail and the
+    /// container exit 128 (`StartError`), as runc's `executable file not found` does. Every
+    /// running command is one tokio task (so `start_container` then needs a tokio runtime),
+    /// which `sleep` parks on the clock: with a [`FakeClock`], the command line moves only
+    /// when the test advances the clock. Off, containers of such images run forever
+    /// quietly and no task is spawned.
+    pub fn run_commands(mut self, on: bool) -> Self {
+        self.run_commands = on;
+        self
+    }
+
     /// Sandbox IPs are `<prefix>.2` to `<prefix>.254` (`10.88.0` by default), reused once
     /// released. Simulations give each node its own prefix (its pod CIDR) so that pod IPs
     /// are unique across the cluster.
@@ -91,6 +125,7 @@ impl FakeRuntimeBuilder {
                 registry: self.registry,
                 allow_unknown_pulls: self.allow_unknown_pulls,
                 pod_ip_prefix: self.pod_ip_prefix,
+                run_commands: self.run_commands,
                 state: Mutex::new(state),
                 changed: watch::Sender::new(0),
             }),
@@ -108,6 +143,7 @@ impl FakeRuntime {
             preload: Vec::new(),
             allow_unknown_pulls: false,
             pod_ip_prefix: "10.88.0".into(),
+            run_commands: false,
         }
     }
 

@@ -5,10 +5,16 @@
 //! image is scripted to exit 5 s after it starts reports `Running` until the clock passes
 //! start + 5 s and `Exited` from then on, with `finished_at` exactly start + 5 s. There are no
 //! tasks or timers per container, so thousands of fake nodes (each its own `FakeRuntime`,
-//! sharing one [`FakeClock`] and one [`FakeRegistry`]) fit in one process.
+//! sharing one [`FakeClock`] and one [`FakeRegistry`]) fit in one process. (The one
+//! exception is opt-in: with [`FakeRuntimeBuilder::run_commands`], a container running its
+//! own command line is one task while it runs.)
 //!
 //! What a container does is scripted per image with an [`ImageBehaviour`]: a start delay,
-//! an exit code after a time, a crash loop, a pull failure, log lines and exec handlers.
+//! an exit code after a time, a crash loop, a pull failure, log lines, exec handlers
+//! (synchronous [`ExecHandler`]s and streaming [`StreamExecHandler`]s, which get a
+//! [`FakeProcess`]), the image's files, the ports its containers listen on
+//! ([`PortHandler`]s: [`echo_server`], [`http_server`]), what the main process answers on
+//! stdin ([`StdinHandler`]) and its CPU and memory use.
 //! Images come from a [`FakeRegistry`]: pulling an image the registry does not know fails
 //! with `ImagePullFailed` (unless [`FakeRuntimeBuilder::allow_unknown_pulls`]), and images
 //! can be preloaded onto the node or imported from an OCI tarball.
@@ -45,19 +51,79 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Streaming: exec, files, attach, port forwarding, stats
+//!
+//! - **Files.** Each container has a [`FileView`]: an in-memory, writable tree seeded with
+//!   the image's files (plus the usual top-level directories and `/etc/hostname`), where a
+//!   path under one of the container's bind mounts reads and writes the host (a read-only
+//!   mount refuses writes: `Read-only file system`). It is built on first use and lives
+//!   until the container is removed; tests use [`FakeRuntime::read_file`],
+//!   [`FakeRuntime::write_file`] and [`FakeRuntime::files`].
+//! - **Exec.** [`ContainerRuntime::exec`] runs, in order of precedence, the image's
+//!   streaming handler for `cmd[0]`, its synchronous handler (output written at once, after
+//!   its `duration` on the clock), or a built-in command like a busybox image's: `true`,
+//!   `false`, `echo`, `cat`, `ls`, `env`, `printenv`, `hostname`, `pwd`, `whoami`, `id`,
+//!   `sleep` (on the clock), `date` (the clock's), `mkdir`, `rm`, `touch`, `test`/`[`,
+//!   `stty size`, `tar` (the forms `kubectl cp` sends), `httpd` (a static file server on a
+//!   port of the pod), `nc -l -p PORT -e cat` (an echo server) and `sh` (`-c`, a file, or
+//!   commands read from stdin: lists, pipes, quotes, variables, redirections, `if`, `while`,
+//!   `for`, command substitution and arithmetic). Anything else exits 127 with runc's
+//!   `executable file not found in $PATH`. A session's process is one tokio
+//!   task (so `exec` needs a tokio runtime): dropping the session kills it, and the
+//!   container stopping kills it with exit code 137. A terminal merges stderr into stdout,
+//!   translates `\n` to `\r\n` and takes resizes (`stty size` prints the last one).
+//!   [`ContainerRuntime::exec_sync`] runs the same commands with no stdin.
+//! - **Attach.** The main process's output is its log: an attached stdout (and stderr)
+//!   yields the log lines written from the attach on, as the clock reaches scripted ones.
+//!   With `stdin` open on the container, each line written to the attached stdin is
+//!   answered by the image's [`StdinHandler`] (echoed by default) into the log
+//!   ([`FakeRuntime::write_log`] writes there too). The session's exit resolves when the
+//!   container exits (its code) or is removed (`NotFound`).
+//! - **Command lines.** With [`FakeRuntimeBuilder::run_commands`], a container whose image
+//!   scripts no main process runs its own command line (`command` or the image's
+//!   [`ImageBehaviour::entrypoint`], then `args`) with the commands above: its output is the
+//!   log, its exit code the container's, a stop kills it (143, or 137 without a grace
+//!   period) and an attached stdin feeds it. Off by default: no task per container.
+//! - **Port forwarding.** A connection to a port of a ready sandbox reaches the process
+//!   listening on it (`httpd -p`), or else the first running container whose image listens
+//!   on it, through an in-memory duplex pipe served by a task
+//!   that ends with the handler or when the container stops; a port nobody listens on is
+//!   `Unavailable` (`connection refused`).
+//! - **Stats.** A running container uses its image's CPU (millicores) and memory, or what
+//!   [`FakeRuntime::set_usage`] set; cumulative CPU time grows with the clock
+//!   (`millicores × time running`). A container that is not running reports zeros.
+//!
 //! The fake's files: this one holds [`FakeRuntime`] and its [`ContainerRuntime`] impl;
 //! `behaviour` what images are scripted to do ([`ImageBehaviour`], [`FakeRegistry`]),
 //! `builder` the [`FakeRuntimeBuilder`], `state` the records a runtime keeps and how a
 //! container's state follows from them and the clock, `logs` log following and `ids` the
-//! deterministic ids.
+//! deterministic ids. The streaming side: `fs` the file view, `process` exec sessions and
+//! command dispatch, `main_process` containers' own command lines, `builtins`, `shell`,
+//! `httpd` and `tar` the built-in commands, `pipe` the
+//! in-memory pipes of a process's stdio, `attach` attach sessions and `ports` the port
+//! servers.
 //!
 //! [`FakeClock`]: crate::FakeClock
 
+mod attach;
 mod behaviour;
 mod builder;
+mod builtins;
+mod fs;
+mod httpd;
 mod ids;
 mod logs;
+mod main_process;
+#[cfg(test)]
+mod main_process_tests;
+mod pipe;
+mod ports;
+mod process;
+mod shell;
 mod state;
+#[cfg(test)]
+mod streaming_tests;
+mod tar;
 #[cfg(test)]
 mod tests;
 
@@ -72,19 +138,30 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::error::{Result, RuntimeError};
+use crate::streaming::{
+    AttachRequest, ContainerStats, DuplexStream, ProcessIo, StreamingExecRequest,
+};
 use crate::types::*;
 use crate::{ContainerRuntime, LogStream};
-use behaviour::builtin_exec;
+use attach::AttachTarget;
 use ids::hex256;
 use logs::Follower;
+use process::ProcessBase;
 use state::{ContainerRecord, SandboxRecord, State, Stop};
 
 /// Exit code of a container killed with SIGKILL (128 + 9).
 pub const SIGKILL_EXIT_CODE: i32 = 137;
 
+pub use attach::StdinHandler;
 pub use behaviour::{ExecHandler, ExecOutcome, FakeRegistry, ImageBehaviour, ScriptedLine};
 pub use builder::FakeRuntimeBuilder;
+pub use fs::{normalize_path, FileInfo, FileKind, FileView, FsError, ImageFile};
+pub use ports::{echo_server, http_server, port_handler, PortHandler};
+pub use process::{FakeProcess, StreamExecHandler, Terminal};
 pub use state::FakeMetrics;
+
+/// The `PATH` of a fake container's processes (busybox's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One node's fake container runtime. Cheap to clone (clones are the same runtime).
 #[derive(Debug, Clone)]
@@ -100,6 +177,8 @@ struct Inner {
     registry: FakeRegistry,
     allow_unknown_pulls: bool,
     pod_ip_prefix: String,
+    /// Containers run their command line ([`FakeRuntimeBuilder::run_commands`]).
+    run_commands: bool,
     state: Mutex<State>,
     /// Bumped on every change, for log followers.
     changed: watch::Sender<u64>,
@@ -156,6 +235,133 @@ impl FakeRuntime {
         self.inner.state.lock().metrics
     }
 
+    /// A container's files (see [`FileView`]): what its processes see, for tests to look at
+    /// or prepare. Available from creation to removal, whatever the container's state.
+    /// `NotFound` for a missing container.
+    pub fn files(&self, container_id: &str) -> Result<FileView> {
+        let mut state = self.lock()?;
+        state.file_view(container_id)
+    }
+
+    /// Reads a file in a container (bind mounts read the host). `NotFound` for a missing
+    /// container (kind `"container"`) or file (kind `"file"`), `FailedPrecondition` with the
+    /// error text for anything else (a directory, ...).
+    pub fn read_file(&self, container_id: &str, path: &str) -> Result<Bytes> {
+        let files = self.files(container_id)?;
+        files.read(path).map_err(|e| file_error(path, e))
+    }
+
+    /// Creates or replaces a file in a container; its directory must exist. Errors as for
+    /// [`FakeRuntime::read_file`] (a read-only mount is `FailedPrecondition`).
+    pub fn write_file(
+        &self,
+        container_id: &str,
+        path: &str,
+        contents: impl Into<Bytes>,
+    ) -> Result<()> {
+        let files = self.files(container_id)?;
+        files.write(path, contents).map_err(|e| file_error(path, e))
+    }
+
+    /// Makes a running container's main process write `text` (one log line per line of it)
+    /// to `stream` now: followers, attached sessions and later reads of the log see it.
+    /// `NotFound` for a missing container, `FailedPrecondition` if it is not running.
+    pub fn write_log(
+        &self,
+        container_id: &str,
+        stream: OutputStream,
+        text: impl Into<Bytes>,
+    ) -> Result<()> {
+        let text: Bytes = text.into();
+        let now = self.inner.clock.now();
+        let mut state = self.lock()?;
+        let record = state
+            .containers
+            .get_mut(container_id)
+            .ok_or_else(|| RuntimeError::not_found("container", container_id))?;
+        if record.observe(now).state != ContainerState::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container not running ({container_id})"
+            )));
+        }
+        let body = text.strip_suffix(b"\n").unwrap_or(&text);
+        for line in body.split(|&b| b == b'\n') {
+            record.written_log.push(LogEntry {
+                timestamp: now,
+                stream,
+                line: text.slice_ref(line),
+            });
+        }
+        drop(state);
+        self.notify();
+        Ok(())
+    }
+
+    /// Sets a container's resource usage from now on (see [`ImageBehaviour::usage`]): the
+    /// cumulative CPU time keeps what was used so far. `NotFound` for a missing container.
+    pub fn set_usage(
+        &self,
+        container_id: &str,
+        cpu_millicores: u64,
+        memory_bytes: u64,
+    ) -> Result<()> {
+        let now = self.inner.clock.now();
+        let mut state = self.lock()?;
+        state
+            .containers
+            .get_mut(container_id)
+            .ok_or_else(|| RuntimeError::not_found("container", container_id))?
+            .set_usage(now, cpu_millicores, memory_bytes);
+        Ok(())
+    }
+
+    /// What a process started in a running container begins with. `NotFound` for a missing
+    /// container, `FailedPrecondition` for one that is not running.
+    fn process_base(&self, state: &mut State, id: &str) -> Result<ProcessBase> {
+        let now = self.inner.clock.now();
+        let record = state
+            .containers
+            .get(id)
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+        if record.observe(now).state != ContainerState::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container not running ({id})"
+            )));
+        }
+        let hostname = state.hostname(id);
+        let files = state.file_view(id)?;
+        let sandbox_id = state.containers[id].sandbox_id.clone();
+        let listeners = state
+            .sandboxes
+            .get_mut(&sandbox_id)
+            .map(|s| s.listeners.get_or_insert_with(Default::default).clone())
+            .unwrap_or_default();
+        let record = &state.containers[id];
+        let mut env = vec![
+            ("PATH".to_string(), DEFAULT_PATH.to_string()),
+            ("HOSTNAME".to_string(), hostname.clone()),
+        ];
+        for kv in &record.config.envs {
+            env.retain(|(k, _)| *k != kv.key);
+            env.push((kv.key.clone(), kv.value.clone()));
+        }
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            env.push(("HOME".to_string(), "/root".to_string()));
+        }
+        let cwd = match record.config.working_dir.as_str() {
+            "" => "/".to_string(),
+            dir => normalize_path("/", dir),
+        };
+        Ok(ProcessBase {
+            env,
+            cwd,
+            hostname,
+            files,
+            behaviour: record.behaviour.clone(),
+            listeners,
+        })
+    }
+
     fn notify(&self) {
         self.inner.changed.send_modify(|n| *n += 1);
     }
@@ -173,6 +379,14 @@ impl FakeRuntime {
         state.seq += 1;
         let seq = state.seq;
         (seq, hex256(self.inner.node_hash, &seq.to_le_bytes(), seq))
+    }
+}
+
+/// A file error as a runtime error.
+fn file_error(path: &str, e: FsError) -> RuntimeError {
+    match e {
+        FsError::NotFound => RuntimeError::not_found("file", path),
+        other => RuntimeError::FailedPrecondition(format!("{path}: {other}")),
     }
 }
 
@@ -241,6 +455,7 @@ impl ContainerRuntime for FakeRuntime {
                 netns,
                 containers: BTreeSet::new(),
                 names: HashMap::new(),
+                listeners: None,
             },
         );
         state.metrics.sandboxes_run += 1;
@@ -401,6 +616,10 @@ impl ContainerRuntime for FakeRuntime {
                 log_path,
                 start_requested: None,
                 stopped: None,
+                files: None,
+                written_log: Vec::new(),
+                usage: None,
+                main: None,
             },
         );
         state.metrics.containers_created += 1;
@@ -422,9 +641,13 @@ impl ContainerRuntime for FakeRuntime {
             )));
         }
         record.start_requested = Some(now);
+        let started = main_process::on_start(record, now, self.inner.run_commands);
         state.metrics.containers_started += 1;
         drop(state);
         self.notify();
+        if let Some((argv, stdin)) = started? {
+            main_process::spawn(self.clone(), id.to_string(), argv, stdin);
+        }
         Ok(())
     }
 
@@ -533,6 +756,125 @@ impl ContainerRuntime for FakeRuntime {
         Ok(Box::pin(futures::StreamExt::chain(first, rest)))
     }
 
+    async fn exec(&self, request: StreamingExecRequest) -> Result<ProcessIo> {
+        if request.cmd.is_empty() {
+            return Err(RuntimeError::InvalidArgument("exec needs a command".into()));
+        }
+        if request.stdio.tty && request.stdio.stderr {
+            return Err(RuntimeError::InvalidArgument(
+                "tty and stderr cannot both be true".into(),
+            ));
+        }
+        let base = {
+            let mut state = self.lock()?;
+            let base = self.process_base(&mut state, &request.container_id)?;
+            state.metrics.execs += 1;
+            base
+        };
+        Ok(process::start_exec(
+            self.clone(),
+            request.container_id,
+            base,
+            request.cmd,
+            request.stdio,
+        ))
+    }
+
+    async fn attach(&self, request: AttachRequest) -> Result<ProcessIo> {
+        if request.stdio.tty && request.stdio.stderr {
+            return Err(RuntimeError::InvalidArgument(
+                "tty and stderr cannot both be true".into(),
+            ));
+        }
+        let now = self.inner.clock.now();
+        let target = {
+            let state = self.lock()?;
+            let id = &request.container_id;
+            let record = state
+                .containers
+                .get(id)
+                .ok_or_else(|| RuntimeError::not_found("container", id))?;
+            if record.observe(now).state != ContainerState::Running {
+                return Err(RuntimeError::FailedPrecondition(format!(
+                    "container not running ({id})"
+                )));
+            }
+            AttachTarget {
+                id: id.clone(),
+                written: record.log(now).len(),
+                stdin_open: record.config.stdin,
+                tty: record.config.tty,
+                handler: record.behaviour.stdin_handler.clone(),
+                main_stdin: record.main.as_ref().and_then(|m| m.stdin.clone()),
+                main_output: record
+                    .main
+                    .as_ref()
+                    .and_then(|m| m.output.as_ref())
+                    .map(|output| output.subscribe()),
+            }
+        };
+        Ok(attach::start_attach(self.clone(), target, request.stdio))
+    }
+
+    async fn port_forward(&self, pod_sandbox_id: &str, port: u16) -> Result<DuplexStream> {
+        let now = self.inner.clock.now();
+        let (handler, gone) = {
+            let state = self.lock()?;
+            let sandbox = state
+                .sandboxes
+                .get(pod_sandbox_id)
+                .ok_or_else(|| RuntimeError::not_found("sandbox", pod_sandbox_id))?;
+            if !sandbox.ready {
+                return Err(RuntimeError::FailedPrecondition(format!(
+                    "sandbox {pod_sandbox_id} is not ready"
+                )));
+            }
+            // A process's port first, then one the image scripts for a running container;
+            // the connection is reset when the listener goes away.
+            let process = sandbox.listeners.as_ref().and_then(|l| l.get(port));
+            let listening = process.or_else(|| {
+                sandbox.containers.iter().find_map(|id| {
+                    let record = state.containers.get(id)?;
+                    let handler = record.behaviour.ports.get(&port)?;
+                    let (runtime, id) = (self.clone(), id.clone());
+                    let gone: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+                        process::until_not_running(&runtime, &id).await;
+                    });
+                    (record.observe(now).state == ContainerState::Running)
+                        .then(|| (handler.clone(), gone))
+                })
+            });
+            listening.ok_or_else(|| {
+                RuntimeError::Unavailable(format!(
+                    "failed to connect to localhost:{port} inside namespace \"{pod_sandbox_id}\", \
+                     IPv4: dial tcp4 127.0.0.1:{port}: connect: connection refused \
+                     IPv6 dial tcp6 [::1]:{port}: connect: connection refused"
+                ))
+            })?
+        };
+        let (client, server) = tokio::io::duplex(pipe::PIPE_CAPACITY);
+        tokio::spawn(futures::future::select(handler(server), gone));
+        Ok(Box::new(client))
+    }
+
+    async fn container_stats(&self, id: &str) -> Result<ContainerStats> {
+        let now = self.inner.clock.now();
+        let state = self.lock()?;
+        let usage = state
+            .containers
+            .get(id)
+            .ok_or_else(|| RuntimeError::not_found("container", id))?
+            .usage_at(now);
+        Ok(ContainerStats {
+            container_id: id.to_string(),
+            timestamp: now,
+            cpu_usage_core_nanoseconds: usage.cpu_nanos,
+            cpu_usage_nano_cores: Some(usage.cpu_millicores.saturating_mul(1_000_000)),
+            memory_working_set_bytes: usage.memory_bytes,
+            memory_usage_bytes: usage.memory_bytes,
+        })
+    }
+
     async fn exec_sync(&self, request: ExecRequest) -> Result<ExecResponse> {
         let Some(command) = request.cmd.first() else {
             return Err(RuntimeError::InvalidArgument("exec needs a command".into()));
@@ -557,7 +899,22 @@ impl ContainerRuntime for FakeRuntime {
         };
         let outcome = match behaviour.exec.get(command) {
             Some(handler) => handler(&request.cmd),
-            None => builtin_exec(&request.cmd),
+            None => {
+                // Streaming handlers and built-in commands, with no stdin.
+                let base = {
+                    let mut state = self.lock()?;
+                    self.process_base(&mut state, &request.container_id)?
+                };
+                let (code, stdout, stderr) = process::run_collected(
+                    self,
+                    &request.container_id,
+                    base,
+                    request.cmd.clone(),
+                    request.timeout,
+                )
+                .await?;
+                return Ok(ExecResponse::new(code).stdout(stdout).stderr(stderr));
+            }
         };
         match request.timeout {
             Some(timeout) if outcome.duration > timeout => Err(RuntimeError::Timeout(timeout)),

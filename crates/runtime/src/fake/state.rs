@@ -6,8 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::fs::FileView;
 use super::ids::{fnv1a, hex256};
+use super::main_process::{MainProcess, SIGTERM_EXIT_CODE};
+use super::ports::Listeners;
 use super::{ImageBehaviour, SIGKILL_EXIT_CODE};
+use crate::error::RuntimeError;
 use crate::types::*;
 
 /// Counters of what a fake runtime was asked to do.
@@ -63,6 +67,8 @@ pub(super) struct SandboxRecord {
     pub(super) containers: BTreeSet<String>,
     /// Container names (name, attempt) reserved in this sandbox.
     pub(super) names: HashMap<ContainerMetadata, String>,
+    /// The ports its processes listen on (made when its first process starts).
+    pub(super) listeners: Option<Listeners>,
 }
 
 #[derive(Debug)]
@@ -76,6 +82,33 @@ pub(super) struct ContainerRecord {
     pub(super) log_path: String,
     pub(super) start_requested: Option<SystemTime>,
     pub(super) stopped: Option<Stop>,
+    /// The container's files, built on first use.
+    pub(super) files: Option<FileView>,
+    /// Lines written to the log at run time (attached stdin, `FakeRuntime::write_log`).
+    pub(super) written_log: Vec<LogEntry>,
+    /// Usage set with `FakeRuntime::set_usage`, replacing the image's.
+    pub(super) usage: Option<UsageChange>,
+    /// Its command line, when it runs as the main process (`run_commands`).
+    pub(super) main: Option<Box<MainProcess>>,
+}
+
+/// A change of a container's resource usage at `since`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UsageChange {
+    pub(super) since: SystemTime,
+    /// CPU time used before `since`, in nanoseconds.
+    pub(super) cpu_nanos_before: u64,
+    pub(super) cpu_millicores: u64,
+    pub(super) memory_bytes: u64,
+}
+
+/// A container's usage at one instant: cumulative CPU nanoseconds, CPU rate in millicores,
+/// memory in bytes (all zero unless running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Usage {
+    pub(super) cpu_nanos: u64,
+    pub(super) cpu_millicores: u64,
+    pub(super) memory_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -162,10 +195,11 @@ impl ContainerRecord {
         let (exit_code, how) = if grace.is_zero() {
             (SIGKILL_EXIT_CODE, "killed (grace period 0s)".to_string())
         } else {
-            (
-                self.behaviour.term_exit_code,
-                format!("stopped with a grace period of {grace:?}"),
-            )
+            let code = match (self.behaviour.term_exit_code, &self.main) {
+                (0, Some(_)) => SIGTERM_EXIT_CODE,
+                (code, _) => code,
+            };
+            (code, format!("stopped with a grace period of {grace:?}"))
         };
         self.stopped = Some(Stop {
             at: now,
@@ -186,7 +220,8 @@ impl ContainerRecord {
         if observed.started_at.is_none() {
             return Vec::new();
         }
-        self.behaviour
+        let mut lines: Vec<LogEntry> = self
+            .behaviour
             .log_lines
             .iter()
             .map(|l| (running_at + l.after, l))
@@ -196,7 +231,72 @@ impl ContainerRecord {
                 stream: l.stream,
                 line: l.text.clone(),
             })
-            .collect()
+            .collect();
+        if !self.written_log.is_empty() {
+            lines.extend(
+                self.written_log
+                    .iter()
+                    .filter(|l| l.timestamp <= until)
+                    .cloned(),
+            );
+            // Stable: a scripted line comes before a written one of the same instant.
+            lines.sort_by_key(|l| l.timestamp);
+        }
+        lines
+    }
+
+    /// The CPU rate (millicores) and memory in effect, and since when (`None`: the image's,
+    /// since the start).
+    fn usage_rates(&self) -> (Option<UsageChange>, u64, u64) {
+        match self.usage {
+            Some(change) => (Some(change), change.cpu_millicores, change.memory_bytes),
+            None => (
+                None,
+                self.behaviour.cpu_millicores,
+                self.behaviour.memory_bytes,
+            ),
+        }
+    }
+
+    /// CPU nanoseconds used by `now` (cumulative over the time it ran).
+    fn cpu_nanos(&self, now: SystemTime) -> u64 {
+        let observed = self.observe(now);
+        let Some(started) = observed.started_at else {
+            return self.usage.map_or(0, |u| u.cpu_nanos_before);
+        };
+        let end = observed.finished_at.map_or(now, |f| f.min(now));
+        let (change, millicores, _) = self.usage_rates();
+        let (from, before) = match change {
+            Some(c) => (c.since.max(started), c.cpu_nanos_before),
+            None => (started, 0),
+        };
+        let ran = end.duration_since(from).unwrap_or_default().as_nanos();
+        let used = ran.saturating_mul(u128::from(millicores)) / 1000;
+        before.saturating_add(u64::try_from(used).unwrap_or(u64::MAX))
+    }
+
+    /// The container's usage at `now`: zero unless running.
+    pub(super) fn usage_at(&self, now: SystemTime) -> Usage {
+        if self.observe(now).state != ContainerState::Running {
+            return Usage::default();
+        }
+        let (_, cpu_millicores, memory_bytes) = self.usage_rates();
+        Usage {
+            cpu_nanos: self.cpu_nanos(now),
+            cpu_millicores,
+            memory_bytes,
+        }
+    }
+
+    /// Changes the usage from `now` on.
+    pub(super) fn set_usage(&mut self, now: SystemTime, cpu_millicores: u64, memory_bytes: u64) {
+        let cpu_nanos_before = self.cpu_nanos(now);
+        self.usage = Some(UsageChange {
+            since: now,
+            cpu_nanos_before,
+            cpu_millicores,
+            memory_bytes,
+        });
     }
 
     pub(super) fn to_container(&self, id: &str, now: SystemTime) -> Container {
@@ -304,6 +404,33 @@ impl State {
             self.metrics.sandboxes_stopped += 1;
         }
         changed
+    }
+
+    /// The hostname of container `id`'s sandbox (its config's, or the pod's name).
+    pub(super) fn hostname(&self, id: &str) -> String {
+        let Some(record) = self.containers.get(id) else {
+            return String::new();
+        };
+        match self.sandboxes.get(&record.sandbox_id) {
+            Some(s) if !s.config.hostname.is_empty() => s.config.hostname.clone(),
+            Some(s) => s.config.metadata.name.clone(),
+            None => String::new(),
+        }
+    }
+
+    /// Container `id`'s files, built on first use. `NotFound` for a missing container.
+    pub(super) fn file_view(&mut self, id: &str) -> Result<FileView, RuntimeError> {
+        let hostname = self.hostname(id);
+        let record = self
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+        Ok(record
+            .files
+            .get_or_insert_with(|| {
+                FileView::new(&record.behaviour.files, &record.config.mounts, &hostname)
+            })
+            .clone())
     }
 
     pub(super) fn remove_container(&mut self, id: &str, now: SystemTime) -> bool {

@@ -241,6 +241,16 @@ pub struct ApiServerOptions {
     /// `--etcd-compaction-interval`; see [`crate::compactor`]). Default: 5 minutes; zero
     /// turns compaction off.
     pub compaction_interval: std::time::Duration,
+    /// How `pods/log`, `pods/exec`, `nodes/proxy`, the metrics API, ... reach kubelets
+    /// (see [`crate::http::pod_streams`]). Its token, if any, authenticates as
+    /// `kube-apiserver-kubelet-client` in `system:masters` (added to
+    /// [`effective_authenticator`](Self::effective_authenticator)). Default: plain HTTP, no
+    /// credential.
+    pub kubelet_client: crate::http::pod_streams::KubeletClientConfig,
+    /// Service account tokens: with them, `serviceaccounts/{name}/token` (TokenRequest) issues
+    /// tokens, they authenticate their callers (after every other authenticator), and the
+    /// issuer's OpenID documents are served. Default: `None`.
+    pub service_account_tokens: Option<Arc<crate::serviceaccount::ServiceAccountTokens>>,
 }
 
 impl Default for ApiServerOptions {
@@ -259,6 +269,8 @@ impl Default for ApiServerOptions {
             metrics_registry: Arc::new(registry),
             readyz_checks: Vec::new(),
             compaction_interval: crate::compactor::DEFAULT_COMPACTION_INTERVAL,
+            kubelet_client: Default::default(),
+            service_account_tokens: None,
         }
     }
 }
@@ -319,8 +331,51 @@ impl ApiServerOptions {
     }
 
     /// The authenticator [`apply`](Self::apply) uses: with a client CA, `X509ClientCerts`
-    /// then [`authenticator`](Self::authenticator); else `authenticator` alone.
+    /// then [`authenticator`](Self::authenticator); else `authenticator` alone. The kubelet
+    /// client's token ([`kubelet_client`](Self::kubelet_client)), if any, is tried first.
     pub fn effective_authenticator(&self) -> Option<Arc<dyn Authenticator>> {
+        let chain = self.with_service_accounts(self.chained_authenticator());
+        match self.kubelet_client.authenticator() {
+            None => chain,
+            Some(kubelet) => {
+                let mut with_kubelet = Authenticators::new().with(kubelet);
+                if let Some(chain) = chain {
+                    with_kubelet.push(chain);
+                }
+                Some(Arc::new(with_kubelet))
+            }
+        }
+    }
+
+    /// `chain`, then the service account tokens when set.
+    fn with_service_accounts(
+        &self,
+        chain: Option<Arc<dyn Authenticator>>,
+    ) -> Option<Arc<dyn Authenticator>> {
+        let Some(tokens) = &self.service_account_tokens else {
+            return chain;
+        };
+        let mut with_tokens = Authenticators::new();
+        if let Some(chain) = chain {
+            with_tokens.push(chain);
+        }
+        with_tokens.push(tokens.clone());
+        Some(Arc::new(with_tokens))
+    }
+
+    /// Issues and authenticates service account tokens with `tokens` (see
+    /// [`service_account_tokens`](Self::service_account_tokens)).
+    pub fn service_account_tokens(
+        mut self,
+        tokens: crate::serviceaccount::ServiceAccountTokens,
+    ) -> Self {
+        self.service_account_tokens = Some(Arc::new(tokens));
+        self
+    }
+
+    /// [`effective_authenticator`](Self::effective_authenticator) without the kubelet
+    /// client's token.
+    fn chained_authenticator(&self) -> Option<Arc<dyn Authenticator>> {
         #[cfg(feature = "tls")]
         if self
             .tls
@@ -357,6 +412,15 @@ impl ApiServerOptions {
     /// Sets how often the store's history is compacted (zero: never).
     pub fn compaction_interval(mut self, interval: std::time::Duration) -> Self {
         self.compaction_interval = interval;
+        self
+    }
+
+    /// Reaches kubelets as `config` says; its token (if any) is the server's own credential
+    /// for kubelets, which the server's authenticator then knows as
+    /// `kube-apiserver-kubelet-client` in `system:masters` (whatever authenticator is set,
+    /// before or after this call).
+    pub fn kubelet_client(mut self, config: crate::http::pod_streams::KubeletClientConfig) -> Self {
+        self.kubelet_client = config;
         self
     }
 
@@ -409,8 +473,15 @@ impl ApiServerOptions {
             authorizer: self.authorizer.clone(),
             authenticator: self.effective_authenticator(),
         };
+        let kubelet_client =
+            crate::http::pod_streams::KubeletClient::new(self.kubelet_client.clone());
+        let router = match &self.service_account_tokens {
+            Some(tokens) => router.layer(axum::Extension(tokens.clone())),
+            None => router,
+        };
         router
             .layer(axum::Extension(review_backends))
+            .layer(axum::Extension(kubelet_client))
             .layer(BodyLimitLayer::new(self.limits.max_body_bytes))
             .layer(AuthzLayer::new(self.authorizer.clone()))
             .layer(in_flight)

@@ -39,6 +39,7 @@ use crate::schema::{strict_decoding_error, Keys, Schemas};
 
 mod body;
 mod params;
+mod pods;
 mod scale;
 mod watch;
 
@@ -237,6 +238,21 @@ async fn serve(
                 &*client, resource, namespace, name, method, headers, body, dry_run, paths,
             )
             .await
+        }
+        (Method::POST, Some(name), Some("eviction"))
+            if pods::is_pod_subresource(&target, "eviction") =>
+        {
+            let namespace = namespace.unwrap_or_default();
+            pods::eviction(&registry, namespace, name, headers, body, dry_run).await
+        }
+        (
+            method @ (Method::GET | Method::PUT | Method::PATCH),
+            Some(name),
+            Some("ephemeralcontainers"),
+        ) if pods::is_pod_subresource(&target, "ephemeralcontainers") => {
+            let namespace = namespace.unwrap_or_default();
+            pods::ephemeral_containers(&registry, method, namespace, name, request, body, dry_run)
+                .await
         }
         (Method::POST, None, None) => {
             let validation = field_validation(query)?;

@@ -625,6 +625,23 @@ static CLUSTER_ROLES: &[ClusterRoleSpec] = &[
         ],
     },
     ClusterRoleSpec {
+        name: "system:controller:disruption-controller",
+        labels: &[],
+        aggregates: &[],
+        rules: &[
+            rule(&["extensions", "apps"], &["deployments"], READ),
+            rule(&["apps", "extensions"], &["replicasets"], READ),
+            rule(CORE, &["replicationcontrollers"], READ),
+            rule(&["policy"], &["poddisruptionbudgets"], READ),
+            rule(APPS, &["statefulsets"], READ),
+            rule(&["policy"], &["poddisruptionbudgets/status"], &["update"]),
+            rule(&["*"], &["*/scale"], &["get"]),
+            rule(CORE, &["pods"], READ),
+            rule(CORE, &["pods/status"], &["update"]),
+            RECORD_EVENTS,
+        ],
+    },
+    ClusterRoleSpec {
         name: "system:controller:generic-garbage-collector",
         labels: &[],
         aggregates: &[],

@@ -31,7 +31,7 @@ mod horizontalpodautoscaler;
 mod job;
 pub(super) mod namespace;
 mod persistentvolumeclaim;
-mod pod;
+pub(super) mod pod;
 mod podtemplate;
 mod rbac;
 mod replicaset;
@@ -91,6 +91,13 @@ pub(crate) trait KindStrategy: Sync {
     /// An update of the `approval` subresource (CertificateSigningRequests): what it keeps
     /// from `current`. Default: as an update of `status`.
     fn prepare_approval_update(&self, current: &Value, updated: &mut Value) {
+        self.prepare_status_update(current, updated);
+    }
+
+    /// An update of a Pod's `ephemeralcontainers` subresource: `updated` becomes `current`
+    /// with `updated`'s `spec.ephemeralContainers` (none if it has none). Default: as an
+    /// update of `status` (kinds other than Pods serve no such subresource).
+    fn prepare_ephemeral_containers_update(&self, current: &Value, updated: &mut Value) {
         self.prepare_status_update(current, updated);
     }
 

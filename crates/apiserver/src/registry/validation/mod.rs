@@ -76,7 +76,7 @@ pub(crate) use fields::{
 };
 pub(crate) use metadata::validate_label_map;
 pub(crate) use names::{check_dns, NameRule};
-pub(crate) use pod_spec::{validate_pod_spec, validate_template, PodContext};
+pub(crate) use pod_spec::{validate_container, validate_pod_spec, validate_template, PodContext};
 pub(crate) use workloads::{check_selector_immutable, validate_workload, Replicas};
 
 /// The validating admission step enforcing Kubernetes' validation of built-in kinds (and the
@@ -103,6 +103,11 @@ impl AdmissionStep for Validation {
         if request.subresource == Some("status") {
             let mut causes = Vec::new();
             quantities::validate_status_quantities(request.resource, object, &mut causes);
+            return invalid_unless_empty(request, causes);
+        }
+        if request.subresource == Some("ephemeralcontainers") {
+            let old = request.old_object.unwrap_or(&Value::Null);
+            let causes = kinds::pod::validate_ephemeral_containers_update(object, old);
             return invalid_unless_empty(request, causes);
         }
         if request.subresource.is_some() {

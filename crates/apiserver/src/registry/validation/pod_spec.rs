@@ -145,7 +145,7 @@ fn validate_volumes(
     names
 }
 
-fn validate_container(
+pub(crate) fn validate_container(
     container: &Map<String, Value>,
     path: &str,
     names: &mut HashSet<String>,

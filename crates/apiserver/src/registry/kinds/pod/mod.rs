@@ -1,4 +1,9 @@
-//! Pods: Kubernetes' pod defaults and pod spec validation, and graceful deletion.
+//! Pods: Kubernetes' pod defaults and pod spec validation, graceful deletion, and the
+//! `ephemeralcontainers` subresource's rules ([`ephemeral`]).
+
+mod ephemeral;
+
+pub(crate) use ephemeral::validate_ephemeral_containers_update;
 
 use capstan_api::{kube_core::params::DeleteParams, FieldError};
 use serde_json::Value;
@@ -18,8 +23,13 @@ impl KindStrategy for PodStrategy {
         default_pod(pod);
     }
 
-    fn validate(&self, pod: &Value, _old: Option<&Value>, causes: &mut Vec<FieldError>) {
+    fn validate(&self, pod: &Value, old: Option<&Value>, causes: &mut Vec<FieldError>) {
         validate_pod_spec(spec_of(pod), "spec", PodContext::Pod, causes);
+        ephemeral::validate_main_write(pod, old, causes);
+    }
+
+    fn prepare_ephemeral_containers_update(&self, current: &Value, updated: &mut Value) {
+        ephemeral::keep_all_but_ephemeral(current, updated);
     }
 
     /// How long a Pod gets to terminate before it is deleted, as kube-apiserver's pod strategy
