@@ -72,6 +72,8 @@ mod guides {
     pub struct NetworkPluginSpiGuide;
     #[doc = include_str!("../docs/spi/proxy-backend.md")]
     pub struct ProxyBackendSpiGuide;
+    #[doc = include_str!("../docs/pods.md")]
+    pub struct PodsGuide;
     #[cfg(feature = "kube")]
     #[doc = include_str!("../docs/kube-rs.md")]
     pub struct KubeRsGuide;

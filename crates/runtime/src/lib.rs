@@ -1,8 +1,9 @@
 //! Container runtimes for Capstan's node agent.
 //!
 //! [`ContainerRuntime`] is the SPI the kubelet drives, shaped like the Kubernetes Container
-//! Runtime Interface (CRI `runtime.v1`): pod sandboxes, containers, images, logs and exec.
-//! Backends:
+//! Runtime Interface (CRI `runtime.v1`): pod sandboxes, containers, images, logs and exec,
+//! and the interactive calls of [`streaming`] (exec and attach sessions, port forwarding,
+//! container stats). Backends:
 //!
 //! - [`fake`] (always built): [`fake::FakeRuntime`], in process and deterministic, with
 //!   scriptable per-image behaviour (start delays, exits, crash loops, pull failures, log
@@ -10,8 +11,9 @@
 //!   resource usage) and an injected [`Clock`]. Each container has a writable file view
 //!   that honours its bind mounts, and busybox-like built-in commands (`sh -c`, `cat`,
 //!   `ls`, `tar` for `kubectl cp`, ...). It keeps no tasks or timers for idle containers
-//!   (only a live exec or forwarded connection runs a task), so thousands of fake nodes fit
-//!   in one process.
+//!   (only a live exec or forwarded connection runs a task, and, when
+//!   [`run_commands`](fake::FakeRuntimeBuilder::run_commands) is on, a container running its
+//!   own command line), so thousands of fake nodes fit in one process.
 //! - `containerd` (cargo feature `containerd`): `containerd::ContainerdRuntime` over
 //!   containerd's native gRPC API with runc: pods get pinned network, IPC and UTS namespaces,
 //!   containers an OCI spec with secure defaults and CRI log files, images come from

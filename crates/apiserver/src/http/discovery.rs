@@ -194,9 +194,10 @@ impl PodSubresource {
     }
 }
 
-/// The Pod subresources `rest::pods` serves: `eviction` (a `policy/v1` Eviction, `create`,
-/// which `kubectl drain` looks for) and `ephemeralcontainers` (`kubectl debug`). None for
-/// other kinds.
+/// The subresources served outside the generic REST handlers: the Pod's `eviction` (a
+/// `policy/v1` Eviction, `create`, which `kubectl drain` looks for) and `ephemeralcontainers`
+/// (`kubectl debug`), and the ServiceAccount's `token` (a TokenRequest, `kubectl create
+/// token`). None for other kinds.
 fn pod_subresources(resource: &ResourceInfo) -> &'static [PodSubresource] {
     const POD: &[PodSubresource] = &[
         PodSubresource {
@@ -214,10 +215,17 @@ fn pod_subresources(resource: &ResourceInfo) -> &'static [PodSubresource] {
             verbs: &["create"],
         },
     ];
-    if resource.group().is_empty() && resource.kind() == "Pod" {
-        POD
-    } else {
-        &[]
+    const SERVICE_ACCOUNT: &[PodSubresource] = &[PodSubresource {
+        name: "token",
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "TokenRequest",
+        verbs: &["create"],
+    }];
+    match (resource.group(), resource.kind()) {
+        ("", "Pod") => POD,
+        ("", "ServiceAccount") => SERVICE_ACCOUNT,
+        _ => &[],
     }
 }
 

@@ -147,33 +147,10 @@ fn collect_files(root: &Path, dir: &Path, out: &mut BTreeSet<String>) -> io::Res
 /// `..2026_12_07_21_30_00.123456789`: the version directory's name for `now` (UTC), as the
 /// kubelet names them.
 fn version_name(now: SystemTime) -> String {
-    let since = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "..{year:04}_{month:02}_{day:02}_{:02}_{:02}_{:02}.{:09}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_nanos()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    // `2026-12-07T21:30:00.123456789Z`, with Go's `2006_01_02_15_04_05.` layout's separators.
+    let stamp = capstan_runtime::rfc3339_nanos(now);
+    let stamp = stamp.trim_end_matches('Z');
+    format!("..{}", stamp.replace(['-', 'T', ':'], "_"))
 }
 
 #[cfg(test)]

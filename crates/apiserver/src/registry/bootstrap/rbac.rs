@@ -309,6 +309,29 @@ static CLUSTER_ROLES: &[ClusterRoleSpec] = &[
         aggregates: &[],
         rules: VIEW_RULES,
     },
+    // `kubectl top` for whoever may view: metrics-server installs this role, Capstan serves
+    // `metrics.k8s.io` itself.
+    ClusterRoleSpec {
+        name: "system:aggregated-metrics-reader",
+        labels: &[TO_VIEW, TO_EDIT, TO_ADMIN],
+        aggregates: &[],
+        rules: &[rule(&["metrics.k8s.io"], &["pods", "nodes"], READ)],
+    },
+    // Full access to the kubelet's API (bound to nobody by default; the API server calls
+    // kubelets as a member of `system:masters`).
+    ClusterRoleSpec {
+        name: "system:kubelet-api-admin",
+        labels: &[],
+        aggregates: &[],
+        rules: &[
+            rule(CORE, &["nodes"], &["get", "list", "watch", "proxy"]),
+            rule(
+                CORE,
+                &["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"],
+                &["*"],
+            ),
+        ],
+    },
     ClusterRoleSpec {
         name: "system:discovery",
         labels: &[],
@@ -471,6 +494,8 @@ static CLUSTER_ROLES: &[ClusterRoleSpec] = &[
             rule(CORE, &["pods"], &["create", "delete"]),
             rule(CORE, &["pods/status"], &["patch", "update"]),
             rule(CORE, &["pods/eviction"], &["create"]),
+            // Projected service account tokens, bound to the node's Pods.
+            rule(CORE, &["serviceaccounts/token"], &["create"]),
             rule(CORE, &["configmaps", "secrets"], &["get", "list", "watch"]),
             rule(
                 CORE,
@@ -638,6 +663,21 @@ static CLUSTER_ROLES: &[ClusterRoleSpec] = &[
             rule(&["*"], &["*/scale"], &["get"]),
             rule(CORE, &["pods"], READ),
             rule(CORE, &["pods/status"], &["update"]),
+            RECORD_EVENTS,
+        ],
+    },
+    ClusterRoleSpec {
+        name: "system:controller:service-account-controller",
+        labels: &[],
+        aggregates: &[],
+        rules: &[rule(CORE, &["serviceaccounts"], &["create"]), RECORD_EVENTS],
+    },
+    ClusterRoleSpec {
+        name: "system:controller:root-ca-cert-publisher",
+        labels: &[],
+        aggregates: &[],
+        rules: &[
+            rule(CORE, &["configmaps"], &["create", "update"]),
             RECORD_EVENTS,
         ],
     },

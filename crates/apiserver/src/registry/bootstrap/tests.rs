@@ -327,6 +327,10 @@ mod authorization {
                     "get /configmaps team settings",
                     "get /secrets team token",
                     "create /events team",
+                    // Projected service account tokens, and the kubelet API's reviews.
+                    "create /serviceaccounts/token team default",
+                    "create authentication.k8s.io/tokenreviews",
+                    "create authorization.k8s.io/subjectaccessreviews",
                 ],
             )
             .await;
@@ -386,7 +390,18 @@ mod authorization {
                 .await
                 .expect("synced");
             let viewer = UserInfo::new("viewer", ["system:authenticated"]);
-            check(&rbac, &viewer, &["get /pods team web", "list apps/deployments team"]).await;
+            check(
+                &rbac,
+                &viewer,
+                &[
+                    "get /pods team web",
+                    "list apps/deployments team",
+                    // `kubectl top pod`, through system:aggregated-metrics-reader.
+                    "list metrics.k8s.io/pods team",
+                    "get metrics.k8s.io/pods team web",
+                ],
+            )
+            .await;
             for line in ["get /secrets team token", "list /secrets team", "delete /pods team web"] {
                 assert_ne!(
                     rbac.authorize(&request(&viewer, line)).await,
