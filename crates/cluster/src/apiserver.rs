@@ -319,12 +319,24 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
             .into())
         }
     };
-    if let Some(token) = &token {
-        options = options
-            .authenticator(
-                StaticTokens::new().with(token.clone(), UserInfo::new("admin", [SUPERUSER_GROUP])),
-            )
-            .anonymous(false);
+    match &token {
+        Some(token) => {
+            options = options
+                .authenticator(
+                    StaticTokens::new()
+                        .with(token.clone(), UserInfo::new("admin", [SUPERUSER_GROUP])),
+                )
+                .anonymous(false);
+        }
+        None => {
+            // Open to everyone: every component and user is anonymous, so anonymous requests
+            // get the whole in-flight budget (there is no authenticated caller to keep slots
+            // for). Kept small, the anonymous share made a busy cluster refuse its own
+            // components with 429.
+            let mut limits = options.limits;
+            limits.max_anonymous_in_flight = limits.max_in_flight;
+            options = options.limits(limits);
+        }
     }
     if config.service_accounts {
         let issuer = config.service_account_issuer()?;
