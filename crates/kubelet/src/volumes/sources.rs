@@ -7,6 +7,7 @@ use std::sync::Arc;
 use capstan_api::k8s_openapi::api::core::v1::{
     ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret,
 };
+use capstan_api::k8s_openapi::NamespaceResourceScope;
 use capstan_api::kube_core::ResourceExt;
 use capstan_api::{Api, Client, Error};
 
@@ -29,16 +30,8 @@ impl Resolver<'_> {
         optional: bool,
         mode: u32,
     ) -> Result<Vec<FileContent>, VolumeError> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.namespace);
-        let config_map = match api.get(name).await {
-            Ok(found) => found,
-            Err(Error::NotFound { .. }) if optional => return Ok(Vec::new()),
-            Err(Error::NotFound { .. }) => {
-                return Err(VolumeError::MissingSource {
-                    message: format!("configmap \"{name}\" not found"),
-                })
-            }
-            Err(error) => return Err(VolumeError::Api(error.to_string())),
+        let Some(config_map) = self.fetch::<ConfigMap>("configmap", name, optional).await? else {
+            return Ok(Vec::new());
         };
         let mut data: BTreeMap<String, Vec<u8>> = config_map
             .data
@@ -60,16 +53,8 @@ impl Resolver<'_> {
         optional: bool,
         mode: u32,
     ) -> Result<Vec<FileContent>, VolumeError> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
-        let secret = match api.get(name).await {
-            Ok(found) => found,
-            Err(Error::NotFound { .. }) if optional => return Ok(Vec::new()),
-            Err(Error::NotFound { .. }) => {
-                return Err(VolumeError::MissingSource {
-                    message: format!("secret \"{name}\" not found"),
-                })
-            }
-            Err(error) => return Err(VolumeError::Api(error.to_string())),
+        let Some(secret) = self.fetch::<Secret>("secret", name, optional).await? else {
+            return Ok(Vec::new());
         };
         let mut data: BTreeMap<String, Vec<u8>> = secret
             .data
@@ -81,6 +66,32 @@ impl Resolver<'_> {
             data.insert(key, value.into_bytes());
         }
         project(data, items, optional, mode, "secret")
+    }
+
+    /// The object `name` of the Pod's namespace; `None` when it is missing and `optional`.
+    /// `kind` names it in the error (`configmap "app" not found`).
+    async fn fetch<K>(
+        &self,
+        kind: &str,
+        name: &str,
+        optional: bool,
+    ) -> Result<Option<K>, VolumeError>
+    where
+        K: capstan_api::Resource<Scope = NamespaceResourceScope>
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + Clone
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        match api.get(name).await {
+            Ok(found) => Ok(Some(found)),
+            Err(Error::NotFound { .. }) if optional => Ok(None),
+            Err(Error::NotFound { .. }) => Err(VolumeError::MissingSource {
+                message: format!("{kind} \"{name}\" not found"),
+            }),
+            Err(error) => Err(VolumeError::Api(error.to_string())),
+        }
     }
 
     /// The downward API's files: the Pod's name, namespace, uid, labels and annotations.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::fs::{normalize_path, FileInfo, FileKind, FsError};
 use super::process::{clock_sleep, run_in_place, write_out, FakeProcess};
 use super::{httpd, shell, tar, ImageBehaviour};
+use crate::types::civil_from_days as civil;
 
 /// The built-in command names.
 const BUILTINS: &[&str] = &[
@@ -562,20 +563,6 @@ async fn stty(p: &mut FakeProcess, args: &[String]) -> i32 {
         return status(p.print(line).await);
     }
     0
-}
-
-/// The civil date of `days` since 1970-01-01: (year, month 1-12, day 1-31).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Days since 1970-01-01 of a civil date.
