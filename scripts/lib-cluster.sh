@@ -5,7 +5,10 @@
 # it (eth0, 172.18.0.1N/24) with its own CNI bridge, iptables rules and host-gw routes. The
 # processes run in the host's namespace and reach the API server on loopback; each node's
 # kubelet runs the CNI plugins, and its proxy and route agent their commands, inside the
-# node's namespace. Nothing is added to the host's own interfaces, routes or tables.
+# node's namespace, and serves its API (logs, exec, port-forward) on port 10250 there. The API
+# server also serves on the LAN bridge's address (172.18.0.1, inside the LAN namespace),
+# which the `kubernetes` Service points at, so Pods reach it; it dials kubelets from the LAN
+# namespace too. Nothing is added to the host's own interfaces, routes or tables.
 #
 #   apiserver            etcd (CAPSTAN_ETCD_ENDPOINTS)
 #   controller-manager   ×2, leader-elected
@@ -75,6 +78,7 @@ capstan_cluster_up() {
   ip netns add "$lan"
   ip -n "$lan" link add br0 type bridge
   ip -n "$lan" link set br0 up
+  ip -n "$lan" addr add 172.18.0.1/24 dev br0
   for i in $(seq 1 "$nodes"); do
     netns=$(capstan_cluster_node_netns "$dir" "$i")
     ip=172.18.0.$((10 + i))
@@ -91,7 +95,8 @@ capstan_cluster_up() {
   # The control plane.
   port=$(capstan_free_port)
   capstan_cluster_start_process "$dir" apiserver "$CAPSTAN_BIN" apiserver \
-    --store "etcd=$CAPSTAN_ETCD_ENDPOINTS" --listen "127.0.0.1:$port" --kubeconfig "$dir/kubeconfig"
+    --store "etcd=$CAPSTAN_ETCD_ENDPOINTS" --listen "127.0.0.1:$port" --kubeconfig "$dir/kubeconfig" \
+    --cluster-netns "$lan" --advertise-address 172.18.0.1
   for _ in $(seq 1 100); do
     [ -s "$dir/kubeconfig" ] && kubectl --kubeconfig "$dir/kubeconfig" get --raw /readyz >/dev/null 2>&1 && break
     sleep 0.1
@@ -113,7 +118,8 @@ capstan_cluster_up() {
     capstan_cluster_start_process "$dir" "kubelet-$name" "$CAPSTAN_BIN" kubelet \
       --kubeconfig "$dir/kubeconfig" --node-name "$name" --node-ip "$ip" \
       --runtime "containerd=$CAPSTAN_CONTAINERD_SOCKET" --network cni --netns "$netns" \
-      --cni-bin-dir "$CAPSTAN_CNI_PATH" --state-dir "$dir/nodes/$name" --host-gw "${preload[@]}"
+      --cni-bin-dir "$CAPSTAN_CNI_PATH" --state-dir "$dir/nodes/$name" --host-gw "${preload[@]}" \
+      --address "$ip"
     capstan_cluster_start_process "$dir" "proxy-$name" "$CAPSTAN_BIN" proxy \
       --kubeconfig "$dir/kubeconfig" --node-name "$name" --node-ip "$ip" \
       --proxy iptables --netns "$netns" --masquerade-all

@@ -688,3 +688,41 @@ async fn a_kubeconfig_can_carry_a_bearer_token() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_server_serves_its_additional_listeners_and_publishes_its_advertise_address() {
+    within(DEADLINE, async {
+        // The second listener stands for one bound in another network namespace.
+        let extra = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let extra_address = extra.local_addr().unwrap();
+        let advertised: SocketAddr = "192.0.2.10:6443".parse().unwrap();
+        let server = server(
+            ApiServerOptions::default()
+                .additional_listener(extra)
+                .advertise_address(advertised),
+        )
+        .await;
+        for address in [server.address(), extra_address] {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(
+                    b"GET /api/v1/namespaces/default/endpoints/kubernetes HTTP/1.1\r\n\
+                      Host: x\r\nConnection: close\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply).await.unwrap();
+            let reply = String::from_utf8_lossy(&reply);
+            assert!(reply.starts_with("HTTP/1.1 200"), "{address}: {reply}");
+            let body: Value = serde_json::from_str(&reply[reply.find("\r\n\r\n").unwrap() + 4..])
+                .unwrap_or_else(|e| panic!("{address}: {e}: {reply}"));
+            assert_eq!(body["subsets"][0]["addresses"][0]["ip"], "192.0.2.10");
+            assert_eq!(body["subsets"][0]["ports"][0]["port"], 6443);
+        }
+        server.shutdown(Duration::from_secs(5)).await;
+        // Shut down, neither listener takes connections any more.
+        assert!(TcpStream::connect(extra_address).await.is_err());
+    })
+    .await;
+}

@@ -350,7 +350,7 @@ async fn quantities_are_validated_in_pods_templates_and_other_kinds() {
         let error = create(&registry, "", "Pod", pod(over)).await.unwrap_err();
         expect_invalid(
             error,
-            "spec.containers[0].resources.requests[cpu]",
+            "spec.containers[0].resources.requests",
             "must be less than or equal to cpu limit of 1",
         );
 

@@ -14,8 +14,9 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use capstan_api::k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -126,14 +127,21 @@ impl RealCluster {
         }
     }
 
-    /// Empties `default` between scenarios: workloads, Pods, Services and Events.
+    /// Empties `default` between scenarios: workloads, Pods, Services (but `kubernetes`,
+    /// which the API server would restore within 10 s) and Events.
     async fn reset(&self) {
         self.kubectl(&[
             "delete",
-            "deployments,services,pods,events",
+            "deployments,pods,events",
             "--all",
             "--wait=false",
             "--grace-period=1",
+        ]);
+        self.kubectl(&[
+            "delete",
+            "services",
+            "--field-selector",
+            "metadata.name!=kubernetes",
         ]);
         let pods: Api<Pod> = self.scenario.api();
         while !pods
@@ -286,6 +294,9 @@ async fn the_seed_scenarios_run_on_one_process_per_component_on_real_parts() {
         .await;
         cluster.reset().await;
 
+        into_the_pods(&cluster).await;
+        cluster.reset().await;
+
         // Both leaders crash: the controller manager's and the scheduler's standbys take over.
         let dir = cluster.dir.clone();
         common::leader_failover(s, move |manager, scheduler| {
@@ -307,4 +318,126 @@ async fn the_seed_scenarios_run_on_one_process_per_component_on_real_parts() {
     })
     .await
     .expect("the scenarios finish in time");
+}
+
+/// Everyday commands into a Pod on a node: `kubectl logs`, `exec` (its exit code),
+/// `port-forward` to the Pod's httpd through the API server and the node's kubelet (reached
+/// in the nodes' namespaces), and a process in the Pod calling the API server with its
+/// service account token through the `kubernetes` Service's ClusterIP.
+async fn into_the_pods(cluster: &RealCluster) {
+    let s = &cluster.scenario;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "tools", "labels": {"role": "tools"}},
+        "spec": {"nodeName": "node02", "containers": [{
+            "name": "web",
+            "image": "nginx",
+            "command": ["sh", "-c", "echo started on $(hostname); mkdir -p /tmp/www && \
+                hostname >/tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"],
+        }]},
+    }))
+    .unwrap();
+    s.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    s.running("role=tools", 1, "nginx").await;
+
+    // Logs and exec reach the kubelet on node02 through the API server.
+    let logs = cluster.kubectl(&["logs", "tools"]);
+    assert_eq!(logs.trim(), "started on tools", "kubectl logs");
+    let namespace = cluster.kubectl(&[
+        "exec",
+        "tools",
+        "--",
+        "cat",
+        "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+    ]);
+    assert_eq!(namespace, "default", "the projected service account volume");
+    let status = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.dir.join("kubeconfig"))
+        .args(["exec", "tools", "--", "sh", "-c", "exit 3"])
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "kubectl exec passes the exit code on"
+    );
+
+    // The kubelet gave the container the `kubernetes` Service's variables.
+    let env = cluster.kubectl(&["exec", "tools", "--", "env"]);
+    assert!(
+        env.lines()
+            .any(|l| l == "KUBERNETES_SERVICE_HOST=10.96.0.1"),
+        "the container's environment: {env}\nkubelet log: {}",
+        std::fs::read_to_string(cluster.dir.join("logs/kubelet-node02.log")).unwrap_or_default()
+    );
+
+    // The Pod's process calls the API server with its token, through the ClusterIP the
+    // node's proxy forwards to the server's address on the LAN: it is who the token says.
+    let review = cluster.kubectl(&[
+        "exec",
+        "tools",
+        "--",
+        "sh",
+        "-c",
+        "wget -q -O - \
+         --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" \
+         --header 'Content-Type: application/json' \
+         --post-data '{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"SelfSubjectReview\"}' \
+         http://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    ]);
+    let review: serde_json::Value = serde_json::from_str(&review)
+        .unwrap_or_else(|e| panic!("a SelfSubjectReview, not {review:?}: {e}"));
+    assert_eq!(
+        review["status"]["userInfo"]["username"], "system:serviceaccount:default:default",
+        "{review}"
+    );
+    assert_eq!(
+        review["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"][0], "tools",
+        "{review}"
+    );
+
+    // port-forward carries HTTP to the Pod's httpd.
+    let mut forward = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.dir.join("kubeconfig"))
+        .args(["port-forward", "pod/tools", ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Read its output to the end (a closed pipe would kill it on its next line); the
+    // first line names the local port.
+    let (first_line, lines) = std::sync::mpsc::channel();
+    let stdout = forward.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = first_line.send(line.unwrap_or_default());
+        }
+    });
+    let line = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("kubectl port-forward prints where it listens");
+    let port = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("kubectl port-forward printed {line:?}"))
+        .to_string();
+    let body = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-s", "-m", "10", &format!("http://127.0.0.1:{port}/")])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&body.stdout).trim(),
+        "tools",
+        "port-forward to the Pod's httpd"
+    );
 }

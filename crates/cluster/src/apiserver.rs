@@ -123,6 +123,15 @@ pub struct ApiServerConfig {
     pub service_account_issuer: Option<String>,
     /// The longest lifetime a TokenRequest gets (`--service-account-max-token-expiration`).
     pub service_account_max_token_expiration: Option<std::time::Duration>,
+    /// The network namespace the cluster's nodes are on (`--cluster-netns`, an `ip netns`
+    /// name or a path): the server dials kubelets from there, and serves
+    /// [`advertise_address`](Self::advertise_address) there. `None`: the process's own.
+    pub cluster_netns: Option<String>,
+    /// Where Pods reach the server (`--advertise-address`): published in the `kubernetes`
+    /// Service's endpoints and, when it is not the listen address, served as well (on the
+    /// listen port, inside [`cluster_netns`](Self::cluster_netns) when set). `None`: the
+    /// listen address.
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 impl ApiServerConfig {
@@ -141,6 +150,8 @@ impl ApiServerConfig {
             service_account_key_files: Vec::new(),
             service_account_issuer: None,
             service_account_max_token_expiration: None,
+            cluster_netns: None,
+            advertise_address: None,
         }
     }
 
@@ -259,7 +270,9 @@ impl RunningApiServer {
 /// ([`OptionError::NotBuilt`](crate::options::OptionError)).
 pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let store = open_store(&config.store).await?;
-    let mut registry = Registry::new(store.clone());
+    let mut registry = Registry::new(store.clone()).add_admission(
+        capstan_apiserver::registry::admission::PodSecurityAdmission::new(store.clone()),
+    );
     if config.service_accounts {
         registry = registry.add_admission(ServiceAccountAdmission::new(store));
     }
@@ -343,7 +356,18 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
         options =
             options.service_account_tokens(ServiceAccountTokens::new(issuer, registry.clone()));
     }
-    let server = ApiServer::bind_with(registry.clone(), config.listen, options)
+    let mut listen = config.listen;
+    if listen.port() == 0 && config.advertise_address.is_some() {
+        // The advertise address is served on the listen port: pick it now.
+        listen = std::net::TcpListener::bind(listen)
+            .and_then(|listener| listener.local_addr())
+            .map_err(|source| ApiServerError::Serve {
+                address: config.listen,
+                source,
+            })?;
+    }
+    options = reach_nodes(config, listen, options).await?;
+    let server = ApiServer::bind_with(registry.clone(), listen, options)
         .await
         .map_err(|source| ApiServerError::Serve {
             address: config.listen,
@@ -355,6 +379,57 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
         token,
         ca_pem,
     })
+}
+
+/// Serves Pods on the advertise address and dials kubelets from the cluster's network
+/// namespace, as [`ApiServerConfig::cluster_netns`] and
+/// [`ApiServerConfig::advertise_address`] ask (on `listen`'s port).
+///
+/// Errors: the advertise address cannot be bound (in the namespace).
+async fn reach_nodes(
+    config: &ApiServerConfig,
+    listen: SocketAddr,
+    mut options: ApiServerOptions,
+) -> Result<ApiServerOptions, ApiServerError> {
+    if let Some(netns) = &config.cluster_netns {
+        let netns = netns.clone();
+        let timeout = options.kubelet_client.connect_timeout;
+        options.kubelet_client.dialer = Some(Arc::new(move |host: String, port: u16| {
+            let netns = netns.clone();
+            Box::pin(async move {
+                let ip: std::net::IpAddr = host.parse().map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("{host}: kubelets in another network namespace are dialled by IP"),
+                    )
+                })?;
+                capstan_net::netns::connect_tcp(&netns, SocketAddr::new(ip, port), timeout).await
+            })
+        }));
+    }
+    let Some(ip) = config.advertise_address else {
+        return Ok(options);
+    };
+    let advertised = SocketAddr::new(ip, listen.port());
+    options = options.advertise_address(advertised);
+    let serve_error = |source| ApiServerError::Serve {
+        address: advertised,
+        source,
+    };
+    match &config.cluster_netns {
+        Some(netns) => {
+            let listener = capstan_net::netns::bind_tcp(netns, advertised)
+                .await
+                .map_err(serve_error)?;
+            options = options.additional_listener(listener);
+        }
+        None if advertised != listen && !listen.ip().is_unspecified() => {
+            let listener = std::net::TcpListener::bind(advertised).map_err(serve_error)?;
+            options = options.additional_listener(listener);
+        }
+        None => {}
+    }
+    Ok(options)
 }
 
 /// The serving TLS configuration and the CA certificates (PEM) the kubeconfig trusts.

@@ -185,6 +185,16 @@ pub struct ServeArgs {
     /// The longest lifetime a TokenRequest gets (a duration such as `24h`).
     #[arg(long, value_parser = parse_duration)]
     pub service_account_max_token_expiration: Option<Duration>,
+    /// The network namespace the cluster's nodes are on (an `ip netns` name or a path): the
+    /// API server dials kubelets from there and serves --advertise-address there. Needs
+    /// root. Default: the process's own.
+    #[arg(long, value_name = "NETNS")]
+    pub cluster_netns: Option<String>,
+    /// The IP Pods reach the API server on, as kube-apiserver's flag: published in the
+    /// `kubernetes` Service's endpoints, and served on the --listen port (inside
+    /// --cluster-netns when given). Default: the --listen address.
+    #[arg(long, value_name = "IP")]
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 /// Reads a duration as Go writes one (`1h30m`, `5m0s`, `250ms`); a bare number is seconds.
@@ -256,6 +266,8 @@ impl ServeArgs {
             service_account_key_files: self.service_account_key_file.clone(),
             service_account_issuer: self.service_account_issuer.clone(),
             service_account_max_token_expiration: self.service_account_max_token_expiration,
+            cluster_netns: self.cluster_netns.clone(),
+            advertise_address: self.advertise_address,
         }
     }
 }
@@ -390,6 +402,14 @@ pub struct NodeArgs {
     /// Masquerade all traffic to cluster IPs (proxy only).
     #[arg(long)]
     pub masquerade_all: bool,
+    /// The IP the kubelet serves its API on (logs, exec, attach, port-forward, stats;
+    /// kubelet only), as the kubelet's flag; inside --netns when given.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub address: std::net::IpAddr,
+    /// The port of the kubelet's API (kubelet only), reported in the Node's
+    /// `status.daemonEndpoints`; 0 picks a free one.
+    #[arg(long, default_value_t = capstan_apiserver::http::pod_streams::DEFAULT_KUBELET_PORT)]
+    pub port: u16,
     /// Where to serve `/metrics`, `/healthz`, `/livez` and `/readyz` (plain HTTP, no
     /// authentication: keep it on loopback); port 0 picks a free one, which is logged.
     #[arg(long, default_value = crate::observability::DEFAULT_METRICS_LISTEN)]
@@ -413,6 +433,7 @@ impl NodeArgs {
         options.masquerade_all = self.masquerade_all;
         options.kubelet_metrics_listen = Some(self.metrics_listen);
         options.proxy_metrics_listen = Some(self.metrics_listen);
+        options.kubelet_listen = Some(SocketAddr::new(self.address, self.port));
         options
     }
 }

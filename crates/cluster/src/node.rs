@@ -58,6 +58,14 @@ pub enum NodeError {
         /// Why not.
         source: std::io::Error,
     },
+    /// The kubelet's API listener could not be bound in the node's network namespace.
+    #[error("serving the kubelet API on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why not.
+        source: std::io::Error,
+    },
     /// The metrics and health listener (`--metrics-listen`) could not be bound.
     #[error("serving metrics on {address}: {source}")]
     Metrics {
@@ -218,10 +226,26 @@ pub async fn start_kubelet(
         .internal_ip(options.internal_ip.clone())
         .heartbeat_interval(options.heartbeat_interval)
         .root_dir(options.state_dir.join("kubelet"));
-    if let Some(listen) = options.kubelet_listen {
-        config = config.server_listen(listen);
+    // With a node namespace, the API listens there, on the node's own address; else the
+    // kubelet binds it in the process's namespace.
+    let mut listener = None;
+    match (options.kubelet_listen, &options.netns) {
+        (Some(listen), Some(netns)) => {
+            listener = Some(capstan_net::netns::bind_tcp(netns, listen).await.map_err(
+                |source| NodeError::Listen {
+                    address: listen,
+                    source,
+                },
+            )?);
+        }
+        (Some(listen), None) => config = config.server_listen(listen),
+        (None, _) => {}
     }
-    let kubelet = Kubelet::builder(config)
+    let mut builder = Kubelet::builder(config);
+    if let Some(listener) = listener {
+        builder = builder.server_listener(listener);
+    }
+    let kubelet = builder
         .client(client)
         .runtime(runtime)
         .network(network.clone())

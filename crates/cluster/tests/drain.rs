@@ -85,7 +85,13 @@ async fn kubectl_drain_empties_a_node_without_breaking_the_disruption_budget() {
                                             "topologyKey": "kubernetes.io/hostname",
                                             "whenUnsatisfiable": "ScheduleAnyway",
                                             "labelSelector": { "matchLabels": { "app": "web" } } }],
-                                        "containers": [{ "name": "app", "image": "nginx:1.27" }] } } }
+                                        // Replacements are unready for 2 s, so a second
+                                        // eviction racing the first is always refused.
+                                        "containers": [{ "name": "app", "image": "nginx:1.27",
+                                            "readinessProbe": {
+                                                "exec": { "command": ["true"] },
+                                                "initialDelaySeconds": 2,
+                                                "periodSeconds": 1 } }] } } }
         }))
         .unwrap();
         Api::<Deployment>::namespaced(client.clone(), NS)
@@ -99,7 +105,11 @@ async fn kubectl_drain_empties_a_node_without_breaking_the_disruption_budget() {
         })
         .await;
         let by_node = web_pods_by_node(&pods).await;
-        assert_eq!(by_node.len(), 2, "the Pods are spread on both nodes: {by_node:?}");
+        assert_eq!(
+            by_node.len(),
+            2,
+            "the Pods are spread on both nodes: {by_node:?}"
+        );
         // Drain the node with the most of them.
         let (drained, on_it) = by_node
             .iter()
@@ -115,11 +125,15 @@ async fn kubectl_drain_empties_a_node_without_breaking_the_disruption_budget() {
         .unwrap();
         let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), NS);
         budgets.create(&pp, &pdb).await.unwrap();
-        eventually(Duration::from_secs(60), "the budget allows one disruption", || async {
-            let pdb = budgets.get("web").await.unwrap();
-            let status = serde_json::to_value(&pdb).unwrap()["status"].clone();
-            status["currentHealthy"] == 3 && status["disruptionsAllowed"] == 1
-        })
+        eventually(
+            Duration::from_secs(60),
+            "the budget allows one disruption",
+            || async {
+                let pdb = budgets.get("web").await.unwrap();
+                let status = serde_json::to_value(&pdb).unwrap()["status"].clone();
+                status["currentHealthy"] == 3 && status["disruptionsAllowed"] == 1
+            },
+        )
         .await;
         // Every revision of the budget from now on.
         let history = ObjectHistory::<PodDisruptionBudget>::record(client.clone());
@@ -156,24 +170,33 @@ async fn kubectl_drain_empties_a_node_without_breaking_the_disruption_budget() {
             output.status.success(),
             "kubectl drain failed:\n{stdout}\n{stderr}"
         );
-        assert!(stdout.contains(&format!("node/{drained} drained")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("node/{drained} drained")),
+            "{stdout}"
+        );
         if on_it > 1 {
             // The budget refused at least once, and kubectl waited and retried.
             assert!(
-                stderr.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+                stderr
+                    .contains("Cannot evict pod as it would violate the pod's disruption budget."),
                 "{stderr}"
             );
         }
 
         // The node is cordoned and holds no web Pod; the Deployment is whole elsewhere.
-        let node = Api::<Node>::all(client.clone()).get(&drained).await.unwrap();
+        let node = Api::<Node>::all(client.clone())
+            .get(&drained)
+            .await
+            .unwrap();
         assert_eq!(node.spec.unwrap().unschedulable, Some(true));
         let all = pods
             .list(&ListParams::default().labels("app=web"))
             .await
             .unwrap();
         assert!(
-            all.items.iter().all(|p| p.node_name() != Some(drained.as_str())),
+            all.items
+                .iter()
+                .all(|p| p.node_name() != Some(drained.as_str())),
             "no web Pod left on {drained}"
         );
         eventually(Duration::from_secs(60), "3 Ready web Pods", || async {
@@ -182,13 +205,17 @@ async fn kubectl_drain_empties_a_node_without_breaking_the_disruption_budget() {
                 && !by_node.contains_key(&drained)
         })
         .await;
-        eventually(Duration::from_secs(60), "the Deployment's 3 ready replicas", || async {
-            let web = Api::<Deployment>::namespaced(client.clone(), NS)
-                .get("web")
-                .await
-                .unwrap();
-            web.status.and_then(|s| s.ready_replicas) == Some(3)
-        })
+        eventually(
+            Duration::from_secs(60),
+            "the Deployment's 3 ready replicas",
+            || async {
+                let web = Api::<Deployment>::namespaced(client.clone(), NS)
+                    .get("web")
+                    .await
+                    .unwrap();
+                web.status.and_then(|s| s.ready_replicas) == Some(3)
+            },
+        )
         .await;
 
         // The budget never counted fewer than minAvailable healthy Pods.

@@ -60,6 +60,11 @@ pub struct KubeletConfig {
     /// How the API authenticates and authorizes its callers (default: delegated to the API
     /// server through the kubelet's client).
     pub server_auth: ServerAuth,
+    /// HTTPS for the API (feature `tls`): the serving certificate and the client CA
+    /// ([`KubeletTls`](crate::server::tls::KubeletTls)). `None` (the default) serves plain
+    /// HTTP.
+    #[cfg(feature = "tls")]
+    pub server_tls: Option<crate::server::KubeletTls>,
     /// The kubelet's own directory (`--root-dir`, `/var/lib/kubelet` in Kubernetes): Pods'
     /// volumes are written under `<root_dir>/pods/<uid>/volumes`. `None` (the default) sets
     /// up no volumes: containers start without their `volumeMounts`, which suits fake nodes
@@ -90,6 +95,8 @@ impl KubeletConfig {
             sync_period: DEFAULT_SYNC_PERIOD,
             server_listen: None,
             server_auth: ServerAuth::default(),
+            #[cfg(feature = "tls")]
+            server_tls: None,
             root_dir: None,
         }
     }
@@ -157,6 +164,15 @@ impl KubeletConfig {
     /// Sets how the HTTP API authenticates and authorizes callers.
     pub fn server_auth(mut self, auth: ServerAuth) -> Self {
         self.server_auth = auth;
+        self
+    }
+
+    /// Serves the HTTP API over HTTPS with `tls` (feature `tls`; `--tls-cert-file`,
+    /// `--client-ca-file`, ...). A self-signed certificate is made for the node's name and
+    /// [`addresses`](Self::addresses).
+    #[cfg(feature = "tls")]
+    pub fn server_tls(mut self, tls: crate::server::KubeletTls) -> Self {
+        self.server_tls = Some(tls);
         self
     }
 

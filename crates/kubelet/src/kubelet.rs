@@ -63,6 +63,7 @@ pub struct KubeletBuilder {
     clock: Arc<dyn Clock>,
     events: Option<EventRecorder>,
     tokens: Option<Arc<dyn crate::volumes::TokenSource>>,
+    server_listener: Option<std::net::TcpListener>,
 }
 
 impl std::fmt::Debug for KubeletBuilder {
@@ -118,6 +119,14 @@ impl KubeletBuilder {
         self
     }
 
+    /// Serves the HTTP API on `listener`, bound by the caller (inside the node's network
+    /// namespace, say), instead of binding [`KubeletConfig::server_listen`]. The Node
+    /// reports the listener's port.
+    pub fn server_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.server_listener = Some(listener);
+        self
+    }
+
     /// The kubelet. [`KubeletError::InvalidConfig`] if the configuration is invalid or a
     /// required part is missing; [`KubeletError::Serve`] if the HTTP API's address
     /// ([`KubeletConfig::server_listen`]) cannot be bound (it is bound here, served by
@@ -125,12 +134,23 @@ impl KubeletBuilder {
     pub fn build(self) -> Result<Kubelet> {
         self.config.validate()?;
         let missing = |what: &str| KubeletError::InvalidConfig(format!("no {what} was given"));
-        let server = match self.config.server_listen {
-            Some(address) => Some(
+        let server = match (self.server_listener, self.config.server_listen) {
+            (Some(listener), _) => {
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|source| KubeletError::Serve {
+                        address: listener
+                            .local_addr()
+                            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+                        source,
+                    })?;
+                Some(listener)
+            }
+            (None, Some(address)) => Some(
                 crate::server::bind(address)
                     .map_err(|source| KubeletError::Serve { address, source })?,
             ),
-            None => None,
+            (None, None) => None,
         };
         Ok(Kubelet {
             server,
@@ -253,6 +273,7 @@ impl Kubelet {
             clock: Arc::new(SystemClock),
             events: None,
             tokens: None,
+            server_listener: None,
         }
     }
 
@@ -278,6 +299,11 @@ impl Kubelet {
                 clock: self.clock.clone(),
                 pods: pods.clone(),
                 auth: self.config.server_auth.clone(),
+                #[cfg(feature = "tls")]
+                tls: self.config.server_tls.clone().map(|tls| {
+                    let hosts = self.config.addresses.iter().map(|a| a.address.clone());
+                    (tls, hosts.collect())
+                }),
             };
             match crate::server::spawn(listener, parts) {
                 Ok(task) => Some((address, task)),
@@ -376,6 +402,7 @@ impl Kubelet {
             service_env: Arc::new(crate::service_env::MasterServiceEnv::new(
                 self.client.clone(),
             )),
+            admission: Arc::new(crate::admission::Admission::new(&self.config)),
         });
         // The PLEG's relist, for the running pods and containers gauges.
         {
@@ -428,14 +455,29 @@ impl Kubelet {
                     let Some(uid) = pod.metadata.uid.clone() else { continue };
                     if deleted {
                         done.remove(&uid);
+                        ctx.admission.release(&uid);
                         if let Some(worker) = workers.remove(&uid) {
                             worker.send_replace(None);
                         }
                     } else if let Some(worker) = workers.get(&uid) {
+                        // A terminal Pod's requests no longer count against the node.
+                        if matches!(
+                            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                            Some("Succeeded" | "Failed")
+                        ) {
+                            ctx.admission.release(&uid);
+                        }
                         worker.send_replace(Some(pod));
                     } else if !done.contains(&uid) {
                         let (tx, rx) = watch::channel(Some(pod.clone()));
-                        let worker = PodWorker::new(ctx.clone(), pod);
+                        let mut worker = PodWorker::new(ctx.clone(), pod.clone());
+                        // Admission: a Pod that does not fit is rejected, never started.
+                        if let Err(rejection) = ctx.admission.admit(&pod) {
+                            if let Some(events) = &ctx.events {
+                                events.warning(&*pod, rejection.reason(), rejection.to_string());
+                            }
+                            worker = worker.rejected(rejection);
+                        }
                         tasks.spawn(async move {
                             worker.run(rx).await;
                             Some(uid.clone())
@@ -445,6 +487,7 @@ impl Kubelet {
                 }
                 Some(finished) = tasks.join_next() => {
                     if let Ok(Some(uid)) = finished {
+                        ctx.admission.release(&uid);
                         if workers.remove(&uid).is_some() {
                             done.insert(uid);
                         }

@@ -18,9 +18,33 @@
 //! - **Restarts.** `restartPolicy` Always, OnFailure or Never decides whether an exited
 //!   container starts again. Restarts back off 10 s, doubling to 5 min, reset after 10 min
 //!   without a failure; meanwhile the container waits with `CrashLoopBackOff`.
-//! - **Probes.** Startup, liveness and readiness probes: exec through `exec_sync`, HTTP GET
-//!   and TCP through a [`Prober`] (the real [`NetworkProber`], or a scripted one in tests).
-//!   A failed liveness or startup probe kills the container to be restarted.
+//! - **Probes.** Startup, liveness and readiness probes: exec through `exec_sync`, HTTP GET,
+//!   TCP and gRPC through a [`Prober`] (the real [`NetworkProber`], or a scripted one in
+//!   tests), addressed to the Pod IP. HTTP probes use hyper, HTTPS without certificate
+//!   verification (feature `https-probes`, on by default), follow redirects on the same host
+//!   and send `User-Agent: kube-probe/<major>.<minor>`; 2xx passes, 3xx passes with a
+//!   `ProbeWarning` Event. gRPC probes call `grpc.health.v1.Health/Check` over HTTP/2:
+//!   `SERVING` passes. A failed liveness or startup probe kills the container to be
+//!   restarted.
+//! - **Configuration.** Each container's environment is built as Kubernetes builds it:
+//!   `envFrom` ConfigMaps and Secrets (with `prefix`; invalid keys skipped with an
+//!   `InvalidEnvironmentVariableNames` warning), then `env` (literal values with `$(VAR)`
+//!   references expanded, `configMapKeyRef`, `secretKeyRef`, `fieldRef`, `resourceFieldRef`
+//!   with missing limits read as the Node's allocatable), then the Services' variables: the
+//!   `kubernetes` Service's always, every Service of the Pod's namespace with
+//!   `enableServiceLinks` (the default), read at most every 30 s. `command` and `args` are
+//!   expanded against the result (`$$` escapes). A ConfigMap, Secret or key that is missing
+//!   and not `optional` keeps the container waiting with `CreateContainerConfigError` (and a
+//!   `Failed` Event) until a later sync finds it.
+//! - **Resources.** Each container's requests and limits become its runtime settings
+//!   ([`resources::container_resources`]: CPU shares and CFS quota, memory limit, OOM score
+//!   adjustment by QoS class), the Pod gets its `status.qosClass`
+//!   ([`resources::qos_class`]), and a container killed over its memory limit shows
+//!   `OOMKilled` with exit code 137 and restarts per `restartPolicy`. **Admission:** a Pod
+//!   whose requests do not fit the node's allocatable resources beside the Pods admitted
+//!   before it is rejected, never started: phase `Failed`, reason `OutOfcpu` (`OutOfmemory`,
+//!   `OutOfpods`, ...) and Kubernetes' message (`Pod was rejected: Node didn't have enough
+//!   resource: cpu, requested: 2000, used: 500, capacity: 2000`), plus a Warning Event.
 //! - **Changes.** A running container whose spec changed (a new image) is stopped and
 //!   replaced by the next attempt (`Killing`: "definition changed").
 //! - **Status.** Phase, conditions (PodScheduled, Initialized, ContainersReady, Ready),
@@ -106,14 +130,17 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admission;
 pub mod backoff;
 pub mod config;
+mod env;
 pub mod error;
 mod kubelet;
 pub mod metrics;
 mod node;
 mod pod_worker;
 pub mod prober;
+pub mod resources;
 pub mod server;
 mod service_env;
 mod status;
@@ -127,5 +154,5 @@ pub use kubelet::{Kubelet, KubeletBuilder, KubeletMetrics, RunningKubelet};
 pub use pod_worker::{
     CONTAINER_HASH_LABEL, CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
 };
-pub use prober::{HttpGet, NetworkProber, ProbeOutcome, Prober};
+pub use prober::{GrpcCheck, HttpGet, NetworkProber, ProbeOutcome, Prober};
 pub use server::ServerAuth;

@@ -1,20 +1,26 @@
-//! The environment variables Kubernetes gives every container about Services, Docker-links
-//! style: `KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`, `KUBERNETES_PORT_443_TCP`,
-//! ..., so a process in a Pod finds the API server through the `kubernetes` Service.
+//! The environment variables Kubernetes gives containers about Services, Docker-links
+//! style: `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT`, `<NAME>_PORT_443_TCP`, ..., so a
+//! process in a Pod finds the API server through the `kubernetes` Service and, with the Pod's
+//! `enableServiceLinks` (the default), every Service of its namespace.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capstan_api::k8s_openapi::api::core::v1::Service;
+use capstan_api::kube_core::params::ListParams;
 use capstan_api::kube_core::ResourceExt;
 use capstan_api::{Api, Client};
 use parking_lot::Mutex;
 
-/// Environment variables, in order.
-type Variables = Vec<(String, String)>;
-
-/// How long the `kubernetes` Service read from the API server is reused.
+/// How long a namespace's Services read from the API server are reused.
 const CACHE_FOR: Duration = Duration::from_secs(30);
+
+/// The Services always published to every Pod, from the `default` namespace.
+const MASTER_SERVICES: &[&str] = &["kubernetes"];
+
+/// Each namespace's Services, with when they were read.
+type Cache = HashMap<String, (Instant, Arc<Vec<Service>>)>;
 
 /// The variables of one Service with a ClusterIP, as the kubelet builds them
 /// (`pkg/kubelet/envvars`): `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT`, one
@@ -76,46 +82,87 @@ fn env_name(name: &str) -> String {
     name.to_uppercase().replace('-', "_")
 }
 
-/// The `kubernetes` Service's variables, read from the API server and kept for a while.
-/// Every container gets them, whatever its namespace. A cluster without the Service (an
-/// API server that does not publish itself) gives none.
+/// The Services' variables a container gets, read from the API server and kept per namespace
+/// for [`CACHE_FOR`] (30 s). Shared by every pod worker of one kubelet.
+///
+/// As the kubelet's `getServiceEnvVarMap`: the `kubernetes` Service of `default` always, and
+/// with `enableServiceLinks` every Service with a ClusterIP of the Pod's namespace (a Service of
+/// that namespace named `kubernetes` wins over the one in `default`). A cluster without the
+/// Services gives none; an API error keeps the last known Services of the namespace (or none),
+/// so a container is never held back for them.
 pub(crate) struct MasterServiceEnv {
     client: Arc<dyn Client>,
-    cached: Mutex<Option<(Instant, Variables)>>,
+    cached: Mutex<Cache>,
 }
 
 impl MasterServiceEnv {
     pub(crate) fn new(client: Arc<dyn Client>) -> Self {
         MasterServiceEnv {
             client,
-            cached: Mutex::new(None),
+            cached: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The variables; an API error keeps the last known ones (or none).
-    pub(crate) async fn variables(&self) -> Vec<(String, String)> {
-        if let Some((at, vars)) = self.cached.lock().as_ref() {
-            if at.elapsed() < CACHE_FOR {
-                return vars.clone();
+    /// The variables for a Pod of `namespace`, ordered by Service name (each Service's in
+    /// [`service_variables`]' order). Idempotent; reads the API server at most once per
+    /// namespace every 30 s.
+    pub(crate) async fn variables(
+        &self,
+        namespace: &str,
+        enable_service_links: bool,
+    ) -> Vec<(String, String)> {
+        let mut chosen: BTreeMap<String, Service> = BTreeMap::new();
+        for service in self.services("default").await.iter() {
+            let name = service.name_any();
+            if is_ip_set(service) && MASTER_SERVICES.contains(&name.as_str()) {
+                chosen.insert(name, service.clone());
             }
         }
-        let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
-        let vars = match api.get_opt("kubernetes").await {
-            Ok(Some(service)) => service_variables(&service),
-            Ok(None) => Vec::new(),
-            Err(error) => {
-                tracing::debug!(%error, "reading the kubernetes Service");
-                return self
-                    .cached
-                    .lock()
-                    .as_ref()
-                    .map(|(_, vars)| vars.clone())
-                    .unwrap_or_default();
+        if enable_service_links {
+            for service in self.services(namespace).await.iter() {
+                if is_ip_set(service) {
+                    chosen.insert(service.name_any(), service.clone());
+                }
             }
-        };
-        *self.cached.lock() = Some((Instant::now(), vars.clone()));
-        vars
+        }
+        chosen.values().flat_map(service_variables).collect()
     }
+
+    /// The Services of `namespace`, from the cache while fresh.
+    async fn services(&self, namespace: &str) -> Arc<Vec<Service>> {
+        if let Some((at, services)) = self.cached.lock().get(namespace) {
+            if at.elapsed() < CACHE_FOR {
+                return services.clone();
+            }
+        }
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                let services = Arc::new(list.items);
+                self.cached
+                    .lock()
+                    .insert(namespace.to_string(), (Instant::now(), services.clone()));
+                services
+            }
+            Err(error) => {
+                tracing::debug!(%error, namespace, "listing Services for environment variables");
+                self.cached
+                    .lock()
+                    .get(namespace)
+                    .map(|(_, services)| services.clone())
+                    .unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// Whether the Service has a ClusterIP (not headless, not ExternalName).
+fn is_ip_set(service: &Service) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .is_some_and(|ip| !ip.is_empty() && ip != "None")
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@
 //!
 //! Around the SPI, [`ipam::ClusterCidr`] hands each node its pod CIDR out of the cluster
 //! CIDR, and [`routes`] computes and installs host-gw routes (each other node's pod CIDR via
-//! that node's address) with `ip route`.
+//! that node's address) with `ip route`. [`netns`] binds listeners and opens connections
+//! inside another network namespace, for components that serve or reach a node's addresses
+//! from the host's.
 //!
 //! Two cluster-level pieces talk to the API server (through `capstan_api::Client` and
 //! capstan-watch's informers only):
@@ -73,6 +75,7 @@ pub mod dns;
 pub mod error;
 pub mod fake;
 pub mod ipam;
+pub mod netns;
 pub mod proxy;
 pub mod routes;
 

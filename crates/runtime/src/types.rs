@@ -347,6 +347,58 @@ pub struct SecurityContext {
     pub drop_capabilities: Vec<String>,
 }
 
+/// A container's Linux resource settings (CRI's `LinuxContainerResources`), which the
+/// kubelet computes from the container's requests and limits. Zero means "not set": the
+/// runtime leaves that cgroup setting at its default. Runtimes apply them to the
+/// container's cgroup (CPU shares and CFS quota, memory limit, pids limit) and process
+/// (`oom_score_adj`); the fake records them and enforces the memory limit against scripted
+/// usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct LinuxContainerResources {
+    /// CFS period in microseconds (`cpu.cfs_period_us`; Kubernetes uses 100000).
+    pub cpu_period: i64,
+    /// CFS quota in microseconds per period (`cpu.cfs_quota_us`); 0: no CPU limit.
+    pub cpu_quota: i64,
+    /// CPU shares, the relative weight (`cpu.shares`; 2 to 262144).
+    pub cpu_shares: i64,
+    /// Memory limit in bytes (`memory.limit_in_bytes` / `memory.max`); 0: unlimited.
+    pub memory_limit_in_bytes: i64,
+    /// The OOM score adjustment of the container's processes (-1000 to 1000).
+    pub oom_score_adj: i64,
+    /// The maximum number of processes (`pids.max`); `None`: unlimited.
+    pub pids_limit: Option<i64>,
+}
+
+impl LinuxContainerResources {
+    /// CPU shares, CFS quota and CFS period.
+    pub fn cpu(mut self, shares: i64, quota: i64, period: i64) -> Self {
+        self.cpu_shares = shares;
+        self.cpu_quota = quota;
+        self.cpu_period = period;
+        self
+    }
+
+    /// The memory limit in bytes (0: unlimited).
+    pub fn memory_limit(mut self, bytes: i64) -> Self {
+        self.memory_limit_in_bytes = bytes;
+        self
+    }
+
+    /// The OOM score adjustment.
+    pub fn oom_score_adj(mut self, adj: i64) -> Self {
+        self.oom_score_adj = adj;
+        self
+    }
+
+    /// The pids limit.
+    pub fn pids_limit(mut self, limit: i64) -> Self {
+        self.pids_limit = Some(limit);
+        self
+    }
+}
+
 /// Everything needed to create a container (CRI's `ContainerConfig`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[non_exhaustive]
@@ -377,6 +429,9 @@ pub struct ContainerConfig {
     pub tty: bool,
     /// Security settings.
     pub security_context: SecurityContext,
+    /// Cgroup and OOM settings (CRI's `linux.resources`); the default sets none.
+    #[serde(default)]
+    pub resources: LinuxContainerResources,
 }
 
 impl ContainerConfig {
@@ -441,6 +496,12 @@ impl ContainerConfig {
     /// Sets the working directory.
     pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
         self.working_dir = dir.into();
+        self
+    }
+
+    /// Sets the Linux resources.
+    pub fn resources(mut self, resources: LinuxContainerResources) -> Self {
+        self.resources = resources;
         self
     }
 }
@@ -893,10 +954,21 @@ mod tests {
             .command(["sh", "-c"])
             .args(["echo hi"])
             .env("A", "1")
-            .label("app", "web");
+            .label("app", "web")
+            .resources(
+                LinuxContainerResources::default()
+                    .cpu(512, 50_000, 100_000)
+                    .memory_limit(64 << 20)
+                    .pids_limit(100),
+            );
         assert_eq!(config.log_path, "web/2.log");
         let json = serde_json::to_string(&config).unwrap();
         let back: ContainerConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, config);
+        // A config recorded before resources existed still reads, with none set.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("resources");
+        let back: ContainerConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.resources, LinuxContainerResources::default());
     }
 }

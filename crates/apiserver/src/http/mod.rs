@@ -246,6 +246,7 @@ async fn resource(
         headers,
         body,
     );
+    let handling = crate::registry::admission::warnings::with_warning_headers(handling);
     requester::as_requester(user.map(|axum::Extension(user)| user), handling).await
 }
 
@@ -265,6 +266,8 @@ pub struct ApiServer {
     /// Serves the registry's CustomResourceDefinitions while the server lives
     /// ([`ApiServer::bind_with`]).
     custom_resources: Option<crate::apiextensions::CustomResourceController>,
+    /// Keeps the `kubernetes` Service pointing at this server ([`ApiServer::bind_with`]).
+    kubernetes_service: Option<crate::registry::bootstrap::KubernetesServiceReconciler>,
     /// Signs approved CertificateSigningRequests while the server lives, when its TLS
     /// configuration has a signing CA ([`ApiServer::bind_with`]).
     #[cfg(feature = "tls")]
@@ -331,7 +334,7 @@ impl ApiServer {
     ///
     /// Before serving, it creates what kube-apiserver bootstraps and is missing
     /// ([`Registry::bootstrap`], [`Registry::bootstrap_kubernetes_service`] for the bound
-    /// address). While it serves, a [`Compactor`](crate::compactor::Compactor) compacts the
+    /// address, kept so every 10 s as kube-apiserver does). While it serves, a [`Compactor`](crate::compactor::Compactor) compacts the
     /// store every [`ApiServerOptions::compaction_interval`], and the
     /// [CustomResourceDefinition controller](crate::apiextensions::serve_custom_resources)
     /// serves the stored and new CRDs. With a signing CA in `ApiServerOptions::tls` (feature
@@ -356,12 +359,23 @@ impl ApiServer {
         let transport = Transport::Plain;
         let listener = listen(address)?;
         let address = listener.local_addr()?;
+        let mut listeners = vec![listener];
+        for additional in &options.additional_listeners {
+            let additional = additional.try_clone()?;
+            additional.set_nonblocking(true)?;
+            listeners.push(tokio::net::TcpListener::from_std(additional)?);
+        }
         // kube-apiserver's bootstrap: system namespaces, default RBAC, `kubernetes` Service.
         registry.bootstrap().await.map_err(std::io::Error::other)?;
+        let advertised = options.advertise_address.unwrap_or(address);
         registry
-            .bootstrap_kubernetes_service(address)
+            .bootstrap_kubernetes_service(advertised)
             .await
             .map_err(std::io::Error::other)?;
+        let kubernetes_service = registry.reconcile_kubernetes_service(
+            advertised,
+            crate::registry::bootstrap::KUBERNETES_SERVICE_INTERVAL,
+        );
         let health = options.health(&registry);
         let kinds = observe::registry_kinds(&registry);
         let store = registry.store().clone();
@@ -379,10 +393,15 @@ impl ApiServer {
             options.metrics_registry.clone(),
         );
         let app = options.apply_with_kinds(app, Some(kinds));
-        let mut server =
-            Self::serve_with(listener, app, options.limits.header_read_timeout, transport);
+        let mut server = Self::serve_on(
+            listeners,
+            app,
+            options.limits.header_read_timeout,
+            transport,
+        );
         server.compactor = crate::compactor::Compactor::start(store, options.compaction_interval);
         server.custom_resources = Some(custom_resources);
+        server.kubernetes_service = Some(kubernetes_service);
         #[cfg(feature = "tls")]
         {
             server.csr_signer = csr_signer;
@@ -424,9 +443,20 @@ impl ApiServer {
         header_read_timeout: Duration,
         transport: Transport,
     ) -> Self {
-        let address = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Self::serve_on(vec![listener], app, header_read_timeout, transport)
+    }
+
+    /// Serves `app` on every listener; the first one's address is the server's.
+    fn serve_on(
+        listeners: Vec<tokio::net::TcpListener>,
+        app: Router,
+        header_read_timeout: Duration,
+        transport: Transport,
+    ) -> Self {
+        let address = listeners
+            .first()
+            .and_then(|listener| listener.local_addr().ok())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let scheme = match transport {
             Transport::Plain => "http",
             #[cfg(feature = "tls")]
@@ -434,7 +464,7 @@ impl ApiServer {
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(accept(
-            listener,
+            listeners,
             app,
             header_read_timeout,
             transport,
@@ -447,6 +477,7 @@ impl ApiServer {
             stop,
             compactor: None,
             custom_resources: None,
+            kubernetes_service: None,
             #[cfg(feature = "tls")]
             csr_signer: None,
         }
@@ -511,7 +542,7 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 /// Accepts connections until aborted (which drops every connection too) or until `stop`
 /// turns true: then it closes the listener and waits for the connections to drain.
 async fn accept(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     app: Router,
     header_read_timeout: Duration,
     transport: Transport,
@@ -521,7 +552,7 @@ async fn accept(
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners) => match accepted {
                 Ok((stream, _)) => match &transport {
                     Transport::Plain => {
                         connections.spawn(SHUTDOWN.scope(
@@ -551,8 +582,26 @@ async fn accept(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    drop(listener);
+    drop(listeners);
     while connections.join_next().await.is_some() {}
+}
+
+/// The next connection on any of `listeners`.
+async fn accept_any(
+    listeners: &[tokio::net::TcpListener],
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    if let [listener] = listeners {
+        return listener.accept().await;
+    }
+    std::future::poll_fn(|cx| {
+        for listener in listeners {
+            if let std::task::Poll::Ready(accepted) = listener.poll_accept(cx) {
+                return std::task::Poll::Ready(accepted);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Serves one connection. A client must start its first request within `header_read_timeout`

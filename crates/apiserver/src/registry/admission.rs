@@ -42,6 +42,11 @@ pub use super::defaults::Defaulting;
 pub use super::kinds::namespace::{NamespaceLifecycle, SYSTEM_NAMESPACES};
 pub use super::validation::Validation;
 
+pub mod pod_security;
+pub mod warnings;
+
+pub use pod_security::PodSecurityAdmission;
+
 /// The verb being admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {

@@ -143,24 +143,43 @@ impl PodWorker {
         if let Some(dir) = &container.working_dir {
             config = config.working_dir(dir);
         }
+        // Requests and limits as cgroup settings and the OOM score adjustment.
+        config.resources = crate::resources::container_resources(
+            &pod,
+            container,
+            self.ctx.admission.memory_capacity(),
+        );
         // A stdin (and TTY) as the spec asks, for `kubectl attach` and `kubectl debug -it`.
         config.stdin = container.stdin.unwrap_or(false);
         config.tty = container.tty.unwrap_or(false);
-        // The `kubernetes` Service's variables, unless the container sets the same names.
-        let own: std::collections::HashSet<&str> = container
-            .env
-            .iter()
-            .flatten()
-            .map(|e| e.name.as_str())
-            .collect();
-        for (name, value) in self.ctx.service_env.variables().await {
-            if !own.contains(name.as_str()) {
-                config = config.env(name, value);
+        // The environment (`env`, `envFrom`, the Services' variables) and the expanded
+        // `command` and `args`; a missing ConfigMap or Secret holds the container back.
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links);
+        let services = (self.ctx.service_env)
+            .variables(&pod.namespace().unwrap_or_default(), links.unwrap_or(true))
+            .await;
+        let inputs = crate::env::EnvInputs {
+            client: &self.ctx.client,
+            node_name: &self.ctx.node_name,
+            host_ip: self.ctx.host_ip.as_deref(),
+            pod_ips: &sandbox.ips,
+            services: &services,
+        };
+        match crate::env::resolve(&inputs, &pod, container).await {
+            Ok(resolved) => {
+                for message in resolved.warnings {
+                    self.ctx
+                        .warning(&pod, crate::env::INVALID_NAMES_REASON, message);
+                }
+                config.command = resolved.command;
+                config.args = resolved.args;
+                for (name, value) in resolved.vars {
+                    config = config.env(name, value);
+                }
             }
-        }
-        for env in container.env.iter().flatten() {
-            if let Some(value) = &env.value {
-                config = config.env(&env.name, value);
+            Err(error) => {
+                self.ctx.warning(&pod, "Failed", format!("Error: {error}"));
+                return Some(("CreateContainerConfigError".into(), error.to_string()));
             }
         }
         if let Some(volumes) = &self.volumes {

@@ -75,6 +75,8 @@ pub(crate) struct Context {
     pub(crate) volumes: Option<Arc<crate::volumes::VolumeManager>>,
     /// The `kubernetes` Service's variables every container gets.
     pub(crate) service_env: Arc<crate::service_env::MasterServiceEnv>,
+    /// The node's allocatable resources and the admitted Pods' requests.
+    pub(crate) admission: Arc<crate::admission::Admission>,
 }
 
 impl Context {
@@ -162,6 +164,8 @@ pub(crate) struct PodWorker {
     seen_at: Option<SystemTime>,
     /// Where the Pod's volumes are, once set up.
     volumes: Option<crate::volumes::PodVolumes>,
+    /// Why admission refused the Pod, until its `Failed` status is written.
+    rejection: Option<crate::admission::AdmissionError>,
 }
 
 fn pod_label(pod: &Pod) -> String {
@@ -211,7 +215,15 @@ impl PodWorker {
             finished,
             seen_at,
             volumes: None,
+            rejection: None,
         }
+    }
+
+    /// Marks the Pod as rejected by admission: its first sync writes the `Failed` status
+    /// and nothing is ever started for it.
+    pub(crate) fn rejected(mut self, rejection: crate::admission::AdmissionError) -> Self {
+        self.rejection = Some(rejection);
+        self
     }
 
     fn uid(&self) -> String {

@@ -8,7 +8,7 @@ use capstan_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use capstan_runtime as rt;
 
 use super::{seconds, PodWorker, ProbeKind};
-use crate::prober::{HttpGet, ProbeOutcome};
+use crate::prober::{GrpcCheck, HttpGet, ProbeOutcome};
 
 impl PodWorker {
     async fn run_probe(&self, probe: &Probe, container: &Container, id: &str) -> ProbeOutcome {
@@ -57,11 +57,8 @@ impl PodWorker {
                     .filter(|h| !h.is_empty())
                     .unwrap_or(pod_ip),
                 port,
-                path: http
-                    .path
-                    .clone()
-                    .filter(|p| p.starts_with('/'))
-                    .unwrap_or_else(|| "/".into()),
+                // The prober adds a missing leading `/` (an empty path is `/`).
+                path: http.path.clone().unwrap_or_default(),
                 headers: http
                     .http_headers
                     .iter()
@@ -78,8 +75,19 @@ impl PodWorker {
             let host = tcp.host.clone().filter(|h| !h.is_empty()).unwrap_or(pod_ip);
             return self.ctx.prober.tcp(&host, port, timeout).await;
         }
+        if let Some(grpc) = &probe.grpc {
+            let Ok(port) = u16::try_from(grpc.port) else {
+                return ProbeOutcome::Failure(format!("unknown port {}", grpc.port));
+            };
+            let target = GrpcCheck {
+                host: pod_ip,
+                port,
+                service: grpc.service.clone().unwrap_or_default(),
+            };
+            return self.ctx.prober.grpc(&target, timeout).await;
+        }
         ProbeOutcome::Failure(
-            "the probe has no supported handler (exec, httpGet, tcpSocket)".into(),
+            "the probe has no supported handler (exec, httpGet, tcpSocket, grpc)".into(),
         )
     }
 
@@ -110,8 +118,17 @@ impl PodWorker {
         let mut state = state;
         state.last_run = Some(now);
         *wake = (*wake).min(now + period);
+        if let ProbeOutcome::Warning(message) = &outcome {
+            // A warning passes (an HTTP probe that ended on a redirect), with an Event.
+            let pod = self.pod.clone();
+            self.ctx.warning(
+                &pod,
+                "ProbeWarning",
+                format!("{} probe warning: {message}", kind.label()),
+            );
+        }
         match outcome {
-            ProbeOutcome::Success => {
+            ProbeOutcome::Success | ProbeOutcome::Warning(_) => {
                 state.failures = 0;
                 state.successes += 1;
                 let threshold = probe.success_threshold.unwrap_or(1).max(1) as u32;

@@ -43,6 +43,11 @@ impl PodWorker {
     pub(super) async fn sync(&mut self) -> Result<SystemTime> {
         let now = self.ctx.clock.now();
         let mut wake = now + self.ctx.sync_period;
+        if let Some(rejection) = &self.rejection {
+            crate::admission::write_rejection(&self.api(), &self.pod, rejection).await?;
+            self.rejection = None;
+            self.finished = true;
+        }
         if self.finished {
             return Ok(now + self.ctx.sync_period * 60);
         }
@@ -389,7 +394,10 @@ impl PodWorker {
             init_container_statuses: (!init.is_empty()).then_some(init),
             container_statuses: Some(containers),
             ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
-            qos_class: previous.as_ref().and_then(|p| p.qos_class.clone()),
+            qos_class: previous
+                .as_ref()
+                .and_then(|p| p.qos_class.clone())
+                .or_else(|| Some(crate::resources::qos_class(spec).as_str().to_string())),
             ..PodStatus::default()
         };
         if self.last_status.as_ref() == Some(&status) {

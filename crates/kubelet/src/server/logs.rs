@@ -11,7 +11,7 @@ use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use capstan_api::k8s_openapi::api::core::v1::Pod;
 use capstan_runtime::{self as rt, LogEntry, LogStream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http::StatusCode;
 
 use super::query::{LogQuery, QueryError};
@@ -79,29 +79,47 @@ pub(crate) fn rfc3339_nano(t: SystemTime) -> String {
     }
 }
 
+/// The most bytes of lines one body chunk gathers.
+const CHUNK_BYTES: usize = 64 * 1024;
+
 /// The log body: the runtime's lines through the filter, ending when the runtime's stream
 /// does (for `follow`: once the container has stopped) or the limit is reached. A client
 /// that goes away drops the body, and with it the runtime's stream.
+///
+/// Each chunk holds every line already available, up to [`CHUNK_BYTES`]: a line is never held
+/// back waiting for more (`follow` stays live), and a burst of output does not become one
+/// chunk, one write and one wake-up per line.
 fn body(stream: LogStream, filter: LogFilter) -> Body {
-    let chunks = futures::stream::unfold((stream, filter), |(mut stream, mut filter)| async move {
-        loop {
-            if filter.exhausted() {
-                return None;
-            }
-            match stream.next().await? {
-                Ok(entry) => {
-                    let bytes = filter.render(&entry);
-                    if !bytes.is_empty() {
-                        return Some((Ok::<_, std::io::Error>(bytes), (stream, filter)));
+    let chunks = futures::stream::unfold(
+        (stream.fuse(), filter, false),
+        |(mut stream, mut filter, mut done)| async move {
+            let mut out = BytesMut::new();
+            while !done && !filter.exhausted() && out.len() < CHUNK_BYTES {
+                let next = if out.is_empty() {
+                    stream.next().await
+                } else {
+                    match stream.next().now_or_never() {
+                        Some(next) => next,
+                        None => break,
                     }
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "kubelet API: reading a container log failed");
-                    return None;
+                };
+                match next {
+                    Some(Ok(entry)) => out.extend_from_slice(&filter.render(&entry)),
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "kubelet API: reading a container log failed");
+                        done = true;
+                    }
+                    None => done = true,
                 }
             }
-        }
-    });
+            (!out.is_empty()).then(|| {
+                (
+                    Ok::<_, std::io::Error>(out.freeze()),
+                    (stream, filter, done),
+                )
+            })
+        },
+    );
     Body::from_stream(chunks)
 }
 

@@ -30,11 +30,16 @@
 //! (absent until there are two). A container whose usage cannot be read is listed without it
 //! and `resource_scrape_error` is 1.
 //!
-//! **Security.** Every route but `/healthz` needs a bearer token, authenticated and
+//! **Security.** Every route but `/healthz` needs a credential, authenticated and
 //! authorized as [`auth`] describes (the kubelet's `--anonymous-auth=false` with webhook
-//! authentication and authorization). The server speaks plain HTTP: serving HTTPS with
-//! client certificates is a follow-up, so it should listen on an address only the control
-//! plane reaches.
+//! authentication and authorization). By default the server speaks plain HTTP and the
+//! credential is a bearer token, so it should listen on an address only the control plane
+//! reaches. With the `tls` feature and `KubeletConfig::server_tls` it serves HTTPS, as the
+//! kubelet does on 10250 (`tls` module: a given serving certificate or a self-signed one
+//! made for the node's name and addresses), and with a client CA (`--client-ca-file`) a
+//! client certificate signed by it authenticates its requests as CN = user, O = groups,
+//! before any bearer token; the API server reaches it with its kubelet client certificate
+//! (kube-apiserver's `--kubelet-client-certificate`). Authorization is the same for both.
 //!
 //! The server starts with the kubelet when
 //! [`KubeletConfig::server_listen`](crate::KubeletConfig::server_listen) is set, and
@@ -47,6 +52,8 @@ mod query;
 mod resolve;
 mod stats;
 mod streams;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +71,8 @@ use tokio::task::JoinHandle;
 
 pub use auth::ServerAuth;
 pub(crate) use resolve::PodView;
+#[cfg(feature = "tls")]
+pub use tls::KubeletTls;
 
 use auth::{DelegatedAuth, Guard};
 
@@ -156,6 +165,10 @@ pub(crate) struct ServerParts {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) pods: Arc<PodView>,
     pub(crate) auth: ServerAuth,
+    /// HTTPS with this material, and the node's addresses for a self-signed certificate;
+    /// `None`: plain HTTP.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<(KubeletTls, Vec<String>)>,
 }
 
 /// Binds `listen` (port 0 picks a free port) for [`spawn`], outside any runtime.
@@ -177,6 +190,11 @@ pub(crate) fn spawn(
     parts: ServerParts,
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    #[cfg(feature = "tls")]
+    let tls = match &parts.tls {
+        Some((tls, hosts)) => Some(tls::TlsServer::new(tls, &parts.node_name, hosts)?),
+        None => None,
+    };
     let (authenticator, authorizer) = match parts.auth {
         ServerAuth::Delegated(ttls) => {
             let delegated = Arc::new(DelegatedAuth::new(parts.client.clone(), ttls));
@@ -204,6 +222,10 @@ pub(crate) fn spawn(
         sampler: stats::Sampler::default(),
     });
     let app = router(state, guard);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        return Ok(tokio::spawn(tls.serve(listener, app)));
+    }
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::warn!(%error, "kubelet API: the server stopped");

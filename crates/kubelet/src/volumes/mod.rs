@@ -13,7 +13,7 @@
 //! [`VolumeError::MissingSource`]; the pod worker then reports `FailedMount` and retries.
 
 pub(crate) mod atomic_writer;
-mod sources;
+pub(crate) mod sources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -15,10 +15,10 @@ use super::atomic_writer::FileContent;
 use super::VolumeError;
 
 /// Reads what volumes project, for one Pod.
-pub(super) struct Resolver<'a> {
-    pub(super) client: &'a Arc<dyn Client>,
-    pub(super) namespace: &'a str,
-    pub(super) pod: &'a Pod,
+pub(crate) struct Resolver<'a> {
+    pub(crate) client: &'a Arc<dyn Client>,
+    pub(crate) namespace: &'a str,
+    pub(crate) pod: &'a Pod,
 }
 
 impl Resolver<'_> {
@@ -70,7 +70,7 @@ impl Resolver<'_> {
 
     /// The object `name` of the Pod's namespace; `None` when it is missing and `optional`.
     /// `kind` names it in the error (`configmap "app" not found`).
-    async fn fetch<K>(
+    pub(crate) async fn fetch<K>(
         &self,
         kind: &str,
         name: &str,

@@ -321,12 +321,26 @@ pub(super) async fn container_status(
     runtime: &ContainerdRuntime,
     id: &str,
 ) -> Result<ContainerStatus> {
-    let object = runtime
+    let mut object = runtime
         .get_object(id, "container")
         .await?
         .ok_or_else(|| RuntimeError::not_found("container", id))?;
+    let mut task = runtime.get_task(id).await?;
+    // A stopped task whose exit the watcher has not recorded yet: record it now, so the
+    // reason (`OOMKilled` needs the task's cgroup) does not depend on who looks first.
+    if task
+        .as_ref()
+        .is_some_and(|t| t.status == super::task_status::STOPPED)
+        && !object.labels.contains_key(LABEL_EXIT_CODE)
+    {
+        runtime.finish(id).await?;
+        object = runtime
+            .get_object(id, "container")
+            .await?
+            .ok_or_else(|| RuntimeError::not_found("container", id))?;
+        task = runtime.get_task(id).await?;
+    }
     let record: ContainerRecord = record_of(&object)?;
-    let task = runtime.get_task(id).await?;
     let (container, observed) = ContainerdRuntime::container_view(&object, &record, task.as_ref());
     Ok(ContainerStatus {
         id: container.id,

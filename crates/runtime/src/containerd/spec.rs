@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{Result, RuntimeError};
-use crate::types::{ContainerConfig, MountPropagation, PodSandboxConfig};
+use crate::types::{ContainerConfig, LinuxContainerResources, MountPropagation, PodSandboxConfig};
 
 /// The capabilities a container gets unless it is privileged (containerd's default set).
 pub(super) const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -250,6 +250,43 @@ fn capabilities(config: &ContainerConfig) -> Result<Vec<String>> {
     Ok(caps)
 }
 
+/// `linux.resources` of the spec: the device rule, then what `resources` sets, as
+/// containerd's CRI plugin writes it (a zero is left out; the swap limit equals the memory
+/// limit when the host accounts swap, so a container does not swap instead of hitting its
+/// limit).
+pub(super) fn linux_resources(
+    resources: &LinuxContainerResources,
+    privileged: bool,
+    swap_accounted: bool,
+) -> Value {
+    let mut out = json!({"devices": [{"allow": privileged, "access": "rwm"}]});
+    let mut cpu = serde_json::Map::new();
+    if resources.cpu_shares != 0 {
+        cpu.insert("shares".into(), json!(resources.cpu_shares));
+    }
+    if resources.cpu_quota != 0 {
+        cpu.insert("quota".into(), json!(resources.cpu_quota));
+    }
+    if resources.cpu_period != 0 {
+        cpu.insert("period".into(), json!(resources.cpu_period));
+    }
+    if !cpu.is_empty() {
+        out["cpu"] = Value::Object(cpu);
+    }
+    let limit = resources.memory_limit_in_bytes;
+    if limit != 0 {
+        out["memory"] = if swap_accounted {
+            json!({"limit": limit, "swap": limit})
+        } else {
+            json!({"limit": limit})
+        };
+    }
+    if let Some(pids) = resources.pids_limit {
+        out["pids"] = json!({"limit": pids});
+    }
+    out
+}
+
 /// The container's OCI runtime spec. `cgroups_path` is where runc puts its cgroup.
 pub(super) fn container_spec(
     config: &ContainerConfig,
@@ -334,7 +371,11 @@ pub(super) fn container_spec(
     let mut linux = json!({
         "namespaces": linux_namespaces,
         "cgroupsPath": cgroups_path,
-        "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
+        "resources": linux_resources(
+            &config.resources,
+            privileged,
+            super::stats::swap_accounted(),
+        ),
     });
     if !privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
@@ -355,6 +396,7 @@ pub(super) fn container_spec(
             },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": !privileged,
+            "oomScoreAdj": config.resources.oom_score_adj,
         },
         "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
         "mounts": mounts,
@@ -501,6 +543,47 @@ mod tests {
         let spec = container_spec(&tty, &sandbox(), &image(), &namespaces, "/x").unwrap();
         let env = spec["process"]["env"].as_array().unwrap();
         assert!(env.contains(&json!("TERM=vt100")) && !env.contains(&json!("TERM=xterm")));
+    }
+
+    #[test]
+    fn resources_become_cgroup_settings_and_the_oom_score_adjustment() {
+        let none = linux_resources(&LinuxContainerResources::default(), false, true);
+        assert_eq!(
+            none,
+            json!({"devices": [{"allow": false, "access": "rwm"}]})
+        );
+        let resources = LinuxContainerResources::default()
+            .cpu(512, 50_000, 100_000)
+            .memory_limit(20 << 20)
+            .oom_score_adj(-997)
+            .pids_limit(64);
+        let set = linux_resources(&resources, false, true);
+        assert_eq!(
+            set["cpu"],
+            json!({"shares": 512, "quota": 50_000, "period": 100_000})
+        );
+        assert_eq!(set["memory"], json!({"limit": 20 << 20, "swap": 20 << 20}));
+        assert_eq!(set["pids"], json!({"limit": 64}));
+        let no_swap = linux_resources(&resources, false, false);
+        assert_eq!(no_swap["memory"], json!({"limit": 20 << 20}));
+        // Shares without a quota: no CPU limit, only the weight and the period.
+        let burstable = LinuxContainerResources::default().cpu(2, 0, 100_000);
+        assert_eq!(
+            linux_resources(&burstable, false, true)["cpu"],
+            json!({"shares": 2, "period": 100_000})
+        );
+        let config = ContainerConfig::new("c", "i").resources(resources);
+        let spec = container_spec(
+            &config,
+            &sandbox(),
+            &image(),
+            &PodNamespacePaths::default(),
+            "/x",
+        )
+        .unwrap();
+        assert_eq!(spec["process"]["oomScoreAdj"], -997);
+        assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 64);
     }
 
     #[test]

@@ -92,6 +92,54 @@ fn read_usage(root: &Path, cgroup: &str) -> io::Result<Usage> {
     }
 }
 
+/// How many processes of the cgroup at `cgroup` the kernel's OOM killer killed: cgroup v2's
+/// `memory.events` or v1's `memory.oom_control`, both `oom_kill`.
+fn oom_kills(root: &Path, cgroup: &str) -> io::Result<u64> {
+    let relative = cgroup.trim_start_matches('/');
+    if root.join("cgroup.controllers").exists() {
+        stat_field(&root.join(relative).join("memory.events"), "oom_kill")
+    } else {
+        stat_field(
+            &root
+                .join("memory")
+                .join(relative)
+                .join("memory.oom_control"),
+            "oom_kill",
+        )
+    }
+}
+
+/// Whether the OOM killer killed a process of the container's cgroup (`cgroup` is its
+/// spec's `linux.cgroupsPath`). Read after its task stopped and before the task is deleted
+/// (runc removes the cgroup then); a cgroup that is gone or unreadable reads as no kill.
+pub(super) fn oom_killed(cgroup: &str) -> bool {
+    oom_kills(Path::new(CGROUP_ROOT), cgroup).is_ok_and(|kills| kills > 0)
+}
+
+/// The `linux.cgroupsPath` of a container object's OCI spec.
+pub(super) fn cgroup_of(object: &containerd_client::services::v1::Container) -> Option<String> {
+    let spec: serde_json::Value = serde_json::from_slice(&object.spec.as_ref()?.value).ok()?;
+    spec["linux"]["cgroupsPath"].as_str().map(str::to_string)
+}
+
+/// Whether the host accounts swap per cgroup (v1's `memory.memsw.*`, v2's
+/// `memory.swap.max` beside this process's cgroup), so a swap limit can be set.
+pub(super) fn swap_accounted() -> bool {
+    let root = Path::new(CGROUP_ROOT);
+    if root.join("cgroup.controllers").exists() {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        own.lines()
+            .find_map(|line| line.strip_prefix("0::"))
+            .is_some_and(|path| {
+                root.join(path.trim_start_matches('/'))
+                    .join("memory.swap.max")
+                    .exists()
+            })
+    } else {
+        root.join("memory/memory.memsw.limit_in_bytes").exists()
+    }
+}
+
 fn invalid(path: &Path, what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -150,6 +198,35 @@ mod tests {
                 memory: 4_096_000,
                 inactive_file: 96_000
             }
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn oom_kills_come_from_memory_events_or_the_v1_oom_control() {
+        let root = scratch("oom-v2");
+        write(root.join("cgroup.controllers"), "cpu memory\n");
+        write(
+            root.join("capstan/abc/memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n",
+        );
+        write(
+            root.join("capstan/calm/memory.events"),
+            "max 0\noom 0\noom_kill 0\n",
+        );
+        assert_eq!(oom_kills(&root, "/capstan/abc").unwrap(), 1);
+        assert_eq!(oom_kills(&root, "/capstan/calm").unwrap(), 0);
+        std::fs::remove_dir_all(root).unwrap();
+
+        let root = scratch("oom-v1");
+        write(
+            root.join("memory/capstan/abc/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
+        assert_eq!(oom_kills(&root, "/capstan/abc").unwrap(), 2);
+        assert_eq!(
+            oom_kills(&root, "/capstan/gone").unwrap_err().kind(),
+            io::ErrorKind::NotFound
         );
         std::fs::remove_dir_all(root).unwrap();
     }

@@ -35,6 +35,9 @@ pub(super) struct Observed {
     pub(super) message: String,
 }
 
+/// The CRI reason of a container whose process the OOM killer killed.
+pub(super) const OOM_KILLED: &str = "OOMKilled";
+
 /// The CRI reason of an exit with `code`.
 pub(super) fn exit_reason(code: i32) -> &'static str {
     if code == 0 {

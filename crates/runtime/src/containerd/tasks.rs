@@ -10,7 +10,7 @@ use bytes::Bytes;
 use containerd_client::services::v1 as api;
 use tokio::sync::{broadcast, watch};
 
-use super::status::{exit_reason, nanos_label};
+use super::status::{exit_reason, nanos_label, OOM_KILLED};
 use super::{
     internal, is_not_found, map_status, record_of, stdio, task_status, to_time, Attached,
     ContainerRecord, ContainerdRuntime, LABEL_EXIT_CODE, LABEL_FINISHED, LABEL_REASON, SIGKILL,
@@ -140,13 +140,23 @@ impl ContainerdRuntime {
         }
         let code = task.exit_status as i32;
         let finished = to_time(task.exited_at.as_ref()).unwrap_or_else(SystemTime::now);
+        // The cgroup outlives the process until the task is deleted: a killed process
+        // there was the OOM killer's doing, which CRI reports as `OOMKilled`.
+        let mut reason = exit_reason(code);
+        if code != 0 {
+            if let Ok(Some(object)) = self.get_object(id, "container").await {
+                if super::stats::cgroup_of(&object).is_some_and(|c| super::stats::oom_killed(&c)) {
+                    reason = OOM_KILLED;
+                }
+            }
+        }
         match self
             .set_labels(
                 id,
                 &[
                     (LABEL_EXIT_CODE, code.to_string()),
                     (LABEL_FINISHED, nanos_label(finished)),
-                    (LABEL_REASON, exit_reason(code).to_string()),
+                    (LABEL_REASON, reason.to_string()),
                 ],
             )
             .await

@@ -92,6 +92,11 @@
 //! - **Stats.** A running container uses its image's CPU (millicores) and memory, or what
 //!   [`FakeRuntime::set_usage`] set; cumulative CPU time grows with the clock
 //!   (`millicores × time running`). A container that is not running reports zeros.
+//! - **Limits.** A container's [`LinuxContainerResources`] are recorded
+//!   ([`FakeRuntime::container_resources`]) and its memory limit is enforced against the
+//!   scripted usage: an image using more than the limit is killed as it starts, and
+//!   [`FakeRuntime::set_usage`] above the limit kills a running container, both with exit
+//!   code 137 and reason `OOMKilled` (so a restarted one is killed again).
 //!
 //! The fake's files: this one holds [`FakeRuntime`] and its [`ContainerRuntime`] impl;
 //! `behaviour` what images are scripted to do ([`ImageBehaviour`], [`FakeRegistry`]),
@@ -298,7 +303,10 @@ impl FakeRuntime {
     }
 
     /// Sets a container's resource usage from now on (see [`ImageBehaviour::usage`]): the
-    /// cumulative CPU time keeps what was used so far. `NotFound` for a missing container.
+    /// cumulative CPU time keeps what was used so far. Memory above the container's limit
+    /// ([`LinuxContainerResources::memory_limit_in_bytes`], when set) kills a running
+    /// container now, as the OOM killer would: exit code 137, reason `OOMKilled`.
+    /// `NotFound` for a missing container.
     pub fn set_usage(
         &self,
         container_id: &str,
@@ -307,12 +315,28 @@ impl FakeRuntime {
     ) -> Result<()> {
         let now = self.inner.clock.now();
         let mut state = self.lock()?;
-        state
+        let record = state
             .containers
             .get_mut(container_id)
-            .ok_or_else(|| RuntimeError::not_found("container", container_id))?
-            .set_usage(now, cpu_millicores, memory_bytes);
+            .ok_or_else(|| RuntimeError::not_found("container", container_id))?;
+        record.set_usage(now, cpu_millicores, memory_bytes);
+        let killed = record.enforce_memory_limit(now);
+        drop(state);
+        if killed {
+            self.notify();
+        }
         Ok(())
+    }
+
+    /// The resources container `container_id` was created with (as the kubelet computed
+    /// them). `NotFound` for a missing container.
+    pub fn container_resources(&self, container_id: &str) -> Result<LinuxContainerResources> {
+        let state = self.lock()?;
+        state
+            .containers
+            .get(container_id)
+            .map(|record| record.config.resources)
+            .ok_or_else(|| RuntimeError::not_found("container", container_id))
     }
 
     /// What a process started in a running container begins with. `NotFound` for a missing

@@ -40,6 +40,9 @@ pub struct FakeMetrics {
     pub execs: u64,
 }
 
+/// The reason of a container killed for going over its memory limit.
+pub(super) const OOM_KILLED: &str = "OOMKilled";
+
 #[derive(Debug, Default)]
 pub(super) struct State {
     pub(super) seq: u64,
@@ -166,6 +169,17 @@ impl ContainerRecord {
         if now < running_at {
             return created;
         }
+        if self.usage.is_none() && self.over_memory_limit(self.behaviour.memory_bytes) {
+            // The image's own use is over the limit: killed as it starts.
+            return Observed {
+                state: ContainerState::Exited,
+                started_at: Some(running_at),
+                finished_at: Some(running_at),
+                exit_code: Some(SIGKILL_EXIT_CODE),
+                reason: OOM_KILLED.into(),
+                message: String::new(),
+            };
+        }
         match self.behaviour.natural_exit(running_at) {
             Some((at, code)) if now >= at => Observed {
                 state: ContainerState::Exited,
@@ -288,8 +302,43 @@ impl ContainerRecord {
         }
     }
 
+    /// Whether `memory_bytes` is over the container's memory limit (if it has one).
+    fn over_memory_limit(&self, memory_bytes: u64) -> bool {
+        let limit = self.config.resources.memory_limit_in_bytes;
+        limit > 0 && u64::try_from(limit).is_ok_and(|limit| memory_bytes > limit)
+    }
+
+    /// Kills the container at `now` (exit code 137, `OOMKilled`) if it runs and its usage is
+    /// over its memory limit; returns whether it did.
+    pub(super) fn enforce_memory_limit(&mut self, now: SystemTime) -> bool {
+        let (_, _, memory_bytes) = self.usage_rates();
+        if !self.over_memory_limit(memory_bytes)
+            || self.observe(now).state != ContainerState::Running
+        {
+            return false;
+        }
+        self.stopped = Some(Stop {
+            at: now,
+            exit_code: SIGKILL_EXIT_CODE,
+            reason: OOM_KILLED.into(),
+            message: String::new(),
+        });
+        true
+    }
+
     /// Changes the usage from `now` on.
     pub(super) fn set_usage(&mut self, now: SystemTime, cpu_millicores: u64, memory_bytes: u64) {
+        // An exit computed from the image's behaviour (its own usage over the limit, say)
+        // must not depend on the new usage: record it first.
+        let observed = self.observe(now);
+        if observed.state == ContainerState::Exited && self.stopped.is_none() {
+            self.stopped = Some(Stop {
+                at: observed.finished_at.unwrap_or(now),
+                exit_code: observed.exit_code.unwrap_or_default(),
+                reason: observed.reason,
+                message: observed.message,
+            });
+        }
         let cpu_nanos_before = self.cpu_nanos(now);
         self.usage = Some(UsageChange {
             since: now,

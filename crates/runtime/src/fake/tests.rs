@@ -499,3 +499,100 @@ fn ids_differ_per_node_and_per_sequence_number() {
     assert_ne!(a, hex256(1, b"x", 2));
     assert_ne!(a, hex256(2, b"x", 1));
 }
+
+#[tokio::test]
+async fn usage_over_the_memory_limit_kills_the_container_as_oom_killed() {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let clock = FakeClock::new();
+        let runtime = FakeRuntime::builder()
+            .clock(clock.clone())
+            .image("app", ImageBehaviour::new().usage(100, 10 << 20))
+            .build();
+        let config = pod("p");
+        let sandbox = runtime.run_pod_sandbox(config.clone()).await.unwrap();
+        runtime.pull_image(&ImageSpec::new("app")).await.unwrap();
+        let limits = LinuxContainerResources::default()
+            .cpu(102, 50_000, 100_000)
+            .memory_limit(20 << 20)
+            .oom_score_adj(-997);
+        let id = runtime
+            .create_container(
+                &sandbox,
+                ContainerConfig::new("c", "app").resources(limits),
+                &config,
+            )
+            .await
+            .unwrap();
+        runtime.start_container(&id).await.unwrap();
+        assert_eq!(runtime.container_resources(&id).unwrap(), limits);
+        // Under the limit: it runs; at the limit: still runs.
+        clock.advance(Duration::from_secs(1));
+        runtime.set_usage(&id, 100, 20 << 20).unwrap();
+        let status = runtime.container_status(&id).await.unwrap();
+        assert_eq!(status.state, ContainerState::Running);
+        // One byte over: killed now, as the OOM killer would.
+        clock.advance(Duration::from_secs(1));
+        runtime.set_usage(&id, 100, (20 << 20) + 1).unwrap();
+        let status = runtime.container_status(&id).await.unwrap();
+        assert_eq!(
+            (status.state, status.exit_code, status.reason.as_str()),
+            (ContainerState::Exited, Some(137), "OOMKilled")
+        );
+        assert_eq!(status.finished_at, Some(clock.now()));
+        // Lowering the usage afterwards brings nothing back.
+        runtime.set_usage(&id, 100, 1).unwrap();
+        let again = runtime.container_status(&id).await.unwrap();
+        assert_eq!(again.state, ContainerState::Exited);
+        assert!(matches!(
+            runtime.container_resources("missing"),
+            Err(RuntimeError::NotFound { .. })
+        ));
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test]
+async fn an_image_using_more_than_the_limit_is_killed_as_it_starts_and_without_a_limit_runs() {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let clock = FakeClock::new();
+        let runtime = FakeRuntime::builder()
+            .clock(clock.clone())
+            .image("hog", ImageBehaviour::new().usage(0, 64 << 20))
+            .build();
+        let config = pod("p");
+        let sandbox = runtime.run_pod_sandbox(config.clone()).await.unwrap();
+        runtime.pull_image(&ImageSpec::new("hog")).await.unwrap();
+        let limited = ContainerConfig::new("limited", "hog")
+            .resources(LinuxContainerResources::default().memory_limit(32 << 20));
+        let limited = runtime
+            .create_container(&sandbox, limited, &config)
+            .await
+            .unwrap();
+        let free = runtime
+            .create_container(&sandbox, ContainerConfig::new("free", "hog"), &config)
+            .await
+            .unwrap();
+        let started = clock.now();
+        runtime.start_container(&limited).await.unwrap();
+        runtime.start_container(&free).await.unwrap();
+        clock.advance(Duration::from_secs(5));
+        let status = runtime.container_status(&limited).await.unwrap();
+        assert_eq!(
+            (status.exit_code, status.reason.as_str()),
+            (Some(137), "OOMKilled")
+        );
+        assert_eq!(status.finished_at, Some(started));
+        // The exit stays what it was once the usage changes.
+        runtime.set_usage(&limited, 0, 1).unwrap();
+        let status = runtime.container_status(&limited).await.unwrap();
+        assert_eq!(
+            (status.state, status.finished_at),
+            (ContainerState::Exited, Some(started))
+        );
+        let free = runtime.container_status(&free).await.unwrap();
+        assert_eq!(free.state, ContainerState::Running);
+    })
+    .await
+    .expect("within the time limit");
+}

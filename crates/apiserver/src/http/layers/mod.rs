@@ -251,6 +251,14 @@ pub struct ApiServerOptions {
     /// tokens, they authenticate their callers (after every other authenticator), and the
     /// issuer's OpenID documents are served. Default: `None`.
     pub service_account_tokens: Option<Arc<crate::serviceaccount::ServiceAccountTokens>>,
+    /// Where Pods reach this server: the address `ApiServer::bind_with` publishes in the
+    /// `kubernetes` Service's Endpoints and EndpointSlice (kube-apiserver's
+    /// `--advertise-address`). Default: `None`, the bound address.
+    pub advertise_address: Option<std::net::SocketAddr>,
+    /// Listeners the caller bound itself (in another network namespace, say), served with
+    /// the same API, layers and transport as the main address. Each is duplicated when the
+    /// server starts (`try_clone`), so options stay cloneable. Default: none.
+    pub additional_listeners: Vec<Arc<std::net::TcpListener>>,
 }
 
 impl Default for ApiServerOptions {
@@ -271,6 +279,8 @@ impl Default for ApiServerOptions {
             compaction_interval: crate::compactor::DEFAULT_COMPACTION_INTERVAL,
             kubelet_client: Default::default(),
             service_account_tokens: None,
+            advertise_address: None,
+            additional_listeners: Vec::new(),
         }
     }
 }
@@ -389,6 +399,19 @@ impl ApiServerOptions {
             return Some(Arc::new(chain));
         }
         self.authenticator.clone()
+    }
+
+    /// Publishes `address` in the `kubernetes` Service's endpoints instead of the bound one
+    /// (see [`advertise_address`](Self::advertise_address)).
+    pub fn advertise_address(mut self, address: std::net::SocketAddr) -> Self {
+        self.advertise_address = Some(address);
+        self
+    }
+
+    /// Also serves on `listener` (see [`additional_listeners`](Self::additional_listeners)).
+    pub fn additional_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.additional_listeners.push(Arc::new(listener));
+        self
     }
 
     /// Sets the limits.

@@ -22,6 +22,18 @@ use crate::http::layers::{StaticTokens, UserInfo, SUPERUSER_GROUP};
 /// client certificate it gives kube-apiserver for kubelets.
 pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
+/// Opens a TCP connection to a kubelet at `(host, port)`: for servers that reach their nodes
+/// some other way than from their own network namespace (see
+/// [`KubeletClientConfig::dialer`]). The connect timeout is applied around it.
+pub type KubeletDialer = Arc<
+    dyn Fn(
+            String,
+            u16,
+        ) -> futures::future::BoxFuture<'static, std::io::Result<tokio::net::TcpStream>>
+        + Send
+        + Sync,
+>;
+
 /// The port a Node whose status names none is reached on (the kubelet's default).
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 
@@ -35,8 +47,8 @@ pub struct KubeletClientConfig {
     /// Which of a Node's `status.addresses` to dial, by type, first match wins
     /// (`--kubelet-preferred-address-types`). Default: `InternalIP`, `ExternalIP`, `Hostname`.
     pub preferred_address_types: Vec<String>,
-    /// `http` (the default) or `https`. Only `http` is dialled today; `https` locations are
-    /// refused with an error naming the scheme.
+    /// `http` (the default) or `https` (feature `tls`; see the `tls` field). Without the
+    /// feature, and for any other scheme, requests fail with [`KubeletError::Scheme`].
     pub scheme: String,
     /// The port for Nodes whose `status.daemonEndpoints.kubeletEndpoint.port` is unset.
     pub default_port: u16,
@@ -51,6 +63,15 @@ pub struct KubeletClientConfig {
     pub response_timeout: Duration,
     /// How long the metrics API waits for each node's `/stats/summary`.
     pub stats_timeout: Duration,
+    /// How connections to kubelets are opened; `None` (the default) connects from the
+    /// server's own network namespace. A cluster whose nodes live in another namespace
+    /// (the multi-process cluster's LAN) dials from there.
+    pub dialer: Option<KubeletDialer>,
+    /// For `https`: the client certificate presented to kubelets and the CA their serving
+    /// certificates must chain to (feature `tls`). Without a CA, as kube-apiserver without
+    /// `--kubelet-certificate-authority`, kubelets' certificates are not verified.
+    #[cfg(feature = "tls")]
+    pub tls: KubeletClientTls,
 }
 
 impl Default for KubeletClientConfig {
@@ -65,13 +86,17 @@ impl Default for KubeletClientConfig {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
             stats_timeout: Duration::from_secs(5),
+            dialer: None,
+            #[cfg(feature = "tls")]
+            tls: KubeletClientTls::default(),
         }
     }
 }
 
 impl std::fmt::Debug for KubeletClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeletClientConfig")
+        let mut debug = f.debug_struct("KubeletClientConfig");
+        debug
             .field("preferred_address_types", &self.preferred_address_types)
             .field("scheme", &self.scheme)
             .field("default_port", &self.default_port)
@@ -79,7 +104,10 @@ impl std::fmt::Debug for KubeletClientConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("stats_timeout", &self.stats_timeout)
-            .finish()
+            .field("dialer", &self.dialer.as_ref().map(|_| "<custom>"));
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls);
+        debug.finish()
     }
 }
 
@@ -100,6 +128,67 @@ impl KubeletClientConfig {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         ))
+    }
+
+    /// Reaches kubelets over `https`, presenting the client certificate chain `certificate`
+    /// (PEM, leaf first) with its `key` (PEM) (feature `tls`; kube-apiserver's
+    /// `--kubelet-client-certificate` and `--kubelet-client-key`). Kubelets whose client CA
+    /// signed it authenticate the server as its CN, in its O groups. The token, if any, is
+    /// still sent.
+    ///
+    /// Errors: [`std::io::ErrorKind::InvalidData`] for malformed PEM, no certificate, no key,
+    /// or a key rustls cannot use.
+    #[cfg(feature = "tls")]
+    pub fn with_client_certificate_pem(
+        mut self,
+        certificate: &[u8],
+        key: &[u8],
+    ) -> std::io::Result<Self> {
+        self.tls = self.tls.with_client_certificate_pem(certificate, key)?;
+        self.scheme = "https".into();
+        Ok(self)
+    }
+
+    /// [`with_client_certificate_pem`](Self::with_client_certificate_pem) read from files.
+    ///
+    /// Errors: a file cannot be read, or as
+    /// [`with_client_certificate_pem`](Self::with_client_certificate_pem).
+    #[cfg(feature = "tls")]
+    pub fn with_client_certificate_files(
+        self,
+        certificate: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> std::io::Result<Self> {
+        let certificate = tls::read(certificate.as_ref(), "kubelet client certificate")?;
+        let key = tls::read(key.as_ref(), "kubelet client key")?;
+        self.with_client_certificate_pem(&certificate, &key)
+    }
+
+    /// Reaches kubelets over `https` and verifies their serving certificates against the CA
+    /// certificates of `bundle` (PEM) and the address dialled (feature `tls`;
+    /// `--kubelet-certificate-authority`).
+    ///
+    /// Errors: [`std::io::ErrorKind::InvalidData`] for malformed PEM, no certificate, or a
+    /// certificate that is not a usable trust anchor.
+    #[cfg(feature = "tls")]
+    pub fn with_certificate_authority_pem(mut self, bundle: &[u8]) -> std::io::Result<Self> {
+        self.tls = self.tls.with_certificate_authority_pem(bundle)?;
+        self.scheme = "https".into();
+        Ok(self)
+    }
+
+    /// [`with_certificate_authority_pem`](Self::with_certificate_authority_pem) read from a
+    /// file.
+    ///
+    /// Errors: the file cannot be read, or as
+    /// [`with_certificate_authority_pem`](Self::with_certificate_authority_pem).
+    #[cfg(feature = "tls")]
+    pub fn with_certificate_authority_file(
+        self,
+        path: impl AsRef<std::path::Path>,
+    ) -> std::io::Result<Self> {
+        let bundle = tls::read(path.as_ref(), "kubelet certificate authority")?;
+        self.with_certificate_authority_pem(&bundle)
     }
 
     /// The user the token authenticates as: [`KUBELET_CLIENT_USER`] in `system:masters`.
@@ -286,50 +375,63 @@ impl KubeletClient {
         self.exchange(location, request, false).await
     }
 
+    /// Connects to the kubelet at `location`, through the configured dialer if any.
+    async fn dial(&self, location: &KubeletLocation) -> std::io::Result<tokio::net::TcpStream> {
+        match &self.config.dialer {
+            Some(dialer) => dialer(location.host.clone(), location.port).await,
+            None => tokio::net::TcpStream::connect((location.host.as_str(), location.port)).await,
+        }
+    }
+
     async fn exchange(
         &self,
         location: &KubeletLocation,
         mut request: Request<Body>,
         credential: bool,
     ) -> Result<Response<Incoming>, KubeletError> {
-        if location.scheme != "http" {
-            return Err(KubeletError::Scheme {
-                scheme: location.scheme.clone(),
-            });
-        }
-        let authority = location.authority();
-        let stream = match tokio::time::timeout(
-            self.config.connect_timeout,
-            tokio::net::TcpStream::connect((location.host.as_str(), location.port)),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                return Err(KubeletError::Dial {
-                    address: authority,
-                    reason: dial_reason(&error),
-                })
-            }
-            Err(_) => {
-                return Err(KubeletError::Dial {
-                    address: authority,
-                    reason: "i/o timeout".into(),
+        let https = match location.scheme.as_str() {
+            "http" => false,
+            #[cfg(feature = "tls")]
+            "https" => true,
+            _ => {
+                return Err(KubeletError::Scheme {
+                    scheme: location.scheme.clone(),
                 })
             }
         };
+        let authority = location.authority();
+        let stream =
+            match tokio::time::timeout(self.config.connect_timeout, self.dial(location)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    return Err(KubeletError::Dial {
+                        address: authority,
+                        reason: dial_reason(&error),
+                    })
+                }
+                Err(_) => {
+                    return Err(KubeletError::Dial {
+                        address: authority,
+                        reason: "i/o timeout".into(),
+                    })
+                }
+            };
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| KubeletError::Exchange {
-                    message: e.to_string(),
-                })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!("kubelet connection ended: {error}");
+        let mut sender = if https {
+            #[cfg(feature = "tls")]
+            {
+                let stream = self
+                    .config
+                    .tls
+                    .connect(location, stream, self.config.connect_timeout)
+                    .await?;
+                http1(stream).await?
             }
-        });
+            #[cfg(not(feature = "tls"))]
+            unreachable!("https is refused above without the tls feature")
+        } else {
+            http1(stream).await?
+        };
         let headers = request.headers_mut();
         if let Ok(host) = HeaderValue::from_str(&authority) {
             headers.insert(header::HOST, host);
@@ -349,6 +451,241 @@ impl KubeletClient {
             Err(_) => Err(KubeletError::Exchange {
                 message: "net/http: timeout awaiting response headers".into(),
             }),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection over `stream`, driven (with upgrades) by a task of its own.
+async fn http1<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Body>, KubeletError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| KubeletError::Exchange {
+                message: e.to_string(),
+            })?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!("kubelet connection ended: {error}");
+        }
+    });
+    Ok(sender)
+}
+
+#[cfg(feature = "tls")]
+pub use tls::KubeletClientTls;
+
+/// TLS toward kubelets (feature `tls`).
+#[cfg(feature = "tls")]
+mod tls {
+    use std::io;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+    use super::{KubeletError, KubeletLocation};
+    use crate::pem::{certificates_from_pem, private_key_from_pem, provider};
+
+    pub(super) fn read(path: &Path, what: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("reading the {what} {}: {e}", path.display()),
+            )
+        })
+    }
+
+    fn invalid(message: impl Into<String>) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, message.into())
+    }
+
+    /// The client side of `https` to kubelets: an optional client certificate and an
+    /// optional CA bundle. Built with [`KubeletClientConfig`](super::KubeletClientConfig)'s
+    /// `with_client_certificate_*` and `with_certificate_authority_*`. The default presents
+    /// no certificate and verifies none. Cheap to clone; the key is never printed.
+    #[derive(Clone, Default)]
+    pub struct KubeletClientTls {
+        identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+        roots: Vec<CertificateDer<'static>>,
+    }
+
+    impl std::fmt::Debug for KubeletClientTls {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("KubeletClientTls")
+                .field("client_certificate", &self.identity.is_some())
+                .field("certificate_authorities", &self.roots.len())
+                .finish()
+        }
+    }
+
+    impl KubeletClientTls {
+        /// Presents `certificate` (PEM chain, leaf first) with `key` (PEM).
+        ///
+        /// Errors: [`io::ErrorKind::InvalidData`] for malformed PEM, no certificate, no key,
+        /// or a key that rustls cannot use with the certificate.
+        pub fn with_client_certificate_pem(
+            mut self,
+            certificate: &[u8],
+            key: &[u8],
+        ) -> io::Result<Self> {
+            let chain = certificates_from_pem(certificate, "kubelet client certificate")?;
+            let key = private_key_from_pem(key, "kubelet client key")?;
+            self.identity = Some((chain, Arc::new(key)));
+            self.client_config()?;
+            Ok(self)
+        }
+
+        /// Verifies kubelets' serving certificates against `bundle` (PEM).
+        ///
+        /// Errors: [`io::ErrorKind::InvalidData`] for malformed PEM, no certificate, or one
+        /// that is not a usable trust anchor.
+        pub fn with_certificate_authority_pem(mut self, bundle: &[u8]) -> io::Result<Self> {
+            self.roots = certificates_from_pem(bundle, "kubelet certificate authority")?;
+            self.client_config()?;
+            Ok(self)
+        }
+
+        /// Whether a client certificate is presented.
+        pub fn has_client_certificate(&self) -> bool {
+            self.identity.is_some()
+        }
+
+        /// Whether kubelets' serving certificates are verified (a CA is set).
+        pub fn verifies_kubelets(&self) -> bool {
+            !self.roots.is_empty()
+        }
+
+        /// TLS 1.2 and 1.3 on `ring`, ALPN `http/1.1` (the exchange is HTTP/1.1, so that
+        /// upgrades work).
+        fn client_config(&self) -> io::Result<rustls::ClientConfig> {
+            let provider = provider();
+            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| invalid(format!("TLS protocol versions: {e}")))?;
+            let builder = if self.roots.is_empty() {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+            } else {
+                let mut roots = rustls::RootCertStore::empty();
+                for root in &self.roots {
+                    roots.add(root.clone()).map_err(|e| {
+                        invalid(format!("a kubelet certificate authority is unusable: {e}"))
+                    })?;
+                }
+                builder.with_root_certificates(roots)
+            };
+            let mut config = match &self.identity {
+                Some((chain, key)) => builder
+                    .with_client_auth_cert(chain.clone(), key.clone_key())
+                    .map_err(|e| {
+                        invalid(format!(
+                            "the kubelet client certificate or key is unusable: {e}"
+                        ))
+                    })?,
+                None => builder.with_no_client_auth(),
+            };
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(config)
+        }
+
+        /// The TLS handshake on `stream` with the kubelet at `location`, within `timeout`.
+        ///
+        /// Errors: [`KubeletError::Exchange`] with Go's words (`tls: ...`,
+        /// `net/http: TLS handshake timeout`).
+        pub(super) async fn connect(
+            &self,
+            location: &KubeletLocation,
+            stream: tokio::net::TcpStream,
+            timeout: Duration,
+        ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, KubeletError> {
+            let exchange = |message: String| KubeletError::Exchange { message };
+            let config = self.client_config().map_err(|e| exchange(e.to_string()))?;
+            let name = ServerName::try_from(location.host.clone()).map_err(|e| {
+                exchange(format!("tls: invalid server name {:?}: {e}", location.host))
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(error)) => Err(exchange(tls_reason(&error))),
+                Err(_) => Err(exchange("net/http: TLS handshake timeout".into())),
+            }
+        }
+    }
+
+    /// Go's words for a failed handshake, where they are known.
+    fn tls_reason(error: &io::Error) -> String {
+        let unknown_issuer = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+                )
+            });
+        if unknown_issuer {
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                .into()
+        } else {
+            format!("tls: {error}")
+        }
+    }
+
+    /// Accepts any kubelet certificate (no `--kubelet-certificate-authority`), still
+    /// checking that the kubelet holds the key of the certificate it sent.
+    #[derive(Debug)]
+    struct AnyServerCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyServerCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
         }
     }
 }

@@ -38,8 +38,8 @@ use crate::http::status::ApiError;
 use crate::registry::Registry;
 
 pub use kubelet_client::{
-    KubeletClient, KubeletClientConfig, KubeletError, KubeletLocation, DEFAULT_KUBELET_PORT,
-    KUBELET_CLIENT_USER,
+    KubeletClient, KubeletClientConfig, KubeletDialer, KubeletError, KubeletLocation,
+    DEFAULT_KUBELET_PORT, KUBELET_CLIENT_USER,
 };
 
 /// What the handlers share: the registry the Pods and Nodes are read from.

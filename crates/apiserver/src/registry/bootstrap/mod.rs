@@ -24,6 +24,21 @@ pub use super::kinds::namespace::{KUBERNETES_FINALIZER, SYSTEM_NAMESPACES, TERMI
 /// The `kubernetes` Service's name and namespace.
 pub const KUBERNETES_SERVICE: (&str, &str) = ("default", "kubernetes");
 
+/// How often kube-apiserver reconciles the `kubernetes` Service and its endpoints.
+pub const KUBERNETES_SERVICE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The running [`Registry::reconcile_kubernetes_service`] loop; dropping it stops the loop.
+#[derive(Debug)]
+pub struct KubernetesServiceReconciler {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KubernetesServiceReconciler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Registry {
     /// Creates what every API server has from the start and is missing: the
     /// [system namespaces](SYSTEM_NAMESPACES) and the [bootstrap RBAC](rbac) roles and
@@ -99,6 +114,31 @@ impl Registry {
         let slices = builtin("discovery.k8s.io", "EndpointSlice");
         self.create_or_point(&slices, namespace, slice, &["endpoints", "ports"])
             .await
+    }
+
+    /// Keeps the `kubernetes` Service and its endpoints pointing at `server`, as
+    /// kube-apiserver's `kubernetes` Service controller does: runs
+    /// [`bootstrap_kubernetes_service`](Self::bootstrap_kubernetes_service) every `interval`
+    /// (Kubernetes: 10 s), so a deleted Service or overwritten endpoints come back. Errors
+    /// are logged and retried on the next round. Stops when the returned value is dropped.
+    pub fn reconcile_kubernetes_service(
+        self: &std::sync::Arc<Self>,
+        server: SocketAddr,
+        interval: std::time::Duration,
+    ) -> KubernetesServiceReconciler {
+        let registry = self.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(error) = registry.bootstrap_kubernetes_service(server).await {
+                    tracing::warn!(%error, "reconciling the kubernetes Service");
+                }
+            }
+        });
+        KubernetesServiceReconciler { task }
     }
 
     /// Creates `object` unless an object of that name exists (looked up first, so a Service

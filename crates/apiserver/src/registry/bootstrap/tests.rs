@@ -147,6 +147,41 @@ async fn bootstrap_never_overwrites_a_changed_role() {
 }
 
 #[tokio::test]
+async fn a_deleted_kubernetes_service_comes_back_on_the_next_reconcile() {
+    within(LIMIT, async {
+        let registry = registry();
+        let server = "192.0.2.1:6443".parse().unwrap();
+        registry.bootstrap_kubernetes_service(server).await?;
+        let reconciler =
+            registry.reconcile_kubernetes_service(server, std::time::Duration::from_millis(20));
+        let client: Arc<dyn Client> = registry.clone();
+        let services = Api::<Service>::namespaced(client.clone(), "default");
+        let endpoints = Api::<Endpoints>::namespaced(client, "default");
+        services.delete("kubernetes", &Default::default()).await?;
+        endpoints.delete("kubernetes", &Default::default()).await?;
+        let restored = loop {
+            match endpoints.get("kubernetes").await {
+                Ok(restored) if services.get("kubernetes").await.is_ok() => break restored,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        };
+        assert_eq!(
+            restored.subsets.unwrap()[0].addresses.as_ref().unwrap()[0].ip,
+            "192.0.2.1"
+        );
+
+        // Stopped, it restores nothing.
+        drop(reconciler);
+        services.delete("kubernetes", &Default::default()).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(services.get("kubernetes").await.is_err());
+        Ok::<_, capstan_api::Error>(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn the_kubernetes_service_points_at_the_api_server_and_follows_it() {
     within(LIMIT, async {
         let registry = registry();

@@ -19,8 +19,10 @@
 //! - **Pod specs** (Pods and every template): at least one container, container names
 //!   DNS-1123 labels and unique across init and app containers, images required, ports in
 //!   range with a known protocol, known restart, DNS and pull policies (templates of apps
-//!   kinds must restart `Always`, Job templates `OnFailure` or `Never`), volumes named uniquely
-//!   and mounted only by name.
+//!   kinds must restart `Always`, Job templates `OnFailure` or `Never`); volumes with exactly
+//!   one valid source, named uniquely, mounted only by name at unique paths (`volumes`);
+//!   environment variables and `envFrom` (`env`, with the downward API's selectors in
+//!   `downward_api`); pod and container security contexts (`security_context`).
 //! - **Services**: known type, ports in range, port names required when there are several and
 //!   unique, known protocols and session affinity, target ports, an `externalName` for
 //!   `ExternalName` services.
@@ -44,17 +46,22 @@
 //! - `names`: DNS-1123 and DNS-1035 names, with Kubernetes' messages;
 //! - `metadata`: the metadata checks;
 //! - `fields`: integers, counts, ports, protocols, percentages;
-//! - `pod_spec`: pod specs and templates;
+//! - `pod_spec`: pod specs and templates, with `volumes` (volume sources, mounts and devices),
+//!   `env`, `downward_api` and `security_context`;
 //! - `quantities`: resource quantities, by kind;
 //! - `data`: ConfigMap and Secret keys, sizes and immutability;
 //! - `workloads`: what the `apps/v1` workloads share (selector, template, immutability).
 
 mod data;
+mod downward_api;
+mod env;
 mod fields;
 mod metadata;
 mod names;
 mod pod_spec;
 mod quantities;
+mod security_context;
+mod volumes;
 mod workloads;
 
 use async_trait::async_trait;
@@ -77,6 +84,7 @@ pub(crate) use fields::{
 pub(crate) use metadata::validate_label_map;
 pub(crate) use names::{check_dns, NameRule};
 pub(crate) use pod_spec::{validate_container, validate_pod_spec, validate_template, PodContext};
+pub(crate) use volumes::valid_volumes;
 pub(crate) use workloads::{check_selector_immutable, validate_workload, Replicas};
 
 /// The validating admission step enforcing Kubernetes' validation of built-in kinds (and the

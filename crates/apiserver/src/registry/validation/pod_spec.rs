@@ -1,16 +1,19 @@
 //! Pod specs, in Pods and in every pod template (PodTemplates, workloads, Jobs): containers,
 //! ports, volumes and mounts, restart and DNS policies.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use capstan_api::FieldError;
 use serde_json::{Map, Value};
 
 use super::{
+    env::{validate_env, validate_env_from},
     fields::{check_protocol, integer, non_negative, port_in_range},
     metadata::validate_label_map,
     names::{check_dns, NameRule},
-    quantities::{validate_quantity, validate_requirements, validate_resource_list},
+    quantities::{validate_requirements, validate_resource_list},
+    security_context::{validate_container_security_context, validate_pod_security_context},
+    volumes::{validate_volume_devices, validate_volume_mounts, validate_volumes, PodVolumes},
 };
 
 /// Where a pod spec sits, which decides the restart policies it may use.
@@ -110,46 +113,18 @@ pub(crate) fn validate_pod_spec(
             ));
         }
     }
+    validate_pod_security_context(spec, path, causes);
     non_negative(spec, "terminationGracePeriodSeconds", path, causes);
     non_negative(spec, "activeDeadlineSeconds", path, causes);
     validate_resource_list(spec.get("overhead"), &format!("{path}.overhead"), causes);
     validate_requirements(spec.get("resources"), &format!("{path}.resources"), causes);
 }
 
-/// Checks `volumes` and returns their names.
-fn validate_volumes(
-    spec: &Map<String, Value>,
-    path: &str,
-    causes: &mut Vec<FieldError>,
-) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let Some(volumes) = spec.get("volumes").and_then(Value::as_array) else {
-        return names;
-    };
-    for (i, volume) in volumes.iter().enumerate() {
-        let field = format!("{path}.volumes[{i}].name");
-        match volume.get("name").and_then(Value::as_str) {
-            None | Some("") => causes.push(FieldError::required(field, "")),
-            Some(name) => {
-                check_dns(&field, name, NameRule::Dns1123Label, causes);
-                if !names.insert(name.to_string()) {
-                    causes.push(FieldError::duplicate(field, name));
-                }
-            }
-        }
-        if let Some(size) = volume.pointer("/emptyDir/sizeLimit") {
-            let field = format!("{path}.volumes[{i}].emptyDir.sizeLimit");
-            validate_quantity(size, field, causes);
-        }
-    }
-    names
-}
-
 pub(crate) fn validate_container(
     container: &Map<String, Value>,
     path: &str,
     names: &mut HashSet<String>,
-    volumes: &BTreeSet<String>,
+    volumes: &PodVolumes,
     causes: &mut Vec<FieldError>,
 ) {
     let name_field = format!("{path}.name");
@@ -168,16 +143,6 @@ pub(crate) fn validate_container(
         .is_none_or(|image| image.trim().is_empty())
     {
         causes.push(FieldError::required(format!("{path}.image"), ""));
-    }
-    if let Some(policy) = container.get("imagePullPolicy").and_then(Value::as_str) {
-        const PULL: [&str; 3] = ["Always", "IfNotPresent", "Never"];
-        if !PULL.contains(&policy) {
-            causes.push(FieldError::not_supported(
-                format!("{path}.imagePullPolicy"),
-                policy,
-                PULL,
-            ));
-        }
     }
     for (j, port) in container
         .get("ports")
@@ -209,32 +174,24 @@ pub(crate) fn validate_container(
         }
         check_protocol(port, &field, causes);
     }
+    validate_env(container, path, causes);
+    validate_env_from(container, path, causes);
+    validate_volume_mounts(container, volumes, path, causes);
+    validate_volume_devices(container, volumes, path, causes);
+    if let Some(policy) = container.get("imagePullPolicy").and_then(Value::as_str) {
+        const PULL: [&str; 3] = ["Always", "IfNotPresent", "Never"];
+        if !PULL.contains(&policy) {
+            causes.push(FieldError::not_supported(
+                format!("{path}.imagePullPolicy"),
+                policy,
+                PULL,
+            ));
+        }
+    }
     validate_requirements(
         container.get("resources"),
         &format!("{path}.resources"),
         causes,
     );
-    for (j, mount) in container
-        .get("volumeMounts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let field = format!("{path}.volumeMounts[{j}]");
-        match mount.get("name").and_then(Value::as_str) {
-            None | Some("") => causes.push(FieldError::required(format!("{field}.name"), "")),
-            Some(name) if !volumes.contains(name) => {
-                causes.push(FieldError::not_found(format!("{field}.name"), name))
-            }
-            Some(_) => {}
-        }
-        if mount
-            .get("mountPath")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            causes.push(FieldError::required(format!("{field}.mountPath"), ""));
-        }
-    }
+    validate_container_security_context(container, path, causes);
 }

@@ -91,8 +91,9 @@ pub(crate) fn validate_requirements(
     for (name, (request, request_text)) in &requests {
         if let Some((limit, limit_text)) = limits.get(name) {
             if request > limit {
+                // Kubernetes names the whole `requests` map here, not the resource.
                 causes.push(FieldError::invalid(
-                    format!("{requests_field}[{name}]"),
+                    &requests_field,
                     request_text.as_str(),
                     format!("must be less than or equal to {name} limit of {limit_text}"),
                 ));
@@ -225,7 +226,7 @@ mod tests {
     fn a_request_above_its_limit_is_invalid() {
         assert_eq!(
             requirement_problems(json!({"requests": {"cpu": "1500m"}, "limits": {"cpu": "1"}})),
-            vec!["resources.requests[cpu]: Invalid value: \"1500m\": must be less than or equal to cpu limit of 1"]
+            vec!["resources.requests: Invalid value: \"1500m\": must be less than or equal to cpu limit of 1"]
         );
         assert!(requirement_problems(
             json!({"requests": {"cpu": "1000m"}, "limits": {"cpu": "1"}})

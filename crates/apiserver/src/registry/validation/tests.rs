@@ -105,7 +105,7 @@ fn template_quantities_are_parsed_and_requests_stay_within_limits() {
         fields("apps", "Deployment", object),
         [
             "spec.template.spec.containers[0].resources.requests[memory]",
-            "spec.template.spec.containers[0].resources.requests[cpu]",
+            "spec.template.spec.containers[0].resources.requests",
         ]
     );
 }

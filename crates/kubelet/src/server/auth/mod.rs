@@ -13,11 +13,16 @@
 //! (user=<u>, verb=<v>, resource=nodes, subresource=<s>)`; an authorizer that fails is
 //! `500` with `Authorization error (...)`.
 //!
+//! Over HTTPS with a client CA (feature `tls`), a client certificate that chains to the CA
+//! authenticates first (CN = user, O = groups, see `X509Authenticator`); requests without
+//! one, or with one that does not verify, fall back to the bearer token.
+//!
 //! Implementations: [`DelegatedAuth`] asks the API server (`TokenReview` and
 //! `SubjectAccessReview`, cached as the kubelet caches its webhooks), and [`StaticAuth`]
 //! answers from a table, for tests.
 
 mod delegated;
+pub(crate) mod x509;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -32,6 +37,8 @@ use http::{header, Method, StatusCode};
 use super::text;
 
 pub use delegated::{CacheTtls, DelegatedAuth};
+#[cfg(feature = "tls")]
+pub use x509::{X509Authenticator, X509Error};
 
 /// Why authentication or authorization could not decide (as opposed to deciding "no").
 #[derive(Debug, Clone, thiserror::Error)]
@@ -278,8 +285,14 @@ pub(crate) async fn guard(
     if path == "/healthz" {
         return next.run(request).await;
     }
-    let user = match bearer(&request) {
-        Some(token) => match guard.authenticator.authenticate(token).await {
+    // A verified client certificate first (over HTTPS with a client CA), then the token.
+    let certificate = request
+        .extensions()
+        .get::<x509::CertificateUser>()
+        .map(|c| c.0.clone());
+    let user = match (certificate, bearer(&request)) {
+        (Some(user), _) => user,
+        (None, Some(token)) => match guard.authenticator.authenticate(token).await {
             Ok(Some(user)) => user,
             Ok(None) => return text(StatusCode::UNAUTHORIZED, "Unauthorized".into()),
             Err(error) => {
@@ -287,7 +300,7 @@ pub(crate) async fn guard(
                 return text(StatusCode::UNAUTHORIZED, "Unauthorized".into());
             }
         },
-        None => return text(StatusCode::UNAUTHORIZED, "Unauthorized".into()),
+        (None, None) => return text(StatusCode::UNAUTHORIZED, "Unauthorized".into()),
     };
     let attributes = Attributes::of(request.method(), &path, &guard.node_name);
     let describe = |what: &str| {

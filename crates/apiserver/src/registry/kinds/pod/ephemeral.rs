@@ -19,7 +19,7 @@ use capstan_api::FieldError;
 use serde_json::{Map, Value};
 
 use crate::registry::defaults::default_container;
-use crate::registry::validation::validate_container;
+use crate::registry::validation::{valid_volumes, validate_container};
 
 /// The message of an update of the Pod itself that changes what it may not (Kubernetes'
 /// `ValidatePodUpdate`).
@@ -135,13 +135,7 @@ fn validate_ephemeral_containers(spec: &Map<String, Value>, causes: &mut Vec<Fie
         .into_iter()
         .chain(named("initContainers"))
         .collect();
-    let volumes: BTreeSet<String> = spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.get("name").and_then(Value::as_str).map(String::from))
-        .collect();
+    let volumes = valid_volumes(spec);
     // Names already taken by the Pod's other containers count as duplicates.
     let mut names: HashSet<String> = others.iter().cloned().collect();
     for (i, container) in list.iter().enumerate() {
