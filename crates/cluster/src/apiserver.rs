@@ -61,6 +61,9 @@ pub enum ApiServerError {
         /// Why not.
         message: String,
     },
+    /// The kubelet client's certificate, key or CA could not be read or used.
+    #[error("kubelet client TLS: {0}")]
+    KubeletClient(std::io::Error),
     /// A backend or option this build leaves out.
     #[error(transparent)]
     Option(#[from] crate::options::OptionError),
@@ -132,6 +135,14 @@ pub struct ApiServerConfig {
     /// listen port, inside [`cluster_netns`](Self::cluster_netns) when set). `None`: the
     /// listen address.
     pub advertise_address: Option<std::net::IpAddr>,
+    /// The certificate and key (PEM files) the server presents to kubelets
+    /// (`--kubelet-client-certificate`, `--kubelet-client-key`; feature `tls`): kubelets are
+    /// reached over HTTPS then.
+    pub kubelet_client_certificate: Option<(PathBuf, PathBuf)>,
+    /// The CA bundle (PEM file) kubelets' serving certificates are verified against
+    /// (`--kubelet-certificate-authority`; feature `tls`): HTTPS too. Without it they are not
+    /// verified, as kube-apiserver does.
+    pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
 impl ApiServerConfig {
@@ -152,6 +163,8 @@ impl ApiServerConfig {
             service_account_max_token_expiration: None,
             cluster_netns: None,
             advertise_address: None,
+            kubelet_client_certificate: None,
+            kubelet_certificate_authority: None,
         }
     }
 
@@ -282,7 +295,7 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
     // `system:masters` when kubelets review it.
     let mut options = ApiServerOptions::default()
         .compaction_interval(config.compaction_interval)
-        .kubelet_client(KubeletClientConfig::with_generated_token());
+        .kubelet_client(kubelet_client(config)?);
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut token = config.token.clone();
     #[cfg(feature = "tls")]
@@ -379,6 +392,44 @@ pub async fn serve(config: &ApiServerConfig) -> Result<RunningApiServer, ApiServ
         token,
         ca_pem,
     })
+}
+
+/// How the server reaches kubelets: its generated token, and over HTTPS with the client
+/// certificate and CA of `config` when given.
+///
+/// Errors: unreadable or unusable material ([`ApiServerError::KubeletClient`]), or a build
+/// without the `tls` feature.
+fn kubelet_client(config: &ApiServerConfig) -> Result<KubeletClientConfig, ApiServerError> {
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut client = KubeletClientConfig::with_generated_token();
+    #[cfg(feature = "tls")]
+    {
+        if let Some((cert, key)) = &config.kubelet_client_certificate {
+            client = client
+                .with_client_certificate_files(cert, key)
+                .map_err(ApiServerError::KubeletClient)?;
+        }
+        if let Some(ca) = &config.kubelet_certificate_authority {
+            client = client
+                .with_certificate_authority_file(ca)
+                .map_err(ApiServerError::KubeletClient)?;
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    if config.kubelet_client_certificate.is_some() || config.kubelet_certificate_authority.is_some()
+    {
+        return Err(crate::options::OptionError::NotBuilt {
+            flag: if config.kubelet_client_certificate.is_some() {
+                "--kubelet-client-certificate"
+            } else {
+                "--kubelet-certificate-authority"
+            },
+            backend: "HTTPS to kubelets",
+            feature: "tls",
+        }
+        .into());
+    }
+    Ok(client)
 }
 
 /// Serves Pods on the advertise address and dials kubelets from the cluster's network

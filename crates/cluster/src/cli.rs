@@ -195,6 +195,18 @@ pub struct ServeArgs {
     /// --cluster-netns when given). Default: the --listen address.
     #[arg(long, value_name = "IP")]
     pub advertise_address: Option<std::net::IpAddr>,
+    /// The certificate (PEM) the API server presents to kubelets, as kube-apiserver's flag
+    /// (feature `tls`): kubelets are then reached over HTTPS.
+    #[arg(long, requires = "kubelet_client_key")]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// The key of --kubelet-client-certificate (PEM).
+    #[arg(long, requires = "kubelet_client_certificate")]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// The CA bundle (PEM) kubelets' serving certificates are verified against (feature
+    /// `tls`): kubelets are then reached over HTTPS. Without it, as kube-apiserver, they are
+    /// not verified.
+    #[arg(long)]
+    pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
 /// Reads a duration as Go writes one (`1h30m`, `5m0s`, `250ms`); a bare number is seconds.
@@ -268,6 +280,11 @@ impl ServeArgs {
             service_account_max_token_expiration: self.service_account_max_token_expiration,
             cluster_netns: self.cluster_netns.clone(),
             advertise_address: self.advertise_address,
+            kubelet_client_certificate: self
+                .kubelet_client_certificate
+                .clone()
+                .zip(self.kubelet_client_key.clone()),
+            kubelet_certificate_authority: self.kubelet_certificate_authority.clone(),
         }
     }
 }
@@ -410,6 +427,18 @@ pub struct NodeArgs {
     /// `status.daemonEndpoints`; 0 picks a free one.
     #[arg(long, default_value_t = capstan_apiserver::http::pod_streams::DEFAULT_KUBELET_PORT)]
     pub port: u16,
+    /// Serve the kubelet API over HTTPS with this certificate chain (PEM; kubelet only,
+    /// feature `tls`), as the kubelet's flag.
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Client certificates signed by this CA bundle (PEM) authenticate callers of the
+    /// kubelet API as their CN and O groups (kubelet only, feature `tls`); implies HTTPS, with
+    /// a self-signed serving certificate kept under --state-dir unless --tls-cert-file.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
     /// Where to serve `/metrics`, `/healthz`, `/livez` and `/readyz` (plain HTTP, no
     /// authentication: keep it on loopback); port 0 picks a free one, which is logged.
     #[arg(long, default_value = crate::observability::DEFAULT_METRICS_LISTEN)]
@@ -434,6 +463,15 @@ impl NodeArgs {
         options.kubelet_metrics_listen = Some(self.metrics_listen);
         options.proxy_metrics_listen = Some(self.metrics_listen);
         options.kubelet_listen = Some(SocketAddr::new(self.address, self.port));
+        if self.tls_cert_file.is_some() || self.client_ca_file.is_some() {
+            options.kubelet_https = Some(crate::node::KubeletHttps {
+                certificate: self
+                    .tls_cert_file
+                    .clone()
+                    .zip(self.tls_private_key_file.clone()),
+                client_ca: self.client_ca_file.clone(),
+            });
+        }
         options
     }
 }

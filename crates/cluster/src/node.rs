@@ -58,6 +58,10 @@ pub enum NodeError {
         /// Why not.
         source: std::io::Error,
     },
+    /// The kubelet API's TLS material (`--tls-cert-file`, `--client-ca-file`) could not be
+    /// read or used.
+    #[error("kubelet TLS: {0}")]
+    Tls(std::io::Error),
     /// The kubelet's API listener could not be bound in the node's network namespace.
     #[error("serving the kubelet API on {address}: {source}")]
     Listen {
@@ -117,6 +121,20 @@ pub struct NodeOptions {
     /// picks a free port), authenticating and authorizing callers through the API server
     /// (`TokenReview`, `SubjectAccessReview`); `None` serves nothing.
     pub kubelet_listen: Option<SocketAddr>,
+    /// Serve the kubelet's API over HTTPS (feature `tls`); `None`: plain HTTP.
+    pub kubelet_https: Option<KubeletHttps>,
+}
+
+/// The kubelet API's HTTPS, as the kubelet's flags give it (feature `tls`).
+#[derive(Clone, Debug, Default)]
+pub struct KubeletHttps {
+    /// The serving certificate chain and key, PEM (`--tls-cert-file`,
+    /// `--tls-private-key-file`). `None`: a self-signed one for the node's name and
+    /// addresses, kept in `<state dir>/kubelet/pki` and reused, as the kubelet's `--cert-dir`.
+    pub certificate: Option<(PathBuf, PathBuf)>,
+    /// The CA bundle whose client certificates authenticate callers as their CN and O groups
+    /// (`--client-ca-file`); bearer tokens keep working beside them.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -143,6 +161,7 @@ impl NodeOptions {
             kubelet_metrics_listen: None,
             proxy_metrics_listen: None,
             kubelet_listen: None,
+            kubelet_https: None,
         }
     }
 }
@@ -197,6 +216,48 @@ impl NodeKubelet {
     }
 }
 
+/// `config` serving HTTPS as `https` asks.
+///
+/// Errors: unreadable or unusable material ([`NodeError::Tls`]), or a build without the
+/// `tls` feature.
+#[cfg(feature = "tls")]
+fn with_https(
+    config: KubeletConfig,
+    https: &KubeletHttps,
+    state_dir: &std::path::Path,
+) -> Result<KubeletConfig, NodeError> {
+    use capstan_kubelet::server::KubeletTls;
+    let mut tls = match &https.certificate {
+        Some((cert, key)) => KubeletTls::from_pem_files(cert, key).map_err(NodeError::Tls)?,
+        None => KubeletTls::self_signed_in(state_dir.join("kubelet").join("pki")),
+    };
+    if let Some(ca) = &https.client_ca {
+        tls = tls.with_client_ca_file(ca).map_err(NodeError::Tls)?;
+    }
+    Ok(config.server_tls(tls))
+}
+
+/// Without the `tls` feature, HTTPS is refused.
+///
+/// Errors: always, naming the feature.
+#[cfg(not(feature = "tls"))]
+fn with_https(
+    _config: KubeletConfig,
+    https: &KubeletHttps,
+    _state_dir: &std::path::Path,
+) -> Result<KubeletConfig, NodeError> {
+    Err(crate::options::OptionError::NotBuilt {
+        flag: if https.certificate.is_some() {
+            "--tls-cert-file"
+        } else {
+            "--client-ca-file"
+        },
+        backend: "the kubelet API over HTTPS",
+        feature: "tls",
+    }
+    .into())
+}
+
 /// Starts a node's kubelet through `client`, with the runtime and pod network of `options`.
 ///
 /// Errors: the runtime cannot be reached (containerd down) or is not in this build, or the
@@ -240,6 +301,9 @@ pub async fn start_kubelet(
         }
         (Some(listen), None) => config = config.server_listen(listen),
         (None, _) => {}
+    }
+    if let Some(https) = &options.kubelet_https {
+        config = with_https(config, https, &options.state_dir)?;
     }
     let mut builder = Kubelet::builder(config);
     if let Some(listener) = listener {
