@@ -41,6 +41,9 @@ pub(crate) fn private_key_from_pem(pem: &[u8], what: &str) -> io::Result<Private
 
 /// The crypto provider every TLS configuration here uses: `ring`, whatever the process
 /// default is.
+#[allow(deprecated)]
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // rustls 0.23.48 deprecates its ring provider (no post-quantum key exchange); ring is
+    // kept so that the default build needs only a C compiler, not aws-lc's CMake.
     Arc::new(rustls::crypto::ring::default_provider())
 }

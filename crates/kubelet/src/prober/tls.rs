@@ -67,6 +67,9 @@ fn config() -> Result<Arc<ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
+            // rustls 0.23.48 deprecates its ring provider (no post-quantum key exchange);
+            // ring is kept so that the default build needs only a C compiler.
+            #[allow(deprecated)]
             let provider = Arc::new(ring::default_provider());
             let mut config = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()

@@ -46,7 +46,10 @@ const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// The rustls crypto provider of the kubelet's TLS: `ring`, whatever the process default.
+#[allow(deprecated)]
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // rustls 0.23.48 deprecates its ring provider (no post-quantum key exchange); ring is
+    // kept so that the default build needs only a C compiler, not aws-lc's CMake.
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
