@@ -1,11 +1,15 @@
-//! PEM decoding and the rustls crypto provider (feature `tls`), shared by the HTTPS server
+//! PEM decoding, the rustls crypto provider and the verifier that accepts any server
+//! certificate (feature `tls`), shared by the HTTPS server
 //! ([`http::tls`](crate::http)) and the HTTPS client ([`remote`](crate::remote)).
 
 use std::io;
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
@@ -46,4 +50,55 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     // rustls 0.23.48 deprecates its ring provider (no post-quantum key exchange); ring is
     // kept so that the default build needs only a C compiler, not aws-lc's CMake.
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts any server certificate (`insecure-skip-tls-verify`, or kubelets without
+/// `--kubelet-certificate-authority`), still checking that the server holds the key of the
+/// certificate it sent.
+#[derive(Debug)]
+pub(crate) struct AnyServerCertificate(pub(crate) Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -485,13 +485,10 @@ mod tls {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::CryptoProvider;
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
     use super::{KubeletError, KubeletLocation};
-    use crate::pem::{certificates_from_pem, private_key_from_pem, provider};
+    use crate::pem::{certificates_from_pem, private_key_from_pem, provider, AnyServerCertificate};
 
     pub(super) fn read(path: &Path, what: &str) -> io::Result<Vec<u8>> {
         std::fs::read(path).map_err(|e| {
@@ -636,56 +633,6 @@ mod tls {
                 .into()
         } else {
             format!("tls: {error}")
-        }
-    }
-
-    /// Accepts any kubelet certificate (no `--kubelet-certificate-authority`), still
-    /// checking that the kubelet holds the key of the certificate it sent.
-    #[derive(Debug)]
-    struct AnyServerCertificate(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AnyServerCertificate {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
         }
     }
 }
